@@ -1,0 +1,1301 @@
+//! The rules CloudNativePG's admission webhook enforces, as pure functions.
+//!
+//! Each `validate()` returns **every** problem at once (an empty list means valid), each
+//! with the field path and a sentence saying what to do, so a user fixes a manifest in one
+//! round instead of one error per `kubectl apply`. Nothing here reads the cluster: rules
+//! that need other objects (does the referenced Backup exist?) belong to the reconciler.
+
+use super::backup::{Backup, BackupSpec, ScheduledBackup};
+use super::cluster::{
+    BootstrapConfiguration, Cluster, ClusterSpec, DataDurability, ImportType, ServiceSelectorType,
+    StorageConfiguration, SynchronousReplicaConfiguration,
+};
+use super::common::{BackupMethod, BackupPluginConfiguration, OnlineConfiguration};
+use super::pooler::Pooler;
+use crate::lsn::Lsn;
+use crate::quantity::Quantity;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// What kind of problem a [`FieldError`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// A field the resource does not have.
+    UnknownField,
+    /// A value of the wrong type (a string where a number belongs, ...).
+    WrongType,
+    /// A required field is missing.
+    Required,
+    /// A value the rules forbid.
+    Invalid,
+}
+
+impl ErrorKind {
+    /// A short label for messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::UnknownField => "unknown field",
+            ErrorKind::WrongType => "wrong type",
+            ErrorKind::Required => "required",
+            ErrorKind::Invalid => "invalid",
+        }
+    }
+}
+
+/// One problem in a manifest: where it is, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `spec.postgresql.parameters.port` or
+    /// `spec.externalClusters[1].name`.
+    pub path: String,
+    /// The kind of problem.
+    pub kind: ErrorKind,
+    /// What is wrong and what to do, as a sentence.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A rule violation at `path`.
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(path, ErrorKind::Invalid, message)
+    }
+
+    /// A missing required field at `path`.
+    pub fn required(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(path, ErrorKind::Required, message)
+    }
+
+    /// A problem of any kind at `path`.
+    pub fn new(path: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.path, self.kind.label(), self.message)
+    }
+}
+
+/// A resource that can check itself against upstream's admission rules.
+pub trait Validate {
+    /// Every rule violation, in field order; empty when the resource is valid.
+    fn validate(&self) -> Vec<FieldError>;
+}
+
+/// The lowest PostgreSQL major version CloudNativePG supports.
+pub const MIN_POSTGRES_MAJOR: u32 = 13;
+
+/// PostgreSQL parameters the operator sets itself; a user value would break replication,
+/// failover, TLS or logging, so upstream's webhook refuses them.
+/// `(name, what to use instead)`.
+const FIXED_PARAMETERS: &[(&str, &str)] = &[
+    ("allow_system_table_mods", ""),
+    ("archive_cleanup_command", ""),
+    (
+        "archive_command",
+        "configure WAL archiving under spec.backup or spec.plugins",
+    ),
+    (
+        "archive_mode",
+        "configure WAL archiving under spec.backup or spec.plugins",
+    ),
+    ("bonjour", ""),
+    ("bonjour_name", ""),
+    ("cluster_name", ""),
+    ("config_file", ""),
+    ("data_directory", ""),
+    ("data_sync_retry", ""),
+    ("event_source", ""),
+    ("external_pid_file", ""),
+    ("hba_file", "use spec.postgresql.pg_hba"),
+    ("hot_standby", ""),
+    ("ident_file", "use spec.postgresql.pg_ident"),
+    ("jit_provider", ""),
+    ("listen_addresses", ""),
+    ("log_destination", ""),
+    ("log_directory", ""),
+    ("log_file_mode", ""),
+    ("log_filename", ""),
+    ("log_rotation_age", ""),
+    ("log_rotation_size", ""),
+    ("log_truncate_on_rotation", ""),
+    ("logging_collector", ""),
+    ("pg_failover_slots.primary_dsn", ""),
+    ("pg_failover_slots.standby_slot_names", ""),
+    ("port", ""),
+    (
+        "primary_conninfo",
+        "replica clusters are configured with spec.replica",
+    ),
+    ("primary_slot_name", "use spec.replicationSlots"),
+    ("promote_trigger_file", ""),
+    ("recovery_end_command", ""),
+    ("recovery_min_apply_delay", "use spec.replica.minApplyDelay"),
+    (
+        "recovery_target",
+        "use spec.bootstrap.recovery.recoveryTarget",
+    ),
+    (
+        "recovery_target_action",
+        "use spec.bootstrap.recovery.recoveryTarget",
+    ),
+    (
+        "recovery_target_inclusive",
+        "use spec.bootstrap.recovery.recoveryTarget.exclusive",
+    ),
+    (
+        "recovery_target_lsn",
+        "use spec.bootstrap.recovery.recoveryTarget.targetLSN",
+    ),
+    (
+        "recovery_target_name",
+        "use spec.bootstrap.recovery.recoveryTarget.targetName",
+    ),
+    (
+        "recovery_target_time",
+        "use spec.bootstrap.recovery.recoveryTarget.targetTime",
+    ),
+    (
+        "recovery_target_timeline",
+        "use spec.bootstrap.recovery.recoveryTarget.targetTLI",
+    ),
+    (
+        "recovery_target_xid",
+        "use spec.bootstrap.recovery.recoveryTarget.targetXID",
+    ),
+    ("restart_after_crash", ""),
+    ("restore_command", ""),
+    (
+        "shared_preload_libraries",
+        "use spec.postgresql.shared_preload_libraries",
+    ),
+    ("ssl", "configure certificates under spec.certificates"),
+    (
+        "ssl_ca_file",
+        "configure certificates under spec.certificates",
+    ),
+    (
+        "ssl_cert_file",
+        "configure certificates under spec.certificates",
+    ),
+    ("ssl_crl_file", ""),
+    ("ssl_dh_params_file", ""),
+    ("ssl_ecdh_curve", ""),
+    (
+        "ssl_key_file",
+        "configure certificates under spec.certificates",
+    ),
+    ("ssl_passphrase_command", ""),
+    ("ssl_passphrase_command_supports_reload", ""),
+    ("ssl_prefer_server_ciphers", ""),
+    ("stats_temp_directory", ""),
+    (
+        "synchronized_standby_slots",
+        "use spec.replicationSlots.highAvailability",
+    ),
+    (
+        "synchronous_standby_names",
+        "use spec.postgresql.synchronous (or minSyncReplicas/maxSyncReplicas)",
+    ),
+    ("syslog_facility", ""),
+    ("syslog_ident", ""),
+    ("syslog_sequence_numbers", ""),
+    ("syslog_split_messages", ""),
+    ("unix_socket_directories", ""),
+    ("unix_socket_group", ""),
+    ("unix_socket_permissions", ""),
+];
+
+/// Whether `name` is a PostgreSQL parameter the operator manages, and the hint if so.
+pub fn fixed_parameter(name: &str) -> Option<&'static str> {
+    FIXED_PARAMETERS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, hint)| *hint)
+}
+
+/// Role names the operator reserves for itself.
+const RESERVED_ROLES: &[&str] = &[
+    "postgres",
+    "streaming_replica",
+    "cnpg_pooler_pgbouncer",
+    "cnpg_metrics_exporter",
+];
+
+impl Validate for Cluster {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if let Some(name) = &self.metadata.name {
+            check_cluster_name(name, &mut errs);
+        }
+        validate_cluster_spec(&self.spec, &mut errs);
+        errs
+    }
+}
+
+/// A Cluster name becomes pod, PVC, Service and Secret names (`<name>-rw`,
+/// `<name>-superuser`, `<name>-12`...), so it must be a DNS-1035 label with room to spare.
+fn check_cluster_name(name: &str, errs: &mut Vec<FieldError>) {
+    const MAX: usize = 50;
+    if !is_dns1035_label(name) {
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            format!(
+                "{name:?} is not a valid cluster name; use lowercase letters, digits and '-', \
+                 starting with a letter and ending with a letter or digit"
+            ),
+        ));
+    } else if name.len() > MAX {
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            format!(
+                "{name:?} is {} characters long; use at most {MAX}, as the operator derives \
+                 longer object names from it",
+                name.len()
+            ),
+        ));
+    }
+}
+
+fn is_dns1035_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-'
+}
+
+fn validate_cluster_spec(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    if spec.instances < 1 {
+        errs.push(FieldError::invalid(
+            "spec.instances",
+            format!(
+                "{} is not allowed; a cluster needs at least 1 instance",
+                spec.instances
+            ),
+        ));
+    }
+    check_legacy_sync(spec, errs);
+    if let Some(sync) = spec
+        .postgresql
+        .as_ref()
+        .and_then(|p| p.synchronous.as_ref())
+    {
+        check_synchronous(spec, sync, errs);
+    }
+    check_parameters(spec, errs);
+    check_bootstrap(spec, errs);
+    check_image(spec, errs);
+    check_storage_required("spec.storage", spec.storage.as_ref(), errs);
+    if let Some(wal) = &spec.wal_storage {
+        check_storage_required("spec.walStorage", Some(wal), errs);
+    }
+    check_tablespaces(spec, errs);
+    check_delays(spec, errs);
+    check_backup(spec, errs);
+    check_replication_slots(spec, errs);
+    check_managed(spec, errs);
+    check_external_clusters(spec, errs);
+    check_replica(spec, errs);
+    check_probes(spec, errs);
+    check_lease(spec, errs);
+    check_misc(spec, errs);
+}
+
+fn check_legacy_sync(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let (min, max) = (spec.min_sync_replicas, spec.max_sync_replicas);
+    if min < 0 {
+        errs.push(FieldError::invalid(
+            "spec.minSyncReplicas",
+            format!("{min} is negative; use 0 or more"),
+        ));
+    }
+    if max < 0 {
+        errs.push(FieldError::invalid(
+            "spec.maxSyncReplicas",
+            format!("{max} is negative; use 0 or more"),
+        ));
+    }
+    if min > max {
+        errs.push(FieldError::invalid(
+            "spec.minSyncReplicas",
+            format!(
+                "{min} is greater than maxSyncReplicas ({max}); set minSyncReplicas <= maxSyncReplicas"
+            ),
+        ));
+    }
+    if max > 0 && max >= spec.instances {
+        errs.push(FieldError::invalid(
+            "spec.maxSyncReplicas",
+            format!(
+                "{max} must be less than the number of instances ({}); there are only {} \
+                 replicas to wait for",
+                spec.instances,
+                (spec.instances - 1).max(0)
+            ),
+        ));
+    }
+}
+
+fn check_synchronous(
+    spec: &ClusterSpec,
+    sync: &SynchronousReplicaConfiguration,
+    errs: &mut Vec<FieldError>,
+) {
+    const P: &str = "spec.postgresql.synchronous";
+    if spec.min_sync_replicas > 0 || spec.max_sync_replicas > 0 {
+        errs.push(FieldError::invalid(
+            P,
+            "cannot be used together with minSyncReplicas/maxSyncReplicas; remove one of the two",
+        ));
+    }
+    if sync.number < 1 {
+        errs.push(FieldError::invalid(
+            format!("{P}.number"),
+            format!(
+                "{} is not allowed; wait for at least 1 synchronous standby",
+                sync.number
+            ),
+        ));
+    }
+    let external = (sync.standby_names_pre.len() + sync.standby_names_post.len()) as i64;
+    if i64::from(sync.number) >= i64::from(spec.instances) + external {
+        errs.push(FieldError::invalid(
+            format!("{P}.number"),
+            format!(
+                "{} must be less than the number of instances ({}) plus the external standby \
+                 names ({external}), otherwise no commit could ever be acknowledged",
+                sync.number, spec.instances
+            ),
+        ));
+    }
+    if let Some(cap) = sync.max_standby_names_from_cluster
+        && cap < 0
+    {
+        errs.push(FieldError::invalid(
+            format!("{P}.maxStandbyNamesFromCluster"),
+            format!("{cap} is negative; use 0 or more"),
+        ));
+    }
+    if sync.data_durability == Some(DataDurability::Preferred) && external > 0 {
+        errs.push(FieldError::invalid(
+            format!("{P}.dataDurability"),
+            "'preferred' cannot be combined with standbyNamesPre/standbyNamesPost; \
+             use 'required' or remove the external names",
+        ));
+    }
+    if !sync.pod_failure_domain_keys.is_empty() && !sync.node_failure_domain_keys.is_empty() {
+        errs.push(FieldError::invalid(
+            format!("{P}.nodeFailureDomainKeys"),
+            "podFailureDomainKeys and nodeFailureDomainKeys are mutually exclusive; keep one",
+        ));
+    }
+    if sync.failover_quorum == Some(true) && i64::from(sync.number) <= external {
+        errs.push(FieldError::invalid(
+            format!("{P}.failoverQuorum"),
+            format!(
+                "with number {} and {external} external standby names, no replica of this \
+                 cluster is ever guaranteed to hold every commit, so failover could never be \
+                 allowed; raise number above {external} or disable failoverQuorum",
+                sync.number
+            ),
+        ));
+    }
+}
+
+fn check_parameters(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(pg) = &spec.postgresql else { return };
+    for (name, value) in &pg.parameters {
+        let path = format!("spec.postgresql.parameters.{name}");
+        if let Some(hint) = fixed_parameter(name) {
+            let mut msg = format!("{name} is managed by the operator and cannot be set; remove it");
+            if !hint.is_empty() {
+                msg.push_str(" (");
+                msg.push_str(hint);
+                msg.push(')');
+            }
+            errs.push(FieldError::invalid(path, msg));
+        } else if name == "wal_level" {
+            let archiving = spec
+                .backup
+                .as_ref()
+                .is_some_and(|b| b.barman_object_store.is_some())
+                || spec.plugins.iter().any(|p| p.is_wal_archiver == Some(true));
+            match value.as_str() {
+                "replica" | "logical" => {}
+                "minimal" if spec.instances == 1 && !archiving => {}
+                "minimal" => errs.push(FieldError::invalid(
+                    path,
+                    "'minimal' cannot feed standbys or a WAL archive; use 'replica' or 'logical'",
+                )),
+                other => errs.push(FieldError::invalid(
+                    path,
+                    format!("{other:?} is not a wal_level; use 'replica' or 'logical'"),
+                )),
+            }
+        }
+    }
+}
+
+fn check_bootstrap(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(BootstrapConfiguration {
+        initdb,
+        recovery,
+        pg_basebackup,
+    }) = &spec.bootstrap
+    else {
+        return;
+    };
+    let chosen: Vec<&str> = [
+        initdb.as_ref().map(|_| "initdb"),
+        recovery.as_ref().map(|_| "recovery"),
+        pg_basebackup.as_ref().map(|_| "pg_basebackup"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if chosen.len() > 1 {
+        errs.push(FieldError::invalid(
+            "spec.bootstrap",
+            format!(
+                "{} bootstrap methods are given ({}); keep exactly one",
+                chosen.len(),
+                chosen.join(", ")
+            ),
+        ));
+    }
+    if let Some(init) = initdb {
+        const P: &str = "spec.bootstrap.initdb";
+        if let Some(size) = init.wal_segment_size
+            && (!(1..=1024).contains(&size) || size.count_ones() != 1)
+        {
+            errs.push(FieldError::invalid(
+                format!("{P}.walSegmentSize"),
+                format!("{size} MB is not allowed; use a power of 2 between 1 and 1024"),
+            ));
+        }
+        if init.owner.is_some() && init.database.is_none() {
+            errs.push(FieldError::required(
+                format!("{P}.database"),
+                "an owner is given without a database; name the database it owns",
+            ));
+        }
+        if let Some(import) = &init.import {
+            let ip = format!("{P}.import");
+            if import.databases.is_empty() {
+                errs.push(FieldError::required(
+                    format!("{ip}.databases"),
+                    "list the databases to import",
+                ));
+            }
+            if import.type_ == ImportType::Microservice {
+                if import.databases.len() > 1 {
+                    errs.push(FieldError::invalid(
+                        format!("{ip}.databases"),
+                        "a microservice import takes exactly one database; use type monolith for several",
+                    ));
+                }
+                if !import.roles.is_empty() {
+                    errs.push(FieldError::invalid(
+                        format!("{ip}.roles"),
+                        "roles can only be imported with type monolith",
+                    ));
+                }
+            } else if import.databases.iter().any(|d| d == "*") && import.databases.len() > 1 {
+                errs.push(FieldError::invalid(
+                    format!("{ip}.databases"),
+                    "'*' imports every database and cannot be combined with names",
+                ));
+            }
+            check_external_ref(
+                spec,
+                &format!("{ip}.source.externalCluster"),
+                &import.source.external_cluster,
+                errs,
+            );
+        }
+    }
+    if let Some(rec) = recovery {
+        const P: &str = "spec.bootstrap.recovery";
+        let sources = [
+            rec.backup.is_some(),
+            rec.source.is_some(),
+            rec.volume_snapshots.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if sources == 0 {
+            errs.push(FieldError::required(
+                P,
+                "say what to recover from: backup, source or volumeSnapshots",
+            ));
+        } else if sources > 1 {
+            errs.push(FieldError::invalid(
+                P,
+                "backup, source and volumeSnapshots are alternatives; keep exactly one",
+            ));
+        }
+        if let Some(src) = &rec.source {
+            check_external_ref(spec, &format!("{P}.source"), src, errs);
+        }
+        if let Some(t) = &rec.recovery_target {
+            let tp = format!("{P}.recoveryTarget");
+            let targets: Vec<&str> = [
+                t.target_time.as_ref().map(|_| "targetTime"),
+                t.target_lsn.as_ref().map(|_| "targetLSN"),
+                t.target_xid.as_ref().map(|_| "targetXID"),
+                t.target_name.as_ref().map(|_| "targetName"),
+                t.target_immediate.filter(|b| *b).map(|_| "targetImmediate"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if targets.len() > 1 {
+                errs.push(FieldError::invalid(
+                    tp.clone(),
+                    format!("{} are alternatives; keep only one", targets.join(", ")),
+                ));
+            }
+            if let Some(lsn) = &t.target_lsn
+                && let Err(e) = lsn.parse::<Lsn>()
+            {
+                errs.push(FieldError::invalid(
+                    format!("{tp}.targetLSN"),
+                    e.to_string(),
+                ));
+            }
+            if let Some(tli) = &t.target_tli
+                && tli != "latest"
+                && tli != "current"
+                && tli.parse::<u32>().map_or(true, |n| n == 0)
+            {
+                errs.push(FieldError::invalid(
+                    format!("{tp}.targetTLI"),
+                    format!(
+                        "{tli:?} is not a timeline; use 'latest', 'current' or a positive number"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(pgb) = pg_basebackup {
+        check_external_ref(
+            spec,
+            "spec.bootstrap.pg_basebackup.source",
+            &pgb.source,
+            errs,
+        );
+    }
+}
+
+fn check_external_ref(spec: &ClusterSpec, path: &str, name: &str, errs: &mut Vec<FieldError>) {
+    if !spec.external_clusters.iter().any(|e| e.name == name) {
+        let known: Vec<&str> = spec
+            .external_clusters
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        let listed = if known.is_empty() {
+            "none is defined".to_owned()
+        } else {
+            format!("defined: {}", known.join(", "))
+        };
+        errs.push(FieldError::invalid(
+            path,
+            format!("{name:?} is not an entry of spec.externalClusters ({listed}); add it or fix the name"),
+        ));
+    }
+}
+
+/// The PostgreSQL major version an image tag names (`16`, `17.2`, `18.6-system-trixie`).
+pub fn major_from_image_tag(image: &str) -> Option<u32> {
+    let tag = image_tag(image)?;
+    let digits: String = tag.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+fn image_tag(image: &str) -> Option<&str> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split_once(':').map(|(_, t)| t)
+}
+
+fn check_image(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    if spec.image_name.is_some() && spec.image_catalog_ref.is_some() {
+        errs.push(FieldError::invalid(
+            "spec.imageCatalogRef",
+            "imageName and imageCatalogRef are mutually exclusive; keep one",
+        ));
+    }
+    if let Some(image) = &spec.image_name {
+        const P: &str = "spec.imageName";
+        let has_digest = image.contains('@');
+        match image_tag(image) {
+            _ if image.trim().is_empty() || image.contains(char::is_whitespace) => errs.push(
+                FieldError::invalid(P, format!("{image:?} is not an image reference")),
+            ),
+            Some("latest") => errs.push(FieldError::invalid(
+                P,
+                "the 'latest' tag cannot be used, as upgrades could not be detected; \
+                 name a version tag such as 17.2 or a digest",
+            )),
+            None if !has_digest => errs.push(FieldError::invalid(
+                P,
+                format!(
+                    "{image:?} has no tag, so it means 'latest' and upgrades could not be \
+                     detected; name a version tag such as {image}:17.2"
+                ),
+            )),
+            Some(_) if !has_digest => match major_from_image_tag(image) {
+                Some(major) if major < MIN_POSTGRES_MAJOR => errs.push(FieldError::invalid(
+                    P,
+                    format!(
+                        "PostgreSQL {major} is not supported; use {MIN_POSTGRES_MAJOR} or later"
+                    ),
+                )),
+                Some(_) => {}
+                None => errs.push(FieldError::invalid(
+                    P,
+                    format!(
+                        "cannot read a PostgreSQL version from the tag of {image:?}; use a tag \
+                         that starts with the version (e.g. 17.2-bookworm) or add a digest"
+                    ),
+                )),
+            },
+            _ => {}
+        }
+    }
+    if let Some(cat) = &spec.image_catalog_ref {
+        const P: &str = "spec.imageCatalogRef";
+        if cat.kind != "ImageCatalog" && cat.kind != "ClusterImageCatalog" {
+            errs.push(FieldError::invalid(
+                format!("{P}.kind"),
+                format!(
+                    "{:?} is not a catalog kind; use ImageCatalog or ClusterImageCatalog",
+                    cat.kind
+                ),
+            ));
+        }
+        if let Some(group) = &cat.api_group
+            && group != super::GROUP
+        {
+            errs.push(FieldError::invalid(
+                format!("{P}.apiGroup"),
+                format!(
+                    "{group:?} is not the catalog API group; use {}",
+                    super::GROUP
+                ),
+            ));
+        }
+        if cat.major < MIN_POSTGRES_MAJOR as i32 {
+            errs.push(FieldError::invalid(
+                format!("{P}.major"),
+                format!(
+                    "PostgreSQL {} is not supported; use {MIN_POSTGRES_MAJOR} or later",
+                    cat.major
+                ),
+            ));
+        }
+    }
+}
+
+fn check_storage_required(
+    path: &str,
+    storage: Option<&StorageConfiguration>,
+    errs: &mut Vec<FieldError>,
+) {
+    let template_request = storage
+        .and_then(|s| s.pvc_template.as_ref())
+        .and_then(|t| t.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone());
+    match storage.and_then(|s| s.size.as_ref()) {
+        Some(size) => match Quantity::parse(size) {
+            Ok(q) if q.bytes() == 0 => errs.push(FieldError::invalid(
+                format!("{path}.size"),
+                "a volume of size 0 cannot hold data; give a size such as 1Gi",
+            )),
+            Ok(_) => {}
+            Err(e) => errs.push(FieldError::invalid(
+                format!("{path}.size"),
+                format!("{e}; write a Kubernetes quantity such as 10Gi or 500Mi"),
+            )),
+        },
+        None => match template_request {
+            Some(req) => {
+                if let Err(e) = Quantity::parse(&req) {
+                    errs.push(FieldError::invalid(
+                        format!("{path}.pvcTemplate.resources.requests.storage"),
+                        format!("{e}; write a Kubernetes quantity such as 10Gi"),
+                    ));
+                }
+            }
+            None => errs.push(FieldError::required(
+                format!("{path}.size"),
+                "no size is configured; add size (e.g. 1Gi) or a storage request in pvcTemplate",
+            )),
+        },
+    }
+}
+
+fn check_tablespaces(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let mut seen = BTreeSet::new();
+    for (i, t) in spec.tablespaces.iter().enumerate() {
+        let p = format!("spec.tablespaces[{i}]");
+        if !seen.insert(t.name.as_str()) {
+            errs.push(FieldError::invalid(
+                format!("{p}.name"),
+                format!(
+                    "tablespace {:?} is defined twice; names must be unique",
+                    t.name
+                ),
+            ));
+        }
+        let valid = !t.name.is_empty()
+            && t.name.len() <= 63
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !t.name.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            errs.push(FieldError::invalid(
+                format!("{p}.name"),
+                format!(
+                    "{:?} is not a valid tablespace name; use lowercase letters, digits and '_' \
+                     (not starting with a digit), at most 63 characters",
+                    t.name
+                ),
+            ));
+        } else if t.name.starts_with("pg_") {
+            errs.push(FieldError::invalid(
+                format!("{p}.name"),
+                format!(
+                    "{:?} starts with 'pg_', which PostgreSQL reserves; rename it",
+                    t.name
+                ),
+            ));
+        }
+        check_storage_required(&format!("{p}.storage"), Some(&t.storage), errs);
+    }
+}
+
+fn check_delays(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    for (name, v, min) in [
+        ("startDelay", spec.start_delay, 1),
+        ("stopDelay", spec.stop_delay, 1),
+        ("switchoverDelay", spec.switchover_delay, 1),
+        ("smartShutdownTimeout", spec.smart_shutdown_timeout, 0),
+        ("failoverDelay", spec.failover_delay, 0),
+    ] {
+        if v < min {
+            errs.push(FieldError::invalid(
+                format!("spec.{name}"),
+                format!("{v} seconds is not allowed; use {min} or more"),
+            ));
+        }
+    }
+    if let Some(t) = spec.liveness_probe_timeout
+        && t < 1
+    {
+        errs.push(FieldError::invalid(
+            "spec.livenessProbeTimeout",
+            format!("{t} seconds is not allowed; use 1 or more"),
+        ));
+    }
+}
+
+fn check_backup(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let archivers: Vec<usize> = spec
+        .plugins
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_wal_archiver == Some(true))
+        .map(|(i, _)| i)
+        .collect();
+    if archivers.len() > 1 {
+        errs.push(FieldError::invalid(
+            format!("spec.plugins[{}].isWALArchiver", archivers[1]),
+            "only one plugin can archive WAL; set isWALArchiver on a single plugin",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, p) in spec.plugins.iter().enumerate() {
+        if p.name.is_empty() {
+            errs.push(FieldError::required(
+                format!("spec.plugins[{i}].name"),
+                "name the plugin",
+            ));
+        } else if !seen.insert(p.name.as_str()) {
+            errs.push(FieldError::invalid(
+                format!("spec.plugins[{i}].name"),
+                format!("plugin {:?} is listed twice; list each plugin once", p.name),
+            ));
+        }
+    }
+    let Some(backup) = &spec.backup else { return };
+    if let Some(store) = &backup.barman_object_store {
+        if !archivers.is_empty() {
+            errs.push(FieldError::invalid(
+                "spec.backup.barmanObjectStore",
+                "WAL archiving is configured both here and by a plugin (isWALArchiver); keep one",
+            ));
+        }
+        if store.destination_path.trim().is_empty() {
+            errs.push(FieldError::required(
+                "spec.backup.barmanObjectStore.destinationPath",
+                "say where backups go, e.g. s3://bucket/path",
+            ));
+        }
+    }
+    if let Some(policy) = &backup.retention_policy {
+        let b = policy.as_bytes();
+        let ok = b.len() >= 2
+            && matches!(b[b.len() - 1], b'd' | b'w' | b'm')
+            && b[0] != b'0'
+            && b[..b.len() - 1].iter().all(u8::is_ascii_digit);
+        if !ok {
+            errs.push(FieldError::invalid(
+                "spec.backup.retentionPolicy",
+                format!("{policy:?} is not a retention policy; write a number of days, weeks or months such as 30d, 4w or 6m"),
+            ));
+        }
+    }
+}
+
+fn check_replication_slots(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(slots) = &spec.replication_slots else {
+        return;
+    };
+    if let Some(prefix) = slots
+        .high_availability
+        .as_ref()
+        .and_then(|h| h.slot_prefix.as_ref())
+        && !prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        errs.push(FieldError::invalid(
+            "spec.replicationSlots.highAvailability.slotPrefix",
+            format!("{prefix:?} may only contain lowercase letters, digits and '_'"),
+        ));
+    }
+    if let Some(i) = slots.update_interval
+        && i < 1
+    {
+        errs.push(FieldError::invalid(
+            "spec.replicationSlots.updateInterval",
+            format!("{i} seconds is not allowed; use 1 or more"),
+        ));
+    }
+}
+
+fn check_managed(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(managed) = &spec.managed else { return };
+    let mut seen = BTreeSet::new();
+    for (i, role) in managed.roles.iter().enumerate() {
+        let p = format!("spec.managed.roles[{i}].name");
+        if role.name.is_empty() {
+            errs.push(FieldError::required(p, "name the role"));
+        } else if RESERVED_ROLES.contains(&role.name.as_str()) {
+            errs.push(FieldError::invalid(
+                p,
+                format!(
+                    "{:?} is reserved by the operator; choose another role name",
+                    role.name
+                ),
+            ));
+        } else if !seen.insert(role.name.as_str()) {
+            errs.push(FieldError::invalid(
+                p,
+                format!(
+                    "role {:?} is defined twice; define each role once",
+                    role.name
+                ),
+            ));
+        }
+        if role.connection_limit.is_some_and(|l| l < -1) {
+            errs.push(FieldError::invalid(
+                format!("spec.managed.roles[{i}].connectionLimit"),
+                "use -1 for no limit, or 0 or more",
+            ));
+        }
+    }
+    if let Some(services) = &managed.services {
+        for (i, s) in services.disabled_default_services.iter().enumerate() {
+            if *s == ServiceSelectorType::Rw {
+                errs.push(FieldError::invalid(
+                    format!("spec.managed.services.disabledDefaultServices[{i}]"),
+                    "the rw Service cannot be disabled: applications and standbys reach the primary through it",
+                ));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, s) in services.additional.iter().enumerate() {
+            let name = s
+                .service_template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.name.as_deref());
+            match name {
+                None | Some("") => errs.push(FieldError::required(
+                    format!("spec.managed.services.additional[{i}].serviceTemplate.metadata.name"),
+                    "name the Service",
+                )),
+                Some(n) if !names.insert(n.to_owned()) => errs.push(FieldError::invalid(
+                    format!("spec.managed.services.additional[{i}].serviceTemplate.metadata.name"),
+                    format!("Service {n:?} is defined twice"),
+                )),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn check_external_clusters(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let mut seen = BTreeSet::new();
+    for (i, e) in spec.external_clusters.iter().enumerate() {
+        let p = format!("spec.externalClusters[{i}].name");
+        if e.name.is_empty() {
+            errs.push(FieldError::required(p, "name the external cluster"));
+        } else if !seen.insert(e.name.as_str()) {
+            errs.push(FieldError::invalid(
+                p,
+                format!("{:?} is defined twice; names must be unique", e.name),
+            ));
+        }
+    }
+}
+
+fn check_replica(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(replica) = &spec.replica else { return };
+    check_external_ref(spec, "spec.replica.source", &replica.source, errs);
+    if replica.enabled.is_some() && replica.primary.is_some() {
+        errs.push(FieldError::invalid(
+            "spec.replica.enabled",
+            "enabled and primary are alternative ways to choose the primary cluster; keep one",
+        ));
+    }
+}
+
+fn check_probes(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(probes) = &spec.probes else { return };
+    for (name, probe) in [
+        ("startup", &probes.startup),
+        ("readiness", &probes.readiness),
+    ] {
+        let Some(probe) = probe else { continue };
+        if let Some(lag) = &probe.maximum_lag {
+            let p = format!("spec.probes.{name}.maximumLag");
+            if probe.type_ != Some(super::cluster::ProbeStrategyType::Streaming) {
+                errs.push(FieldError::invalid(
+                    p.clone(),
+                    "maximumLag only applies to the 'streaming' probe type; set type: streaming or remove it",
+                ));
+            }
+            if let Err(e) = Quantity::parse(&lag.0) {
+                errs.push(FieldError::invalid(p, e.to_string()));
+            }
+        }
+    }
+}
+
+fn check_lease(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(lease) = &spec.primary_lease else {
+        return;
+    };
+    let (duration, renew, retry, released) = lease.effective();
+    const P: &str = "spec.primaryLease";
+    for (name, v) in [
+        ("leaseDurationSeconds", duration),
+        ("renewDeadlineSeconds", renew),
+        ("retryPeriodSeconds", retry),
+        ("releasedLeaseDurationSeconds", released),
+    ] {
+        if v < 1 {
+            errs.push(FieldError::invalid(
+                format!("{P}.{name}"),
+                format!("{v} is not allowed; use 1 or more"),
+            ));
+        }
+    }
+    if duration <= renew {
+        errs.push(FieldError::invalid(
+            format!("{P}.leaseDurationSeconds"),
+            format!("{duration} must be greater than renewDeadlineSeconds ({renew})"),
+        ));
+    }
+    // renewDeadline > 1.2 × retryPeriod, in integers.
+    if i64::from(renew) * 10 <= i64::from(retry) * 12 {
+        errs.push(FieldError::invalid(
+            format!("{P}.renewDeadlineSeconds"),
+            format!("{renew} must be greater than 1.2 × retryPeriodSeconds ({retry})"),
+        ));
+    }
+}
+
+fn check_misc(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    if let Some(limits) = &spec.ephemeral_volumes_size_limit {
+        for (name, q) in [
+            ("shm", &limits.shm),
+            ("temporaryData", &limits.temporary_data),
+        ] {
+            if let Some(q) = q
+                && let Err(e) = Quantity::parse(&q.0)
+            {
+                errs.push(FieldError::invalid(
+                    format!("spec.ephemeralVolumesSizeLimit.{name}"),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+    if let Some(policy) = &spec.image_pull_policy
+        && !matches!(policy.as_str(), "Always" | "Never" | "IfNotPresent")
+    {
+        errs.push(FieldError::invalid(
+            "spec.imagePullPolicy",
+            format!("{policy:?} is not a pull policy; use Always, Never or IfNotPresent"),
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Pooler, Backup, ScheduledBackup
+// ---------------------------------------------------------------------------------------
+
+/// `pgbouncer.ini` parameters a Pooler may set (the rest is the operator's).
+const PGBOUNCER_PARAMETERS: &[&str] = &[
+    "application_name_add_host",
+    "autodb_idle_timeout",
+    "cancel_wait_timeout",
+    "client_idle_timeout",
+    "client_login_timeout",
+    "client_tls_ciphers",
+    "client_tls_ecdhcurve",
+    "client_tls_protocols",
+    "client_tls_sslmode",
+    "default_pool_size",
+    "disable_pqexec",
+    "dns_max_ttl",
+    "dns_nxdomain_ttl",
+    "idle_transaction_timeout",
+    "ignore_startup_parameters",
+    "listen_backlog",
+    "log_connections",
+    "log_disconnections",
+    "log_pooler_errors",
+    "log_stats",
+    "max_client_conn",
+    "max_db_client_connections",
+    "max_db_connections",
+    "max_packet_size",
+    "max_prepared_statements",
+    "max_user_client_connections",
+    "max_user_connections",
+    "min_pool_size",
+    "pkt_buf",
+    "query_timeout",
+    "query_wait_timeout",
+    "reserve_pool_size",
+    "reserve_pool_timeout",
+    "sbuf_loopcnt",
+    "server_check_delay",
+    "server_check_query",
+    "server_connect_timeout",
+    "server_fast_close",
+    "server_idle_timeout",
+    "server_lifetime",
+    "server_login_retry",
+    "server_reset_query",
+    "server_reset_query_always",
+    "server_round_robin",
+    "server_tls_ciphers",
+    "server_tls_protocols",
+    "stats_period",
+    "suspend_timeout",
+    "tcp_defer_accept",
+    "tcp_keepalive",
+    "tcp_keepcnt",
+    "tcp_keepidle",
+    "tcp_keepintvl",
+    "tcp_socket_buffer",
+    "tcp_user_timeout",
+    "track_extra_parameters",
+    "verbose",
+];
+
+impl Validate for Pooler {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let spec = &self.spec;
+        let cluster = spec.cluster.name.as_str();
+        if cluster.is_empty() {
+            errs.push(FieldError::required(
+                "spec.cluster.name",
+                "name the Cluster this pooler serves",
+            ));
+        }
+        if let Some(name) = &self.metadata.name
+            && !cluster.is_empty()
+            && [
+                cluster.to_owned(),
+                format!("{cluster}-rw"),
+                format!("{cluster}-ro"),
+                format!("{cluster}-r"),
+            ]
+            .contains(name)
+        {
+            errs.push(FieldError::invalid(
+                "metadata.name",
+                format!("{name:?} collides with a Service of cluster {cluster:?}; choose another pooler name"),
+            ));
+        }
+        if let Some(n) = spec.instances
+            && n < 0
+        {
+            errs.push(FieldError::invalid(
+                "spec.instances",
+                format!("{n} is negative; use 0 or more"),
+            ));
+        }
+        for key in spec.pgbouncer.parameters.keys() {
+            if !PGBOUNCER_PARAMETERS.contains(&key.as_str()) {
+                errs.push(FieldError::invalid(
+                    format!("spec.pgbouncer.parameters.{key}"),
+                    format!("{key} cannot be set in a Pooler: it is unknown to PgBouncer or managed by the operator"),
+                ));
+            }
+        }
+        if spec.pgbouncer.auth_query_secret.is_some() && spec.pgbouncer.auth_query.is_none() {
+            errs.push(FieldError::required(
+                "spec.pgbouncer.authQuery",
+                "an authQuerySecret is given without an authQuery; add the query that uses it",
+            ));
+        }
+        errs
+    }
+}
+
+fn check_backup_method(
+    method: BackupMethod,
+    plugin: Option<&BackupPluginConfiguration>,
+    online: Option<bool>,
+    online_cfg: Option<&OnlineConfiguration>,
+    errs: &mut Vec<FieldError>,
+) {
+    match (method, plugin) {
+        (BackupMethod::Plugin, None) => errs.push(FieldError::required(
+            "spec.pluginConfiguration",
+            "method plugin needs pluginConfiguration with the plugin's name",
+        )),
+        (BackupMethod::Plugin, Some(p)) if p.name.is_empty() => errs.push(FieldError::required(
+            "spec.pluginConfiguration.name",
+            "name the plugin that takes the backup",
+        )),
+        (m, Some(_)) if m != BackupMethod::Plugin => errs.push(FieldError::invalid(
+            "spec.pluginConfiguration",
+            "only applies to method plugin; set method: plugin or remove it",
+        )),
+        _ => {}
+    }
+    if method != BackupMethod::VolumeSnapshot {
+        if online.is_some() {
+            errs.push(FieldError::invalid(
+                "spec.online",
+                "only applies to method volumeSnapshot; remove it or set method: volumeSnapshot",
+            ));
+        }
+        if online_cfg.is_some() {
+            errs.push(FieldError::invalid(
+                "spec.onlineConfiguration",
+                "only applies to method volumeSnapshot; remove it or set method: volumeSnapshot",
+            ));
+        }
+    }
+}
+
+fn check_backup_spec(spec: &BackupSpec, errs: &mut Vec<FieldError>) {
+    if spec.cluster.name.is_empty() {
+        errs.push(FieldError::required(
+            "spec.cluster.name",
+            "name the Cluster to back up",
+        ));
+    }
+    check_backup_method(
+        spec.method,
+        spec.plugin_configuration.as_ref(),
+        spec.online,
+        spec.online_configuration.as_ref(),
+        errs,
+    );
+}
+
+impl Validate for Backup {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        check_backup_spec(&self.spec, &mut errs);
+        errs
+    }
+}
+
+impl Validate for ScheduledBackup {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let spec = &self.spec;
+        if spec.cluster.name.is_empty() {
+            errs.push(FieldError::required(
+                "spec.cluster.name",
+                "name the Cluster to back up",
+            ));
+        }
+        if let Err(why) = check_schedule(&spec.schedule) {
+            errs.push(FieldError::invalid("spec.schedule", why));
+        }
+        check_backup_method(
+            spec.method,
+            spec.plugin_configuration.as_ref(),
+            spec.online,
+            spec.online_configuration.as_ref(),
+            &mut errs,
+        );
+        errs
+    }
+}
+
+/// Upstream schedules are six-field cron expressions with seconds first
+/// (`0 0 0 * * *` is every midnight), or descriptors such as `@daily`.
+pub fn check_schedule(schedule: &str) -> Result<(), String> {
+    let fields = schedule.split_whitespace().count();
+    let trimmed = schedule.trim();
+    if !trimmed.starts_with('@') && fields != 6 {
+        let hint = if fields == 5 {
+            format!(
+                "; it looks like a five-field cron expression: prepend the seconds, as in \"0 {trimmed}\""
+            )
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "{schedule:?} has {fields} fields; a schedule has six, seconds first (e.g. \"0 0 0 * * *\"){hint}"
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(trimmed)
+        .map(|_| ())
+        .map_err(|e| format!("{schedule:?} is not a valid cron expression: {e}"))
+}
+
+#[cfg(test)]
+mod tests;
