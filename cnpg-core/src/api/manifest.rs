@@ -25,6 +25,9 @@ pub struct DocumentReport {
     pub name: Option<String>,
     /// Every problem found; empty means valid.
     pub errors: Vec<FieldError>,
+    /// Set when the document is another API's resource (a Secret, a Deployment...): it is
+    /// not checked, and this says why.
+    pub skipped: Option<String>,
 }
 
 impl DocumentReport {
@@ -97,6 +100,10 @@ pub fn check_document(doc: &Value) -> DocumentReport {
                 format!("{v:?} is not served; use {API_VERSION}"),
             ))
         }
+        Some(Value::String(v)) if is_other_api(v) => {
+            report.skipped = Some(format!("{v} is not a CloudNativePG API; not checked"));
+            return report;
+        }
         Some(v) => report.errors.push(FieldError::invalid(
             "apiVersion",
             format!(
@@ -163,6 +170,21 @@ pub fn check_document(doc: &Value) -> DocumentReport {
         }
     }
     report
+}
+
+/// A well-formed `group/version` (or core `v1`) of some other API. A group that is only a
+/// typo away from ours is not "other": it is reported as an error.
+fn is_other_api(api_version: &str) -> bool {
+    let (group, version) = match api_version.rsplit_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let well_formed = !version.is_empty()
+        && version.starts_with('v')
+        && api_version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'/');
+    well_formed && group != GROUP && strsim::levenshtein(group, GROUP) > 3
 }
 
 fn typed<T: DeserializeOwned + Validate>(doc: Value) -> Vec<FieldError> {
@@ -377,6 +399,18 @@ mod tests {
         .join("\n");
         assert!(text.contains("metadata.name: required"), "{text}");
         assert!(text.contains("metadata.labels.a: wrong type"), "{text}");
+    }
+
+    #[test]
+    fn other_apis_are_skipped_but_near_misses_are_errors() {
+        let secret = check_document(
+            &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}),
+        );
+        assert!(secret.is_valid() && secret.skipped.is_some(), "{secret:?}");
+        let typo = check_document(
+            &json!({"apiVersion": "postgresqlx.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "s"}}),
+        );
+        assert!(!typo.is_valid() && typo.skipped.is_none(), "{typo:?}");
     }
 
     #[test]

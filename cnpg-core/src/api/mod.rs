@@ -11,6 +11,10 @@
 //! * [`manifest`]: checks an untyped document (unknown fields, wrong types, rule
 //!   violations), the engine behind `kubectl-cnpg validate`.
 
+// kube's derive takes one `printcolumn(...)` per column, all with the same keys (`type_`,
+// `json_path`); clippy reads that as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod backup;
 pub mod barman;
 pub mod cluster;

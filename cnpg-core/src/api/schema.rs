@@ -292,19 +292,23 @@ pub fn did_you_mean<'a>(
     given: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let lower = given.to_ascii_lowercase();
+    // Compare without case and separators, so `in_role` finds `inRoles` and
+    // `maxsyncreplicas` finds `maxSyncReplicas`.
+    fn norm(s: &str) -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+    let given_norm = norm(given);
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
-        let d = if c.to_ascii_lowercase() == lower {
-            0
-        } else {
-            strsim::levenshtein(given, c)
-        };
+        let d = strsim::levenshtein(&given_norm, &norm(c));
         if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }
     }
-    let limit = (given.chars().count() / 3).max(2);
+    let limit = (given_norm.chars().count() / 3).max(2);
     best.filter(|(d, _)| *d <= limit).map(|(_, c)| c)
 }
 
@@ -514,6 +518,10 @@ mod tests {
         assert_eq!(did_you_mean("maxsyncreplicas", c), Some("maxSyncReplicas"));
         assert_eq!(did_you_mean("storag", c), Some("storage"));
         assert_eq!(did_you_mean("completelyDifferent", c), None);
+        assert_eq!(
+            did_you_mean("in_role", ["inRoles", "inherit"]),
+            Some("inRoles")
+        );
     }
 
     #[test]

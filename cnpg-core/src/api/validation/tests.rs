@@ -199,7 +199,9 @@ fn exactly_one_bootstrap_method_and_known_sources() {
         name: "origin".into(),
         ..Default::default()
     }];
-    c.spec.bootstrap.as_mut().map(|b| b.initdb = None);
+    if let Some(b) = c.spec.bootstrap.as_mut() {
+        b.initdb = None;
+    }
     assert_eq!(errs(&c), Vec::<String>::new());
 }
 

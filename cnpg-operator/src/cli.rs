@@ -1,0 +1,174 @@
+//! The `kubectl-cnpg` command line.
+//!
+//! Installed on the `PATH` as `kubectl-cnpg`, it also runs as `kubectl cnpg ...`, like
+//! CloudNativePG's plugin. [`run`] takes its arguments and streams explicitly so that tests
+//! drive the real command without spawning a process.
+
+use crate::manifests::{check_text, crd_files, crds_yaml};
+use clap::{Parser, Subcommand};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Manage CloudNativePG-compatible PostgreSQL clusters.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-cnpg",
+    version,
+    about = "Manage CloudNativePG-compatible PostgreSQL clusters (cnpg-rs)"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate installation manifests.
+    Install {
+        /// What to generate.
+        #[command(subcommand)]
+        what: InstallCommand,
+    },
+    /// Check manifests against the API schema and the admission rules, reporting every
+    /// problem with its field path. Exits 0 when every document is valid, 1 otherwise.
+    Validate {
+        /// Files to check (multi-document YAML); `-` reads standard input.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `install` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum InstallCommand {
+    /// Print the CustomResourceDefinitions (Cluster, Pooler, Backup, ScheduledBackup) as YAML.
+    /// Apply them with `kubectl apply --server-side -f -`.
+    Crds {
+        /// Write one file per CRD into this directory (`postgresql.cnpg.io_<plural>.yaml`)
+        /// instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line with explicit arguments and streams; returns the exit code.
+pub fn run<I, T>(args: I, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = e.exit_code();
+            let text = e.render().to_string();
+            let sink: &mut dyn Write = if e.use_stderr() { err } else { out };
+            let _ = write!(sink, "{text}");
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Install {
+            what: InstallCommand::Crds { output_dir: None },
+        } => write!(out, "{}", crds_yaml()).map(|_| 0),
+        Command::Install {
+            what: InstallCommand::Crds {
+                output_dir: Some(dir),
+            },
+        } => write_crd_files(&dir, out, err),
+        Command::Validate { files } => validate(&files, stdin, out, err),
+    };
+    match result {
+        Ok(code) => code,
+        // The reader went away (`| head`): nothing more to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 1,
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot write output: {e}");
+            1
+        }
+    }
+}
+
+fn write_crd_files(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<i32> {
+    for (name, yaml) in crd_files() {
+        let path = dir.join(&name);
+        if let Err(e) = std::fs::write(&path, yaml) {
+            writeln!(err, "error: cannot write {}: {e}", path.display())?;
+            return Ok(1);
+        }
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    Ok(0)
+}
+
+fn validate(
+    files: &[PathBuf],
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let mut all_valid = true;
+    let mut documents = 0usize;
+    let mut invalid = 0usize;
+    for file in files {
+        let label = file.display().to_string();
+        let text = if label == "-" {
+            let mut s = String::new();
+            stdin.read_to_string(&mut s).map(|_| s)
+        } else {
+            std::fs::read_to_string(file)
+        };
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                writeln!(err, "{label}: cannot read: {e}")?;
+                all_valid = false;
+                continue;
+            }
+        };
+        let reports = match check_text(&text) {
+            Ok(r) => r,
+            Err(e) => {
+                writeln!(out, "{label}: {e}")?;
+                all_valid = false;
+                continue;
+            }
+        };
+        if reports.is_empty() {
+            writeln!(out, "{label}: no manifest found (the file is empty)")?;
+            all_valid = false;
+        }
+        let many = reports.len() > 1;
+        for (i, report) in reports.iter().enumerate() {
+            if report.skipped.is_none() {
+                documents += 1;
+            }
+            let place = if many {
+                format!("{label}: document {} ({})", i + 1, report.label())
+            } else {
+                format!("{label}: {}", report.label())
+            };
+            if let Some(why) = &report.skipped {
+                writeln!(out, "{place}: skipped ({why})")?;
+            } else if report.is_valid() {
+                writeln!(out, "{place}: valid")?;
+            } else {
+                all_valid = false;
+                invalid += 1;
+                let n = report.errors.len();
+                writeln!(out, "{place}: {n} problem{}", if n == 1 { "" } else { "s" })?;
+                for e in &report.errors {
+                    writeln!(out, "  {e}")?;
+                }
+            }
+        }
+    }
+    writeln!(
+        out,
+        "{documents} document{} checked, {invalid} invalid",
+        if documents == 1 { "" } else { "s" }
+    )?;
+    Ok(if all_valid { 0 } else { 1 })
+}
