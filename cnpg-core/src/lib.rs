@@ -17,6 +17,32 @@
 
 #[cfg(feature = "api")]
 pub mod api;
+pub mod election;
+pub mod fencing;
+pub mod hibernation;
+pub mod instance;
 pub mod lsn;
+pub mod naming;
+pub mod pdb;
 pub mod phase;
+pub mod policy;
 pub mod quantity;
+pub mod reconcile;
+pub mod rollout;
+pub mod status;
+pub mod sync;
+pub mod time;
+
+/// Sort key for instance names: by prefix, then serial as a number (`pg-2` before
+/// `pg-10`), then the whole name. Upstream sorts names as strings; numbers read better and
+/// agree with it below ten instances.
+pub(crate) fn naming_order(n: &str) -> (&str, u64, &str) {
+    match n.rsplit_once('-') {
+        Some((prefix, serial))
+            if !serial.is_empty() && serial.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (prefix, serial.parse().unwrap_or(u64::MAX), n)
+        }
+        _ => (n, 0, n),
+    }
+}

@@ -1,0 +1,432 @@
+use super::*;
+use crate::lsn::Lsn;
+use crate::sync::{Durability, Method, SyncPolicy, SyncSpec};
+
+fn inst(name: &str, primary: bool, lsn: u64) -> ObservedInstance {
+    let mut status = if primary {
+        InstanceStatus::primary(name, 1, Lsn(lsn))
+    } else {
+        InstanceStatus::replica(name, 1, Lsn(lsn))
+    };
+    status.is_pod_ready = true;
+    ObservedInstance {
+        name: name.into(),
+        running: true,
+        role: Some(if primary {
+            Role::Primary
+        } else {
+            Role::Replica
+        }),
+        status,
+        outdated: None,
+        restart_only: false,
+    }
+}
+
+/// A healthy 3-instance cluster, pg-1 primary, asynchronous and in effect.
+fn healthy() -> (Policy, Observed) {
+    let policy = Policy::new("pg", 3);
+    let observed = Observed {
+        instances: vec![
+            inst("pg-1", true, 500),
+            inst("pg-2", false, 400),
+            inst("pg-3", false, 450),
+        ],
+        state: ClusterState {
+            current_primary: Some("pg-1".into()),
+            target_primary: Some("pg-1".into()),
+            ..Default::default()
+        },
+        sync_in_effect: Some(String::new()),
+    };
+    (policy, observed)
+}
+
+fn now() -> Timestamp {
+    Timestamp(1_000_000)
+}
+
+fn kill_primary(o: &mut Observed) {
+    o.instances[0].status = InstanceStatus::unreachable("pg-1", "postmaster is down");
+}
+
+fn stop_receivers(o: &mut Observed) {
+    for i in &mut o.instances[1..] {
+        i.status.is_wal_receiver_active = false;
+    }
+}
+
+#[test]
+fn a_new_cluster_starts_with_initdb() {
+    let p = reconcile(&Policy::new("pg", 3), &Observed::default(), now());
+    assert_eq!(
+        p.actions,
+        vec![Action::CreateInstance {
+            name: "pg-1".into(),
+            bootstrap: Bootstrap::Initdb
+        }]
+    );
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    assert_eq!(p.phase, ClusterPhase::FirstPrimary);
+    let mut o = Observed {
+        instances: vec![inst("pg-1", true, 10)],
+        state: p.state,
+        sync_in_effect: None,
+    };
+    let p = reconcile(&Policy::new("pg", 3), &o, now());
+    assert_eq!(p.phase, ClusterPhase::FirstPrimary);
+    assert!(
+        p.phase_reason
+            .contains("Waiting for pg-1 to become primary")
+    );
+    o.state.current_primary = Some("pg-1".into());
+    o.sync_in_effect = Some(String::new());
+    let p = reconcile(&Policy::new("pg", 3), &o, now());
+    assert_eq!(
+        p.actions,
+        vec![Action::CreateInstance {
+            name: "pg-2".into(),
+            bootstrap: Bootstrap::Join {
+                source: "pg-1".into()
+            }
+        }]
+    );
+    assert_eq!(p.phase, ClusterPhase::CreatingReplica);
+}
+
+#[test]
+fn healthy_cluster_is_a_fixpoint() {
+    let (policy, o) = healthy();
+    let p = reconcile(&policy, &o, now());
+    assert!(p.is_noop(&o.state), "{p:#?}");
+    assert_eq!(p.phase, ClusterPhase::Healthy);
+    assert_eq!(p.requeue, None);
+}
+
+#[test]
+fn labels_follow_the_current_primary() {
+    let (policy, mut o) = healthy();
+    o.instances[0].role = None;
+    o.instances[2].role = Some(Role::Unhealthy);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.actions,
+        vec![
+            Action::SetRole {
+                name: "pg-1".into(),
+                role: Role::Primary
+            },
+            Action::SetRole {
+                name: "pg-3".into(),
+                role: Role::Replica
+            }
+        ]
+    );
+}
+
+#[test]
+fn failover_marks_pending_waits_for_wal_receivers_then_elects() {
+    let (policy, mut o) = healthy();
+    kill_primary(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+    assert!(p.actions.contains(&Action::SetRole {
+        name: "pg-1".into(),
+        role: Role::Unhealthy
+    }));
+    assert_eq!(p.phase, ClusterPhase::FailOver);
+    assert!(
+        p.phase_reason
+            .contains("waiting for the WAL receivers of pg-2, pg-3"),
+        "{}",
+        p.phase_reason
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "FailingOver" && e.message.contains("postmaster is down"))
+    );
+
+    o.state = p.state;
+    o.instances[0].role = Some(Role::Unhealthy);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.state.target_primary.as_deref(),
+        Some(PENDING),
+        "still streaming: no election"
+    );
+
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.state.target_primary.as_deref(),
+        Some("pg-3"),
+        "pg-3 has the most WAL"
+    );
+    let ev = p
+        .events
+        .iter()
+        .find(|e| e.reason == "FailoverTarget")
+        .expect("event");
+    assert!(
+        ev.message
+            .contains("pg-3 is the most aligned ready replica")
+            && ev.message.contains("pg-2: behind"),
+        "{}",
+        ev.message
+    );
+    assert_eq!(p.phase_reason, "Failing over from pg-1 to pg-3");
+}
+
+#[test]
+fn failover_completes_in_one_loop_when_receivers_are_already_down() {
+    let (policy, mut o) = healthy();
+    kill_primary(&mut o);
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-3"));
+}
+
+#[test]
+fn promoted_target_then_labels_move() {
+    let (policy, mut o) = healthy();
+    kill_primary(&mut o);
+    o.state.target_primary = Some("pg-3".into());
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.phase, ClusterPhase::FailOver);
+    assert!(p.phase_reason.contains("waiting for pg-3 to be promoted"));
+    // pg-3's instance manager promoted it and published itself.
+    o.state.current_primary = Some("pg-3".into());
+    o.instances[2].status = InstanceStatus::primary("pg-3", 2, Lsn(450));
+    o.instances[0].running = false;
+    let p = reconcile(&policy, &o, now());
+    assert!(p.actions.contains(&Action::StartInstance {
+        name: "pg-1".into()
+    }));
+    assert!(p.actions.contains(&Action::SetRole {
+        name: "pg-3".into(),
+        role: Role::Primary
+    }));
+}
+
+#[test]
+fn no_failover_on_a_status_hiccup_a_fenced_primary_or_a_planned_restart() {
+    let (policy, mut o) = healthy();
+    o.instances[0].status.error = Some("timeout".into()); // still pod-ready
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "PrimaryStatusCheckFailed")
+    );
+
+    let (mut policy, mut o) = healthy();
+    kill_primary(&mut o);
+    policy.fencing.fence("pg-1");
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    assert!(p.phase_reason.contains("fenced: no failover"));
+
+    let (policy, mut o) = healthy();
+    o.instances[0].status.is_primary = false;
+    o.instances[0].status.might_be_unavailable = true;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+}
+
+#[test]
+fn failover_delay_is_stamped_and_respected() {
+    let (mut policy, mut o) = healthy();
+    policy.failover_delay = Duration::from_secs(30);
+    kill_primary(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.failing_since, Some(now()));
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    o.state = p.state.clone();
+    let p = reconcile(&policy, &o, now().plus(Duration::from_secs(10)));
+    assert!(
+        p.phase_reason.contains("failing over in 20s"),
+        "{}",
+        p.phase_reason
+    );
+    let p = reconcile(&policy, &o, now().plus(Duration::from_secs(30)));
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+    // A primary that recovers clears the stamp.
+    let (policy2, mut o2) = healthy();
+    o2.state.failing_since = Some(now());
+    let p = reconcile(&policy2, &o2, now());
+    assert_eq!(p.state.failing_since, None);
+    o2.state.failing_since = None;
+}
+
+fn required(number: u32) -> SyncPolicy {
+    SyncPolicy::Explicit(SyncSpec {
+        method: Method::Any,
+        number,
+        max_standby_names_from_cluster: None,
+        standby_names_pre: vec![],
+        standby_names_post: vec![],
+        durability: Durability::Required,
+        failover_quorum: false,
+    })
+}
+
+#[test]
+fn required_durability_gates_failover_on_the_quorum() {
+    let (mut policy, mut o) = healthy();
+    policy.sync = required(1);
+    // Steady state publishes what the primary confirmed.
+    o.sync_in_effect = Some(r#"ANY 1 ("pg-2","pg-3","pg-1")"#.into());
+    let p = reconcile(&policy, &o, now());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.state.published_sync.as_ref().map(|s| s.number), Some(1));
+    o.state = p.state;
+
+    // The primary and pg-2 are lost: R + W > N is 1 + 1 > 2, false: refused.
+    kill_primary(&mut o);
+    o.instances[1].status = InstanceStatus::unreachable("pg-2", "node lost");
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "FailoverRefused" && e.message.contains("1 + 1 > 2"))
+    );
+
+    // pg-2 comes back: 2 + 1 > 2, failover allowed.
+    o.instances[1] = inst("pg-2", false, 400);
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-3"));
+}
+
+#[test]
+fn changing_sync_names_unpublishes_until_confirmed() {
+    let (mut policy, mut o) = healthy();
+    policy.sync = required(1);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.actions,
+        vec![Action::ApplySyncStandbyNames {
+            value: r#"ANY 1 ("pg-2","pg-3","pg-1")"#.into()
+        }]
+    );
+    assert_eq!(p.state.published_sync, None);
+    // A failover now is refused: nothing is known to be in effect.
+    o.state = p.state;
+    kill_primary(&mut o);
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert!(
+        p.events.iter().any(|e| e.reason == "FailoverRefused"),
+        "{:?}",
+        p.events
+    );
+}
+
+#[test]
+fn guards_multiple_primaries_and_full_wal_disk() {
+    let (policy, mut o) = healthy();
+    o.instances[1].status.is_primary = true;
+    let p = reconcile(&policy, &o, now());
+    assert!(p.events.iter().any(|e| e.reason == "MultiplePrimaries"));
+    assert_eq!(p.requeue, Some(Duration::from_secs(5)));
+
+    let (policy, mut o) = healthy();
+    kill_primary(&mut o);
+    o.instances[2].status.wal_disk_full = true;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.phase, ClusterPhase::NotEnoughDiskSpace);
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+}
+
+#[test]
+fn user_switchover_unlabels_the_old_primary() {
+    let (policy, mut o) = healthy();
+    o.state.target_primary = Some("pg-2".into());
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.phase, ClusterPhase::Switchover);
+    assert_eq!(
+        p.actions,
+        vec![Action::SetRole {
+            name: "pg-1".into(),
+            role: Role::Unhealthy
+        }]
+    );
+}
+
+#[test]
+fn scale_down_removes_the_highest_serial_replica() {
+    let (mut policy, o) = healthy();
+    policy.instances = 2;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.actions,
+        vec![Action::DeleteInstance {
+            name: "pg-3".into()
+        }]
+    );
+}
+
+#[test]
+fn rolling_update_replicas_first_primary_last() {
+    let (mut policy, mut o) = healthy();
+    for i in &mut o.instances {
+        i.outdated = Some("image changed".into());
+    }
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.actions,
+        vec![Action::StopInstance {
+            name: "pg-2".into()
+        }],
+        "least advanced replica first"
+    );
+    assert_eq!(p.phase, ClusterPhase::Upgrade);
+    o.instances[1].outdated = None;
+    o.instances[2].outdated = None;
+    policy.primary_update_method = crate::policy::UpdateMethod::Switchover;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-3"));
+    assert_eq!(p.phase, ClusterPhase::Switchover);
+}
+
+#[test]
+fn hibernation_stops_primary_first_and_rehydrates() {
+    let (mut policy, mut o) = healthy();
+    policy.hibernation = true;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.actions,
+        vec![Action::StopInstance {
+            name: "pg-1".into()
+        }]
+    );
+    o.state = p.state;
+    o.instances[0].running = false;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.actions,
+        vec![Action::StopInstance {
+            name: "pg-3".into()
+        }]
+    );
+    for i in &mut o.instances {
+        i.running = false;
+    }
+    let p = reconcile(&policy, &o, now());
+    assert!(p.actions.is_empty() && p.phase_reason.contains("Hibernated"));
+    policy.hibernation = false;
+    o.state = p.state;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.actions[0],
+        Action::StartInstance {
+            name: "pg-1".into()
+        },
+        "primary first"
+    );
+    assert!(!p.state.hibernating);
+}

@@ -1,0 +1,102 @@
+//! What the operator knows about each instance: the report of its instance manager
+//! (`GET /pg/status`) plus what the platform says (is the pod ready?).
+//!
+//! This is the wire contract between operator and instance manager; its JSON field names
+//! follow upstream's `PostgresqlStatus` so tools reading one read the other.
+
+use crate::lsn::Lsn;
+use serde::{Deserialize, Serialize};
+
+/// One instance as observed in a reconcile loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// Instance (pod) name.
+    pub name: String,
+    /// Set when the status could not be read (PostgreSQL down, instance unreachable), with why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the platform considers the instance ready (kubelet readiness, or the local
+    /// platform's own probe).
+    #[serde(default)]
+    pub is_pod_ready: bool,
+    /// `NOT pg_is_in_recovery()`.
+    #[serde(default)]
+    pub is_primary: bool,
+    /// Timeline of the instance.
+    #[serde(default, rename = "timeLineID")]
+    pub timeline: u32,
+    /// `pg_current_wal_lsn()` on a primary.
+    #[serde(default)]
+    pub current_lsn: Lsn,
+    /// `pg_last_wal_receive_lsn()` on a replica.
+    #[serde(default)]
+    pub received_lsn: Lsn,
+    /// `pg_last_wal_replay_lsn()` on a replica.
+    #[serde(default)]
+    pub replay_lsn: Lsn,
+    /// Whether a WAL receiver is streaming (`pg_stat_wal_receiver` not empty).
+    #[serde(default)]
+    pub is_wal_receiver_active: bool,
+    /// A parameter change waits for a restart.
+    #[serde(default)]
+    pub pending_restart: bool,
+    /// The instance is restarting or upgrading on purpose: its failure is expected.
+    #[serde(default)]
+    pub might_be_unavailable: bool,
+    /// The WAL volume has no room for two more segments.
+    #[serde(default)]
+    pub wal_disk_full: bool,
+}
+
+impl InstanceStatus {
+    /// Whether the status could be read.
+    pub fn is_reachable(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// How far the instance has WAL: on a primary its current position; on a replica the
+    /// received position, raised to the replay position when that is further (a replica
+    /// restored from archive has replayed WAL it never received by streaming).
+    pub fn wal_position(&self) -> Lsn {
+        if self.is_primary {
+            self.current_lsn
+        } else {
+            self.received_lsn.max(self.replay_lsn)
+        }
+    }
+
+    /// A reachable status; convenient for tests and embedders.
+    pub fn replica(name: &str, timeline: u32, received: Lsn) -> Self {
+        InstanceStatus {
+            name: name.to_owned(),
+            is_pod_ready: true,
+            timeline,
+            received_lsn: received,
+            replay_lsn: received,
+            is_wal_receiver_active: true,
+            ..Default::default()
+        }
+    }
+
+    /// A reachable primary status; convenient for tests and embedders.
+    pub fn primary(name: &str, timeline: u32, current: Lsn) -> Self {
+        InstanceStatus {
+            name: name.to_owned(),
+            is_pod_ready: true,
+            is_primary: true,
+            timeline,
+            current_lsn: current,
+            ..Default::default()
+        }
+    }
+
+    /// An instance whose status could not be read.
+    pub fn unreachable(name: &str, why: &str) -> Self {
+        InstanceStatus {
+            name: name.to_owned(),
+            error: Some(why.to_owned()),
+            ..Default::default()
+        }
+    }
+}
