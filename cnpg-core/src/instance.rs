@@ -194,7 +194,7 @@ pub fn decide(local: &LocalState, view: &ClusterView, _now: Timestamp) -> Decisi
                     A::Start,
                     "target primary, but PostgreSQL is stopped: starting it to promote it",
                 )
-            } else if local.wal_receiver_active && current != Some(me) {
+            } else if local.wal_receiver_active {
                 d(
                     A::WaitForWalReceiver,
                     "target primary: waiting for the WAL receiver to stop so every streamed WAL record is in",
