@@ -29,6 +29,7 @@ pub mod policy;
 pub mod quantity;
 pub mod reconcile;
 pub mod rollout;
+pub mod sim;
 pub mod status;
 pub mod sync;
 pub mod time;

@@ -45,6 +45,9 @@ pub struct ClusterState {
     pub published_sync: Option<SyncStandbys>,
     /// Whether hibernation has begun.
     pub hibernating: bool,
+    /// The primary's pod is being recreated on purpose (rolling update without
+    /// switchover): its absence is not a failure, so no failover until it is back.
+    pub primary_restarting: bool,
 }
 
 /// One instance (a storage group) as the platform sees it.
@@ -123,6 +126,8 @@ pub enum Action {
     ApplySyncStandbyNames {
         /// The rendered value (`""` for asynchronous).
         value: String,
+        /// The same, structured (`None` for asynchronous).
+        config: Option<SyncStandbys>,
     },
     /// Restart the primary's PostgreSQL in place (smart, then fast).
     RestartInPlace {
@@ -289,7 +294,7 @@ pub fn reconcile(policy: &Policy, observed: &Observed, now: Timestamp) -> Plan {
         b.event(
             EventType::Normal,
             "StartingInstances",
-            format!("restarting {} on their storage", names.join(", ")),
+            format!("starting {} again on existing storage", names.join(", ")),
         );
     }
 
@@ -341,12 +346,15 @@ pub fn reconcile(policy: &Policy, observed: &Observed, now: Timestamp) -> Plan {
         {
             return plan;
         }
-    } else if b.plan.state.failing_since.take().is_some() {
-        b.event(
-            EventType::Normal,
-            "PrimaryRecovered",
-            format!("{current} is healthy again; no failover"),
-        );
+    } else {
+        b.plan.state.primary_restarting = false;
+        if b.plan.state.failing_since.take().is_some() {
+            b.event(
+                EventType::Normal,
+                "PrimaryRecovered",
+                format!("{current} is healthy again; no failover"),
+            );
+        }
     }
 
     // Steady state: labels, scale, synchronous replication, rolling updates.
@@ -435,7 +443,7 @@ pub fn reconcile(policy: &Policy, observed: &Observed, now: Timestamp) -> Plan {
         );
     }
 
-    if let Some(plan) = roll_out(&mut b, policy, observed, &current, &statuses, &ready) {
+    if let Some(plan) = roll_out(&mut b, policy, observed, &current, &ready) {
         return plan;
     }
 
@@ -544,6 +552,29 @@ fn elect_target(
                 Some(SOON),
             )
         }
+        // Nobody can be elected but the old primary's instance is back: cancel the failover
+        // and let it resume. Safe: nothing is promoted while the target is `pending`, so its
+        // data is still the newest history. Without this, stopped old primaries waiting to
+        // rewind against a new primary and an operator waiting for a replica would wait for
+        // each other forever (found by the simulator).
+        None if statuses.iter().any(|s| s.name == current)
+            && !policy.fencing.is_fenced(current) =>
+        {
+            b.plan.state.target_primary = Some(current.to_owned());
+            b.event(
+                EventType::Warning,
+                "FailoverCancelled",
+                format!(
+                    "no replica can be elected ({}); {current} resumes as primary",
+                    election.reason()
+                ),
+            );
+            take(b).phase(
+                ClusterPhase::FailOver,
+                format!("failover cancelled: {current} resumes as primary"),
+                Some(SOON),
+            )
+        }
         None => {
             let why = format!("Failing over from {current}: {}", election.reason());
             take(b).phase(ClusterPhase::FailOver, why, Some(SOON))
@@ -584,6 +615,13 @@ fn primary_failing(
             ClusterPhase::Healthy,
             format!("the primary {current} is fenced: no failover (unfence it to resume writes)"),
             Some(SLOW),
+        ));
+    }
+    if observed.state.primary_restarting {
+        return Some(take(b).phase(
+            ClusterPhase::InplaceDeletePrimaryRestart,
+            format!("{current} is being recreated for an update; no failover while it comes back"),
+            Some(SOON),
         ));
     }
     if let Some(i) = cur.filter(|i| i.running) {
@@ -694,7 +732,10 @@ fn apply_sync(
             // Until the primary confirms the new value, no configuration is known to be in
             // effect: a quorum-gated failover in this window is refused (upstream #8790).
             b.plan.state.published_sync = None;
-            b.act(Action::ApplySyncStandbyNames { value });
+            b.act(Action::ApplySyncStandbyNames {
+                value,
+                config: desired,
+            });
         }
     }
 }
@@ -704,7 +745,6 @@ fn roll_out(
     policy: &Policy,
     observed: &Observed,
     current: &str,
-    statuses: &[InstanceStatus],
     ready: &BTreeSet<String>,
 ) -> Option<Plan> {
     let outdated: BTreeMap<String, String> = observed
@@ -720,7 +760,20 @@ fn roll_out(
         .iter()
         .map(|i| (i.name.as_str(), i))
         .collect();
-    let order: Vec<RolloutInstance> = election::sorted(statuses)
+    // Every instance takes part, a stopped one as not ready: a rollout must never restart
+    // an instance while another is still down.
+    let everyone: Vec<InstanceStatus> = observed
+        .instances
+        .iter()
+        .map(|i| {
+            if i.running {
+                i.status.clone()
+            } else {
+                InstanceStatus::unreachable(&i.name, "not running")
+            }
+        })
+        .collect();
+    let order: Vec<RolloutInstance> = election::sorted(&everyone)
         .iter()
         .map(|s| RolloutInstance {
             name: s.name.clone(),
@@ -783,6 +836,7 @@ fn roll_out(
             )
         }
         RolloutStep::RecreatePrimary(reason) => {
+            b.plan.state.primary_restarting = true;
             b.act(Action::StopInstance {
                 name: current.to_owned(),
             });

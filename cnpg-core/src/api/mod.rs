@@ -20,6 +20,7 @@ pub mod barman;
 pub mod cluster;
 pub mod common;
 pub mod manifest;
+pub mod policy;
 pub mod pooler;
 pub mod schema;
 pub mod validation;
