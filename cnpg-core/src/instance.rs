@@ -99,6 +99,23 @@ fn d(action: InstanceAction, reason: impl Into<String>) -> Decision {
 }
 
 /// Decides what the instance manager does now.
+///
+/// ```
+/// use cnpg_core::instance::{decide, ClusterView, InstanceAction, LocalState, PgData};
+/// use cnpg_core::time::Timestamp;
+///
+/// // The old primary comes back after a failover to pg-3: it must rewind, not serve.
+/// let local = LocalState {
+///     name: "pg-1".into(), pgdata: PgData::Primary, running: false,
+///     wal_receiver_active: false, diverged: false, rewind_failed: false,
+/// };
+/// let view = ClusterView {
+///     readable: true, fenced: false,
+///     current_primary: Some("pg-3".into()), target_primary: Some("pg-3".into()),
+/// };
+/// let d = decide(&local, &view, Timestamp(0));
+/// assert_eq!(d.action, InstanceAction::Rewind { source: "pg-3".into() });
+/// ```
 pub fn decide(local: &LocalState, view: &ClusterView, _now: Timestamp) -> Decision {
     use InstanceAction as A;
     let me = local.name.as_str();

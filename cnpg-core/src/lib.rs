@@ -12,6 +12,28 @@
 //! Nothing in this crate performs I/O, reads a clock or draws random numbers: the same
 //! inputs always give the same outputs, which is what lets the operator, the instance
 //! manager, the simulator and third-party controllers share one source of truth.
+//!
+//! The decisions:
+//! * [`election`]: who should be primary, with the reason each candidate lost;
+//! * [`sync`]: `synchronous_standby_names`, and whether a failover keeps every
+//!   acknowledged commit (R + W > N);
+//! * [`reconcile`]: the whole cluster decision, `(policy, observed, now) -> Plan`;
+//! * [`instance`]: what an instance manager does with its PostgreSQL;
+//! * [`rollout`], [`fencing`], [`hibernation`], [`pdb`], [`naming`];
+//! * [`sim`]: a deterministic simulator that runs all of the above under faults.
+//!
+//! ```
+//! use cnpg_core::{election, fencing::Fencing, lsn::Lsn, status::InstanceStatus};
+//!
+//! let cluster = [
+//!     InstanceStatus::unreachable("pg-1", "postmaster is down"),
+//!     InstanceStatus::replica("pg-2", 1, Lsn(0x3000148)),
+//!     InstanceStatus::replica("pg-3", 1, Lsn(0x3000060)),
+//! ];
+//! let e = election::elect(&cluster, &Fencing::None, Some("pg-1"));
+//! assert_eq!(e.elected.as_deref(), Some("pg-2"));
+//! assert!(e.reason().contains("pg-3: behind"));
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

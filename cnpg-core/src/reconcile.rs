@@ -213,6 +213,36 @@ impl Builder {
 }
 
 /// Decides what to do with a cluster now. Pure: same inputs, same plan.
+///
+/// ```
+/// use cnpg_core::lsn::Lsn;
+/// use cnpg_core::naming::Role;
+/// use cnpg_core::policy::Policy;
+/// use cnpg_core::reconcile::{reconcile, ClusterState, Observed, ObservedInstance};
+/// use cnpg_core::status::InstanceStatus;
+/// use cnpg_core::time::Timestamp;
+///
+/// let instance = |status: InstanceStatus, role| ObservedInstance {
+///     name: status.name.clone(), running: true, role: Some(role), status,
+///     outdated: None, restart_only: false,
+/// };
+/// let observed = Observed {
+///     instances: vec![
+///         instance(InstanceStatus::unreachable("pg-1", "postmaster is down"), Role::Primary),
+///         instance(InstanceStatus { is_wal_receiver_active: false, ..InstanceStatus::replica("pg-2", 1, Lsn(90)) }, Role::Replica),
+///     ],
+///     state: ClusterState {
+///         current_primary: Some("pg-1".into()),
+///         target_primary: Some("pg-1".into()),
+///         ..Default::default()
+///     },
+///     sync_in_effect: Some(String::new()),
+/// };
+/// let plan = reconcile(&Policy::new("pg", 2), &observed, Timestamp(0));
+/// assert_eq!(plan.state.target_primary.as_deref(), Some("pg-2"));
+/// assert_eq!(plan.phase_reason, "Failing over from pg-1 to pg-2");
+/// assert!(plan.events.iter().any(|e| e.reason == "FailoverTarget"));
+/// ```
 pub fn reconcile(policy: &Policy, observed: &Observed, now: Timestamp) -> Plan {
     let mut b = Builder {
         plan: Plan {
@@ -534,6 +564,39 @@ fn elect_target(
         );
         return take(b).phase(ClusterPhase::FailOver, why, Some(SOON));
     }
+    // The quorum is checked again now: a replica holding acknowledged commits may have
+    // been lost while we waited for the WAL receivers (found by the simulator: the quorum
+    // held when the failover started, not when the election ran).
+    if policy.sync.failover_quorum_required() {
+        let check = sync::failover_quorum(
+            b.plan.state.published_sync.as_ref(),
+            current,
+            &ready_set(statuses, current),
+        );
+        if !check.allowed {
+            b.event(
+                EventType::Warning,
+                "FailoverRefused",
+                format!("{current} is failing, but {}", check.reason),
+            );
+            if statuses.iter().any(|s| s.name == current) && !policy.fencing.is_fenced(current) {
+                b.plan.state.target_primary = Some(current.to_owned());
+                return take(b).phase(
+                    ClusterPhase::FailOver,
+                    format!(
+                        "failover cancelled, {current} resumes as primary: {}",
+                        check.reason
+                    ),
+                    Some(SOON),
+                );
+            }
+            return take(b).phase(
+                ClusterPhase::FailOver,
+                format!("failover from {current} refused: {}", check.reason),
+                Some(SOON),
+            );
+        }
+    }
     let election: Election = election::elect(statuses, &policy.fencing, Some(current));
     match election.elected.clone() {
         Some(winner) => {
@@ -580,6 +643,15 @@ fn elect_target(
             take(b).phase(ClusterPhase::FailOver, why, Some(SOON))
         }
     }
+}
+
+/// Replicas reachable and ready now: the R of the failover quorum.
+fn ready_set(statuses: &[InstanceStatus], current: &str) -> BTreeSet<String> {
+    statuses
+        .iter()
+        .filter(|s| s.is_reachable() && s.is_pod_ready && s.name != current)
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// Moves the plan built so far out of `b` (callers return right after).
@@ -665,11 +737,7 @@ fn primary_failing(
         }
     }
     if policy.sync.failover_quorum_required() {
-        let ready: BTreeSet<String> = statuses
-            .iter()
-            .filter(|s| s.is_reachable() && s.is_pod_ready && s.name != current)
-            .map(|s| s.name.clone())
-            .collect();
+        let ready = ready_set(statuses, current);
         let check = sync::failover_quorum(observed.state.published_sync.as_ref(), current, &ready);
         if !check.allowed {
             b.event(

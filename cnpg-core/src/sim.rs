@@ -333,6 +333,15 @@ struct World<'a> {
 }
 
 /// Runs one simulation with the real operator.
+///
+/// ```
+/// use cnpg_core::sim::{run, SimConfig};
+/// use cnpg_core::sync::SyncPolicy;
+///
+/// let report = run(&SimConfig::new(7, 3, SyncPolicy::Async));
+/// assert_eq!(report.total_violations(), 0, "{:?}", report.first_violation);
+/// assert!(report.converged);
+/// ```
 pub fn run(cfg: &SimConfig) -> SimReport {
     run_with(cfg, &mut RealOperator)
 }

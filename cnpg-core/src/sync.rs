@@ -121,6 +121,22 @@ pub fn render(standbys: Option<&SyncStandbys>) -> String {
 /// * `primary`: the current primary.
 ///
 /// Returns `None` for asynchronous replication (empty `synchronous_standby_names`).
+///
+/// ```
+/// use cnpg_core::sync::{desired, render, Durability, Method, SyncPolicy, SyncSpec};
+/// use std::collections::BTreeSet;
+///
+/// let policy = SyncPolicy::Explicit(SyncSpec {
+///     method: Method::Any, number: 1, max_standby_names_from_cluster: None,
+///     standby_names_pre: vec![], standby_names_post: vec![],
+///     durability: Durability::Required, failover_quorum: false,
+/// });
+/// let all = ["pg-1", "pg-2", "pg-3"].map(String::from);
+/// let ready: BTreeSet<String> = ["pg-1", "pg-3"].map(String::from).into();
+/// let names = desired(&policy, "pg", &all, &ready, "pg-1");
+/// // pg-2 is not ready: it moves behind pg-3, and the number stays 1.
+/// assert_eq!(render(names.as_ref()), r#"ANY 1 ("pg-3","pg-2","pg-1")"#);
+/// ```
 pub fn desired(
     policy: &SyncPolicy,
     cluster: &str,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::lsn::Lsn;
-use crate::sync::{Durability, Method, SyncPolicy, SyncSpec};
+use crate::sync::{Durability, Method, SyncPolicy, SyncSpec, SyncStandbys};
 
 fn inst(name: &str, primary: bool, lsn: u64) -> ObservedInstance {
     let mut status = if primary {
@@ -303,6 +303,43 @@ fn required_durability_gates_failover_on_the_quorum() {
 }
 
 #[test]
+fn quorum_is_checked_again_at_election_time() {
+    // Simulator seed 1355: the quorum held when the failover started; while the WAL
+    // receivers timed out, pg-2 (holding the acknowledged commits) was lost too.
+    let (mut policy, mut o) = healthy();
+    policy.sync = required(1);
+    o.state.published_sync = Some(SyncStandbys {
+        method: Method::Any,
+        number: 1,
+        names: vec!["pg-2".into(), "pg-3".into(), "pg-1".into()],
+    });
+    o.state.target_primary = Some(PENDING.into());
+    o.instances[0].status = InstanceStatus::unreachable("pg-1", "node unreachable");
+    o.instances[1].status = InstanceStatus::unreachable("pg-2", "node unreachable");
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert!(
+        p.events.iter().any(|e| e.reason == "FailoverRefused"),
+        "{:?}",
+        p.events
+    );
+    assert_eq!(
+        p.state.target_primary.as_deref(),
+        Some("pg-1"),
+        "cancelled: pg-1's instance is still there"
+    );
+    assert!(
+        p.phase_reason.contains("failover cancelled"),
+        "{}",
+        p.phase_reason
+    );
+    // Its pod is gone too: the failover stays pending rather than electing pg-3.
+    o.instances[0].running = false;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+}
+
+#[test]
 fn changing_sync_names_unpublishes_until_confirmed() {
     let (mut policy, mut o) = healthy();
     policy.sync = required(1);
@@ -429,4 +466,112 @@ fn hibernation_stops_primary_first_and_rehydrates() {
         "primary first"
     );
     assert!(!p.state.hibernating);
+}
+
+use proptest::prelude::*;
+
+fn arb_observed() -> impl Strategy<Value = (Policy, Observed)> {
+    (
+        1u32..8,
+        prop::collection::vec(
+            (
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                0u64..1000,
+                1u32..3,
+            ),
+            1..8,
+        ),
+        prop_oneof![
+            Just(None),
+            Just(Some("pg-1")),
+            Just(Some("pg-2")),
+            Just(Some(PENDING))
+        ],
+        prop_oneof![Just(None), Just(Some("pg-1")), Just(Some("pg-3"))],
+        0u32..6,
+    )
+        .prop_map(|(want, insts, target, current, fenced)| {
+            let mut policy = Policy::new("pg", want);
+            policy.sync = required(1);
+            policy.fencing.fence(&format!("pg-{fenced}"));
+            let instances = insts
+                .iter()
+                .enumerate()
+                .map(|(i, (running, reachable, primary, wal, lsn, tl))| {
+                    let name = format!("pg-{}", i + 1);
+                    let mut s = if *primary {
+                        InstanceStatus::primary(&name, *tl, Lsn(*lsn))
+                    } else {
+                        InstanceStatus::replica(&name, *tl, Lsn(*lsn))
+                    };
+                    s.is_wal_receiver_active = *wal;
+                    if !reachable {
+                        s.error = Some("down".into());
+                        s.is_pod_ready = false;
+                    }
+                    ObservedInstance {
+                        name,
+                        running: *running,
+                        role: None,
+                        status: s,
+                        outdated: None,
+                        restart_only: false,
+                    }
+                })
+                .collect();
+            let observed = Observed {
+                instances,
+                state: ClusterState {
+                    current_primary: current.map(String::from),
+                    target_primary: target.map(String::from),
+                    ..Default::default()
+                },
+                sync_in_effect: None,
+            };
+            (policy, observed)
+        })
+}
+
+proptest! {
+    /// Invariant 2 (protocol half): whatever the observation, a newly chosen target after
+    /// `pending` is a reachable, ready, unfenced replica, and only once no replica streams.
+    #[test]
+    fn new_targets_are_eligible_and_chosen_after_receivers_stop((policy, o) in arb_observed()) {
+        let plan = reconcile(&policy, &o, now());
+        let before = o.state.target_primary.as_deref();
+        let after = plan.state.target_primary.as_deref();
+        let current = o.state.current_primary.as_deref();
+        if let Some(t) = after
+            && before == Some(PENDING) && t != PENDING && Some(t) != current
+        {
+            let chosen = o.instances.iter().find(|i| i.name == t).expect("target exists");
+            prop_assert!(chosen.running && chosen.status.is_reachable() && chosen.status.is_pod_ready);
+            prop_assert!(!chosen.status.is_primary && !policy.fencing.is_fenced(t));
+            prop_assert!(!o.instances.iter().any(|i| i.running && i.status.is_reachable() && Some(i.name.as_str()) != current && i.status.is_wal_receiver_active));
+        }
+        // Every decision comes with a phase, and warnings come with a message.
+        for e in &plan.events { prop_assert!(!e.message.is_empty()); }
+    }
+
+    /// Invariant 6: a healthy cluster of any size is a fixpoint of reconcile.
+    #[test]
+    fn healthy_clusters_are_fixpoints(n in 1u32..10, lags in prop::collection::vec(0u64..50, 9)) {
+        let mut policy = Policy::new("pg", n);
+        policy.sync = required(1.min(n.saturating_sub(1)).max(1));
+        let instances: Vec<ObservedInstance> = (1..=n).map(|i| inst(&format!("pg-{i}"), i == 1, 1000 - lags[(i - 1) as usize])).collect();
+        let mut o = Observed { instances, state: ClusterState { current_primary: Some("pg-1".into()), target_primary: Some("pg-1".into()), ..Default::default() }, sync_in_effect: None };
+        for _ in 0..3 {
+            let plan = reconcile(&policy, &o, now());
+            for a in &plan.actions {
+                if let Action::ApplySyncStandbyNames { value, .. } = a { o.sync_in_effect = Some(value.clone()); }
+            }
+            o.state = plan.state;
+        }
+        let plan = reconcile(&policy, &o, now());
+        prop_assert!(plan.is_noop(&o.state), "{:?}", plan);
+        prop_assert_eq!(plan.phase, ClusterPhase::Healthy);
+    }
 }
