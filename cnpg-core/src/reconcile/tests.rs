@@ -560,7 +560,7 @@ proptest! {
     #[test]
     fn healthy_clusters_are_fixpoints(n in 1u32..10, lags in prop::collection::vec(0u64..50, 9)) {
         let mut policy = Policy::new("pg", n);
-        policy.sync = required(1.min(n.saturating_sub(1)).max(1));
+        policy.sync = required(1);
         let instances: Vec<ObservedInstance> = (1..=n).map(|i| inst(&format!("pg-{i}"), i == 1, 1000 - lags[(i - 1) as usize])).collect();
         let mut o = Observed { instances, state: ClusterState { current_primary: Some("pg-1".into()), target_primary: Some("pg-1".into()), ..Default::default() }, sync_in_effect: None };
         for _ in 0..3 {
