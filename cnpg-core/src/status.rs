@@ -47,6 +47,56 @@ pub struct InstanceStatus {
     /// The WAL volume has no room for two more segments.
     #[serde(default)]
     pub wal_disk_full: bool,
+    /// The PostgreSQL system identifier.
+    #[serde(default, rename = "systemID", skip_serializing_if = "String::is_empty")]
+    pub system_id: String,
+    /// `pg_rewind` is running.
+    #[serde(default)]
+    pub is_pg_rewind_running: bool,
+    /// The instance is fenced.
+    #[serde(default)]
+    pub is_fenced: bool,
+    /// `synchronous_standby_names` in effect (primaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_standby_names: Option<String>,
+    /// `pg_stat_replication` (primaries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replication_info: Vec<ReplicationInfo>,
+    /// Version of the instance manager.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance_manager_version: String,
+    /// Changes every time the instance manager starts.
+    #[serde(
+        default,
+        rename = "sessionID",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub session_id: String,
+    /// The instance manager's last decision and its reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub decision: String,
+}
+
+/// One row of `pg_stat_replication`, as upstream's `replicationInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationInfo {
+    /// The standby's `application_name` (its instance name).
+    pub application_name: String,
+    /// `streaming`, `catchup`, ...
+    pub state: String,
+    /// WAL sent.
+    pub sent_lsn: Lsn,
+    /// WAL written by the standby.
+    pub write_lsn: Lsn,
+    /// WAL flushed by the standby.
+    pub flush_lsn: Lsn,
+    /// WAL replayed by the standby.
+    pub replay_lsn: Lsn,
+    /// `async`, `potential`, `sync` or `quorum`.
+    pub sync_state: String,
+    /// Priority in `synchronous_standby_names`.
+    pub sync_priority: i32,
 }
 
 impl InstanceStatus {

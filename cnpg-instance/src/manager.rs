@@ -1,0 +1,507 @@
+//! The instance manager's loop: observe PostgreSQL and the cluster status, ask
+//! `cnpg_core::instance::decide`, do what it says.
+//!
+//! The postmaster is the manager's own child process, so its death is seen the moment it
+//! happens (the `wait()` future completes), not at the next poll; the status endpoint
+//! reports it at once. Every decision's reason is kept for the status endpoint and logged.
+
+use crate::config::{self, Settings, Upstream};
+use crate::control::{PgControl, PgError};
+use crate::pgdata::{DataDir, MARKER};
+use crate::query::{PgQuery, Snapshot};
+use crate::runas::{self, RunAs};
+use crate::view::{ClusterView, Endpoint, ViewData};
+use cnpg_core::instance::{self, InstanceAction, LocalState, PgData};
+use cnpg_core::naming;
+use cnpg_core::time::Timestamp;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::process::Child;
+use tokio::sync::watch;
+
+/// How the manager runs one instance.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Cluster name.
+    pub cluster: String,
+    /// Instance name.
+    pub instance: String,
+    /// PGDATA.
+    pub pgdata: PathBuf,
+    /// PostgreSQL settings (synchronous names come from the view).
+    pub settings: Settings,
+    /// The libpq password file (superuser and `streaming_replica`).
+    pub passfile: PathBuf,
+    /// Where PostgreSQL's own log goes.
+    pub log_file: PathBuf,
+    /// Run PostgreSQL as this user (when we are root).
+    pub run_as: Option<RunAs>,
+    /// How often to look when nothing happens.
+    pub tick: Duration,
+    /// Fast shutdown budget before an immediate one.
+    pub stop_timeout: Duration,
+}
+
+/// What the status server and metrics read.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// The postmaster runs and accepts connections.
+    pub up: bool,
+    /// Its pid.
+    pub pid: Option<u32>,
+    /// How and when the postmaster last died unexpectedly.
+    pub last_exit: Option<(String, SystemTime)>,
+    /// Unexpected postmaster exits so far.
+    pub deaths: u64,
+    /// Fenced now.
+    pub fenced: bool,
+    /// `pg_rewind` runs now.
+    pub rewinding: bool,
+    /// The last decision and why.
+    pub decision: String,
+    /// The last snapshot.
+    pub snapshot: Option<Snapshot>,
+    /// Changes on every start of the manager.
+    pub session_id: String,
+}
+
+/// The handle the server reads.
+pub type SharedState = Arc<Mutex<Shared>>;
+
+/// Runs one instance.
+pub struct Manager {
+    cfg: ManagerConfig,
+    ctl: Arc<dyn PgControl>,
+    query: Arc<dyn PgQuery>,
+    view: Arc<dyn ClusterView>,
+    shared: SharedState,
+    child: Option<Child>,
+    applied_sync: Option<String>,
+    applied_upstream: Option<Endpoint>,
+    last_view: ViewData,
+    rewind_failed: bool,
+}
+
+async fn wait(child: &mut Option<Child>) -> std::io::Result<ExitStatus> {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn describe(status: &std::io::Result<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("postmaster exited with code {c}"),
+            (None, Some(sig)) => format!("postmaster killed by signal {sig}"),
+            _ => "postmaster exited".to_owned(),
+        },
+        Err(e) => format!("postmaster lost: {e}"),
+    }
+}
+
+impl Manager {
+    /// A manager (nothing runs until [`Manager::run`]).
+    pub fn new(
+        cfg: ManagerConfig,
+        ctl: Arc<dyn PgControl>,
+        query: Arc<dyn PgQuery>,
+        view: Arc<dyn ClusterView>,
+    ) -> Self {
+        let mut id = [0u8; 8];
+        let _ = getrandom::fill(&mut id);
+        let shared = Shared {
+            session_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            ..Default::default()
+        };
+        Manager {
+            cfg,
+            ctl,
+            query,
+            view,
+            shared: Arc::new(Mutex::new(shared)),
+            child: None,
+            applied_sync: None,
+            applied_upstream: None,
+            last_view: ViewData::default(),
+            rewind_failed: false,
+        }
+    }
+
+    /// What the status server reads.
+    pub fn shared(&self) -> SharedState {
+        self.shared.clone()
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Shared)) {
+        f(&mut self.shared.lock().expect("shared state lock"));
+    }
+
+    /// Runs until `shutdown` turns true, then stops PostgreSQL (fast, then immediate).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.cfg.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                status = wait(&mut self.child) => self.on_exit(status),
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        self.stop().await;
+                        return;
+                    }
+                }
+            }
+            self.step().await;
+        }
+    }
+
+    fn on_exit(&mut self, status: std::io::Result<ExitStatus>) {
+        let what = describe(&status);
+        self.child = None;
+        tracing::error!(instance = %self.cfg.instance, "{what}");
+        self.set(|s| {
+            s.up = false;
+            s.pid = None;
+            s.deaths += 1;
+            s.last_exit = Some((what, SystemTime::now()));
+        });
+    }
+
+    /// One observe–decide–act round.
+    pub async fn step(&mut self) {
+        let readable = match self.view.read().await {
+            Ok(v) => {
+                self.last_view = v;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(instance = %self.cfg.instance, "{e}");
+                false
+            }
+        };
+        let view = self.last_view.clone();
+        let me = self.cfg.instance.clone();
+        let fenced = view.is_fenced(&me);
+        let running = self.child.is_some();
+        let snapshot = if running {
+            self.query.snapshot().await.ok()
+        } else {
+            None
+        };
+        let data = DataDir::new(&self.cfg.pgdata);
+        let local = LocalState {
+            name: me.clone(),
+            pgdata: data.role(),
+            running,
+            wal_receiver_active: snapshot.as_ref().is_some_and(|s| s.wal_receiver_active),
+            diverged: false,
+            rewind_failed: self.rewind_failed,
+        };
+        let cview = instance::ClusterView {
+            readable,
+            current_primary: view.current_primary.clone(),
+            target_primary: view.target_primary.clone(),
+            fenced,
+        };
+        let decision = instance::decide(&local, &cview, Timestamp(0));
+        if !matches!(decision.action, InstanceAction::Nothing) {
+            tracing::info!(instance = %me, action = ?decision.action, "{}", decision.reason);
+        }
+        self.set(|s| {
+            s.fenced = fenced;
+            s.decision = decision.reason.clone();
+            s.up = running && snapshot.is_some();
+            s.snapshot = snapshot.clone();
+        });
+        let result = match decision.action {
+            InstanceAction::Nothing | InstanceAction::WaitForWalReceiver => {
+                if running {
+                    self.keep_in_line(&view, local.pgdata, snapshot.as_ref())
+                        .await
+                } else {
+                    Ok(())
+                }
+            }
+            InstanceAction::Start => self.start(&view).await,
+            InstanceAction::Stop => {
+                self.stop().await;
+                Ok(())
+            }
+            InstanceAction::Promote => self.promote(&view).await,
+            InstanceAction::PublishCurrentPrimary => self
+                .view
+                .publish_current_primary(&me)
+                .await
+                .map_err(|e| PgError::Query(e.to_string())),
+            InstanceAction::Rewind { source } => self.rewind(&view, &source).await,
+            InstanceAction::NeedsReclone { source } => {
+                let why = format!(
+                    "the data of {me} diverged from {source} and pg_rewind cannot fix it; \
+                     PostgreSQL stays stopped: clone it again (delete the instance and join)"
+                );
+                tracing::error!(instance = %me, "{why}");
+                self.set(|s| s.decision = why);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(instance = %me, "{e}");
+            self.set(|s| s.decision = format!("{}: failed: {e}", s.decision));
+        }
+    }
+
+    fn upstream(&self, view: &ViewData) -> Option<Upstream> {
+        view.upstream().map(|e| Upstream {
+            host: e.host.clone(),
+            port: e.port,
+            user: "streaming_replica".into(),
+            passfile: self.cfg.passfile.display().to_string(),
+        })
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<(), PgError> {
+        let path = self.cfg.pgdata.join(name);
+        std::fs::write(&path, text)
+            .and_then(|_| runas::own(self.cfg.run_as, &path))
+            .map_err(|source| PgError::Io { path, source })
+    }
+
+    /// Writes every file we own in PGDATA for the role PGDATA has now.
+    fn write_config(&mut self, view: &ViewData) -> Result<(), PgError> {
+        let mut settings = self.cfg.settings.clone();
+        settings.synchronous_standby_names = view.synchronous_standby_names.clone();
+        let standby = DataDir::new(&self.cfg.pgdata).role() == PgData::Standby;
+        let upstream = if standby { self.upstream(view) } else { None };
+        let mut over = config::override_conf(&self.cfg.instance, upstream.as_ref());
+        if standby {
+            over.push_str(&format!(
+                "primary_slot_name = '{}'\n",
+                naming::replication_slot("_cnpg_", &self.cfg.instance)
+            ));
+        }
+        self.write("custom.conf", &config::custom_conf(&settings))?;
+        self.write("override.conf", &over)?;
+        self.write("pg_hba.conf", &config::pg_hba(&settings))?;
+        let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "postgres".to_owned());
+        self.write(
+            "pg_ident.conf",
+            &config::pg_ident(&settings, &[me.as_str(), "postgres"]),
+        )?;
+        let conf = self.cfg.pgdata.join("postgresql.conf");
+        let text = std::fs::read_to_string(&conf).unwrap_or_default();
+        if !text.contains("include 'custom.conf'") {
+            self.write("postgresql.conf", &format!("{text}{}", config::INCLUDES))?;
+        }
+        self.applied_sync = Some(view.synchronous_standby_names.clone());
+        self.applied_upstream = if standby { view.upstream() } else { None };
+        Ok(())
+    }
+
+    async fn start(&mut self, view: &ViewData) -> Result<(), PgError> {
+        let data = DataDir::new(&self.cfg.pgdata);
+        data.check_wal_space(16)
+            .map_err(|e| PgError::Query(e.to_string()))?;
+        self.write_config(view)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.cfg.log_file)
+            .map_err(|source| PgError::Io {
+                path: self.cfg.log_file.clone(),
+                source,
+            })?;
+        let log2 = log.try_clone().map_err(|source| PgError::Io {
+            path: self.cfg.log_file.clone(),
+            source,
+        })?;
+        let mut cmd = self.ctl.postmaster();
+        cmd.stdout(log).stderr(log2);
+        let child = cmd.spawn().map_err(|source| PgError::Spawn {
+            program: "postgres".into(),
+            source,
+        })?;
+        let pid = child.id();
+        self.child = Some(child);
+        self.set(|s| s.pid = pid);
+        // Wait until it accepts connections, watching for an early death.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                self.on_exit(Ok(status));
+                return Err(PgError::Failed {
+                    program: "postgres".into(),
+                    status: status.to_string(),
+                    stderr: format!("see {}", self.cfg.log_file.display()),
+                });
+            }
+            if let Ok(s) = self.query.snapshot().await {
+                self.set(|sh| {
+                    sh.up = true;
+                    sh.snapshot = Some(s);
+                });
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(PgError::Query(
+            "PostgreSQL did not accept connections within 120 s".into(),
+        ))
+    }
+
+    /// Fast shutdown (a CHECKPOINT first on a primary, so the next start is quick), then
+    /// immediate if it does not finish in time.
+    async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if DataDir::new(&self.cfg.pgdata).role() == PgData::Primary {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.query.execute("CHECKPOINT"))
+                .await;
+        }
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+        }
+        if tokio::time::timeout(self.cfg.stop_timeout, child.wait())
+            .await
+            .is_err()
+        {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
+            }
+            let _ = child.wait().await;
+        }
+        self.set(|s| {
+            s.up = false;
+            s.pid = None;
+        });
+    }
+
+    async fn promote(&mut self, view: &ViewData) -> Result<(), PgError> {
+        self.ctl.promote().await?;
+        self.query.execute("CHECKPOINT").await?;
+        self.ensure_slots(view).await
+    }
+
+    fn superuser_conninfo(&self, e: &Endpoint) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres passfile={} connect_timeout=5",
+            e.host,
+            e.port,
+            self.cfg.passfile.display()
+        )
+    }
+
+    async fn rewind(&mut self, view: &ViewData, source: &str) -> Result<(), PgError> {
+        let Some(endpoint) = view.endpoint_of(source) else {
+            return Err(PgError::Query(format!(
+                "no endpoint known for {source}; cannot rewind yet"
+            )));
+        };
+        self.set(|s| s.rewinding = true);
+        let result = async {
+            if !self.ctl.shut_down_cleanly().await? {
+                self.ctl.single_user_recovery().await?;
+            }
+            let marker = self.cfg.pgdata.join(MARKER);
+            let saved = std::fs::read(&marker).map_err(|source| PgError::Io {
+                path: marker.clone(),
+                source,
+            })?;
+            self.ctl.rewind(&self.superuser_conninfo(&endpoint)).await?;
+            // pg_rewind copied the source's files, its marker and configuration included.
+            std::fs::write(&marker, saved)
+                .and_then(|_| runas::own(self.cfg.run_as, &marker))
+                .map_err(|source| PgError::Io {
+                    path: marker,
+                    source,
+                })?;
+            let data = DataDir::new(&self.cfg.pgdata);
+            data.set_standby().map_err(|source| PgError::Io {
+                path: self.cfg.pgdata.join("standby.signal"),
+                source,
+            })?;
+            runas::own(self.cfg.run_as, &self.cfg.pgdata.join("standby.signal")).ok();
+            self.write_config(view)
+        }
+        .await;
+        self.set(|s| s.rewinding = false);
+        if let Err(e) = &result {
+            // Only a rewind that ran and failed means the data cannot be rewound; not
+            // reaching the source yet is retried at the next step.
+            self.rewind_failed = matches!(e, PgError::Failed { program, stderr, .. }
+                if program == "pg_rewind" && !stderr.contains("could not connect") && !stderr.contains("connection"));
+        }
+        result
+    }
+
+    /// While running: apply new synchronous names or a new upstream with a reload, and keep
+    /// the replication slots of the other instances on a primary.
+    async fn keep_in_line(
+        &mut self,
+        view: &ViewData,
+        role: PgData,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<(), PgError> {
+        let standby = role == PgData::Standby;
+        let sync_changed =
+            self.applied_sync.as_deref() != Some(view.synchronous_standby_names.as_str());
+        let upstream_changed = standby && self.applied_upstream != view.upstream();
+        if sync_changed || upstream_changed {
+            self.write_config(view)?;
+            if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
+            }
+        }
+        if snapshot.is_some_and(|s| s.is_primary) {
+            self.ensure_slots(view).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_slots(&self, view: &ViewData) -> Result<(), PgError> {
+        let wanted: Vec<String> = view
+            .instances
+            .iter()
+            .filter(|i| **i != self.cfg.instance)
+            .map(|i| naming::replication_slot("_cnpg_", i))
+            .collect();
+        let mut sql = String::new();
+        for slot in &wanted {
+            // Slot names are [a-z0-9_] by construction.
+            sql.push_str(&format!(
+                "SELECT pg_create_physical_replication_slot('{slot}', true) \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}');"
+            ));
+        }
+        let keep = wanted
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        sql.push_str(&format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name LIKE '\\_cnpg\\_%' AND NOT active{};",
+            if keep.is_empty() {
+                String::new()
+            } else {
+                format!(" AND slot_name NOT IN ({keep})")
+            }
+        ));
+        self.query.execute(&sql).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

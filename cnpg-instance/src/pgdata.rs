@@ -1,0 +1,198 @@
+//! What is in a data directory, and whether we may manage it.
+//!
+//! A PGDATA is ours when it holds the marker `cnpg-instance.json` naming its cluster and
+//! instance (written by `initdb`/`join`). Anything else — an empty path, someone else's
+//! cluster, another instance's data — is refused with a clear error, before anything
+//! starts, so a wrong flag can never run (or rewind!) the wrong database.
+
+use cnpg_core::instance::PgData;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The marker file in PGDATA.
+pub const MARKER: &str = "cnpg-instance.json";
+
+/// What the marker says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// Cluster name.
+    pub cluster: String,
+    /// Instance name.
+    pub instance: String,
+}
+
+/// PGDATA cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PgDataError {
+    /// No PostgreSQL data directory there.
+    #[error(
+        "{0} is not a PostgreSQL data directory (no PG_VERSION); create it with `cnpg-instance initdb` or `cnpg-instance join`"
+    )]
+    Missing(PathBuf),
+    /// A data directory, but not one we created.
+    #[error(
+        "{0} holds a PostgreSQL data directory that cnpg-instance did not create (no {MARKER}); refusing to manage it — use an empty directory, or initdb/join into a new one"
+    )]
+    NotOurs(PathBuf),
+    /// Ours, but for another cluster or instance.
+    #[error(
+        "{path} belongs to instance {found_instance} of cluster {found_cluster}, not {instance} of {cluster}; check --pgdata, --cluster and --name"
+    )]
+    OtherInstance {
+        /// The directory.
+        path: PathBuf,
+        /// Its cluster.
+        found_cluster: String,
+        /// Its instance.
+        found_instance: String,
+        /// The cluster we were told.
+        cluster: String,
+        /// The instance we were told.
+        instance: String,
+    },
+    /// Not enough room for WAL.
+    #[error(
+        "the WAL volume of {path} has {free_mb} MB free, less than two WAL segments; free space or grow the volume before starting (PostgreSQL could not write)"
+    )]
+    WalDiskFull {
+        /// The directory.
+        path: PathBuf,
+        /// Free megabytes.
+        free_mb: u64,
+    },
+    /// The marker could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A PGDATA directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl DataDir {
+    /// A data directory at `path` (nothing is checked yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DataDir { path: path.into() }
+    }
+
+    /// Primary, standby, or missing.
+    pub fn role(&self) -> PgData {
+        if !self.path.join("PG_VERSION").exists() {
+            PgData::Missing
+        } else if self.path.join("standby.signal").exists() {
+            PgData::Standby
+        } else {
+            PgData::Primary
+        }
+    }
+
+    /// Checks PGDATA is ours, for this cluster and instance.
+    pub fn verify(&self, cluster: &str, instance: &str) -> Result<(), PgDataError> {
+        if !self.path.join("PG_VERSION").exists() {
+            return Err(PgDataError::Missing(self.path.clone()));
+        }
+        let marker = self.path.join(MARKER);
+        let text = match std::fs::read_to_string(&marker) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PgDataError::NotOurs(self.path.clone()));
+            }
+            Err(source) => {
+                return Err(PgDataError::Io {
+                    path: marker,
+                    source,
+                });
+            }
+        };
+        let m: Marker =
+            serde_json::from_str(&text).map_err(|_| PgDataError::NotOurs(self.path.clone()))?;
+        if m.cluster != cluster || m.instance != instance {
+            return Err(PgDataError::OtherInstance {
+                path: self.path.clone(),
+                found_cluster: m.cluster,
+                found_instance: m.instance,
+                cluster: cluster.to_owned(),
+                instance: instance.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the marker (after initdb or join).
+    pub fn mark(&self, cluster: &str, instance: &str) -> Result<(), PgDataError> {
+        let path = self.path.join(MARKER);
+        let text = serde_json::to_string(&Marker {
+            cluster: cluster.to_owned(),
+            instance: instance.to_owned(),
+        })
+        .expect("the marker serializes");
+        std::fs::write(&path, text).map_err(|source| PgDataError::Io { path, source })
+    }
+
+    /// Refuses to start when the WAL volume cannot hold two more segments.
+    pub fn check_wal_space(&self, segment_mb: u64) -> Result<(), PgDataError> {
+        let wal = self.path.join("pg_wal");
+        let probe = if wal.exists() { wal } else { self.path.clone() };
+        let Ok(st) = nix::sys::statvfs::statvfs(&probe) else {
+            return Ok(()); // cannot tell: PostgreSQL itself will report a full disk
+        };
+        // The field types differ between platforms (u32 on some 32-bit ones).
+        #[allow(clippy::unnecessary_cast)]
+        let free_mb = st.blocks_available() as u64 * st.fragment_size() as u64 / (1024 * 1024);
+        if free_mb < 2 * segment_mb {
+            return Err(PgDataError::WalDiskFull {
+                path: self.path.clone(),
+                free_mb,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes this PGDATA a standby (`standby.signal`).
+    pub fn set_standby(&self) -> std::io::Result<()> {
+        std::fs::write(self.path.join("standby.signal"), "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_is_not_ours() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = DataDir::new(tmp.path());
+        assert_eq!(d.role(), PgData::Missing);
+        assert!(matches!(
+            d.verify("pg", "pg-1"),
+            Err(PgDataError::Missing(_))
+        ));
+        std::fs::write(tmp.path().join("PG_VERSION"), "15\n").expect("write");
+        let e = d.verify("pg", "pg-1").expect_err("no marker");
+        assert!(e.to_string().contains("did not create"), "{e}");
+        d.mark("pg", "pg-2").expect("mark");
+        let e = d.verify("pg", "pg-1").expect_err("other instance");
+        assert!(
+            e.to_string()
+                .contains("belongs to instance pg-2 of cluster pg"),
+            "{e}"
+        );
+        assert!(d.verify("pg", "pg-2").is_ok());
+        assert_eq!(d.role(), PgData::Primary);
+        d.set_standby().expect("signal");
+        assert_eq!(d.role(), PgData::Standby);
+        assert!(d.check_wal_space(16).is_ok());
+        let e = d
+            .check_wal_space(u64::MAX / 4)
+            .expect_err("no disk is that big");
+        assert!(e.to_string().contains("less than two WAL segments"), "{e}");
+    }
+}

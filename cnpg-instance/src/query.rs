@@ -1,0 +1,155 @@
+//! What PostgreSQL reports, over a local connection as the `postgres` superuser through
+//! the instance's private Unix socket.
+
+use crate::control::PgError;
+use async_trait::async_trait;
+use cnpg_core::lsn::Lsn;
+pub use cnpg_core::status::ReplicationInfo;
+use std::path::PathBuf;
+
+/// What one round of queries found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `NOT pg_is_in_recovery()`.
+    pub is_primary: bool,
+    /// Current timeline.
+    pub timeline: u32,
+    /// `pg_current_wal_lsn()` (primary).
+    pub current_lsn: Lsn,
+    /// `pg_last_wal_receive_lsn()` (standby).
+    pub received_lsn: Lsn,
+    /// `pg_last_wal_replay_lsn()` (standby).
+    pub replay_lsn: Lsn,
+    /// A WAL receiver is streaming.
+    pub wal_receiver_active: bool,
+    /// Some parameter waits for a restart.
+    pub pending_restart: bool,
+    /// The system identifier.
+    pub system_id: String,
+    /// `synchronous_standby_names` in effect.
+    pub synchronous_standby_names: String,
+    /// `pg_stat_replication` (primary).
+    pub replication: Vec<ReplicationInfo>,
+    /// WAL files archived.
+    pub archived_count: i64,
+    /// WAL archiving failures.
+    pub failed_count: i64,
+}
+
+/// Asks PostgreSQL.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait PgQuery: Send + Sync {
+    /// One snapshot of the instance.
+    async fn snapshot(&self) -> Result<Snapshot, PgError>;
+    /// Runs statements (CHECKPOINT, role management).
+    async fn execute(&self, sql: &str) -> Result<(), PgError>;
+}
+
+/// A tokio-postgres client of the local instance.
+#[derive(Debug, Clone)]
+pub struct PgClient {
+    /// The Unix socket directory.
+    pub socket_dir: PathBuf,
+    /// The port (names the socket).
+    pub port: u16,
+}
+
+impl PgClient {
+    async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(&self.socket_dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .application_name("cnpg-instance")
+            .connect_timeout(std::time::Duration::from_secs(2));
+        let (client, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| PgError::Query(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+}
+
+fn q(e: tokio_postgres::Error) -> PgError {
+    PgError::Query(e.to_string())
+}
+
+fn lsn(s: Option<String>) -> Lsn {
+    s.and_then(|s| s.parse().ok()).unwrap_or_default()
+}
+
+#[async_trait]
+impl PgQuery for PgClient {
+    async fn snapshot(&self) -> Result<Snapshot, PgError> {
+        let c = self.connect().await?;
+        let row = c
+            .query_one(
+                "SELECT NOT pg_is_in_recovery(),
+                        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+                        pg_last_wal_receive_lsn()::text,
+                        pg_last_wal_replay_lsn()::text,
+                        (SELECT system_identifier::text FROM pg_control_system()),
+                        current_setting('synchronous_standby_names'),
+                        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
+                        (SELECT status = 'streaming' FROM pg_stat_wal_receiver),
+                        CASE WHEN pg_is_in_recovery()
+                             THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),
+                                           (SELECT timeline_id FROM pg_control_checkpoint()))
+                             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+                        END,
+                        (SELECT archived_count FROM pg_stat_archiver),
+                        (SELECT failed_count FROM pg_stat_archiver)",
+                &[],
+            )
+            .await
+            .map_err(q)?;
+        let is_primary: bool = row.get(0);
+        let replication = if is_primary {
+            c.query(
+                "SELECT application_name, state, sent_lsn::text, write_lsn::text, flush_lsn::text,
+                        replay_lsn::text, sync_state, sync_priority
+                 FROM pg_stat_replication ORDER BY application_name",
+                &[],
+            )
+            .await
+            .map_err(q)?
+            .into_iter()
+            .map(|r| ReplicationInfo {
+                application_name: r.get::<_, Option<String>>(0).unwrap_or_default(),
+                state: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                sent_lsn: lsn(r.get(2)),
+                write_lsn: lsn(r.get(3)),
+                flush_lsn: lsn(r.get(4)),
+                replay_lsn: lsn(r.get(5)),
+                sync_state: r.get::<_, Option<String>>(6).unwrap_or_default(),
+                sync_priority: r.get::<_, Option<i32>>(7).unwrap_or_default(),
+            })
+            .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Snapshot {
+            is_primary,
+            current_lsn: lsn(row.get(1)),
+            received_lsn: lsn(row.get(2)),
+            replay_lsn: lsn(row.get(3)),
+            system_id: row.get::<_, Option<String>>(4).unwrap_or_default(),
+            synchronous_standby_names: row.get(5),
+            pending_restart: row.get(6),
+            wal_receiver_active: row.get::<_, Option<bool>>(7).unwrap_or(false),
+            timeline: row.get::<_, Option<i32>>(8).unwrap_or(0).max(0) as u32,
+            archived_count: row.get::<_, Option<i64>>(9).unwrap_or(0),
+            failed_count: row.get::<_, Option<i64>>(10).unwrap_or(0),
+            replication,
+        })
+    }
+
+    async fn execute(&self, sql: &str) -> Result<(), PgError> {
+        self.connect().await?.batch_execute(sql).await.map_err(q)
+    }
+}

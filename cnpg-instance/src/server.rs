@@ -1,0 +1,232 @@
+//! The instance manager's HTTP endpoints: `/pg/status` (the JSON the operator reads, with
+//! upstream's field names, from `cnpg_core::status::InstanceStatus`), the probes
+//! `/healthz`, `/readyz`, `/startupz`, and `/metrics` in Prometheus text.
+
+use crate::manager::SharedState;
+use crate::query::{PgQuery, Snapshot};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cnpg_core::status::InstanceStatus;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Instance name.
+    pub instance: String,
+    /// The manager's shared state.
+    pub shared: SharedState,
+    /// Live queries.
+    pub query: Arc<dyn PgQuery>,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/pg/status", get(status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/startupz", get(startupz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Builds the status report from the manager's state and a live snapshot (`None` when
+/// PostgreSQL is down or does not answer).
+pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
+    let shared = state.shared.lock().expect("shared state lock").clone();
+    let mut s = InstanceStatus {
+        name: state.instance.clone(),
+        is_fenced: shared.fenced,
+        is_pg_rewind_running: shared.rewinding,
+        session_id: shared.session_id.clone(),
+        instance_manager_version: env!("CARGO_PKG_VERSION").to_owned(),
+        decision: shared.decision.clone(),
+        ..Default::default()
+    };
+    match snapshot {
+        Some(p) if shared.pid.is_some() => {
+            s.is_pod_ready = true;
+            s.is_primary = p.is_primary;
+            s.timeline = p.timeline;
+            s.current_lsn = p.current_lsn;
+            s.received_lsn = p.received_lsn;
+            s.replay_lsn = p.replay_lsn;
+            s.is_wal_receiver_active = p.wal_receiver_active;
+            s.pending_restart = p.pending_restart;
+            s.system_id = p.system_id.clone();
+            s.synchronous_standby_names = Some(p.synchronous_standby_names.clone());
+            s.replication_info = p.replication.clone();
+        }
+        _ => {
+            s.error = Some(match (&shared.last_exit, shared.fenced, shared.pid) {
+                (_, true, _) => "fenced: PostgreSQL is stopped".to_owned(),
+                (Some((why, _)), _, None) => why.clone(),
+                (_, _, Some(_)) => "PostgreSQL does not answer".to_owned(),
+                _ => "PostgreSQL is not running".to_owned(),
+            });
+        }
+    }
+    s
+}
+
+async fn live(state: &AppState) -> Option<Snapshot> {
+    let running = state
+        .shared
+        .lock()
+        .expect("shared state lock")
+        .pid
+        .is_some();
+    if !running {
+        return None;
+    }
+    state.query.snapshot().await.ok()
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    let snap = live(&state).await;
+    let report = report(&state, snap.as_ref());
+    let code = if report.error.is_some() {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(report)).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "OK"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match live(&state).await {
+        Some(_) => (StatusCode::OK, "OK").into_response(),
+        None => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "PostgreSQL is not accepting connections",
+        )
+            .into_response(),
+    }
+}
+
+async fn startupz(State(state): State<AppState>) -> Response {
+    let rewinding = state.shared.lock().expect("shared state lock").rewinding;
+    if rewinding || live(&state).await.is_some() {
+        (StatusCode::OK, "OK").into_response()
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, "starting").into_response()
+    }
+}
+
+/// The Prometheus text exposition of an instance.
+pub fn render_metrics(report: &InstanceStatus, archived: i64, failed: i64) -> String {
+    let mut reg = Registry::with_prefix("cnpg");
+    let gauge = |reg: &mut Registry, name: &str, help: &str, v: i64| {
+        let g: Gauge<i64, AtomicI64Wrapper> = Gauge::default();
+        g.set(v);
+        reg.register(name, help, g);
+    };
+    gauge(
+        &mut reg,
+        "collector_up",
+        "1 if PostgreSQL is up and answers",
+        i64::from(report.error.is_none()),
+    );
+    gauge(
+        &mut reg,
+        "collector_fencing_on",
+        "1 if the instance is fenced",
+        i64::from(report.is_fenced),
+    );
+    gauge(
+        &mut reg,
+        "collector_is_primary",
+        "1 if the instance is a primary",
+        i64::from(report.is_primary),
+    );
+    gauge(
+        &mut reg,
+        "collector_timeline",
+        "timeline of the instance",
+        i64::from(report.timeline),
+    );
+    gauge(
+        &mut reg,
+        "collector_current_lsn_bytes",
+        "pg_current_wal_lsn() in bytes (primary)",
+        report.current_lsn.0 as i64,
+    );
+    gauge(
+        &mut reg,
+        "collector_received_lsn_bytes",
+        "pg_last_wal_receive_lsn() in bytes (standby)",
+        report.received_lsn.0 as i64,
+    );
+    gauge(
+        &mut reg,
+        "collector_replay_lsn_bytes",
+        "pg_last_wal_replay_lsn() in bytes (standby)",
+        report.replay_lsn.0 as i64,
+    );
+    gauge(
+        &mut reg,
+        "collector_pg_wal_archive_status_archived_total",
+        "WAL files archived",
+        archived,
+    );
+    gauge(
+        &mut reg,
+        "collector_pg_wal_archive_status_failed_total",
+        "WAL archiving failures",
+        failed,
+    );
+    let lag: Family<Vec<(String, String)>, Gauge<i64, AtomicI64Wrapper>> = Family::default();
+    let sync: Family<Vec<(String, String)>, Gauge<i64, AtomicI64Wrapper>> = Family::default();
+    for r in &report.replication_info {
+        let labels = vec![("application_name".to_owned(), r.application_name.clone())];
+        lag.get_or_create(&labels)
+            .set(report.current_lsn.0.saturating_sub(r.replay_lsn.0) as i64);
+        let mut sl = labels.clone();
+        sl.push(("sync_state".to_owned(), r.sync_state.clone()));
+        sync.get_or_create(&sl).set(1);
+    }
+    reg.register(
+        "pg_replication_lag_bytes",
+        "bytes the standby's replay is behind this primary",
+        lag,
+    );
+    reg.register(
+        "pg_replication_sync_state",
+        "1 per standby, labelled with its sync state",
+        sync,
+    );
+    let mut out = String::new();
+    encode(&mut out, &reg).expect("writing to a String cannot fail");
+    out
+}
+
+/// prometheus-client's i64 gauges are backed by `AtomicI64`.
+type AtomicI64Wrapper = std::sync::atomic::AtomicI64;
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let snap = live(&state).await;
+    let report = report(&state, snap.as_ref());
+    let (archived, failed) = snap
+        .map(|s| (s.archived_count, s.failed_count))
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render_metrics(&report, archived, failed),
+    )
+        .into_response()
+}

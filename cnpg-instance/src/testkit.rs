@@ -1,0 +1,373 @@
+//! A small harness for tests that need real PostgreSQL servers: a private temp directory
+//! (owned by `postgres` when the tests run as root), free ports on 127.0.0.1, and instance
+//! managers running in-process with their HTTP servers, sharing one in-memory cluster
+//! status that the test drives like an operator would. Everything stops when the harness
+//! is dropped.
+
+use crate::bootstrap::{self, Secrets};
+use crate::config::Settings;
+use crate::control::PgCtl;
+use crate::manager::{Manager, ManagerConfig, SharedState};
+use crate::pg_bin::{PgBinaries, Search};
+use crate::pgdata::DataDir;
+use crate::query::PgClient;
+use crate::runas::{self, RunAs};
+use crate::server::{self, AppState};
+use crate::view::{Endpoint, MemoryView, ViewData};
+use cnpg_core::status::InstanceStatus;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the loopback interface has free ports")
+}
+
+/// One running instance.
+pub struct Instance {
+    /// Name.
+    pub name: String,
+    /// PostgreSQL port.
+    pub port: u16,
+    /// Status server port.
+    pub status_port: u16,
+    /// PGDATA.
+    pub pgdata: PathBuf,
+    /// The manager's state.
+    pub shared: SharedState,
+    /// PostgreSQL's log.
+    pub log_file: PathBuf,
+    stop: Option<watch::Sender<bool>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A cluster of test instances.
+pub struct Harness {
+    /// The temp directory holding everything.
+    pub root: tempfile::TempDir,
+    /// The PostgreSQL programs.
+    pub bin: PgBinaries,
+    /// The user PostgreSQL runs as.
+    pub run_as: Option<RunAs>,
+    /// The cluster status the managers read.
+    pub view: MemoryView,
+    /// The shared secrets.
+    pub secrets: Secrets,
+    /// Cluster name.
+    pub cluster: String,
+    /// Running instances.
+    pub instances: BTreeMap<String, Instance>,
+    ports: BTreeMap<String, u16>,
+}
+
+impl Harness {
+    /// A harness; fails with a clear message when PostgreSQL is not installed.
+    pub fn new(cluster: &str) -> Harness {
+        let bin = Search::standard(None).find().unwrap_or_else(|e| {
+            panic!("these tests run real PostgreSQL servers and need it installed (.ci/run installs it): {e}")
+        });
+        let run_as = RunAs::detect().unwrap_or_else(|e| panic!("{e}"));
+        let root = tempfile::Builder::new()
+            .prefix("cnpg-test-")
+            .tempdir()
+            .expect("a temp directory");
+        runas::own(run_as, root.path()).expect("give the temp directory to postgres");
+        let secrets = Secrets {
+            dir: root.path().join("secrets"),
+        };
+        secrets.ensure(run_as).expect("secrets");
+        let view = MemoryView::new(ViewData::default());
+        Harness {
+            root,
+            bin,
+            run_as,
+            view,
+            secrets,
+            cluster: cluster.to_owned(),
+            instances: BTreeMap::new(),
+            ports: BTreeMap::new(),
+        }
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// The port an instance listens on (chosen on first use).
+    pub fn port(&mut self, name: &str) -> u16 {
+        *self.ports.entry(name.to_owned()).or_insert_with(free_port)
+    }
+
+    fn ctl(&self, name: &str) -> PgCtl {
+        PgCtl {
+            bin: self.bin.clone(),
+            pgdata: self.dir(name).join("data"),
+            run_as: self.run_as,
+            passfile: self.secrets.passfile(),
+        }
+    }
+
+    fn prepare(&mut self, name: &str) {
+        let dir = self.dir(name);
+        for d in [dir.clone(), dir.join("run")] {
+            std::fs::create_dir_all(&d).expect("instance directory");
+            runas::own(self.run_as, &d).expect("own instance directory");
+        }
+        let port = self.port(name);
+        let members: Vec<String> = self.ports.keys().cloned().collect();
+        self.view.update(|v| {
+            v.endpoints.insert(
+                name.to_owned(),
+                Endpoint {
+                    host: "127.0.0.1".into(),
+                    port,
+                },
+            );
+            v.instances = members;
+        });
+    }
+
+    /// `initdb` a new primary.
+    pub async fn initdb(&mut self, name: &str) {
+        self.prepare(name);
+        let ctl = self.ctl(name);
+        bootstrap::initdb(
+            &ctl,
+            &DataDir::new(&ctl.pgdata),
+            &self.secrets,
+            &self.cluster,
+            name,
+            ("app", "app"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("initdb of {name}: {e}"));
+    }
+
+    /// Clone a standby from `source`.
+    pub async fn join(&mut self, name: &str, source: &str) {
+        self.prepare(name);
+        let port = self.port(source);
+        let ctl = self.ctl(name);
+        bootstrap::join(
+            &ctl,
+            &DataDir::new(&ctl.pgdata),
+            &self.secrets,
+            &self.cluster,
+            name,
+            "127.0.0.1",
+            port,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("join of {name} from {source}: {e}"));
+    }
+
+    /// Starts the instance manager (and its status server) of `name`.
+    pub async fn start(&mut self, name: &str) {
+        let port = self.port(name);
+        let dir = self.dir(name);
+        let settings = Settings {
+            cluster: self.cluster.clone(),
+            instance: name.to_owned(),
+            listen: "127.0.0.1".into(),
+            port,
+            socket_dir: dir.join("run").display().to_string(),
+            parameters: BTreeMap::from([
+                ("fsync".to_owned(), "off".to_owned()),
+                ("shared_buffers".to_owned(), "16MB".to_owned()),
+                ("max_connections".to_owned(), "30".to_owned()),
+                ("wal_retrieve_retry_interval".to_owned(), "500ms".to_owned()),
+            ]),
+            synchronous_standby_names: String::new(),
+            pg_hba: vec![],
+            pg_ident: vec![],
+        };
+        let ctl = self.ctl(name);
+        let log_file = dir.join("postgres.log");
+        let cfg = ManagerConfig {
+            cluster: self.cluster.clone(),
+            instance: name.to_owned(),
+            pgdata: ctl.pgdata.clone(),
+            settings,
+            passfile: self.secrets.passfile(),
+            log_file: log_file.clone(),
+            run_as: self.run_as,
+            tick: Duration::from_millis(100),
+            stop_timeout: Duration::from_secs(20),
+        };
+        DataDir::new(&ctl.pgdata)
+            .verify(&self.cluster, name)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let query = Arc::new(PgClient {
+            socket_dir: dir.join("run"),
+            port,
+        });
+        let manager = Manager::new(
+            cfg,
+            Arc::new(ctl),
+            query.clone(),
+            Arc::new(self.view.clone()),
+        );
+        let shared = manager.shared();
+        let (tx, rx) = watch::channel(false);
+        let status_port = free_port();
+        let app = server::router(AppState {
+            instance: name.to_owned(),
+            shared: shared.clone(),
+            query,
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", status_port))
+            .await
+            .expect("status port");
+        let mut srx = rx.clone();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = srx.wait_for(|stop| *stop).await;
+                })
+                .await;
+        });
+        let task = tokio::spawn(manager.run(rx));
+        self.instances.insert(
+            name.to_owned(),
+            Instance {
+                name: name.to_owned(),
+                port,
+                status_port,
+                pgdata: dir.join("data"),
+                shared,
+                log_file,
+                stop: Some(tx),
+                tasks: vec![task, server],
+            },
+        );
+    }
+
+    /// Stops an instance manager (PostgreSQL shuts down fast).
+    pub async fn stop(&mut self, name: &str) {
+        if let Some(mut i) = self.instances.remove(name) {
+            if let Some(tx) = i.stop.take() {
+                let _ = tx.send(true);
+            }
+            for t in i.tasks.drain(..) {
+                let _ = t.await;
+            }
+        }
+    }
+
+    /// `GET /pg/status` of an instance.
+    pub async fn status(&self, name: &str) -> InstanceStatus {
+        let port = self.instances[name].status_port;
+        http_get_json(port, "/pg/status")
+            .await
+            .unwrap_or_else(|e| InstanceStatus::unreachable(name, &e))
+    }
+
+    /// Waits (polling every 50 ms) until `f` holds, or panics with what was last seen.
+    pub async fn wait_until<F>(&self, what: &str, timeout: Duration, mut f: F)
+    where
+        F: AsyncFnMut(&Harness) -> Result<(), String>,
+    {
+        let start = Instant::now();
+        loop {
+            match f(self).await {
+                Ok(()) => return,
+                Err(last) if start.elapsed() > timeout => {
+                    let logs: String = self
+                        .instances
+                        .values()
+                        .map(|i| {
+                            format!(
+                                "--- {} ({})\n{}\n",
+                                i.name,
+                                i.shared.lock().expect("lock").decision,
+                                tail(&i.log_file)
+                            )
+                        })
+                        .collect();
+                    panic!("timed out after {timeout:?} waiting for {what}: {last}\n{logs}");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// A superuser connection to an instance over TCP (scram-sha-256).
+    pub async fn connect(&self, name: &str) -> tokio_postgres::Client {
+        let pw = std::fs::read_to_string(self.secrets.superuser()).expect("superuser password");
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(self.instances[name].port)
+            .user("postgres")
+            .password(pw.trim())
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(5));
+        let (client, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {name}: {e}"));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // Stop every postmaster even if a test panicked: fast shutdown by signal.
+        for i in self.instances.values_mut() {
+            if let Some(tx) = i.stop.take() {
+                let _ = tx.send(true);
+            }
+            if let Some(pid) = i.shared.lock().map(|s| s.pid).unwrap_or(None) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGQUIT,
+                );
+            }
+        }
+    }
+}
+
+fn tail(path: &PathBuf) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// A tiny HTTP GET for tests (one request, `Connection: close`).
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or("bad HTTP response")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+async fn http_get_json(port: u16, path: &str) -> Result<InstanceStatus, String> {
+    let (_, body) = http_get(port, path).await?;
+    serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+}

@@ -1,0 +1,165 @@
+//! What the cluster status says, as the instance manager sees it: who is (and should be)
+//! primary, whether this instance is fenced, where the primary is, and the
+//! `synchronous_standby_names` the operator decided. On Kubernetes this is a watch of the
+//! Cluster; locally it is a file the operator writes, or shared memory in tests.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// A host and port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Host or IP.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// The cluster status, as one instance needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewData {
+    /// `status.currentPrimary`.
+    #[serde(default)]
+    pub current_primary: Option<String>,
+    /// `status.targetPrimary`.
+    #[serde(default)]
+    pub target_primary: Option<String>,
+    /// Fenced instances.
+    #[serde(default)]
+    pub fenced: Vec<String>,
+    /// Where standbys stream from (the primary, or the `-rw` endpoint).
+    #[serde(default)]
+    pub primary_endpoint: Option<Endpoint>,
+    /// `synchronous_standby_names` to apply.
+    #[serde(default)]
+    pub synchronous_standby_names: String,
+    /// Every instance of the cluster (the primary keeps a replication slot for the others).
+    #[serde(default)]
+    pub instances: Vec<String>,
+    /// Where each instance listens, for when no `-rw` endpoint is given.
+    #[serde(default)]
+    pub endpoints: std::collections::BTreeMap<String, Endpoint>,
+}
+
+impl ViewData {
+    /// Where standbys stream from: the `-rw` endpoint when given, else the current primary.
+    pub fn upstream(&self) -> Option<Endpoint> {
+        self.primary_endpoint.clone().or_else(|| {
+            self.current_primary
+                .as_ref()
+                .and_then(|p| self.endpoints.get(p))
+                .cloned()
+        })
+    }
+
+    /// Where `instance` can be reached (its own endpoint, else the `-rw` endpoint).
+    pub fn endpoint_of(&self, instance: &str) -> Option<Endpoint> {
+        self.endpoints
+            .get(instance)
+            .cloned()
+            .or_else(|| self.primary_endpoint.clone())
+    }
+
+    /// Whether `instance` is fenced (`*` fences all).
+    pub fn is_fenced(&self, instance: &str) -> bool {
+        self.fenced.iter().any(|f| f == instance || f == "*")
+    }
+}
+
+/// Reading or writing the status failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster status unavailable: {0}")]
+pub struct ViewError(pub String);
+
+/// The instance manager's window on the cluster status.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait ClusterView: Send + Sync {
+    /// The status now.
+    async fn read(&self) -> Result<ViewData, ViewError>;
+    /// Records that `instance` is now the primary (`status.currentPrimary`).
+    async fn publish_current_primary(&self, instance: &str) -> Result<(), ViewError>;
+}
+
+/// A status in shared memory (tests, embedding). Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryView {
+    inner: Arc<Mutex<ViewData>>,
+    readable: Arc<Mutex<bool>>,
+}
+
+impl MemoryView {
+    /// A view holding `data`.
+    pub fn new(data: ViewData) -> Self {
+        MemoryView {
+            inner: Arc::new(Mutex::new(data)),
+            readable: Arc::new(Mutex::new(true)),
+        }
+    }
+
+    /// Changes the status.
+    pub fn update(&self, f: impl FnOnce(&mut ViewData)) {
+        f(&mut self.inner.lock().expect("view lock"));
+    }
+
+    /// A copy of the status.
+    pub fn get(&self) -> ViewData {
+        self.inner.lock().expect("view lock").clone()
+    }
+
+    /// Simulates losing (or regaining) access to the status.
+    pub fn set_readable(&self, readable: bool) {
+        *self.readable.lock().expect("view lock") = readable;
+    }
+}
+
+#[async_trait]
+impl ClusterView for MemoryView {
+    async fn read(&self) -> Result<ViewData, ViewError> {
+        if !*self.readable.lock().expect("view lock") {
+            return Err(ViewError("unreachable (simulated)".into()));
+        }
+        Ok(self.get())
+    }
+
+    async fn publish_current_primary(&self, instance: &str) -> Result<(), ViewError> {
+        if !*self.readable.lock().expect("view lock") {
+            return Err(ViewError("unreachable (simulated)".into()));
+        }
+        self.update(|d| d.current_primary = Some(instance.to_owned()));
+        Ok(())
+    }
+}
+
+/// A status kept in a JSON file, replaced atomically (write + rename) on every change.
+#[derive(Debug, Clone)]
+pub struct FileView {
+    /// The file.
+    pub path: PathBuf,
+}
+
+#[async_trait]
+impl ClusterView for FileView {
+    async fn read(&self) -> Result<ViewData, ViewError> {
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|e| ViewError(format!("{}: {e}", self.path.display())))?;
+        serde_json::from_str(&text).map_err(|e| ViewError(format!("{}: {e}", self.path.display())))
+    }
+
+    async fn publish_current_primary(&self, instance: &str) -> Result<(), ViewError> {
+        let mut data = self.read().await?;
+        data.current_primary = Some(instance.to_owned());
+        let tmp = self.path.with_extension("tmp");
+        let text = serde_json::to_string_pretty(&data).expect("view data serializes");
+        tokio::fs::write(&tmp, text)
+            .await
+            .map_err(|e| ViewError(format!("{}: {e}", tmp.display())))?;
+        tokio::fs::rename(&tmp, &self.path)
+            .await
+            .map_err(|e| ViewError(format!("{}: {e}", self.path.display())))
+    }
+}

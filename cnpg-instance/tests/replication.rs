@@ -1,0 +1,268 @@
+//! The instance manager against real PostgreSQL servers: a primary and two streaming
+//! replicas, synchronous names applied and reported, a promotion, the old primary demoted
+//! through pg_rewind and streaming from the new one. The test plays the operator by
+//! writing the cluster status the managers read.
+
+use cnpg_instance::testkit::Harness;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+async fn insert(h: &Harness, on: &str, n: i32) {
+    let c = h.connect(on).await;
+    c.batch_execute("CREATE TABLE IF NOT EXISTS t (n int)")
+        .await
+        .expect("create");
+    c.execute("INSERT INTO t SELECT generate_series(1, $1)", &[&n])
+        .await
+        .expect("insert");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_two_replicas_sync_names_promotion_and_rewind() {
+    let mut h = Harness::new("pg");
+    h.view.update(|v| v.target_primary = Some("pg-1".into()));
+    h.initdb("pg-1").await;
+    h.start("pg-1").await;
+    h.wait_until("pg-1 to publish itself as primary", T, async |h| {
+        let v = h.view.get();
+        if v.current_primary.as_deref() == Some("pg-1") {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    })
+    .await;
+    let s = h.status("pg-1").await;
+    assert!(s.is_primary && s.error.is_none(), "{s:?}");
+    assert_eq!(s.timeline, 1);
+
+    for r in ["pg-2", "pg-3"] {
+        h.join(r, "pg-1").await;
+        h.start(r).await;
+    }
+    h.wait_until("both replicas streaming", T, async |h| {
+        for r in ["pg-2", "pg-3"] {
+            let s = h.status(r).await;
+            if !s.is_wal_receiver_active || s.is_primary {
+                return Err(format!("{r}: {s:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+
+    // LSNs advance on the primary and the replicas follow.
+    let before = h.status("pg-2").await.received_lsn;
+    insert(&h, "pg-1", 1000).await;
+    let primary_lsn = h.status("pg-1").await.current_lsn;
+    assert!(primary_lsn > before);
+    h.wait_until("replicas to receive the new WAL", T, async |h| {
+        for r in ["pg-2", "pg-3"] {
+            let s = h.status(r).await;
+            if s.received_lsn < primary_lsn || s.replay_lsn < primary_lsn {
+                return Err(format!(
+                    "{r} at {} / {}, primary at {primary_lsn}",
+                    s.received_lsn, s.replay_lsn
+                ));
+            }
+        }
+        Ok(())
+    })
+    .await;
+
+    // Synchronous replication: applied with a reload, reported in effect.
+    let names = r#"ANY 1 ("pg-2","pg-3")"#;
+    h.view
+        .update(|v| v.synchronous_standby_names = names.into());
+    h.wait_until("synchronous names in effect", T, async |h| {
+        let s = h.status("pg-1").await;
+        let quorum = s
+            .replication_info
+            .iter()
+            .filter(|r| r.sync_state == "quorum")
+            .count();
+        if s.synchronous_standby_names.as_deref() == Some(names) && quorum == 2 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?} {:?}",
+                s.synchronous_standby_names, s.replication_info
+            ))
+        }
+    })
+    .await;
+    insert(&h, "pg-1", 10).await; // commits are acknowledged by a synchronous standby
+
+    // Promote pg-2: pg-1 shuts down, pg-2 waits for its WAL receiver, promotes, publishes.
+    h.view.update(|v| v.target_primary = Some("pg-2".into()));
+    h.wait_until("pg-2 promoted and published", T, async |h| {
+        let s = h.status("pg-2").await;
+        let v = h.view.get();
+        if s.is_primary && v.current_primary.as_deref() == Some("pg-2") {
+            Ok(())
+        } else {
+            Err(format!("{s:?} {v:?}"))
+        }
+    })
+    .await;
+    assert_eq!(h.status("pg-2").await.timeline, 2);
+    h.view
+        .update(|v| v.synchronous_standby_names = r#"ANY 1 ("pg-1","pg-3")"#.into());
+
+    // The old primary is rewound and streams from pg-2; pg-3 follows pg-2 too.
+    h.wait_until("pg-1 and pg-3 streaming from pg-2", Duration::from_secs(90), async |h| {
+        let p = h.status("pg-2").await;
+        let streaming: Vec<&str> = p.replication_info.iter().filter(|r| r.state == "streaming").map(|r| r.application_name.as_str()).collect();
+        for r in ["pg-1", "pg-3"] {
+            let s = h.status(r).await;
+            if s.is_primary || !s.is_wal_receiver_active || s.timeline != 2 || !streaming.contains(&r) {
+                return Err(format!("{r}: primary={} receiver={} tl={} decision={:?}; pg-2 streams to {streaming:?}", s.is_primary, s.is_wal_receiver_active, s.timeline, s.decision));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    // Data written before and after the promotion is on the rewound old primary.
+    insert(&h, "pg-2", 5).await;
+    let lsn = h.status("pg-2").await.current_lsn;
+    h.wait_until("pg-1 to replay pg-2's writes", T, async |h| {
+        let s = h.status("pg-1").await;
+        if s.replay_lsn >= lsn {
+            Ok(())
+        } else {
+            Err(format!("{} < {lsn}", s.replay_lsn))
+        }
+    })
+    .await;
+    let n: i64 = h
+        .connect("pg-1")
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 1015);
+    for name in ["pg-1", "pg-2", "pg-3"] {
+        h.stop(name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_stops_postgres_and_keeps_it_stopped() {
+    let mut h = Harness::new("pg");
+    h.view.update(|v| {
+        v.target_primary = Some("pg-1".into());
+        v.current_primary = Some("pg-1".into());
+    });
+    h.initdb("pg-1").await;
+    h.start("pg-1").await;
+    h.wait_until("pg-1 up", T, async |h| {
+        if h.status("pg-1").await.is_primary {
+            Ok(())
+        } else {
+            Err("down".into())
+        }
+    })
+    .await;
+    h.view.update(|v| v.fenced = vec!["pg-1".into()]);
+    h.wait_until("PostgreSQL stopped by fencing", T, async |h| {
+        let s = h.status("pg-1").await;
+        if s.is_fenced && s.error.is_some() {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    let port = h.instances["pg-1"].status_port;
+    let (code, _) = cnpg_instance::testkit::http_get(port, "/readyz")
+        .await
+        .expect("readyz");
+    assert_eq!(code, 500);
+    let metrics = cnpg_instance::testkit::http_get(port, "/metrics")
+        .await
+        .expect("metrics")
+        .1;
+    assert!(metrics.contains("cnpg_collector_fencing_on 1"), "{metrics}");
+    // It stays stopped.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = h.status("pg-1").await;
+    assert!(
+        s.error.as_deref() == Some("fenced: PostgreSQL is stopped"),
+        "{s:?}"
+    );
+    assert!(
+        h.instances["pg-1"]
+            .shared
+            .lock()
+            .expect("lock")
+            .pid
+            .is_none()
+    );
+    // Unfenced, the same primary resumes.
+    h.view.update(|v| v.fenced.clear());
+    h.wait_until("pg-1 back after unfencing", T, async |h| {
+        if h.status("pg-1").await.is_primary {
+            Ok(())
+        } else {
+            Err("down".into())
+        }
+    })
+    .await;
+    h.stop("pg-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_postmaster_is_reported_at_once_and_restarted() {
+    let mut h = Harness::new("pg");
+    h.view.update(|v| {
+        v.target_primary = Some("pg-1".into());
+        v.current_primary = Some("pg-1".into());
+    });
+    h.initdb("pg-1").await;
+    h.start("pg-1").await;
+    h.wait_until("pg-1 up", T, async |h| {
+        if h.status("pg-1").await.is_primary {
+            Ok(())
+        } else {
+            Err("down".into())
+        }
+    })
+    .await;
+    let shared = h.instances["pg-1"].shared.clone();
+    let pid = shared.lock().expect("lock").pid.expect("postmaster pid");
+    let killed = std::time::SystemTime::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    h.wait_until(
+        "the death reported",
+        Duration::from_secs(5),
+        async |_| match shared.lock().expect("lock").last_exit.clone() {
+            Some((why, _)) if why.contains("signal 9") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let (_, at) = shared
+        .lock()
+        .expect("lock")
+        .last_exit
+        .clone()
+        .expect("exit");
+    let after = at.duration_since(killed).unwrap_or_default();
+    println!("postmaster death noticed {after:?} after kill -9");
+    // Still the target primary: the manager starts it again (crash recovery).
+    h.wait_until("pg-1 restarted", T, async |h| {
+        if h.status("pg-1").await.is_primary {
+            Ok(())
+        } else {
+            Err("down".into())
+        }
+    })
+    .await;
+    h.stop("pg-1").await;
+}
