@@ -45,6 +45,7 @@ pub mod hibernation;
 pub mod instance;
 pub mod lsn;
 pub mod naming;
+pub mod parameters;
 pub mod pdb;
 pub mod phase;
 pub mod policy;

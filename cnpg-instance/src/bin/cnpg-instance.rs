@@ -1,11 +1,24 @@
 //! `cnpg-instance`: the cnpg-rs instance manager.
 
-use clap::{Parser, Subcommand};
-use cnpg_instance::pg_bin::Search;
+use clap::{Args, Parser, Subcommand};
+use cnpg_instance::bootstrap::{self, Secrets};
+use cnpg_instance::config::Settings;
+use cnpg_instance::control::PgCtl;
+use cnpg_instance::manager::{Manager, ManagerConfig};
+use cnpg_instance::pg_bin::{PgBinaries, Search};
+use cnpg_instance::pgdata::DataDir;
+use cnpg_instance::query::PgClient;
+use cnpg_instance::runas::{self, RunAs};
+use cnpg_instance::server::{self, AppState};
+use cnpg_instance::view::FileView;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Runs beside one PostgreSQL server and makes it do what the operator decides.
+/// Runs beside one PostgreSQL server and makes it do what the operator decides: start it,
+/// stop it, promote it, demote it through pg_rewind, fence it, and report its status.
 #[derive(Debug, Parser)]
 #[command(name = "cnpg-instance", version)]
 struct Cli {
@@ -17,29 +30,434 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Args)]
+struct Instance {
+    /// The data directory.
+    #[arg(long, value_name = "DIR")]
+    pgdata: PathBuf,
+    /// Cluster name.
+    #[arg(long)]
+    cluster: String,
+    /// Instance name (`<cluster>-<serial>`).
+    #[arg(long)]
+    name: String,
+    /// Directory of the cluster's password files (created, with generated passwords, when
+    /// missing; shared by every instance of the cluster).
+    #[arg(long, value_name = "DIR")]
+    secrets: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create the first instance of a new cluster (initdb, roles, application database).
+    Initdb {
+        #[command(flatten)]
+        instance: Instance,
+        /// Application database.
+        #[arg(long, default_value = "app")]
+        app_db: String,
+        /// Owner of the application database.
+        #[arg(long, default_value = "app")]
+        app_owner: String,
+    },
+    /// Create a standby by cloning the primary (pg_basebackup).
+    Join {
+        #[command(flatten)]
+        instance: Instance,
+        /// Host of the primary.
+        #[arg(long, default_value = "127.0.0.1")]
+        source_host: String,
+        /// Port of the primary.
+        #[arg(long)]
+        source_port: u16,
+    },
+    /// Run the instance: keep PostgreSQL in the role the cluster status gives it, and serve
+    /// /pg/status, /healthz, /readyz, /startupz and /metrics.
+    Run {
+        #[command(flatten)]
+        instance: Instance,
+        /// PostgreSQL's port.
+        #[arg(long)]
+        port: u16,
+        /// Address PostgreSQL listens on.
+        #[arg(long, default_value = "127.0.0.1")]
+        listen: String,
+        /// Directory for PostgreSQL's Unix socket (default: <pgdata>/../run).
+        #[arg(long, value_name = "DIR")]
+        socket_dir: Option<PathBuf>,
+        /// Port of the status server.
+        #[arg(long)]
+        status_port: u16,
+        /// Address of the status server.
+        #[arg(long, default_value = "127.0.0.1")]
+        status_listen: String,
+        /// The cluster status file the operator writes (JSON).
+        #[arg(long, value_name = "FILE")]
+        cluster_status: PathBuf,
+        /// A PostgreSQL parameter, as NAME=VALUE (repeatable).
+        #[arg(long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
+        /// PostgreSQL's log file (default: <pgdata>/../postgres.log).
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
+    },
+    /// Print an instance's status (GET /pg/status).
+    Status {
+        /// Port of its status server.
+        #[arg(long)]
+        status_port: u16,
+        /// Host of its status server.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+    },
     /// Show which PostgreSQL installation would be used, and why.
     FindPostgres,
 }
 
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn ctl(bin: &PgBinaries, i: &Instance, run_as: Option<RunAs>, secrets: &Secrets) -> PgCtl {
+    PgCtl {
+        bin: bin.clone(),
+        pgdata: i.pgdata.clone(),
+        run_as,
+        passfile: secrets.passfile(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::FindPostgres => match Search::standard(cli.pg_bin).find() {
-            Ok(bin) => {
-                println!(
-                    "PostgreSQL {} in {} (found through {})",
-                    bin.version,
-                    bin.dir.display(),
-                    bin.source
-                );
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Command::Status { status_port, host } = &cli.command {
+        return status(host, *status_port);
+    }
+    let bin = match Search::standard(cli.pg_bin.clone()).find() {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    if let Command::FindPostgres = cli.command {
+        println!(
+            "PostgreSQL {} in {} (found through {})",
+            bin.version,
+            bin.dir.display(),
+            bin.source
+        );
+        return ExitCode::SUCCESS;
+    }
+    let run_as = match RunAs::detect() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    // One thread is plenty for one PostgreSQL, and keeps the manager small.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Initdb {
+                instance,
+                app_db,
+                app_owner,
+            } => {
+                let secrets = Secrets {
+                    dir: instance.secrets.clone(),
+                };
+                if let Err(e) = prepare(&instance, &secrets, run_as) {
+                    return fail(e);
+                }
+                let c = ctl(&bin, &instance, run_as, &secrets);
+                match bootstrap::initdb(
+                    &c,
+                    &DataDir::new(&instance.pgdata),
+                    &secrets,
+                    &instance.cluster,
+                    &instance.name,
+                    (&app_db, &app_owner),
+                )
+                .await
+                {
+                    Ok(()) => {
+                        println!(
+                            "initialized {} ({}) in {}",
+                            instance.name,
+                            instance.cluster,
+                            instance.pgdata.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(format!("initdb of {}: {e}", instance.name)),
+                }
+            }
+            Command::Join {
+                instance,
+                source_host,
+                source_port,
+            } => {
+                let secrets = Secrets {
+                    dir: instance.secrets.clone(),
+                };
+                if let Err(e) = prepare(&instance, &secrets, run_as) {
+                    return fail(e);
+                }
+                let c = ctl(&bin, &instance, run_as, &secrets);
+                match bootstrap::join(
+                    &c,
+                    &DataDir::new(&instance.pgdata),
+                    &secrets,
+                    &instance.cluster,
+                    &instance.name,
+                    &source_host,
+                    source_port,
+                )
+                .await
+                {
+                    Ok(()) => {
+                        println!(
+                            "cloned {} from {source_host}:{source_port} into {}",
+                            instance.name,
+                            instance.pgdata.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(format!("join of {}: {e}", instance.name)),
+                }
+            }
+            Command::Run {
+                instance,
+                port,
+                listen,
+                socket_dir,
+                status_port,
+                status_listen,
+                cluster_status,
+                parameters,
+                log_file,
+            } => {
+                run(
+                    bin,
+                    run_as,
+                    instance,
+                    port,
+                    listen,
+                    socket_dir,
+                    status_port,
+                    status_listen,
+                    cluster_status,
+                    parameters,
+                    log_file,
+                )
+                .await
+            }
+            Command::Status { .. } | Command::FindPostgres => unreachable!("handled above"),
+        }
+    })
+}
+
+/// Creates the directories an instance needs, owned by PostgreSQL's user, and the secrets.
+fn prepare(i: &Instance, secrets: &Secrets, run_as: Option<RunAs>) -> Result<(), String> {
+    if i.pgdata.join("PG_VERSION").exists() {
+        return Err(format!(
+            "{} already holds a data directory; refusing to overwrite it",
+            i.pgdata.display()
+        ));
+    }
+    let parent = i
+        .pgdata
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    runas::own(run_as, &parent)
+        .map_err(|e| format!("cannot give {} to postgres: {e}", parent.display()))?;
+    secrets.ensure(run_as).map_err(|e| format!("secrets: {e}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    bin: PgBinaries,
+    run_as: Option<RunAs>,
+    instance: Instance,
+    port: u16,
+    listen: String,
+    socket_dir: Option<PathBuf>,
+    status_port: u16,
+    status_listen: String,
+    cluster_status: PathBuf,
+    parameters: Vec<String>,
+    log_file: Option<PathBuf>,
+) -> ExitCode {
+    let data = DataDir::new(&instance.pgdata);
+    if let Err(e) = data.verify(&instance.cluster, &instance.name) {
+        return fail(e);
+    }
+    if !cluster_status.exists() {
+        return fail(format!(
+            "the cluster status file {} does not exist; the operator writes it (kubectl-cnpg local up), or write one with currentPrimary/targetPrimary",
+            cluster_status.display()
+        ));
+    }
+    let mut params = BTreeMap::new();
+    for p in &parameters {
+        match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                if let Some(hint) = cnpg_core::parameters::fixed_parameter(k.trim()) {
+                    return fail(format!(
+                        "--parameter {k}: managed by the instance manager, it cannot be set{}",
+                        if hint.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({hint})")
+                        }
+                    ));
+                }
+                params.insert(k.trim().to_owned(), v.to_owned());
+            }
+            _ => return fail(format!("--parameter {p:?}: write NAME=VALUE")),
+        }
+    }
+    let base = instance
+        .pgdata
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let socket_dir = socket_dir.unwrap_or_else(|| base.join("run"));
+    if let Err(e) =
+        std::fs::create_dir_all(&socket_dir).and_then(|_| runas::own(run_as, &socket_dir))
+    {
+        return fail(format!(
+            "cannot prepare the socket directory {}: {e}",
+            socket_dir.display()
+        ));
+    }
+    let secrets = Secrets {
+        dir: instance.secrets.clone(),
+    };
+    if let Err(e) = secrets.ensure(run_as) {
+        return fail(format!("secrets: {e}"));
+    }
+    let listener = match tokio::net::TcpListener::bind((status_listen.as_str(), status_port)).await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(format!(
+                "cannot listen on {status_listen}:{status_port} for the status server: {e} (is the port in use?)"
+            ));
+        }
+    };
+    let cfg = ManagerConfig {
+        cluster: instance.cluster.clone(),
+        instance: instance.name.clone(),
+        pgdata: instance.pgdata.clone(),
+        settings: Settings {
+            cluster: instance.cluster.clone(),
+            instance: instance.name.clone(),
+            listen,
+            port,
+            socket_dir: socket_dir.display().to_string(),
+            parameters: params,
+            synchronous_standby_names: String::new(),
+            pg_hba: vec![],
+            pg_ident: vec![],
+        },
+        passfile: secrets.passfile(),
+        log_file: log_file.unwrap_or_else(|| base.join("postgres.log")),
+        run_as,
+        tick: Duration::from_millis(200),
+        stop_timeout: Duration::from_secs(60),
+    };
+    let ctl = PgCtl {
+        bin,
+        pgdata: instance.pgdata.clone(),
+        run_as,
+        passfile: secrets.passfile(),
+    };
+    let query = Arc::new(PgClient { socket_dir, port });
+    let view = Arc::new(FileView {
+        path: cluster_status,
+    });
+    let manager = Manager::new(cfg, Arc::new(ctl), query.clone(), view);
+    let app = server::router(AppState {
+        instance: instance.name.clone(),
+        shared: manager.shared(),
+        query,
+    });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut srx = rx.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = srx.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    tracing::info!(instance = %instance.name, status_port, "instance manager running");
+    manager.run(rx).await;
+    signals.abort();
+    let _ = server.await;
+    tracing::info!(instance = %instance.name, "stopped");
+    ExitCode::SUCCESS
+}
+
+fn status(host: &str, port: u16) -> ExitCode {
+    use std::io::{Read, Write};
+    let mut s = match std::net::TcpStream::connect((host, port)) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(format!(
+                "cannot reach the instance manager at {host}:{port}: {e}"
+            ));
+        }
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let req = format!("GET /pg/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut resp = String::new();
+    if let Err(e) = s
+        .write_all(req.as_bytes())
+        .and_then(|_| s.read_to_string(&mut resp))
+    {
+        return fail(format!("status request failed: {e}"));
+    }
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            if v.get("error").is_some() {
+                ExitCode::FAILURE
+            } else {
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
+        Err(_) => fail(format!("unexpected answer: {body}")),
     }
 }

@@ -1,0 +1,180 @@
+//! The instance manager's footprint and reflexes, on a real PostgreSQL:
+//! * idle RSS of `cnpg-instance run` (target: under 15 MB);
+//! * time from a `kill -9` of the postmaster to `/pg/status` reporting it, and to the
+//!   instance serving again.
+//!
+//! `cargo bench -p cnpg-benches --bench instance` (builds the release binary first).
+
+use cnpg_instance::runas::{self, RunAs};
+use cnpg_instance::testkit::{free_port, http_get};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn release_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ok = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "cnpg-instance",
+            "--bin",
+            "cnpg-instance",
+        ])
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(ok.success(), "building cnpg-instance failed");
+    root.join("target/release/cnpg-instance")
+}
+
+fn rss_kb(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn stats(label: &str, mut v: Vec<Duration>) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{label}: median {:.1} ms, min {:.1} ms, max {:.1} ms ({} trials)",
+        ms(v[v.len() / 2]),
+        ms(v[0]),
+        ms(v[v.len() - 1]),
+        v.len()
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let exe = release_binary();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    runas::own(RunAs::detect().expect("user"), tmp.path()).expect("own");
+    let pgdata = tmp.path().join("pg-1/data");
+    let secrets = tmp.path().join("secrets");
+    let status_file = tmp.path().join("status.json");
+    let st = Command::new(&exe)
+        .args([
+            "initdb",
+            "--pgdata",
+            &pgdata.display().to_string(),
+            "--cluster",
+            "pg",
+            "--name",
+            "pg-1",
+            "--secrets",
+            &secrets.display().to_string(),
+        ])
+        .output()
+        .expect("initdb runs");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::write(
+        &status_file,
+        r#"{"targetPrimary":"pg-1","currentPrimary":"pg-1","instances":["pg-1"]}"#,
+    )
+    .expect("status");
+    let (port, sport) = (free_port(), free_port());
+    let mut child = Command::new(&exe)
+        .args([
+            "run",
+            "--pgdata",
+            &pgdata.display().to_string(),
+            "--cluster",
+            "pg",
+            "--name",
+            "pg-1",
+            "--secrets",
+            &secrets.display().to_string(),
+            "--port",
+            &port.to_string(),
+            "--status-port",
+            &sport.to_string(),
+            "--cluster-status",
+            &status_file.display().to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("run starts");
+    let primary = async || matches!(http_get(sport, "/pg/status").await, Ok((200, body)) if body.contains("\"isPrimary\":true"));
+    let t = Instant::now();
+    while !primary().await {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the instance never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "cnpg-instance: PostgreSQL started and serving in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss, hwm) = rss_kb(child.id());
+    println!(
+        "cnpg-instance idle RSS: {:.1} MB (peak {:.1} MB); target under 15 MB",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+
+    let mut noticed = Vec::new();
+    let mut serving = Vec::new();
+    for _ in 0..10 {
+        let pid: i32 = std::fs::read_to_string(pgdata.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse().ok())
+            .expect("postmaster.pid");
+        let killed = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill -9");
+        loop {
+            if let Ok((500, _)) = http_get(sport, "/pg/status").await {
+                noticed.push(killed.elapsed());
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "death never reported"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        while !primary().await {
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "never restarted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        serving.push(killed.elapsed());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stats("kill -9 of the postmaster → /pg/status reports it", noticed);
+    stats(
+        "kill -9 of the postmaster → serving again (crash recovery, same primary)",
+        serving,
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let _ = child.wait();
+}
