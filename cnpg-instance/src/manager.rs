@@ -44,6 +44,9 @@ pub struct ManagerConfig {
     pub tick: Duration,
     /// Fast shutdown budget before an immediate one.
     pub stop_timeout: Duration,
+    /// Smart shutdown budget when the manager itself stops (sessions may finish), before a
+    /// fast one. Demotion and fencing never wait for sessions.
+    pub smart_timeout: Duration,
 }
 
 /// What the status server and metrics read.
@@ -82,6 +85,8 @@ pub struct Manager {
     child: Option<Child>,
     applied_sync: Option<String>,
     applied_upstream: Option<Endpoint>,
+    applied_parameters: Option<std::collections::BTreeMap<String, String>>,
+    applied_restart: Option<Option<String>>,
     last_view: ViewData,
     rewind_failed: bool,
 }
@@ -128,6 +133,8 @@ impl Manager {
             child: None,
             applied_sync: None,
             applied_upstream: None,
+            applied_parameters: None,
+            applied_restart: None,
             last_view: ViewData::default(),
             rewind_failed: false,
         }
@@ -152,7 +159,7 @@ impl Manager {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
-                        self.stop().await;
+                        self.stop_mode(self.cfg.smart_timeout).await;
                         return;
                     }
                 }
@@ -276,6 +283,11 @@ impl Manager {
     fn write_config(&mut self, view: &ViewData) -> Result<(), PgError> {
         let mut settings = self.cfg.settings.clone();
         settings.synchronous_standby_names = view.synchronous_standby_names.clone();
+        for (k, v) in &view.parameters {
+            if cnpg_core::parameters::fixed_parameter(k).is_none() {
+                settings.parameters.insert(k.clone(), v.clone());
+            }
+        }
         let standby = DataDir::new(&self.cfg.pgdata).role() == PgData::Standby;
         let upstream = if standby { self.upstream(view) } else { None };
         let mut over = config::override_conf(&self.cfg.instance, upstream.as_ref());
@@ -303,6 +315,7 @@ impl Manager {
             self.write("postgresql.conf", &format!("{text}{}", config::INCLUDES))?;
         }
         self.applied_sync = Some(view.synchronous_standby_names.clone());
+        self.applied_parameters = Some(view.parameters.clone());
         self.applied_upstream = if standby { view.upstream() } else { None };
         Ok(())
     }
@@ -363,9 +376,26 @@ impl Manager {
     /// Fast shutdown (a CHECKPOINT first on a primary, so the next start is quick), then
     /// immediate if it does not finish in time.
     async fn stop(&mut self) {
+        self.stop_mode(Duration::ZERO).await;
+    }
+
+    /// Smart shutdown for up to `smart` (sessions may finish), then fast, then immediate.
+    async fn stop_mode(&mut self, smart: Duration) {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        if !smart.is_zero() {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            if tokio::time::timeout(smart, child.wait()).await.is_ok() {
+                self.set(|s| {
+                    s.up = false;
+                    s.pid = None;
+                });
+                return;
+            }
+        }
         if DataDir::new(&self.cfg.pgdata).role() == PgData::Primary {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.query.execute("CHECKPOINT"))
                 .await;
@@ -455,10 +485,21 @@ impl Manager {
         snapshot: Option<&Snapshot>,
     ) -> Result<(), PgError> {
         let standby = role == PgData::Standby;
+        if self.applied_restart.is_none() {
+            self.applied_restart = Some(view.restart.clone());
+        }
+        if self.applied_restart.as_ref() != Some(&view.restart) {
+            // Restart in place: the next step starts it again, in the same role.
+            tracing::info!(instance = %self.cfg.instance, "restart requested: restarting PostgreSQL in place");
+            self.applied_restart = Some(view.restart.clone());
+            self.stop().await;
+            return Ok(());
+        }
         let sync_changed =
             self.applied_sync.as_deref() != Some(view.synchronous_standby_names.as_str());
         let upstream_changed = standby && self.applied_upstream != view.upstream();
-        if sync_changed || upstream_changed {
+        let params_changed = self.applied_parameters.as_ref() != Some(&view.parameters);
+        if sync_changed || upstream_changed || params_changed {
             self.write_config(view)?;
             if let Some(pid) = self.child.as_ref().and_then(Child::id) {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);

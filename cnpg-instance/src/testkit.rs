@@ -200,6 +200,7 @@ impl Harness {
             run_as: self.run_as,
             tick: Duration::from_millis(100),
             stop_timeout: Duration::from_secs(20),
+            smart_timeout: Duration::ZERO,
         };
         DataDir::new(&ctl.pgdata)
             .verify(&self.cluster, name)

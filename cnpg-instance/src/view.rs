@@ -42,6 +42,13 @@ pub struct ViewData {
     /// Where each instance listens, for when no `-rw` endpoint is given.
     #[serde(default)]
     pub endpoints: std::collections::BTreeMap<String, Endpoint>,
+    /// PostgreSQL parameters from the cluster spec (over the command line's).
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, String>,
+    /// A restart request: when this changes, the instance restarts PostgreSQL in place
+    /// (a parameter that needs a restart, or `kubectl cnpg restart`).
+    #[serde(default)]
+    pub restart: Option<String>,
 }
 
 impl ViewData {

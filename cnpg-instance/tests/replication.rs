@@ -266,3 +266,69 @@ async fn a_killed_postmaster_is_reported_at_once_and_restarted() {
     .await;
     h.stop("pg-1").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_reload_or_wait_for_an_in_place_restart() {
+    let mut h = Harness::new("pg");
+    h.view.update(|v| {
+        v.target_primary = Some("pg-1".into());
+        v.current_primary = Some("pg-1".into());
+    });
+    h.initdb("pg-1").await;
+    h.start("pg-1").await;
+    h.wait_until("pg-1 up", T, async |h| {
+        if h.status("pg-1").await.is_primary {
+            Ok(())
+        } else {
+            Err("down".into())
+        }
+    })
+    .await;
+    // A reloadable parameter applies at once; one needing a restart waits for it.
+    h.view.update(|v| {
+        v.parameters.insert("work_mem".into(), "8MB".into());
+        v.parameters.insert("shared_buffers".into(), "32MB".into());
+    });
+    h.wait_until(
+        "work_mem reloaded and shared_buffers pending",
+        T,
+        async |h| {
+            let wm: String = h
+                .connect("pg-1")
+                .await
+                .query_one("SHOW work_mem", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            let s = h.status("pg-1").await;
+            if wm == "8MB" && s.pending_restart {
+                Ok(())
+            } else {
+                Err(format!("work_mem {wm}, pending {}", s.pending_restart))
+            }
+        },
+    )
+    .await;
+    let pid = h.instances["pg-1"].shared.lock().expect("lock").pid;
+    h.view
+        .update(|v| v.restart = Some("2026-11-26T12:00:00Z".into()));
+    h.wait_until("restarted in place, nothing pending", T, async |h| {
+        let s = h.status("pg-1").await;
+        let now = h.instances["pg-1"].shared.lock().expect("lock").pid;
+        if s.is_primary && !s.pending_restart && now.is_some() && now != pid {
+            Ok(())
+        } else {
+            Err(format!("pid {now:?} pending {}", s.pending_restart))
+        }
+    })
+    .await;
+    let sb: String = h
+        .connect("pg-1")
+        .await
+        .query_one("SHOW shared_buffers", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(sb, "32MB");
+    h.stop("pg-1").await;
+}

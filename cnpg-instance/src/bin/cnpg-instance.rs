@@ -100,6 +100,12 @@ enum Command {
         /// PostgreSQL's log file (default: <pgdata>/../postgres.log).
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
+        /// Seconds a smart shutdown may take when the manager stops, before a fast one.
+        #[arg(long, default_value_t = 180)]
+        smart_shutdown_timeout: u64,
+        /// Seconds a fast shutdown may take (demotion, fencing), before an immediate one.
+        #[arg(long, default_value_t = 60)]
+        stop_timeout: u64,
     },
     /// Print an instance's status (GET /pg/status).
     Status {
@@ -245,7 +251,13 @@ fn main() -> ExitCode {
                 cluster_status,
                 parameters,
                 log_file,
+                smart_shutdown_timeout,
+                stop_timeout,
             } => {
+                let timeouts = (
+                    Duration::from_secs(smart_shutdown_timeout),
+                    Duration::from_secs(stop_timeout),
+                );
                 run(
                     bin,
                     run_as,
@@ -258,6 +270,7 @@ fn main() -> ExitCode {
                     cluster_status,
                     parameters,
                     log_file,
+                    timeouts,
                 )
                 .await
             }
@@ -299,9 +312,13 @@ async fn run(
     cluster_status: PathBuf,
     parameters: Vec<String>,
     log_file: Option<PathBuf>,
+    (smart_timeout, stop_timeout): (Duration, Duration),
 ) -> ExitCode {
     let data = DataDir::new(&instance.pgdata);
-    if let Err(e) = data.verify(&instance.cluster, &instance.name) {
+    if let Err(e) = data
+        .verify(&instance.cluster, &instance.name)
+        .and_then(|_| data.check_wal_space(16))
+    {
         return fail(e);
     }
     if !cluster_status.exists() {
@@ -377,7 +394,8 @@ async fn run(
         log_file: log_file.unwrap_or_else(|| base.join("postgres.log")),
         run_as,
         tick: Duration::from_millis(200),
-        stop_timeout: Duration::from_secs(60),
+        stop_timeout,
+        smart_timeout,
     };
     let ctl = PgCtl {
         bin,

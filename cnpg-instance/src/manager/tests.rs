@@ -38,6 +38,7 @@ fn cfg(dir: &std::path::Path) -> ManagerConfig {
         run_as: None,
         tick: Duration::from_secs(3600),
         stop_timeout: Duration::from_secs(5),
+        smart_timeout: Duration::ZERO,
     }
 }
 
