@@ -31,8 +31,9 @@ use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// The part of the Cluster status the decisions read and write.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The part of the Cluster status the decisions read and write (persisted by hosts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct ClusterState {
     /// The instance currently primary (written by its instance manager).
     pub current_primary: Option<String>,

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 /// `ANY` (quorum) or `FIRST` (priority).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Method {
     /// `ANY n (...)`: any n listed standbys.
     Any,
@@ -81,7 +81,7 @@ impl SyncPolicy {
 }
 
 /// The content of `synchronous_standby_names`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SyncStandbys {
     /// `ANY` or `FIRST`.
     pub method: Method,

@@ -100,7 +100,9 @@ fn sql_ident(s: &str) -> String {
 /// `start` must start a postmaster on the new data directory and return once it accepts
 /// connections; `stop` stops it. (The manager's own start/stop are used, so the bootstrap
 /// runs PostgreSQL exactly as the instance will later.)
+#[allow(clippy::too_many_arguments)]
 pub async fn initdb(
+    run_as: Option<RunAs>,
     ctl: &dyn PgControl,
     data: &DataDir,
     secrets: &Secrets,
@@ -110,7 +112,7 @@ pub async fn initdb(
 ) -> Result<(), PgError> {
     let (app_db, app_owner) = app;
     ctl.initdb(&secrets.superuser(), &[]).await?;
-    data.mark(cluster, instance)
+    data.mark(cluster, instance, run_as)
         .map_err(|e| PgError::Query(e.to_string()))?;
     let repl = secrets.read(&secrets.replication())?;
     let app_pw = secrets.read(&secrets.app())?;
@@ -130,7 +132,9 @@ pub async fn initdb(
 
 /// `pg_basebackup` from the primary at `host:port`, then mark the data as this instance's
 /// and make it a standby.
+#[allow(clippy::too_many_arguments)]
 pub async fn join(
+    run_as: Option<RunAs>,
     ctl: &dyn PgControl,
     data: &DataDir,
     secrets: &Secrets,
@@ -169,9 +173,9 @@ pub async fn join(
     if let Some(e) = last {
         return Err(e);
     }
-    data.mark(cluster, instance)
+    data.mark(cluster, instance, run_as)
         .map_err(|e| PgError::Query(e.to_string()))?;
-    data.set_standby().map_err(|source| PgError::Io {
+    data.set_standby(run_as).map_err(|source| PgError::Io {
         path: data.path.join("standby.signal"),
         source,
     })

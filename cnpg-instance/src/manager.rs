@@ -458,11 +458,11 @@ impl Manager {
                     source,
                 })?;
             let data = DataDir::new(&self.cfg.pgdata);
-            data.set_standby().map_err(|source| PgError::Io {
-                path: self.cfg.pgdata.join("standby.signal"),
-                source,
-            })?;
-            runas::own(self.cfg.run_as, &self.cfg.pgdata.join("standby.signal")).ok();
+            data.set_standby(self.cfg.run_as)
+                .map_err(|source| PgError::Io {
+                    path: self.cfg.pgdata.join("standby.signal"),
+                    source,
+                })?;
             self.write_config(view)
         }
         .await;

@@ -5,6 +5,7 @@
 //! cluster, another instance's data — is refused with a clear error, before anything
 //! starts, so a wrong flag can never run (or rewind!) the wrong database.
 
+use crate::runas::{self, RunAs};
 use cnpg_core::instance::PgData;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -126,15 +127,23 @@ impl DataDir {
         Ok(())
     }
 
-    /// Writes the marker (after initdb or join).
-    pub fn mark(&self, cluster: &str, instance: &str) -> Result<(), PgDataError> {
+    /// Writes the marker (after initdb or join), owned by PostgreSQL's user: `pg_rewind`
+    /// rewrites every file of PGDATA and must be able to.
+    pub fn mark(
+        &self,
+        cluster: &str,
+        instance: &str,
+        run_as: Option<RunAs>,
+    ) -> Result<(), PgDataError> {
         let path = self.path.join(MARKER);
         let text = serde_json::to_string(&Marker {
             cluster: cluster.to_owned(),
             instance: instance.to_owned(),
         })
         .expect("the marker serializes");
-        std::fs::write(&path, text).map_err(|source| PgDataError::Io { path, source })
+        std::fs::write(&path, text)
+            .and_then(|_| runas::own(run_as, &path))
+            .map_err(|source| PgDataError::Io { path, source })
     }
 
     /// Refuses to start when the WAL volume cannot hold two more segments.
@@ -156,9 +165,11 @@ impl DataDir {
         Ok(())
     }
 
-    /// Makes this PGDATA a standby (`standby.signal`).
-    pub fn set_standby(&self) -> std::io::Result<()> {
-        std::fs::write(self.path.join("standby.signal"), "")
+    /// Makes this PGDATA a standby (`standby.signal`, owned by PostgreSQL's user).
+    pub fn set_standby(&self, run_as: Option<RunAs>) -> std::io::Result<()> {
+        let path = self.path.join("standby.signal");
+        std::fs::write(&path, "")?;
+        runas::own(run_as, &path)
     }
 }
 
@@ -178,7 +189,7 @@ mod tests {
         std::fs::write(tmp.path().join("PG_VERSION"), "15\n").expect("write");
         let e = d.verify("pg", "pg-1").expect_err("no marker");
         assert!(e.to_string().contains("did not create"), "{e}");
-        d.mark("pg", "pg-2").expect("mark");
+        d.mark("pg", "pg-2", None).expect("mark");
         let e = d.verify("pg", "pg-1").expect_err("other instance");
         assert!(
             e.to_string()
@@ -187,7 +198,7 @@ mod tests {
         );
         assert!(d.verify("pg", "pg-2").is_ok());
         assert_eq!(d.role(), PgData::Primary);
-        d.set_standby().expect("signal");
+        d.set_standby(None).expect("signal");
         assert_eq!(d.role(), PgData::Standby);
         assert!(d.check_wal_space(16).is_ok());
         let e = d

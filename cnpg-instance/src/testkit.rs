@@ -139,6 +139,7 @@ impl Harness {
         self.prepare(name);
         let ctl = self.ctl(name);
         bootstrap::initdb(
+            self.run_as,
             &ctl,
             &DataDir::new(&ctl.pgdata),
             &self.secrets,
@@ -156,6 +157,7 @@ impl Harness {
         let port = self.port(source);
         let ctl = self.ctl(name);
         bootstrap::join(
+            self.run_as,
             &ctl,
             &DataDir::new(&ctl.pgdata),
             &self.secrets,

@@ -141,11 +141,40 @@ impl ClusterView for MemoryView {
     }
 }
 
-/// A status kept in a JSON file, replaced atomically (write + rename) on every change.
+/// A status kept in a JSON file the operator replaces atomically (write + rename), with
+/// `currentPrimary` published by the instance managers in a file of its own, so each file
+/// has one writer and no update is ever lost between them.
 #[derive(Debug, Clone)]
 pub struct FileView {
-    /// The file.
+    /// The status file (the operator writes it).
     pub path: PathBuf,
+    /// The `currentPrimary` file (the promoted instance manager writes it).
+    pub published: PathBuf,
+}
+
+/// The content of the `currentPrimary` file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    /// The instance that is primary now.
+    pub current_primary: String,
+}
+
+impl FileView {
+    /// The `currentPrimary` published, if any.
+    pub fn published(path: &std::path::Path) -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str::<Published>(&text)
+            .ok()
+            .map(|p| p.current_primary)
+    }
+}
+
+/// Writes `text` to `path` atomically (a temp file in the same directory, then rename).
+pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 #[async_trait]
@@ -154,19 +183,20 @@ impl ClusterView for FileView {
         let text = tokio::fs::read_to_string(&self.path)
             .await
             .map_err(|e| ViewError(format!("{}: {e}", self.path.display())))?;
-        serde_json::from_str(&text).map_err(|e| ViewError(format!("{}: {e}", self.path.display())))
+        let mut data: ViewData = serde_json::from_str(&text)
+            .map_err(|e| ViewError(format!("{}: {e}", self.path.display())))?;
+        if let Some(p) = Self::published(&self.published) {
+            data.current_primary = Some(p);
+        }
+        Ok(data)
     }
 
     async fn publish_current_primary(&self, instance: &str) -> Result<(), ViewError> {
-        let mut data = self.read().await?;
-        data.current_primary = Some(instance.to_owned());
-        let tmp = self.path.with_extension("tmp");
-        let text = serde_json::to_string_pretty(&data).expect("view data serializes");
-        tokio::fs::write(&tmp, text)
-            .await
-            .map_err(|e| ViewError(format!("{}: {e}", tmp.display())))?;
-        tokio::fs::rename(&tmp, &self.path)
-            .await
-            .map_err(|e| ViewError(format!("{}: {e}", self.path.display())))
+        let text = serde_json::to_string(&Published {
+            current_primary: instance.to_owned(),
+        })
+        .expect("publication serializes");
+        write_atomically(&self.published, &text)
+            .map_err(|e| ViewError(format!("{}: {e}", self.published.display())))
     }
 }

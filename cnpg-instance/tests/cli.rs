@@ -224,10 +224,11 @@ fn initdb_run_status_and_clean_stop() {
         status.contains("\"timeLineID\": 1") && status.contains("\"currentLsn\""),
         "{status}"
     );
-    // It publishes itself in the status file.
+    // It publishes itself beside the status file.
     loop {
-        let published = std::fs::read_to_string(&status_file).expect("status file");
-        if published.contains("\"currentPrimary\": \"pg-1\"") {
+        let published = std::fs::read_to_string(status_file.with_file_name("current-primary.json"))
+            .unwrap_or_default();
+        if published.contains("\"currentPrimary\":\"pg-1\"") {
             break;
         }
         assert!(

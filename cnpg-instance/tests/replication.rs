@@ -332,3 +332,96 @@ async fn parameters_reload_or_wait_for_an_in_place_restart() {
     assert_eq!(sb, "32MB");
     h.stop("pg-1").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() {
+    let mut h = Harness::new("pg");
+    h.view.update(|v| v.target_primary = Some("pg-1".into()));
+    h.initdb("pg-1").await;
+    h.start("pg-1").await;
+    h.wait_until("pg-1 primary", T, async |h| {
+        if h.view.get().current_primary.as_deref() == Some("pg-1") {
+            Ok(())
+        } else {
+            Err("no".into())
+        }
+    })
+    .await;
+    h.join("pg-2", "pg-1").await;
+    h.start("pg-2").await;
+    insert(&h, "pg-1", 100).await;
+    let lsn = h.status("pg-1").await.current_lsn;
+    h.wait_until("pg-2 caught up", T, async |h| {
+        if h.status("pg-2").await.replay_lsn >= lsn {
+            Ok(())
+        } else {
+            Err("behind".into())
+        }
+    })
+    .await;
+
+    // pg-2 stops; pg-1 writes what pg-2 will never see, then stops too.
+    h.view.update(|v| v.fenced = vec!["pg-2".into()]);
+    h.wait_until("pg-2 fenced", T, async |h| {
+        if h.status("pg-2").await.error.is_some() {
+            Ok(())
+        } else {
+            Err("up".into())
+        }
+    })
+    .await;
+    insert(&h, "pg-1", 50).await;
+    h.view.update(|v| v.fenced = vec!["pg-1".into()]);
+    h.wait_until("pg-1 fenced", T, async |h| {
+        if h.status("pg-1").await.error.is_some() {
+            Ok(())
+        } else {
+            Err("up".into())
+        }
+    })
+    .await;
+
+    // pg-2 becomes primary on a new timeline; pg-1's last writes are now a diverged history.
+    h.view.update(|v| {
+        v.fenced = vec!["pg-1".into()];
+        v.target_primary = Some("pg-2".into());
+    });
+    h.wait_until("pg-2 promoted", T, async |h| {
+        if h.view.get().current_primary.as_deref() == Some("pg-2") {
+            Ok(())
+        } else {
+            Err(format!("{:?}", h.status("pg-2").await.decision))
+        }
+    })
+    .await;
+    h.view.update(|v| v.fenced.clear());
+    h.wait_until(
+        "pg-1 rewound and streaming from pg-2",
+        Duration::from_secs(90),
+        async |h| {
+            let s = h.status("pg-1").await;
+            if !s.is_primary && s.is_wal_receiver_active && s.timeline == 2 {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+    .await;
+    for name in ["pg-2", "pg-1"] {
+        let n: i64 = h
+            .connect(name)
+            .await
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(
+            n, 100,
+            "{name}: the rewind dropped only the writes pg-2 never had"
+        );
+    }
+    for name in ["pg-1", "pg-2"] {
+        h.stop(name).await;
+    }
+}

@@ -31,12 +31,93 @@ pub enum Command {
         #[command(subcommand)]
         what: InstallCommand,
     },
+    /// Run a cluster on this machine, without Kubernetes.
+    Local {
+        /// What to do.
+        #[command(subcommand)]
+        what: LocalCommand,
+    },
+    /// Show the status of a local cluster: summary, why the primary is the primary,
+    /// replication, instances.
+    Status {
+        /// Cluster name.
+        cluster: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Switch over: make INSTANCE the primary of a local cluster.
+    Promote {
+        /// Cluster name.
+        cluster: String,
+        /// The instance to promote.
+        instance: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Fence (stop and keep stopped) an instance, or "*" for all; or lift the fence.
+    Fencing {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        switch: String,
+        /// Cluster name.
+        cluster: String,
+        /// Instance name, or "*".
+        instance: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Check manifests against the API schema and the admission rules, reporting every
     /// problem with its field path. Exits 0 when every document is valid, 1 otherwise.
     Validate {
         /// Files to check (multi-document YAML); `-` reads standard input.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+}
+
+/// `local` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Start (or resume) a cluster from a manifest and keep it healthy until Ctrl-C.
+    Up {
+        /// The Cluster manifest.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// Where local clusters keep their state (default: /var/lib/cnpg-rs as root,
+        /// else ~/.local/state/cnpg-rs).
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Run in the background once the cluster is healthy.
+        #[arg(long)]
+        detach: bool,
+        /// The cnpg-instance program (default: beside kubectl-cnpg, then PATH).
+        #[arg(long, env = "CNPG_INSTANCE_BIN", value_name = "FILE")]
+        instance_bin: Option<PathBuf>,
+        /// Directory of the PostgreSQL programs.
+        #[arg(long, value_name = "DIR")]
+        pg_bin: Option<PathBuf>,
+        /// Internal: this process is the background operator of `--detach`.
+        #[arg(long, hide = true)]
+        detached_child: bool,
+    },
+    /// Stop a cluster, keeping its data (`local up` resumes it).
+    Down {
+        /// Cluster name.
+        cluster: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Stop a cluster and delete its data.
+    Destroy {
+        /// Cluster name.
+        cluster: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -79,6 +160,21 @@ where
             },
         } => write_crd_files(&dir, out, err),
         Command::Validate { files } => validate(&files, stdin, out, err),
+        Command::Local { what } => crate::local_cli::local(what, out, err),
+        Command::Status { cluster, state_dir } => {
+            crate::local_cli::status(&cluster, state_dir, out, err)
+        }
+        Command::Promote {
+            cluster,
+            instance,
+            state_dir,
+        } => crate::local_cli::promote(&cluster, &instance, state_dir, out, err),
+        Command::Fencing {
+            switch,
+            cluster,
+            instance,
+            state_dir,
+        } => crate::local_cli::fencing(switch == "on", &cluster, &instance, state_dir, out, err),
     };
     match result {
         Ok(code) => code,

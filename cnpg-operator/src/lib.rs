@@ -7,4 +7,6 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod local;
+mod local_cli;
 pub mod manifests;

@@ -91,7 +91,8 @@ enum Command {
         /// Address of the status server.
         #[arg(long, default_value = "127.0.0.1")]
         status_listen: String,
-        /// The cluster status file the operator writes (JSON).
+        /// The cluster status file the operator writes (JSON). `currentPrimary` is published
+        /// in `current-primary.json` beside it.
         #[arg(long, value_name = "FILE")]
         cluster_status: PathBuf,
         /// A PostgreSQL parameter, as NAME=VALUE (repeatable).
@@ -186,6 +187,7 @@ fn main() -> ExitCode {
                 }
                 let c = ctl(&bin, &instance, run_as, &secrets);
                 match bootstrap::initdb(
+                    run_as,
                     &c,
                     &DataDir::new(&instance.pgdata),
                     &secrets,
@@ -220,6 +222,7 @@ fn main() -> ExitCode {
                 }
                 let c = ctl(&bin, &instance, run_as, &secrets);
                 match bootstrap::join(
+                    run_as,
                     &c,
                     &DataDir::new(&instance.pgdata),
                     &secrets,
@@ -404,8 +407,10 @@ async fn run(
         passfile: secrets.passfile(),
     };
     let query = Arc::new(PgClient { socket_dir, port });
+    let published = cluster_status.with_file_name("current-primary.json");
     let view = Arc::new(FileView {
         path: cluster_status,
+        published,
     });
     let manager = Manager::new(cfg, Arc::new(ctl), query.clone(), view);
     let app = server::router(AppState {

@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 fn pgdata(standby: bool) -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
     std::fs::write(d.path().join("PG_VERSION"), "15\n").expect("write");
-    DataDir::new(d.path()).mark("pg", "pg-1").expect("mark");
+    DataDir::new(d.path())
+        .mark("pg", "pg-1", None)
+        .expect("mark");
     if standby {
-        DataDir::new(d.path()).set_standby().expect("standby");
+        DataDir::new(d.path()).set_standby(None).expect("standby");
     }
     d
 }

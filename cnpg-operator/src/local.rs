@@ -1,0 +1,891 @@
+//! The local platform: the same operator decisions, without Kubernetes.
+//!
+//! An instance is a `cnpg-instance run` process; a PVC is a directory under the state
+//! directory; a Service is a TCP listener of this process forwarding to the instances that
+//! carry the right role (`-rw` the primary, `-ro` the replicas, `-r` all); the Cluster status
+//! is a JSON file replaced atomically. Every loop the operator observes the instances over
+//! HTTP (`/pg/status`), calls `cnpg_core::reconcile::reconcile`, and applies the plan.
+//!
+//! Layout of `<state-dir>/<cluster>/`: `cluster.yaml` (the manifest), `status.json` (what
+//! the operator decided), `view.json` (what the instance managers read),
+//! `current-primary.json` (published by the promoted instance manager), `ports.json`,
+//! `secrets/`, `instances/<name>/{data,run,postgres.log,manager.log}`, `operator.pid`,
+//! `requests/` (switchover requests from `kubectl-cnpg promote`).
+
+use cnpg_core::api::Cluster;
+use cnpg_core::api::manifest::check_document;
+use cnpg_core::fencing::Fencing;
+use cnpg_core::naming::Role;
+use cnpg_core::policy::Policy;
+use cnpg_core::reconcile::{self, Action, Bootstrap, ClusterState, Observed, ObservedInstance};
+use cnpg_core::status::InstanceStatus;
+use cnpg_core::time::Timestamp;
+use cnpg_instance::view::{Endpoint, FileView, ViewData, write_atomically};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+/// Where a local cluster keeps everything.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `<state-dir>/<cluster>`.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of `cluster` under `state_dir`.
+    pub fn new(state_dir: &Path, cluster: &str) -> Self {
+        Layout {
+            root: state_dir.join(cluster),
+        }
+    }
+    /// The manifest.
+    pub fn manifest(&self) -> PathBuf {
+        self.root.join("cluster.yaml")
+    }
+    /// The status the operator writes.
+    pub fn status(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+    /// What the instance managers read.
+    pub fn view(&self) -> PathBuf {
+        self.root.join("view.json")
+    }
+    /// `currentPrimary`, published by the promoted instance manager.
+    pub fn published(&self) -> PathBuf {
+        self.root.join("current-primary.json")
+    }
+    /// Passwords.
+    pub fn secrets(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+    /// Port assignments.
+    pub fn ports(&self) -> PathBuf {
+        self.root.join("ports.json")
+    }
+    /// One instance's directory.
+    pub fn instance(&self, name: &str) -> PathBuf {
+        self.root.join("instances").join(name)
+    }
+    /// The operator's pid file.
+    pub fn pid(&self) -> PathBuf {
+        self.root.join("operator.pid")
+    }
+    /// The operator's log (when detached).
+    pub fn log(&self) -> PathBuf {
+        self.root.join("operator.log")
+    }
+    /// A switchover request.
+    pub fn promote_request(&self) -> PathBuf {
+        self.root.join("requests").join("promote")
+    }
+}
+
+/// Ports of a local cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    /// The read-write service.
+    pub rw: u16,
+    /// The read-only service.
+    pub ro: u16,
+    /// The read service.
+    pub r: u16,
+    /// Per instance: (PostgreSQL port, status port).
+    pub instances: BTreeMap<String, (u16, u16)>,
+}
+
+/// One instance in `status.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceLine {
+    /// Name.
+    pub name: String,
+    /// Role label.
+    pub role: String,
+    /// Its process runs.
+    pub running: bool,
+    /// Its last status report.
+    pub status: InstanceStatus,
+}
+
+/// `status.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusFile {
+    /// The persisted decision state.
+    pub state: ClusterState,
+    /// The phase (upstream's strings).
+    pub phase: String,
+    /// Why.
+    pub phase_reason: String,
+    /// The instances.
+    pub instances: Vec<InstanceLine>,
+    /// The last election and why it chose its winner.
+    pub last_election: Option<String>,
+    /// Recent events, newest last.
+    pub events: Vec<String>,
+    /// Ports.
+    pub ports: Ports,
+    /// Pid of the operator.
+    pub operator_pid: u32,
+}
+
+/// What a local operator needs.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// `<state-dir>`.
+    pub state_dir: PathBuf,
+    /// The `cnpg-instance` program.
+    pub instance_bin: PathBuf,
+    /// `--pg-bin` for the instances.
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// A local platform failure, said so a person knows what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The manifest is not valid.
+    #[error("the manifest is not valid; nothing was started:\n{0}")]
+    Invalid(String),
+    /// A file could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Anything else, with the reason.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
+    move |source| LocalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads and validates a Cluster manifest: every problem, or the typed Cluster.
+pub fn load_manifest(path: &Path) -> Result<Cluster, LocalError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let docs =
+        crate::manifests::parse_documents(&text).map_err(|e| LocalError::Invalid(e.to_string()))?;
+    let doc = docs
+        .into_iter()
+        .find(|d| d.get("kind").and_then(|k| k.as_str()) == Some("Cluster"))
+        .ok_or_else(|| LocalError::Invalid(format!("{} holds no Cluster", path.display())))?;
+    let report = check_document(&doc);
+    if !report.is_valid() {
+        let lines: Vec<String> = report.errors.iter().map(|e| format!("  {e}")).collect();
+        return Err(LocalError::Invalid(lines.join("\n")));
+    }
+    serde_json::from_value(doc).map_err(|e| LocalError::Invalid(e.to_string()))
+}
+
+fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    )
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> Result<u16, LocalError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| LocalError::Other(format!("no free port on 127.0.0.1: {e}")))
+}
+
+/// Minimal HTTP GET with a timeout (instance status endpoints on loopback).
+pub async fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let code = text
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .ok_or("bad HTTP answer")?;
+        Ok((
+            code,
+            text.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or_default(),
+        ))
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+// ---------------------------------------------------------------------------------------
+// Services: TCP proxies
+// ---------------------------------------------------------------------------------------
+
+/// Which instances a service forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The primary.
+    Rw,
+    /// The replicas.
+    Ro,
+    /// Every instance.
+    R,
+}
+
+#[derive(Default)]
+struct Routes {
+    rw: Option<(String, SocketAddr)>,
+    ro: Vec<(String, SocketAddr)>,
+    r: Vec<(String, SocketAddr)>,
+    next: usize,
+    /// Open client connections: (service, backend instance, handle to cut it).
+    conns: Vec<(Service, String, tokio::task::AbortHandle)>,
+}
+
+impl Routes {
+    fn pick(&mut self, service: Service) -> Option<(String, SocketAddr)> {
+        self.next = self.next.wrapping_add(1);
+        match service {
+            Service::Rw => self.rw.clone(),
+            Service::Ro if !self.ro.is_empty() => Some(self.ro[self.next % self.ro.len()].clone()),
+            Service::R if !self.r.is_empty() => Some(self.r[self.next % self.r.len()].clone()),
+            _ => None,
+        }
+    }
+
+    /// Cuts connections whose backend no longer belongs to their service.
+    fn cut_stale(&mut self) {
+        let rw = self.rw.as_ref().map(|(n, _)| n.clone());
+        let ro: Vec<String> = self.ro.iter().map(|(n, _)| n.clone()).collect();
+        let r: Vec<String> = self.r.iter().map(|(n, _)| n.clone()).collect();
+        self.conns.retain(|(svc, backend, handle)| {
+            let keep = !handle.is_finished()
+                && match svc {
+                    Service::Rw => rw.as_ref() == Some(backend),
+                    Service::Ro => ro.contains(backend),
+                    Service::R => r.contains(backend),
+                };
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+    }
+}
+
+async fn serve(listener: TcpListener, service: Service, routes: Arc<Mutex<Routes>>) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        let target = routes.lock().expect("routes lock").pick(service);
+        let Some((backend, addr)) = target else {
+            drop(client); // no member: refuse at once, the client retries
+            continue;
+        };
+        let task = tokio::spawn(async move {
+            if let Ok(mut server) = TcpStream::connect(addr).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        });
+        let mut r = routes.lock().expect("routes lock");
+        r.conns.push((service, backend, task.abort_handle()));
+        r.conns.retain(|(_, _, h)| !h.is_finished());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The operator
+// ---------------------------------------------------------------------------------------
+
+/// A running local cluster.
+pub struct LocalOperator {
+    layout: Layout,
+    opts: LocalOptions,
+    cluster: String,
+    ports: Ports,
+    children: BTreeMap<String, Child>,
+    roles: BTreeMap<String, Role>,
+    routes: Arc<Mutex<Routes>>,
+    state: ClusterState,
+    sync_value: String,
+    restart: Option<String>,
+    events: VecDeque<String>,
+    last_election: Option<String>,
+    manifest: Cluster,
+    last_view: String,
+}
+
+impl LocalOperator {
+    /// Prepares a cluster from its manifest (validated; nothing starts when invalid):
+    /// state directory, ports (kept across restarts), the services' listeners.
+    pub async fn prepare(
+        manifest_path: &Path,
+        opts: LocalOptions,
+    ) -> Result<(Self, Vec<(Service, TcpListener)>), LocalError> {
+        let manifest = load_manifest(manifest_path)?;
+        let cluster = manifest
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| LocalError::Invalid("metadata.name is missing".into()))?;
+        let layout = Layout::new(&opts.state_dir, &cluster);
+        std::fs::create_dir_all(layout.root.join("instances")).map_err(io(&layout.root))?;
+        std::fs::create_dir_all(layout.root.join("requests")).map_err(io(&layout.root))?;
+        let probe = layout.root.join(".write-test");
+        std::fs::write(&probe, b"").map_err(|e| {
+            LocalError::Other(format!(
+                "the state directory {} is not writable: {e}; choose another with --state-dir",
+                layout.root.display()
+            ))
+        })?;
+        let _ = std::fs::remove_file(&probe);
+        if manifest_path != layout.manifest() {
+            std::fs::copy(manifest_path, layout.manifest()).map_err(io(&layout.manifest()))?;
+        }
+        let mut ports: Ports = std::fs::read_to_string(layout.ports())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if ports.rw == 0 {
+            ports.rw = free_port()?;
+            ports.ro = free_port()?;
+            ports.r = free_port()?;
+        }
+        let mut listeners = Vec::new();
+        for (svc, port) in [
+            (Service::Rw, ports.rw),
+            (Service::Ro, ports.ro),
+            (Service::R, ports.r),
+        ] {
+            let l = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
+                LocalError::Other(format!("port {port} (the {svc:?} service) is in use: {e}; stop what uses it, or remove {}", layout.ports().display()))
+            })?;
+            listeners.push((svc, l));
+        }
+        let saved: Option<StatusFile> = std::fs::read_to_string(layout.status())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let op = LocalOperator {
+            state: saved.map(|s| s.state).unwrap_or_default(),
+            layout,
+            opts,
+            cluster,
+            ports,
+            children: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            routes: Arc::new(Mutex::new(Routes::default())),
+            sync_value: String::new(),
+            restart: None,
+            events: VecDeque::new(),
+            last_election: None,
+            manifest,
+            last_view: String::new(),
+        };
+        op.save_ports()?;
+        Ok((op, listeners))
+    }
+
+    /// The cluster name.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Runs until `stop` fires, then stops every instance (PostgreSQL shuts down cleanly).
+    pub async fn run(
+        mut self,
+        listeners: Vec<(Service, TcpListener)>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        healthy: tokio::sync::oneshot::Sender<String>,
+    ) -> Result<(), LocalError> {
+        for (svc, l) in listeners {
+            tokio::spawn(serve(l, svc, self.routes.clone()));
+        }
+        std::fs::write(self.layout.pid(), std::process::id().to_string())
+            .map_err(io(&self.layout.pid()))?;
+        let mut healthy = Some(healthy);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            if *stop.borrow() {
+                break;
+            }
+            let phase = self.step().await;
+            if phase == cnpg_core::phase::ClusterPhase::Healthy
+                && self.roles.len() as u32 == self.policy().0.instances
+                && let Some(tx) = healthy.take()
+            {
+                let _ = tx.send(self.connection_strings());
+            }
+        }
+        self.shutdown().await;
+        let _ = std::fs::remove_file(self.layout.pid());
+        Ok(())
+    }
+
+    fn policy(&self) -> (Policy, Option<cnpg_core::fencing::FencingParseError>) {
+        self.manifest.policy()
+    }
+
+    /// The connection strings of the services.
+    pub fn connection_strings(&self) -> String {
+        let pw =
+            std::fs::read_to_string(self.layout.secrets().join("app-password")).unwrap_or_default();
+        let db = "app";
+        format!(
+            "read-write: postgresql://app:{pw}@127.0.0.1:{}/{db}\nread-only:  postgresql://app:{pw}@127.0.0.1:{}/{db}\nany:        postgresql://app:{pw}@127.0.0.1:{}/{db}",
+            self.ports.rw,
+            self.ports.ro,
+            self.ports.r,
+            pw = pw.trim()
+        )
+    }
+
+    fn save_ports(&self) -> Result<(), LocalError> {
+        write_atomically(
+            &self.layout.ports(),
+            &serde_json::to_string_pretty(&self.ports).expect("ports serialize"),
+        )
+        .map_err(io(&self.layout.ports()))
+    }
+
+    fn event(&mut self, text: String) {
+        tracing::info!(cluster = %self.cluster, "{text}");
+        self.events.push_back(format!("{} {text}", now().millis()));
+        while self.events.len() > 30 {
+            self.events.pop_front();
+        }
+    }
+
+    /// Instances with storage.
+    fn instances(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.layout.root.join("instances"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("data").join("PG_VERSION").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_key(|n| cnpg_core::naming::serial_of(&self.cluster, n).unwrap_or(u32::MAX));
+        v
+    }
+
+    async fn observe(&mut self) -> Observed {
+        // Reap instance processes that exited.
+        let mut gone = Vec::new();
+        for (name, child) in &mut self.children {
+            if let Ok(Some(status)) = child.try_wait() {
+                gone.push((name.clone(), status));
+            }
+        }
+        for (name, status) in gone {
+            self.children.remove(&name);
+            self.event(format!("instance manager of {name} exited ({status})"));
+        }
+        if let Some(p) = FileView::published(&self.layout.published()) {
+            self.state.current_primary = Some(p);
+        }
+        let names = self.instances();
+        let mut instances = Vec::new();
+        for name in names {
+            let running = self.children.contains_key(&name);
+            let status = match (running, self.ports.instances.get(&name)) {
+                (true, Some((_, sp))) => {
+                    match http_get(*sp, "/pg/status", Duration::from_millis(500)).await {
+                        Ok((_, body)) => serde_json::from_str::<InstanceStatus>(&body)
+                            .unwrap_or_else(|e| InstanceStatus::unreachable(&name, &e.to_string())),
+                        Err(e) => InstanceStatus::unreachable(&name, &e),
+                    }
+                }
+                _ => InstanceStatus::unreachable(&name, "instance is not running"),
+            };
+            instances.push(ObservedInstance {
+                name: name.clone(),
+                running,
+                role: self.roles.get(&name).copied(),
+                status,
+                outdated: None,
+                restart_only: false,
+            });
+        }
+        let sync_in_effect = self
+            .state
+            .current_primary
+            .as_ref()
+            .and_then(|p| instances.iter().find(|i| &i.name == p))
+            .and_then(|i| i.status.synchronous_standby_names.clone());
+        Observed {
+            instances,
+            state: self.state.clone(),
+            sync_in_effect,
+        }
+    }
+
+    /// One loop: requests, observe, decide, act, write the status. Returns the phase.
+    pub async fn step(&mut self) -> cnpg_core::phase::ClusterPhase {
+        // The manifest may have changed (fencing, hibernation, parameters, scale).
+        if let Ok(m) = load_manifest(&self.layout.manifest()) {
+            self.manifest = m;
+        }
+        let (policy, warning) = self.policy();
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        if let Ok(target) = std::fs::read_to_string(self.layout.promote_request()) {
+            let _ = std::fs::remove_file(self.layout.promote_request());
+            let target = target.trim().to_owned();
+            if self.instances().contains(&target)
+                && self.state.current_primary.as_deref() != Some(target.as_str())
+            {
+                self.state.target_primary = Some(target.clone());
+                self.event(format!("Switchover requested to {target}"));
+            }
+        }
+        let observed = self.observe().await;
+        let plan = reconcile::reconcile(&policy, &observed, now());
+        for e in &plan.events {
+            if e.reason == "FailoverTarget" || e.reason == "Switchover" {
+                self.last_election = Some(e.message.clone());
+            }
+            self.event(format!("{}: {}", e.reason, e.message));
+        }
+        self.state = plan.state.clone();
+        for action in plan.actions {
+            if let Err(e) = self.apply(action, &observed).await {
+                self.event(format!("action failed: {e}"));
+            }
+        }
+        self.update_routes();
+        self.write_view(&policy);
+        self.write_status(&plan.phase, &plan.phase_reason, &observed);
+        plan.phase
+    }
+
+    fn endpoint(&self, name: &str) -> Option<SocketAddr> {
+        self.ports
+            .instances
+            .get(name)
+            .map(|(p, _)| SocketAddr::from(([127, 0, 0, 1], *p)))
+    }
+
+    fn update_routes(&mut self) {
+        let mut r = self.routes.lock().expect("routes lock");
+        r.rw = self
+            .roles
+            .iter()
+            .find(|(n, role)| **role == Role::Primary && self.children.contains_key(*n))
+            .and_then(|(n, _)| self.endpoint(n).map(|a| (n.clone(), a)));
+        r.ro = self
+            .roles
+            .iter()
+            .filter(|(n, role)| **role == Role::Replica && self.children.contains_key(*n))
+            .filter_map(|(n, _)| self.endpoint(n).map(|a| (n.clone(), a)))
+            .collect();
+        r.r = self
+            .roles
+            .iter()
+            .filter(|(n, role)| **role != Role::Unhealthy && self.children.contains_key(*n))
+            .filter_map(|(n, _)| self.endpoint(n).map(|a| (n.clone(), a)))
+            .collect();
+        r.cut_stale();
+    }
+
+    fn write_view(&mut self, policy: &Policy) {
+        let fenced = match &policy.fencing {
+            Fencing::None => vec![],
+            Fencing::All => vec!["*".into()],
+            Fencing::Instances(s) => s.iter().cloned().collect(),
+        };
+        let view = ViewData {
+            current_primary: None, // published by the instance managers themselves
+            target_primary: self.state.target_primary.clone(),
+            fenced,
+            primary_endpoint: Some(Endpoint {
+                host: "127.0.0.1".into(),
+                port: self.ports.rw,
+            }),
+            synchronous_standby_names: self.sync_value.clone(),
+            instances: self.instances(),
+            endpoints: self
+                .ports
+                .instances
+                .iter()
+                .map(|(n, (p, _))| {
+                    (
+                        n.clone(),
+                        Endpoint {
+                            host: "127.0.0.1".into(),
+                            port: *p,
+                        },
+                    )
+                })
+                .collect(),
+            parameters: self
+                .manifest
+                .spec
+                .postgresql
+                .as_ref()
+                .map(|p| p.parameters.clone())
+                .unwrap_or_default(),
+            restart: self.restart.clone(),
+        };
+        let text = serde_json::to_string_pretty(&view).expect("view serializes");
+        if text != self.last_view && write_atomically(&self.layout.view(), &text).is_ok() {
+            self.last_view = text;
+        }
+    }
+
+    fn write_status(
+        &self,
+        phase: &cnpg_core::phase::ClusterPhase,
+        reason: &str,
+        observed: &Observed,
+    ) {
+        let status = StatusFile {
+            state: self.state.clone(),
+            phase: phase.as_str().to_owned(),
+            phase_reason: reason.to_owned(),
+            instances: observed
+                .instances
+                .iter()
+                .map(|i| InstanceLine {
+                    name: i.name.clone(),
+                    role: self
+                        .roles
+                        .get(&i.name)
+                        .map(|r| r.as_str().to_owned())
+                        .unwrap_or_default(),
+                    running: i.running,
+                    status: i.status.clone(),
+                })
+                .collect(),
+            last_election: self.last_election.clone(),
+            events: self.events.iter().cloned().collect(),
+            ports: self.ports.clone(),
+            operator_pid: std::process::id(),
+        };
+        let _ = write_atomically(
+            &self.layout.status(),
+            &serde_json::to_string_pretty(&status).expect("status serializes"),
+        );
+    }
+
+    fn instance_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.opts.instance_bin);
+        if let Some(b) = &self.opts.pg_bin {
+            cmd.arg("--pg-bin").arg(b);
+        }
+        cmd.args(args).stdin(Stdio::null()).env("RUST_LOG", "info");
+        cmd
+    }
+
+    fn ports_for(&mut self, name: &str) -> Result<(u16, u16), LocalError> {
+        if let Some(p) = self.ports.instances.get(name) {
+            return Ok(*p);
+        }
+        let p = (free_port()?, free_port()?);
+        self.ports.instances.insert(name.to_owned(), p);
+        self.save_ports()?;
+        Ok(p)
+    }
+
+    async fn bootstrap(&mut self, name: &str, bootstrap: &Bootstrap) -> Result<(), LocalError> {
+        self.ports_for(name)?;
+        let data = self
+            .layout
+            .instance(name)
+            .join("data")
+            .display()
+            .to_string();
+        let secrets = self.layout.secrets().display().to_string();
+        let mut args = vec![
+            "--pgdata",
+            data.as_str(),
+            "--cluster",
+            self.cluster.as_str(),
+            "--name",
+            name,
+            "--secrets",
+            secrets.as_str(),
+        ];
+        let source_port;
+        let sub = match bootstrap {
+            Bootstrap::Initdb => "initdb",
+            Bootstrap::Join { source } => {
+                source_port = self
+                    .ports
+                    .instances
+                    .get(source)
+                    .map(|p| p.0.to_string())
+                    .ok_or_else(|| LocalError::Other(format!("no port known for {source}")))?;
+                args.extend(["--source-port", source_port.as_str()]);
+                "join"
+            }
+        };
+        let mut full = vec![sub];
+        full.extend(args);
+        let out = self.instance_command(&full).output().await.map_err(|e| {
+            LocalError::Other(format!(
+                "cannot run {}: {e}",
+                self.opts.instance_bin.display()
+            ))
+        })?;
+        if !out.status.success() {
+            return Err(LocalError::Other(format!(
+                "{sub} of {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        self.event(format!("{name} created ({sub})"));
+        self.spawn(name)
+    }
+
+    fn spawn(&mut self, name: &str) -> Result<(), LocalError> {
+        if self.children.contains_key(name) {
+            return Ok(());
+        }
+        let (pg, st) = self.ports_for(name)?;
+        let dir = self.layout.instance(name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("manager.log"))
+            .map_err(io(&dir))?;
+        let log2 = log.try_clone().map_err(io(&dir))?;
+        let (data, secrets, view, pg_s, st_s) = (
+            dir.join("data").display().to_string(),
+            self.layout.secrets().display().to_string(),
+            self.layout.view().display().to_string(),
+            pg.to_string(),
+            st.to_string(),
+        );
+        // The view must exist before the instance reads it.
+        let (policy, _) = self.policy();
+        self.write_view(&policy);
+        let mut cmd = self.instance_command(&[
+            "run",
+            "--pgdata",
+            &data,
+            "--cluster",
+            &self.cluster,
+            "--name",
+            name,
+            "--secrets",
+            &secrets,
+            "--port",
+            &pg_s,
+            "--status-port",
+            &st_s,
+            "--cluster-status",
+            &view,
+            "--smart-shutdown-timeout",
+            "5",
+            "--stop-timeout",
+            "30",
+        ]);
+        // Own process group: a Ctrl-C in the terminal reaches the operator, which stops the
+        // instances in order, not every process at once.
+        cmd.stdout(log).stderr(log2).process_group(0);
+        let child = cmd.spawn().map_err(|e| {
+            LocalError::Other(format!(
+                "cannot start {}: {e}",
+                self.opts.instance_bin.display()
+            ))
+        })?;
+        self.children.insert(name.to_owned(), child);
+        Ok(())
+    }
+
+    async fn stop_instance(&mut self, name: &str) {
+        if let Some(mut child) = self.children.remove(name) {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            if tokio::time::timeout(Duration::from_secs(45), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    async fn apply(&mut self, action: Action, _observed: &Observed) -> Result<(), LocalError> {
+        match action {
+            Action::CreateInstance { name, bootstrap } => self.bootstrap(&name, &bootstrap).await,
+            Action::StartInstance { name } => self.spawn(&name),
+            Action::StopInstance { name } => {
+                self.stop_instance(&name).await;
+                Ok(())
+            }
+            Action::DeleteInstance { name } => {
+                self.stop_instance(&name).await;
+                self.roles.remove(&name);
+                self.ports.instances.remove(&name);
+                self.save_ports()?;
+                let dir = self.layout.instance(&name);
+                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+                self.event(format!("{name} deleted with its data"));
+                Ok(())
+            }
+            Action::SetRole { name, role } => {
+                self.roles.insert(name, role);
+                self.update_routes();
+                Ok(())
+            }
+            Action::ApplySyncStandbyNames { value, .. } => {
+                self.sync_value = value;
+                Ok(())
+            }
+            Action::RestartInPlace { name } => {
+                self.restart = Some(format!("{name}@{}", now().millis()));
+                Ok(())
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        // Replicas first, the primary last, so nothing fails over on the way down.
+        let primary = self.state.current_primary.clone();
+        let mut order: Vec<String> = names
+            .iter()
+            .filter(|n| Some(*n) != primary.as_ref())
+            .cloned()
+            .collect();
+        order.extend(names.into_iter().filter(|n| Some(n) == primary.as_ref()));
+        for n in order {
+            self.stop_instance(&n).await;
+        }
+        self.event("stopped; data kept".into());
+    }
+}

@@ -1,0 +1,534 @@
+//! The `kubectl-cnpg` commands that drive local clusters.
+
+use crate::cli::LocalCommand;
+use crate::local::{Layout, LocalOperator, LocalOptions, StatusFile, load_manifest};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const SYNC_STATE: &str = "Sync State";
+const STATUS: &str = "Status";
+
+fn state_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        if nix::unistd::geteuid().is_root() {
+            PathBuf::from("/var/lib/cnpg-rs")
+        } else {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join(".local/state/cnpg-rs")
+        }
+    })
+}
+
+fn instance_bin(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("cnpg-instance")))
+                .filter(|p| p.exists())
+        })
+        .unwrap_or_else(|| PathBuf::from("cnpg-instance"))
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+pub(crate) fn local(
+    what: LocalCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    match what {
+        LocalCommand::Up {
+            file,
+            state_dir: sd,
+            detach,
+            instance_bin: ib,
+            pg_bin,
+            detached_child,
+        } => {
+            let opts = LocalOptions {
+                state_dir: state_dir(sd),
+                instance_bin: instance_bin(ib),
+                pg_bin: pg_bin.clone(),
+            };
+            // Check what can be checked before anything starts.
+            let cluster = match load_manifest(&file) {
+                Ok(c) => c,
+                Err(e) => {
+                    writeln!(err, "error: {}: {e}", file.display())?;
+                    return Ok(1);
+                }
+            };
+            if let Err(e) = cnpg_instance::pg_bin::Search::standard(pg_bin).find() {
+                writeln!(err, "error: {e}")?;
+                return Ok(1);
+            }
+            if std::process::Command::new(&opts.instance_bin)
+                .arg("--version")
+                .output()
+                .is_err()
+            {
+                writeln!(
+                    err,
+                    "error: cannot run {}; build it (cargo build --release -p cnpg-instance) or pass --instance-bin",
+                    opts.instance_bin.display()
+                )?;
+                return Ok(1);
+            }
+            let layout = Layout::new(
+                &opts.state_dir,
+                cluster.metadata.name.as_deref().unwrap_or_default(),
+            );
+            if detach {
+                return detach_up(&file, &opts, &layout, out, err);
+            }
+            let rt = runtime()?;
+            rt.block_on(async move {
+                let (op, listeners) = match LocalOperator::prepare(&file, opts).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        writeln!(err, "error: {e}")?;
+                        return Ok(1);
+                    }
+                };
+                if !detached_child {
+                    let _ = tracing_subscriber::fmt()
+                        .with_env_filter(
+                            tracing_subscriber::EnvFilter::try_from_default_env()
+                                .unwrap_or_else(|_| "info".into()),
+                        )
+                        .with_writer(std::io::stderr)
+                        .try_init();
+                } else {
+                    let _ = tracing_subscriber::fmt()
+                        .with_ansi(false)
+                        .with_writer(std::io::stderr)
+                        .try_init();
+                }
+                writeln!(
+                    out,
+                    "starting cluster {} (state in {})",
+                    op.cluster(),
+                    layout.root.display()
+                )?;
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+                let ready_file = layout.root.join("ready");
+                let _ = std::fs::remove_file(&ready_file);
+                let cluster_name = op.cluster().to_owned();
+                tokio::spawn(async move {
+                    if let Ok(strings) = ready_rx.await {
+                        println!("cluster {cluster_name} is healthy; connect with:\n{strings}");
+                        let _ = std::fs::write(&ready_file, strings);
+                    }
+                });
+                tokio::spawn(async move {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    if let (Ok(mut t), Ok(mut i)) = (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::interrupt()),
+                    ) {
+                        tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+                    }
+                    let _ = stop_tx.send(true);
+                });
+                match op.run(listeners, stop_rx, ready_tx).await {
+                    Ok(()) => {
+                        writeln!(
+                            out,
+                            "stopped; the data is kept (kubectl-cnpg local up resumes it)"
+                        )?;
+                        Ok(0)
+                    }
+                    Err(e) => {
+                        writeln!(err, "error: {e}")?;
+                        Ok(1)
+                    }
+                }
+            })
+        }
+        LocalCommand::Down {
+            cluster,
+            state_dir: sd,
+        } => down(&Layout::new(&state_dir(sd), &cluster), out, err),
+        LocalCommand::Destroy {
+            cluster,
+            state_dir: sd,
+        } => {
+            let layout = Layout::new(&state_dir(sd), &cluster);
+            if !layout.root.exists() {
+                writeln!(
+                    err,
+                    "error: no local cluster {cluster} in {}",
+                    layout.root.display()
+                )?;
+                return Ok(1);
+            }
+            if down(&layout, out, err)? != 0 {
+                return Ok(1);
+            }
+            std::fs::remove_dir_all(&layout.root)?;
+            writeln!(out, "destroyed {cluster} and its data")?;
+            Ok(0)
+        }
+    }
+}
+
+fn detach_up(
+    file: &Path,
+    opts: &LocalOptions,
+    layout: &Layout,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    std::fs::create_dir_all(&layout.root)?;
+    let _ = std::fs::remove_file(layout.root.join("ready"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.log())?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["local", "up", "--detached-child", "-f"])
+        .arg(file)
+        .arg("--state-dir")
+        .arg(&opts.state_dir)
+        .arg("--instance-bin")
+        .arg(&opts.instance_bin);
+    if let Some(b) = &opts.pg_bin {
+        cmd.arg("--pg-bin").arg(b);
+    }
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    let start = Instant::now();
+    loop {
+        if let Ok(strings) = std::fs::read_to_string(layout.root.join("ready")) {
+            writeln!(
+                out,
+                "cluster is healthy (operator pid {}, log {}); connect with:\n{strings}",
+                child.id(),
+                layout.log().display()
+            )?;
+            return Ok(0);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(layout.log()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            writeln!(
+                err,
+                "error: the operator exited ({status}):\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )?;
+            return Ok(1);
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            writeln!(
+                err,
+                "error: the cluster is not healthy after 5 minutes; it keeps trying in the background (see {})",
+                layout.log().display()
+            )?;
+            return Ok(1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn down(layout: &Layout, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<i32> {
+    let Some(pid) = std::fs::read_to_string(layout.pid())
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        writeln!(out, "{} is not running", layout.root.display())?;
+        return Ok(0);
+    };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
+        let _ = std::fs::remove_file(layout.pid());
+        writeln!(out, "not running (stale pid file removed)")?;
+        return Ok(0);
+    }
+    let start = Instant::now();
+    while nix::sys::signal::kill(pid, None).is_ok() && layout.pid().exists() {
+        if start.elapsed() > Duration::from_secs(120) {
+            writeln!(
+                err,
+                "error: the operator (pid {pid}) did not stop within 2 minutes"
+            )?;
+            return Ok(1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    writeln!(out, "stopped; the data is kept")?;
+    Ok(0)
+}
+
+fn read_status(
+    cluster: &str,
+    sd: Option<PathBuf>,
+    err: &mut dyn Write,
+) -> std::io::Result<Option<(Layout, StatusFile)>> {
+    let layout = Layout::new(&state_dir(sd), cluster);
+    match std::fs::read_to_string(layout.status())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+    {
+        Some(s) => Ok(Some((layout, s))),
+        None => {
+            writeln!(
+                err,
+                "error: no local cluster {cluster} (no {}); start one with kubectl-cnpg local up -f FILE",
+                layout.status().display()
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+pub(crate) fn status(
+    cluster: &str,
+    sd: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let Some((layout, s)) = read_status(cluster, sd, err)? else {
+        return Ok(1);
+    };
+    let primary = s
+        .state
+        .current_primary
+        .clone()
+        .unwrap_or_else(|| "-".into());
+    let p = s.instances.iter().find(|i| i.name == primary);
+    let ready = s
+        .instances
+        .iter()
+        .filter(|i| i.status.error.is_none())
+        .count();
+    writeln!(out, "Cluster Summary")?;
+    writeln!(out, "Name:              {cluster}")?;
+    writeln!(
+        out,
+        "System ID:         {}",
+        p.map(|i| i.status.system_id.as_str()).unwrap_or("-")
+    )?;
+    writeln!(out, "Primary instance:  {primary}")?;
+    if let Some(why) = &s.last_election {
+        writeln!(out, "Why this primary:  {why}")?;
+    }
+    writeln!(
+        out,
+        "Status:            {}{}",
+        s.phase,
+        if s.phase_reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.phase_reason)
+        }
+    )?;
+    writeln!(out, "Instances:         {}", s.instances.len())?;
+    writeln!(out, "Ready instances:   {ready}")?;
+    if let Some(p) = p {
+        writeln!(
+            out,
+            "Current Write LSN: {} (Timeline: {})",
+            p.status.current_lsn, p.status.timeline
+        )?;
+        writeln!(
+            out,
+            "Sync standbys:     {}",
+            p.status
+                .synchronous_standby_names
+                .clone()
+                .unwrap_or_default()
+        )?;
+    }
+    writeln!(
+        out,
+        "Services:          rw 127.0.0.1:{}  ro 127.0.0.1:{}  r 127.0.0.1:{}",
+        s.ports.rw, s.ports.ro, s.ports.r
+    )?;
+    if let Some(p) = p {
+        writeln!(out, "\nStreaming Replication status")?;
+        writeln!(
+            out,
+            "{:<14} {:<12} {:<12} {:<12} {:<12} {:<10} {}",
+            "Name", "Sent LSN", "Write LSN", "Flush LSN", "Replay LSN", "State", SYNC_STATE
+        )?;
+        for r in &p.status.replication_info {
+            writeln!(
+                out,
+                "{:<14} {:<12} {:<12} {:<12} {:<12} {:<10} {}",
+                r.application_name,
+                r.sent_lsn.to_string(),
+                r.write_lsn.to_string(),
+                r.flush_lsn.to_string(),
+                r.replay_lsn.to_string(),
+                r.state,
+                r.sync_state
+            )?;
+        }
+    }
+    writeln!(out, "\nInstances status")?;
+    writeln!(
+        out,
+        "{:<14} {:<12} {:<20} {}",
+        "Name", "Current LSN", "Replication role", STATUS
+    )?;
+    for i in &s.instances {
+        let role = if i.status.is_fenced {
+            "Fenced".to_owned()
+        } else if i.status.is_primary {
+            "Primary".to_owned()
+        } else if i.status.error.is_some() {
+            "-".to_owned()
+        } else {
+            let sync = p
+                .and_then(|p| {
+                    p.status
+                        .replication_info
+                        .iter()
+                        .find(|r| r.application_name == i.name)
+                })
+                .map(|r| r.sync_state.as_str());
+            match sync {
+                Some("sync") | Some("quorum") => "Standby (sync)".to_owned(),
+                Some("potential") => "Standby (potential sync)".to_owned(),
+                _ => "Standby (async)".to_owned(),
+            }
+        };
+        let lsn = if i.status.is_primary {
+            i.status.current_lsn
+        } else {
+            i.status.replay_lsn
+        };
+        let st = i.status.error.clone().unwrap_or_else(|| {
+            if i.status.pending_restart {
+                "OK (pending restart)".into()
+            } else {
+                "OK".into()
+            }
+        });
+        writeln!(
+            out,
+            "{:<14} {:<12} {:<20} {}",
+            i.name,
+            lsn.to_string(),
+            role,
+            st
+        )?;
+    }
+    if !s.events.is_empty() {
+        writeln!(out, "\nRecent events ({})", layout.status().display())?;
+        for e in s.events.iter().rev().take(8).rev() {
+            writeln!(out, "  {e}")?;
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) fn promote(
+    cluster: &str,
+    instance: &str,
+    sd: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let Some((layout, s)) = read_status(cluster, sd, err)? else {
+        return Ok(1);
+    };
+    if !s.instances.iter().any(|i| i.name == instance) {
+        let names: Vec<&str> = s.instances.iter().map(|i| i.name.as_str()).collect();
+        writeln!(
+            err,
+            "error: {cluster} has no instance {instance} (it has {})",
+            names.join(", ")
+        )?;
+        return Ok(1);
+    }
+    std::fs::write(layout.promote_request(), instance)?;
+    writeln!(out, "switchover to {instance} requested")?;
+    Ok(0)
+}
+
+pub(crate) fn fencing(
+    on: bool,
+    cluster: &str,
+    instance: &str,
+    sd: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let layout = Layout::new(&state_dir(sd), cluster);
+    let text = match std::fs::read_to_string(layout.manifest()) {
+        Ok(t) => t,
+        Err(e) => {
+            writeln!(
+                err,
+                "error: no local cluster {cluster}: {}: {e}",
+                layout.manifest().display()
+            )?;
+            return Ok(1);
+        }
+    };
+    let mut doc: serde_json::Value = match crate::manifests::parse_documents(&text)
+        .ok()
+        .and_then(|d| d.into_iter().next())
+    {
+        Some(d) => d,
+        None => {
+            writeln!(
+                err,
+                "error: {} is not a manifest",
+                layout.manifest().display()
+            )?;
+            return Ok(1);
+        }
+    };
+    let ann = doc["metadata"]["annotations"]["cnpg.io/fencedInstances"]
+        .as_str()
+        .map(str::to_owned);
+    let mut f = match cnpg_core::fencing::Fencing::parse(ann.as_deref()) {
+        Ok(f) => f,
+        Err(_) => cnpg_core::fencing::Fencing::None,
+    };
+    if on {
+        f.fence(instance);
+    } else if let Err(e) = f.unfence(instance) {
+        writeln!(err, "error: {e}")?;
+        return Ok(1);
+    }
+    if !doc["metadata"]["annotations"].is_object() {
+        doc["metadata"]["annotations"] = serde_json::json!({});
+    }
+    match f.to_annotation() {
+        Some(a) => {
+            doc["metadata"]["annotations"]["cnpg.io/fencedInstances"] = serde_json::Value::String(a)
+        }
+        None => {
+            if let Some(m) = doc["metadata"]["annotations"].as_object_mut() {
+                m.remove("cnpg.io/fencedInstances");
+            }
+        }
+    }
+    let yaml = serde_saphyr::to_string(&doc).map_err(std::io::Error::other)?;
+    cnpg_instance::view::write_atomically(&layout.manifest(), &yaml)?;
+    writeln!(
+        out,
+        "fencing {} for {instance} in {cluster}",
+        if on { "on" } else { "off" }
+    )?;
+    Ok(0)
+}
