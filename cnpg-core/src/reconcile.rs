@@ -698,7 +698,9 @@ fn primary_failing(
         ));
     }
     if let Some(i) = cur.filter(|i| i.running) {
-        if i.status.might_be_unavailable {
+        // Still fenced, or starting again on purpose (just unfenced, restart requested):
+        // stopped by request, not failed.
+        if i.status.might_be_unavailable || i.status.is_fenced {
             return Some(take(b).phase(
                 ClusterPhase::Healthy,
                 format!("{current} is restarting on purpose; no failover"),

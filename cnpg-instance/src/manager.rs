@@ -64,6 +64,9 @@ pub struct Shared {
     pub fenced: bool,
     /// `pg_rewind` runs now.
     pub rewinding: bool,
+    /// PostgreSQL is being started on purpose (first start, after unfencing, a restart
+    /// request): the operator must not mistake it for a failure.
+    pub planned_start: bool,
     /// The last decision and why.
     pub decision: String,
     /// The last snapshot.
@@ -89,6 +92,8 @@ pub struct Manager {
     applied_restart: Option<Option<String>>,
     last_view: ViewData,
     rewind_failed: bool,
+    /// The last stop was an unexpected death (a start after it is a crash restart).
+    crashed: bool,
 }
 
 async fn wait(child: &mut Option<Child>) -> std::io::Result<ExitStatus> {
@@ -137,6 +142,7 @@ impl Manager {
             applied_restart: None,
             last_view: ViewData::default(),
             rewind_failed: false,
+            crashed: false,
         }
     }
 
@@ -171,6 +177,7 @@ impl Manager {
     fn on_exit(&mut self, status: std::io::Result<ExitStatus>) {
         let what = describe(&status);
         self.child = None;
+        self.crashed = true;
         tracing::error!(instance = %self.cfg.instance, "{what}");
         self.set(|s| {
             s.up = false;
@@ -321,6 +328,14 @@ impl Manager {
     }
 
     async fn start(&mut self, view: &ViewData) -> Result<(), PgError> {
+        let planned = !std::mem::take(&mut self.crashed);
+        self.set(|s| s.planned_start = planned);
+        let result = self.start_postgres(view).await;
+        self.set(|s| s.planned_start = false);
+        result
+    }
+
+    async fn start_postgres(&mut self, view: &ViewData) -> Result<(), PgError> {
         let data = DataDir::new(&self.cfg.pgdata);
         data.check_wal_space(16)
             .map_err(|e| PgError::Query(e.to_string()))?;

@@ -49,6 +49,7 @@ pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
         session_id: shared.session_id.clone(),
         instance_manager_version: env!("CARGO_PKG_VERSION").to_owned(),
         decision: shared.decision.clone(),
+        might_be_unavailable: shared.planned_start || (shared.fenced && shared.pid.is_none()),
         ..Default::default()
     };
     match snapshot {

@@ -362,21 +362,33 @@ async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() 
 
     // pg-2 stops; pg-1 writes what pg-2 will never see, then stops too.
     h.view.update(|v| v.fenced = vec!["pg-2".into()]);
-    h.wait_until("pg-2 fenced", T, async |h| {
-        if h.status("pg-2").await.error.is_some() {
+    h.wait_until("pg-2 fenced and stopped", T, async |h| {
+        if h.instances["pg-2"]
+            .shared
+            .lock()
+            .expect("lock")
+            .pid
+            .is_none()
+        {
             Ok(())
         } else {
-            Err("up".into())
+            Err("running".into())
         }
     })
     .await;
     insert(&h, "pg-1", 50).await;
     h.view.update(|v| v.fenced = vec!["pg-1".into()]);
-    h.wait_until("pg-1 fenced", T, async |h| {
-        if h.status("pg-1").await.error.is_some() {
+    h.wait_until("pg-1 fenced and stopped", T, async |h| {
+        if h.instances["pg-1"]
+            .shared
+            .lock()
+            .expect("lock")
+            .pid
+            .is_none()
+        {
             Ok(())
         } else {
-            Err("up".into())
+            Err("running".into())
         }
     })
     .await;

@@ -575,3 +575,28 @@ proptest! {
         prop_assert_eq!(plan.phase, ClusterPhase::Healthy);
     }
 }
+
+#[test]
+fn no_failover_while_a_just_unfenced_primary_starts_again() {
+    // The fence was lifted in the spec, but the primary still reports being fenced (its
+    // instance manager has not started PostgreSQL yet), then starting on purpose.
+    let (policy, mut o) = healthy();
+    o.instances[0].status = InstanceStatus::unreachable("pg-1", "fenced: PostgreSQL is stopped");
+    o.instances[0].status.is_fenced = true;
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(
+        p.state.target_primary.as_deref(),
+        Some("pg-1"),
+        "{:?}",
+        p.events
+    );
+    o.instances[0].status.is_fenced = false;
+    o.instances[0].status.might_be_unavailable = true;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    // A crash (nothing planned) still fails over.
+    o.instances[0].status.might_be_unavailable = false;
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-3"));
+}
