@@ -327,6 +327,8 @@ pub struct LocalOperator {
     cluster: String,
     ports: Ports,
     children: BTreeMap<String, Child>,
+    /// Instance managers started by an earlier run of the operator and still alive.
+    adopted: BTreeMap<String, i32>,
     roles: BTreeMap<String, Role>,
     routes: Arc<Mutex<Routes>>,
     state: ClusterState,
@@ -395,6 +397,7 @@ impl LocalOperator {
             cluster,
             ports,
             children: BTreeMap::new(),
+            adopted: BTreeMap::new(),
             roles: BTreeMap::new(),
             routes: Arc::new(Mutex::new(Routes::default())),
             sync_value: String::new(),
@@ -508,13 +511,36 @@ impl LocalOperator {
             self.children.remove(&name);
             self.event(format!("instance manager of {name} exited ({status})"));
         }
+        // Adopt instance managers a previous operator started (their pid file names a live
+        // process): the operator can be restarted at any moment without touching them.
+        for name in self.instances() {
+            if self.children.contains_key(&name) {
+                continue;
+            }
+            let pid = std::fs::read_to_string(self.layout.instance(&name).join("manager.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), None).is_ok());
+            match pid {
+                Some(p) => {
+                    if self.adopted.insert(name.clone(), p).is_none() {
+                        self.event(format!(
+                            "adopted the running instance manager of {name} (pid {p})"
+                        ));
+                    }
+                }
+                None => {
+                    self.adopted.remove(&name);
+                }
+            }
+        }
         if let Some(p) = FileView::published(&self.layout.published()) {
             self.state.current_primary = Some(p);
         }
         let names = self.instances();
         let mut instances = Vec::new();
         for name in names {
-            let running = self.children.contains_key(&name);
+            let running = self.children.contains_key(&name) || self.adopted.contains_key(&name);
             let status = match (running, self.ports.instances.get(&name)) {
                 (true, Some((_, sp))) => {
                     match http_get(*sp, "/pg/status", Duration::from_millis(500)).await {
@@ -595,24 +621,21 @@ impl LocalOperator {
     }
 
     fn update_routes(&mut self) {
+        let alive = |n: &String| self.children.contains_key(n) || self.adopted.contains_key(n);
+        let pick = |want: &dyn Fn(Role) -> bool| -> Vec<(String, SocketAddr)> {
+            self.roles
+                .iter()
+                .filter(|(n, role)| want(**role) && alive(n))
+                .filter_map(|(n, _)| self.endpoint(n).map(|a| (n.clone(), a)))
+                .collect()
+        };
+        let rw = pick(&|r| r == Role::Primary).into_iter().next();
+        let ro = pick(&|r| r == Role::Replica);
+        let all = pick(&|r| r != Role::Unhealthy);
         let mut r = self.routes.lock().expect("routes lock");
-        r.rw = self
-            .roles
-            .iter()
-            .find(|(n, role)| **role == Role::Primary && self.children.contains_key(*n))
-            .and_then(|(n, _)| self.endpoint(n).map(|a| (n.clone(), a)));
-        r.ro = self
-            .roles
-            .iter()
-            .filter(|(n, role)| **role == Role::Replica && self.children.contains_key(*n))
-            .filter_map(|(n, _)| self.endpoint(n).map(|a| (n.clone(), a)))
-            .collect();
-        r.r = self
-            .roles
-            .iter()
-            .filter(|(n, role)| **role != Role::Unhealthy && self.children.contains_key(*n))
-            .filter_map(|(n, _)| self.endpoint(n).map(|a| (n.clone(), a)))
-            .collect();
+        r.rw = rw;
+        r.ro = ro;
+        r.r = all;
         r.cut_stale();
     }
 
@@ -767,7 +790,7 @@ impl LocalOperator {
     }
 
     fn spawn(&mut self, name: &str) -> Result<(), LocalError> {
-        if self.children.contains_key(name) {
+        if self.children.contains_key(name) || self.adopted.contains_key(name) {
             return Ok(());
         }
         let (pg, st) = self.ports_for(name)?;
@@ -823,6 +846,18 @@ impl LocalOperator {
     }
 
     async fn stop_instance(&mut self, name: &str) {
+        if let Some(pid) = self.adopted.remove(name) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let start = std::time::Instant::now();
+            while nix::sys::signal::kill(pid, None).is_ok()
+                && start.elapsed() < Duration::from_secs(45)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            return;
+        }
         if let Some(mut child) = self.children.remove(name) {
             if let Some(pid) = child.id() {
                 let _ = nix::sys::signal::kill(
@@ -874,7 +909,8 @@ impl LocalOperator {
     }
 
     async fn shutdown(&mut self) {
-        let names: Vec<String> = self.children.keys().cloned().collect();
+        let mut names: Vec<String> = self.children.keys().cloned().collect();
+        names.extend(self.adopted.keys().cloned());
         // Replicas first, the primary last, so nothing fails over on the way down.
         let primary = self.state.current_primary.clone();
         let mut order: Vec<String> = names

@@ -92,6 +92,25 @@ impl Cluster {
         self.state.path().join(&self.name)
     }
 
+    /// Starts the operator again (after it was killed), on the same state.
+    fn restart_operator(&self) {
+        let out = Command::new(kubectl_cnpg())
+            .args(["local", "up", "--detach", "-f"])
+            .arg(self.state.path().join("cluster.yaml"))
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .arg("--instance-bin")
+            .arg(instance_bin())
+            .output()
+            .expect("kubectl-cnpg runs");
+        assert!(
+            out.status.success(),
+            "restart failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn status(&self) -> serde_json::Value {
         std::fs::read_to_string(self.root().join("status.json"))
             .ok()
@@ -437,4 +456,46 @@ fn switchover_and_fencing_the_primary() {
     w.wait_for_more(w.count(), T);
     let acked = w.finish();
     assert_no_acked_row_missing(&c, &acked);
+}
+
+#[test]
+fn operator_killed_mid_failover_and_restarted() {
+    let c = Cluster::up("pgo");
+    let old = c.wait_converged(None, T);
+    let w = Writer::start(c.rw_port(), c.password());
+    w.wait_for_more(0, T);
+    let before = w.count();
+    let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let pm = c.postmaster_pid(&old);
+    let ppid: i32 = std::fs::read_to_string(format!("/proc/{pm}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .expect("parent pid");
+    kill(ppid);
+    kill(pm);
+    std::thread::sleep(Duration::from_millis(150)); // the failover has begun
+    kill(operator);
+    std::thread::sleep(Duration::from_millis(300));
+    c.restart_operator();
+    w.wait_for_more(before, T);
+    let new = c.wait_converged(Some(&old), T);
+    assert_ne!(new, old);
+    let acked = w.finish();
+    assert_no_acked_row_missing(&c, &acked);
+    let events = c.status()["events"].to_string();
+    assert!(
+        events.contains("adopted the running instance manager"),
+        "{events}"
+    );
 }

@@ -441,8 +441,12 @@ async fn run(
         }
         let _ = tx.send(true);
     });
+    // The local operator adopts a running instance manager after its own restart by this pid.
+    let pid_file = base.join("manager.pid");
+    let _ = std::fs::write(&pid_file, std::process::id().to_string());
     tracing::info!(instance = %instance.name, status_port, "instance manager running");
     manager.run(rx).await;
+    let _ = std::fs::remove_file(&pid_file);
     signals.abort();
     let _ = server.await;
     tracing::info!(instance = %instance.name, "stopped");
