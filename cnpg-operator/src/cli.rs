@@ -69,6 +69,63 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Hibernate a local cluster (stop every instance, keep the data), or wake it up.
+    Hibernate {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        switch: String,
+        /// Cluster name.
+        cluster: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Delete one instance and its data; the operator clones a new one from the primary.
+    Destroy {
+        /// Cluster name.
+        cluster: String,
+        /// The instance.
+        instance: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Open psql on the primary (or a replica with --replica); arguments after `--` go to psql.
+    Psql {
+        /// Cluster name.
+        cluster: String,
+        /// Connect to a replica (`-ro`).
+        #[arg(long)]
+        replica: bool,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Arguments for psql.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run pgbench against the primary; arguments after `--` go to pgbench.
+    Pgbench {
+        /// Cluster name.
+        cluster: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Arguments for pgbench.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Print the logs of every instance (manager and PostgreSQL) of a local cluster.
+    Logs {
+        /// Cluster name.
+        cluster: String,
+        /// Lines per file.
+        #[arg(long, default_value_t = 50)]
+        tail: usize,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Check manifests against the API schema and the admission rules, reporting every
     /// problem with its field path. Exits 0 when every document is valid, 1 otherwise.
     Validate {
@@ -102,6 +159,16 @@ pub enum LocalCommand {
         /// Internal: this process is the background operator of `--detach`.
         #[arg(long, hide = true)]
         detached_child: bool,
+    },
+    /// Change a running cluster: validate the manifest, then hand it to the operator
+    /// (scale, parameters, synchronous replication, ...).
+    Apply {
+        /// The Cluster manifest.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Stop a cluster, keeping its data (`local up` resumes it).
     Down {
@@ -175,6 +242,32 @@ where
             instance,
             state_dir,
         } => crate::local_cli::fencing(switch == "on", &cluster, &instance, state_dir, out, err),
+        Command::Hibernate {
+            switch,
+            cluster,
+            state_dir,
+        } => crate::local_cli::hibernate(switch == "on", &cluster, state_dir, out, err),
+        Command::Destroy {
+            cluster,
+            instance,
+            state_dir,
+        } => crate::local_cli::destroy_instance(&cluster, &instance, state_dir, out, err),
+        Command::Psql {
+            cluster,
+            replica,
+            state_dir,
+            args,
+        } => crate::local_cli::client("psql", &cluster, replica, state_dir, &args, err),
+        Command::Pgbench {
+            cluster,
+            state_dir,
+            args,
+        } => crate::local_cli::client("pgbench", &cluster, false, state_dir, &args, err),
+        Command::Logs {
+            cluster,
+            tail,
+            state_dir,
+        } => crate::local_cli::logs(&cluster, tail, state_dir, out, err),
     };
     match result {
         Ok(code) => code,

@@ -593,6 +593,23 @@ impl LocalOperator {
                 self.event(format!("Switchover requested to {target}"));
             }
         }
+        let destroy = self.layout.root.join("requests").join("destroy");
+        if let Ok(name) = std::fs::read_to_string(&destroy) {
+            let _ = std::fs::remove_file(&destroy);
+            let name = name.trim().to_owned();
+            let deletable = self.instances().contains(&name)
+                && self.state.current_primary.as_deref() != Some(name.as_str());
+            if deletable
+                && let Err(e) = self
+                    .apply(
+                        Action::DeleteInstance { name: name.clone() },
+                        &Observed::default(),
+                    )
+                    .await
+            {
+                self.event(format!("destroying {name} failed: {e}"));
+            }
+        }
         let observed = self.observe().await;
         let plan = reconcile::reconcile(&policy, &observed, now());
         for e in &plan.events {

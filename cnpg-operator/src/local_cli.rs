@@ -155,6 +155,32 @@ pub(crate) fn local(
                 }
             })
         }
+        LocalCommand::Apply {
+            file,
+            state_dir: sd,
+        } => {
+            let cluster = match load_manifest(&file) {
+                Ok(c) => c,
+                Err(e) => {
+                    writeln!(err, "error: {}: {e}", file.display())?;
+                    return Ok(1);
+                }
+            };
+            let name = cluster.metadata.name.clone().unwrap_or_default();
+            let layout = Layout::new(&state_dir(sd), &name);
+            if !layout.root.exists() {
+                writeln!(
+                    err,
+                    "error: no local cluster {name} in {}; start it with local up",
+                    layout.root.display()
+                )?;
+                return Ok(1);
+            }
+            let text = std::fs::read_to_string(&file)?;
+            cnpg_instance::view::write_atomically(&layout.manifest(), &text)?;
+            writeln!(out, "applied {} to {name}", file.display())?;
+            Ok(0)
+        }
         LocalCommand::Down {
             cluster,
             state_dir: sd,
@@ -460,6 +486,141 @@ pub(crate) fn promote(
     }
     std::fs::write(layout.promote_request(), instance)?;
     writeln!(out, "switchover to {instance} requested")?;
+    Ok(0)
+}
+
+/// Sets (or removes, with `None`) an annotation of a local cluster's manifest.
+fn annotate(layout: &Layout, key: &str, value: Option<String>) -> Result<(), String> {
+    let text = std::fs::read_to_string(layout.manifest()).map_err(|e| {
+        format!(
+            "no local cluster there: {}: {e}",
+            layout.manifest().display()
+        )
+    })?;
+    let mut doc = crate::manifests::parse_documents(&text)
+        .ok()
+        .and_then(|d| d.into_iter().next())
+        .ok_or_else(|| format!("{} is not a manifest", layout.manifest().display()))?;
+    if !doc["metadata"]["annotations"].is_object() {
+        doc["metadata"]["annotations"] = serde_json::json!({});
+    }
+    let ann = doc["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("just made an object");
+    match value {
+        Some(v) => {
+            ann.insert(key.to_owned(), serde_json::Value::String(v));
+        }
+        None => {
+            ann.remove(key);
+        }
+    }
+    let yaml = serde_saphyr::to_string(&doc).map_err(|e| e.to_string())?;
+    cnpg_instance::view::write_atomically(&layout.manifest(), &yaml).map_err(|e| e.to_string())
+}
+
+pub(crate) fn hibernate(
+    on: bool,
+    cluster: &str,
+    sd: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let layout = Layout::new(&state_dir(sd), cluster);
+    let value = if on { "on" } else { "off" };
+    match annotate(&layout, "cnpg.io/hibernation", Some(value.to_owned())) {
+        Ok(()) => {
+            writeln!(out, "hibernation {value} for {cluster}")?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            Ok(1)
+        }
+    }
+}
+
+pub(crate) fn destroy_instance(
+    cluster: &str,
+    instance: &str,
+    sd: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let Some((layout, s)) = read_status(cluster, sd, err)? else {
+        return Ok(1);
+    };
+    if !s.instances.iter().any(|i| i.name == instance) {
+        writeln!(err, "error: {cluster} has no instance {instance}")?;
+        return Ok(1);
+    }
+    if s.state.current_primary.as_deref() == Some(instance) {
+        writeln!(
+            err,
+            "error: {instance} is the primary; switch over first (kubectl-cnpg promote {cluster} ANOTHER-INSTANCE)"
+        )?;
+        return Ok(1);
+    }
+    std::fs::write(layout.root.join("requests").join("destroy"), instance)?;
+    writeln!(
+        out,
+        "destroying {instance}; the operator clones a new one from the primary"
+    )?;
+    Ok(0)
+}
+
+pub(crate) fn client(
+    program: &str,
+    cluster: &str,
+    replica: bool,
+    sd: Option<PathBuf>,
+    args: &[String],
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let Some((layout, s)) = read_status(cluster, sd, err)? else {
+        return Ok(1);
+    };
+    let port = if replica { s.ports.ro } else { s.ports.rw };
+    let pw = std::fs::read_to_string(layout.secrets().join("app-password")).unwrap_or_default();
+    let status = std::process::Command::new(program)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
+        .args(args)
+        .arg("app")
+        .env("PGPASSWORD", pw.trim())
+        .status();
+    match status {
+        Ok(st) => Ok(st.code().unwrap_or(1)),
+        Err(e) => {
+            writeln!(
+                err,
+                "error: cannot run {program}: {e} (install the PostgreSQL client: apt-get install postgresql-client)"
+            )?;
+            Ok(1)
+        }
+    }
+}
+
+pub(crate) fn logs(
+    cluster: &str,
+    tail: usize,
+    sd: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let Some((layout, s)) = read_status(cluster, sd, err)? else {
+        return Ok(1);
+    };
+    for i in &s.instances {
+        for file in ["manager.log", "postgres.log"] {
+            let path = layout.instance(&i.name).join(file);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            writeln!(out, "==> {} <==", path.display())?;
+            for l in &lines[lines.len().saturating_sub(tail)..] {
+                writeln!(out, "{l}")?;
+            }
+        }
+    }
     Ok(0)
 }
 

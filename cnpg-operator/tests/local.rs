@@ -165,6 +165,10 @@ impl Cluster {
     /// Waits for: one primary (not `old`), every other instance streaming from it on its
     /// timeline, the cluster healthy.
     fn wait_converged(&self, old: Option<&str>, timeout: Duration) -> String {
+        self.wait_converged_n(old, 3, timeout)
+    }
+
+    fn wait_converged_n(&self, old: Option<&str>, n: usize, timeout: Duration) -> String {
         let start = Instant::now();
         loop {
             let s = self.status();
@@ -188,7 +192,7 @@ impl Cluster {
                     && Some(cur) != old
                     && streaming
                     && healthy
-                    && instances.len() == 3
+                    && instances.len() == n
                 {
                     return cur.to_owned();
                 }
@@ -498,4 +502,88 @@ fn operator_killed_mid_failover_and_restarted() {
         events.contains("adopted the running instance manager"),
         "{events}"
     );
+}
+
+#[test]
+fn scale_up_and_down_reclone_and_hibernate() {
+    let c = Cluster::up("pgx");
+    let primary = c.wait_converged(None, T);
+    let w = Writer::start(c.rw_port(), c.password());
+    w.wait_for_more(0, T);
+    let manifest = c.state.path().join("cluster.yaml");
+    for n in [5, 3] {
+        std::fs::write(
+            &manifest,
+            MANIFEST
+                .replace("NAME", "pgx")
+                .replace("instances: 3", &format!("instances: {n}")),
+        )
+        .expect("manifest");
+        c.cnpg(&["local", "apply", "-f", manifest.to_str().expect("utf-8")]);
+        assert_eq!(
+            c.wait_converged_n(None, n, T),
+            primary,
+            "scaling never moves the primary"
+        );
+        w.wait_for_more(w.count(), T);
+    }
+    // A destroyed replica is cloned again from the primary, under the lowest free name.
+    let victim = if primary == "pgx-2" { "pgx-3" } else { "pgx-2" };
+    c.cnpg(&["destroy", "pgx", victim]);
+    let start = Instant::now();
+    while !c.status()["events"]
+        .to_string()
+        .contains(&format!("{victim} deleted"))
+    {
+        assert!(start.elapsed() < T, "never destroyed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.wait_converged(None, T);
+    w.wait_for_more(w.count(), T);
+    let acked = w.finish();
+    assert_no_acked_row_missing(&c, &acked);
+
+    // Hibernation stops every instance and keeps the data; waking up brings them back.
+    c.cnpg(&["hibernate", "on", "pgx"]);
+    let start = Instant::now();
+    while c.status()["instances"]
+        .as_array()
+        .is_none_or(|a| a.iter().any(|i| i["running"] == true))
+    {
+        assert!(start.elapsed() < T, "never hibernated: {}", c.status());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.cnpg(&["hibernate", "off", "pgx"]);
+    assert_eq!(c.wait_converged(None, T), primary);
+    assert_no_acked_row_missing(&c, &acked);
+}
+
+#[test]
+fn an_invalid_manifest_starts_nothing() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let m = state.path().join("bad.yaml");
+    std::fs::write(
+        &m,
+        MANIFEST.replace("NAME", "bad").replace(
+            "instances: 3",
+            "instances: 3\n  minSyncReplicas: 2\n  maxSyncReplicas: 1",
+        ),
+    )
+    .expect("write");
+    let out = Command::new(kubectl_cnpg())
+        .args(["local", "up", "-f"])
+        .arg(&m)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--instance-bin")
+        .arg(instance_bin())
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("spec.minSyncReplicas") && text.contains("nothing was started"),
+        "{text}"
+    );
+    assert!(!state.path().join("bad").exists(), "no state was created");
 }
