@@ -90,6 +90,7 @@ pub struct Manager {
     applied_upstream: Option<Endpoint>,
     applied_parameters: Option<std::collections::BTreeMap<String, String>>,
     applied_restart: Option<Option<String>>,
+    applied_reload: Option<Option<String>>,
     last_view: ViewData,
     rewind_failed: bool,
     /// The last stop was an unexpected death (a start after it is a crash restart).
@@ -140,6 +141,7 @@ impl Manager {
             applied_upstream: None,
             applied_parameters: None,
             applied_restart: None,
+            applied_reload: None,
             last_view: ViewData::default(),
             rewind_failed: false,
             crashed: false,
@@ -503,18 +505,33 @@ impl Manager {
         if self.applied_restart.is_none() {
             self.applied_restart = Some(view.restart.clone());
         }
+        // A token `<instance>@<time>` is for that instance only.
+        let for_me = view.restart.as_deref().is_none_or(|t| {
+            t.split_once('@')
+                .is_none_or(|(who, _)| who == self.cfg.instance)
+        });
+        if self.applied_restart.as_ref() != Some(&view.restart) && !for_me {
+            self.applied_restart = Some(view.restart.clone());
+        }
         if self.applied_restart.as_ref() != Some(&view.restart) {
             // Restart in place: the next step starts it again, in the same role.
             tracing::info!(instance = %self.cfg.instance, "restart requested: restarting PostgreSQL in place");
             self.applied_restart = Some(view.restart.clone());
+            // Planned from before the stop, so the operator never sees a failed primary.
+            self.set(|s| s.planned_start = true);
             self.stop().await;
-            return Ok(());
+            return self.start(view).await;
         }
         let sync_changed =
             self.applied_sync.as_deref() != Some(view.synchronous_standby_names.as_str());
         let upstream_changed = standby && self.applied_upstream != view.upstream();
         let params_changed = self.applied_parameters.as_ref() != Some(&view.parameters);
-        if sync_changed || upstream_changed || params_changed {
+        let reload_asked = self
+            .applied_reload
+            .as_ref()
+            .is_some_and(|r| r != &view.reload);
+        self.applied_reload = Some(view.reload.clone());
+        if sync_changed || upstream_changed || params_changed || reload_asked {
             self.write_config(view)?;
             if let Some(pid) = self.child.as_ref().and_then(Child::id) {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);

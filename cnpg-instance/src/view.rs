@@ -49,6 +49,9 @@ pub struct ViewData {
     /// (a parameter that needs a restart, or `kubectl cnpg restart`).
     #[serde(default)]
     pub restart: Option<String>,
+    /// A reload request: when this changes, the instance reloads its configuration.
+    #[serde(default)]
+    pub reload: Option<String>,
 }
 
 impl ViewData {

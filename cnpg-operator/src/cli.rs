@@ -80,6 +80,36 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Restart a local cluster (rolling: replicas first, the primary last) or one instance
+    /// (the primary restarts in place).
+    Restart {
+        /// Cluster name.
+        cluster: String,
+        /// Only this instance.
+        instance: Option<String>,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Reload the configuration of every instance of a local cluster.
+    Reload {
+        /// Cluster name.
+        cluster: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Collect the manifest, status and logs of a local cluster (no secrets) into a folder.
+    Report {
+        /// Cluster name.
+        cluster: String,
+        /// Folder to create (default: ./report-<cluster>-<time>).
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Delete one instance and its data; the operator clones a new one from the primary.
     Destroy {
         /// Cluster name.
@@ -268,6 +298,19 @@ where
             tail,
             state_dir,
         } => crate::local_cli::logs(&cluster, tail, state_dir, out, err),
+        Command::Restart {
+            cluster,
+            instance,
+            state_dir,
+        } => crate::local_cli::restart(&cluster, instance.as_deref(), state_dir, out, err),
+        Command::Reload { cluster, state_dir } => {
+            crate::local_cli::reload(&cluster, state_dir, out, err)
+        }
+        Command::Report {
+            cluster,
+            output,
+            state_dir,
+        } => crate::local_cli::report(&cluster, output, state_dir, out, err),
     };
     match result {
         Ok(code) => code,

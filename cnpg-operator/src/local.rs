@@ -334,6 +334,11 @@ pub struct LocalOperator {
     state: ClusterState,
     sync_value: String,
     restart: Option<String>,
+    reload: Option<String>,
+    /// When each instance manager was started by this operator (adopted ones: unknown, 0).
+    spawned_at: BTreeMap<String, u64>,
+    /// The last `kubectl.kubernetes.io/restartedAt` seen, and when it was first seen.
+    restart_seen: Option<(String, u64)>,
     events: VecDeque<String>,
     last_election: Option<String>,
     manifest: Cluster,
@@ -402,6 +407,9 @@ impl LocalOperator {
             routes: Arc::new(Mutex::new(Routes::default())),
             sync_value: String::new(),
             restart: None,
+            reload: None,
+            spawned_at: BTreeMap::new(),
+            restart_seen: None,
             events: VecDeque::new(),
             last_election: None,
             manifest,
@@ -551,12 +559,17 @@ impl LocalOperator {
                 }
                 _ => InstanceStatus::unreachable(&name, "instance is not running"),
             };
+            // A rolling restart was asked after this instance manager started: outdated.
+            let outdated = self.restart_seen.as_ref().and_then(|(_, seen)| {
+                (self.spawned_at.get(&name).copied().unwrap_or(0) < *seen)
+                    .then(|| "a restart was requested (kubectl-cnpg restart)".to_owned())
+            });
             instances.push(ObservedInstance {
                 name: name.clone(),
                 running,
                 role: self.roles.get(&name).copied(),
                 status,
-                outdated: None,
+                outdated,
                 restart_only: false,
             });
         }
@@ -591,6 +604,41 @@ impl LocalOperator {
             {
                 self.state.target_primary = Some(target.clone());
                 self.event(format!("Switchover requested to {target}"));
+            }
+        }
+        let annotations = self
+            .manifest
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default();
+        let annotation = |k: &str| annotations.get(k).cloned();
+        if let Some(v) = annotation("kubectl.kubernetes.io/restartedAt")
+            && self.restart_seen.as_ref().map(|(s, _)| s) != Some(&v)
+        {
+            // The first sighting after an operator restart is not a new request.
+            let at = if self.restart_seen.is_none() && self.spawned_at.is_empty() {
+                0
+            } else {
+                now().millis()
+            };
+            self.restart_seen = Some((v.clone(), at));
+            if at > 0 {
+                self.event(format!("rolling restart requested ({v})"));
+            }
+        }
+        self.reload = annotation("cnpg.io/reloadedAt");
+        let restart_one = self.layout.root.join("requests").join("restart");
+        if let Ok(name) = std::fs::read_to_string(&restart_one) {
+            let _ = std::fs::remove_file(&restart_one);
+            let name = name.trim().to_owned();
+            if self.state.current_primary.as_deref() == Some(name.as_str()) {
+                // The primary restarts in place (no failover, no switchover).
+                self.restart = Some(format!("{name}@{}", now().millis()));
+                self.event(format!("restarting the primary {name} in place"));
+            } else if self.instances().contains(&name) {
+                self.stop_instance(&name).await;
+                self.event(format!("restarting {name}"));
             }
         }
         let destroy = self.layout.root.join("requests").join("destroy");
@@ -694,6 +742,7 @@ impl LocalOperator {
                 .map(|p| p.parameters.clone())
                 .unwrap_or_default(),
             restart: self.restart.clone(),
+            reload: self.reload.clone(),
         };
         let text = serde_json::to_string_pretty(&view).expect("view serializes");
         if text != self.last_view && write_atomically(&self.layout.view(), &text).is_ok() {
@@ -859,6 +908,7 @@ impl LocalOperator {
             ))
         })?;
         self.children.insert(name.to_owned(), child);
+        self.spawned_at.insert(name.to_owned(), now().millis());
         Ok(())
     }
 

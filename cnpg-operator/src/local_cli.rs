@@ -624,6 +624,103 @@ pub(crate) fn logs(
     Ok(0)
 }
 
+fn stamp() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    ms.to_string()
+}
+
+pub(crate) fn restart(
+    cluster: &str,
+    instance: Option<&str>,
+    sd: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let Some((layout, s)) = read_status(cluster, sd, err)? else {
+        return Ok(1);
+    };
+    match instance {
+        Some(i) if !s.instances.iter().any(|x| x.name == i) => {
+            writeln!(err, "error: {cluster} has no instance {i}")?;
+            Ok(1)
+        }
+        Some(i) => {
+            std::fs::write(layout.root.join("requests").join("restart"), i)?;
+            writeln!(out, "restarting {i}")?;
+            Ok(0)
+        }
+        None => match annotate(&layout, "kubectl.kubernetes.io/restartedAt", Some(stamp())) {
+            Ok(()) => {
+                writeln!(
+                    out,
+                    "rolling restart of {cluster} requested: replicas first, the primary last"
+                )?;
+                Ok(0)
+            }
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                Ok(1)
+            }
+        },
+    }
+}
+
+pub(crate) fn reload(
+    cluster: &str,
+    sd: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let layout = Layout::new(&state_dir(sd), cluster);
+    match annotate(&layout, "cnpg.io/reloadedAt", Some(stamp())) {
+        Ok(()) => {
+            writeln!(out, "reload of {cluster} requested")?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            Ok(1)
+        }
+    }
+}
+
+pub(crate) fn report(
+    cluster: &str,
+    output: Option<PathBuf>,
+    sd: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let Some((layout, s)) = read_status(cluster, sd, err)? else {
+        return Ok(1);
+    };
+    let dir = output.unwrap_or_else(|| PathBuf::from(format!("report-{cluster}-{}", stamp())));
+    std::fs::create_dir_all(&dir)?;
+    for f in [
+        "cluster.yaml",
+        "status.json",
+        "view.json",
+        "ports.json",
+        "current-primary.json",
+        "operator.log",
+    ] {
+        let _ = std::fs::copy(layout.root.join(f), dir.join(f));
+    }
+    for i in &s.instances {
+        for f in ["manager.log", "postgres.log"] {
+            let _ = std::fs::copy(
+                layout.instance(&i.name).join(f),
+                dir.join(format!("{}-{f}", i.name)),
+            );
+        }
+    }
+    writeln!(out, "report written to {} (no secrets)", dir.display())?;
+    Ok(0)
+}
+
 pub(crate) fn fencing(
     on: bool,
     cluster: &str,
