@@ -71,6 +71,8 @@ pub struct Shared {
     pub decision: String,
     /// The last snapshot.
     pub snapshot: Option<Snapshot>,
+    /// The WAL volume has no room for two more segments.
+    pub wal_disk_full: bool,
     /// Changes on every start of the manager.
     pub session_id: String,
 }
@@ -229,8 +231,10 @@ impl Manager {
         if !matches!(decision.action, InstanceAction::Nothing) {
             tracing::info!(instance = %me, action = ?decision.action, "{}", decision.reason);
         }
+        let wal_disk_full = data.check_wal_space(16).is_err();
         self.set(|s| {
             s.fenced = fenced;
+            s.wal_disk_full = wal_disk_full;
             s.decision = decision.reason.clone();
             s.up = running && snapshot.is_some();
             s.snapshot = snapshot.clone();

@@ -50,6 +50,7 @@ pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
         instance_manager_version: env!("CARGO_PKG_VERSION").to_owned(),
         decision: shared.decision.clone(),
         might_be_unavailable: shared.planned_start || (shared.fenced && shared.pid.is_none()),
+        wal_disk_full: shared.wal_disk_full,
         ..Default::default()
     };
     match snapshot {
@@ -230,4 +231,45 @@ async fn metrics(State(state): State<AppState>) -> Response {
         render_metrics(&report, archived, failed),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_carries_the_managers_state_and_metrics_follow() {
+        let shared: SharedState = Arc::default();
+        {
+            let mut s = shared.lock().expect("lock");
+            s.wal_disk_full = true;
+            s.fenced = true;
+            s.last_exit = Some((
+                "postmaster killed by signal 9".into(),
+                std::time::SystemTime::now(),
+            ));
+        }
+        let state = AppState {
+            instance: "pg-1".into(),
+            shared,
+            query: Arc::new(crate::query::MockPgQuery::new()),
+        };
+        let r = report(&state, None);
+        assert!(r.wal_disk_full && r.is_fenced && r.might_be_unavailable);
+        assert_eq!(r.error.as_deref(), Some("fenced: PostgreSQL is stopped"));
+        let json = serde_json::to_string(&r).expect("json");
+        assert!(
+            json.contains("\"walDiskFull\":true") && json.contains("\"isFenced\":true"),
+            "{json}"
+        );
+        let m = render_metrics(&r, 7, 2);
+        for line in [
+            "cnpg_collector_up 0",
+            "cnpg_collector_fencing_on 1",
+            "cnpg_collector_pg_wal_archive_status_archived_total 7",
+            "cnpg_collector_pg_wal_archive_status_failed_total 2",
+        ] {
+            assert!(m.contains(line), "{line} missing in\n{m}");
+        }
+    }
 }
