@@ -377,7 +377,9 @@ async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() 
     })
     .await;
     insert(&h, "pg-1", 50).await;
-    h.view.update(|v| v.fenced = vec!["pg-1".into()]);
+    // Fence both: pg-2 must stay down while pg-1 writes and stops.
+    h.view
+        .update(|v| v.fenced = vec!["pg-1".into(), "pg-2".into()]);
     h.wait_until("pg-1 fenced and stopped", T, async |h| {
         if h.instances["pg-1"]
             .shared
