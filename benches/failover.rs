@@ -12,10 +12,9 @@
 //! 0 rows lost with `required`.
 
 use cnpg_instance::runas::{self, RunAs};
+use cnpg_operator::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn build() -> PathBuf {
@@ -134,6 +133,13 @@ impl Cluster {
     fn port(&self) -> u16 {
         self.status()["ports"]["rw"].as_u64().unwrap_or_default() as u16
     }
+    fn target(&self) -> Target {
+        Target {
+            port: self.port(),
+            user: "app".into(),
+            password: self.password(),
+        }
+    }
     fn password(&self) -> String {
         std::fs::read_to_string(self.root().join("secrets/app-password"))
             .unwrap_or_default()
@@ -151,138 +157,8 @@ impl Drop for Cluster {
     }
 }
 
-/// Commits 1, 2, 3, ... through -rw; records when each was acknowledged.
-struct Writer {
-    acked: Arc<Mutex<Vec<(i64, Instant)>>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Writer {
-    fn start(port: u16, pw: String) -> Writer {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (acked.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
-            rt.block_on(async move {
-                let mut n = 1i64;
-                let mut client: Option<tokio_postgres::Client> = None;
-                while !s.load(Ordering::Relaxed) {
-                    if client.as_ref().is_none_or(|c| c.is_closed()) {
-                        let mut cfg = tokio_postgres::Config::new();
-                        cfg.host("127.0.0.1")
-                            .port(port)
-                            .user("app")
-                            .password(&pw)
-                            .dbname("app")
-                            .connect_timeout(Duration::from_secs(1));
-                        match cfg.connect(tokio_postgres::NoTls).await {
-                            Ok((c, conn)) => {
-                                tokio::spawn(async move {
-                                    let _ = conn.await;
-                                });
-                                let _ = c
-                                    .batch_execute(
-                                        "CREATE TABLE IF NOT EXISTS rows (n bigint PRIMARY KEY)",
-                                    )
-                                    .await;
-                                client = Some(c);
-                            }
-                            Err(_) => {
-                                tokio::time::sleep(Duration::from_millis(5)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let c = client.as_ref().expect("connected");
-                    let v = n;
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&v];
-                    match tokio::time::timeout(
-                        Duration::from_secs(3),
-                        c.execute(
-                            "INSERT INTO rows VALUES ($1) ON CONFLICT DO NOTHING",
-                            &params,
-                        ),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => {
-                            a.lock().expect("lock").push((n, Instant::now()));
-                            n += 1;
-                        }
-                        _ => client = None,
-                    }
-                }
-            });
-        });
-        Writer {
-            acked,
-            stop,
-            handle: Some(handle),
-        }
-    }
-    fn first_ack_after(&self, t: Instant, timeout: Duration) -> Option<Duration> {
-        let start = Instant::now();
-        loop {
-            if let Some((_, at)) = self
-                .acked
-                .lock()
-                .expect("lock")
-                .iter()
-                .rev()
-                .take_while(|(_, at)| *at > t)
-                .last()
-            {
-                return Some(at.duration_since(t));
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    fn finish(mut self) -> Vec<i64> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-        self.acked
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(n, _)| *n)
-            .collect()
-    }
-}
-
 fn lost(c: &Cluster, acked: &[i64]) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    let present: std::collections::BTreeSet<i64> = rt.block_on(async {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
-            .port(c.port())
-            .user("app")
-            .password(c.password())
-            .dbname("app");
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.expect("connect");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-            .query("SELECT n FROM rows", &[])
-            .await
-            .expect("select")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    });
+    let present = c.target().rows();
     acked.iter().filter(|n| !present.contains(n)).count()
 }
 
@@ -334,7 +210,7 @@ fn main() {
         let mode = if required { "required" } else { "async" };
         let c = Cluster::up(&bin, if required { "bfr" } else { "bfa" }, required);
         c.wait_converged();
-        let w = Writer::start(c.port(), c.password());
+        let w = Writer::start(c.target());
         std::thread::sleep(Duration::from_millis(500));
         for kind in ["postmaster kill", "instance kill", "switchover"] {
             let mut gaps = Vec::new();
@@ -373,13 +249,7 @@ fn main() {
                 }
             }
             c.wait_converged();
-            let acked: Vec<i64> = w
-                .acked
-                .lock()
-                .expect("lock")
-                .iter()
-                .map(|(n, _)| *n)
-                .collect();
+            let acked = w.acked();
             report(&format!("{mode:>8} {kind:<15}"), &gaps, lost(&c, &acked));
         }
         let acked = w.finish();

@@ -10,3 +10,5 @@ pub mod cli;
 pub mod local;
 mod local_cli;
 pub mod manifests;
+#[cfg(feature = "testkit")]
+pub mod writer;

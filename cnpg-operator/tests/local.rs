@@ -4,10 +4,10 @@
 //! missing.
 
 use cnpg_instance::runas::{self, RunAs};
+use cnpg_operator::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn kubectl_cnpg() -> &'static str {
@@ -128,6 +128,14 @@ impl Cluster {
         self.status()["ports"]["rw"].as_u64().expect("rw port") as u16
     }
 
+    fn target(&self) -> Target {
+        Target {
+            port: self.rw_port(),
+            user: "app".into(),
+            password: self.password(),
+        }
+    }
+
     fn password(&self) -> String {
         std::fs::read_to_string(self.root().join("secrets/app-password"))
             .expect("password")
@@ -231,135 +239,8 @@ impl Drop for Cluster {
     }
 }
 
-/// A client inserting 1, 2, 3, ... through `-rw`, one commit each, reconnecting on errors.
-struct Writer {
-    acked: Arc<Mutex<Vec<i64>>>,
-    stop: Arc<AtomicBool>,
-    task: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Writer {
-    fn start(port: u16, password: String) -> Writer {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (acked.clone(), stop.clone());
-        let task = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let mut next = 1i64;
-                let mut client: Option<tokio_postgres::Client> = None;
-                while !s.load(Ordering::Relaxed) {
-                    if client.as_ref().is_none_or(|c| c.is_closed()) {
-                        let mut cfg = tokio_postgres::Config::new();
-                        cfg.host("127.0.0.1")
-                            .port(port)
-                            .user("app")
-                            .password(&password)
-                            .dbname("app")
-                            .connect_timeout(Duration::from_secs(2));
-                        match cfg.connect(tokio_postgres::NoTls).await {
-                            Ok((c, conn)) => {
-                                tokio::spawn(async move {
-                                    let _ = conn.await;
-                                });
-                                let _ = c
-                                    .batch_execute(
-                                        "CREATE TABLE IF NOT EXISTS rows (n bigint PRIMARY KEY)",
-                                    )
-                                    .await;
-                                client = Some(c);
-                            }
-                            Err(_) => {
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let c = client.as_ref().expect("connected");
-                    let n = next;
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&n];
-                    let insert = c.execute(
-                        "INSERT INTO rows VALUES ($1) ON CONFLICT DO NOTHING",
-                        &params,
-                    );
-                    match tokio::time::timeout(Duration::from_secs(5), insert).await {
-                        Ok(Ok(_)) => {
-                            a.lock().expect("lock").push(next);
-                            next += 1;
-                        }
-                        _ => {
-                            client = None; // unacknowledged: retried with the same number
-                        }
-                    }
-                }
-            });
-        });
-        Writer {
-            acked,
-            stop,
-            task: Some(task),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.acked.lock().expect("lock").len()
-    }
-
-    fn wait_for_more(&self, than: usize, timeout: Duration) {
-        let start = Instant::now();
-        while self.count() <= than + 20 {
-            assert!(
-                start.elapsed() < timeout,
-                "writes did not resume: {} acked",
-                self.count()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn finish(mut self) -> Vec<i64> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.task.take() {
-            let _ = t.join();
-        }
-        self.acked.lock().expect("lock").clone()
-    }
-}
-
-fn rows_on_primary(c: &Cluster) -> std::collections::BTreeSet<i64> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
-            .port(c.rw_port())
-            .user("app")
-            .password(c.password())
-            .dbname("app");
-        let (client, conn) = cfg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect through -rw");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-            .query("SELECT n FROM rows", &[])
-            .await
-            .expect("select")
-            .iter()
-            .map(|r| r.get::<_, i64>(0))
-            .collect()
-    })
-}
-
 fn assert_no_acked_row_missing(c: &Cluster, acked: &[i64]) {
-    let present = rows_on_primary(c);
+    let present = c.target().rows();
     let missing: Vec<&i64> = acked.iter().filter(|n| !present.contains(n)).collect();
     assert!(
         missing.is_empty(),
@@ -392,7 +273,7 @@ const T: Duration = Duration::from_secs(120);
 fn kill9_of_the_primary_postmaster_loses_no_acknowledged_row() {
     let c = Cluster::up("pgk");
     let old = c.wait_converged(None, T);
-    let w = Writer::start(c.rw_port(), c.password());
+    let w = Writer::start(c.target());
     w.wait_for_more(0, T);
     let before = w.count();
     kill(c.postmaster_pid(&old));
@@ -411,7 +292,7 @@ fn kill9_of_the_primary_postmaster_loses_no_acknowledged_row() {
 fn kill9_of_the_primary_instance_manager_and_postmaster_together() {
     let c = Cluster::up("pgm");
     let old = c.wait_converged(None, T);
-    let w = Writer::start(c.rw_port(), c.password());
+    let w = Writer::start(c.target());
     w.wait_for_more(0, T);
     let before = w.count();
     // The instance manager's pid is the parent of the postmaster.
@@ -440,7 +321,7 @@ fn kill9_of_the_primary_instance_manager_and_postmaster_together() {
 fn switchover_and_fencing_the_primary() {
     let c = Cluster::up("pgs");
     let old = c.wait_converged(None, T);
-    let w = Writer::start(c.rw_port(), c.password());
+    let w = Writer::start(c.target());
     w.wait_for_more(0, T);
     let target = if old.ends_with("-2") {
         "pgs-3"
@@ -483,7 +364,7 @@ fn switchover_and_fencing_the_primary() {
 fn operator_killed_mid_failover_and_restarted() {
     let c = Cluster::up("pgo");
     let old = c.wait_converged(None, T);
-    let w = Writer::start(c.rw_port(), c.password());
+    let w = Writer::start(c.target());
     w.wait_for_more(0, T);
     let before = w.count();
     let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
@@ -525,7 +406,7 @@ fn operator_killed_mid_failover_and_restarted() {
 fn scale_up_and_down_reclone_and_hibernate() {
     let c = Cluster::up("pgx");
     let primary = c.wait_converged(None, T);
-    let w = Writer::start(c.rw_port(), c.password());
+    let w = Writer::start(c.target());
     w.wait_for_more(0, T);
     let manifest = c.state.path().join("cluster.yaml");
     for n in [5, 3] {
@@ -609,7 +490,7 @@ fn an_invalid_manifest_starts_nothing() {
 fn rolling_restart_replicas_first_primary_last_then_reload_and_report() {
     let c = Cluster::up("pgr");
     let primary = c.wait_converged(None, T);
-    let w = Writer::start(c.rw_port(), c.password());
+    let w = Writer::start(c.target());
     w.wait_for_more(0, T);
     let sessions = |c: &Cluster| -> Vec<String> {
         c.status()["instances"]

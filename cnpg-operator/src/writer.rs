@@ -1,0 +1,175 @@
+//! A client that commits numbered rows through a cluster's `-rw` endpoint as fast as it
+//! can, reconnecting on errors and retrying an unacknowledged number: what failover tests
+//! and benchmarks watch (no acknowledged row may go missing; how long do writes stop?).
+//! Behind the `testkit` feature.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Port of `-rw` on 127.0.0.1.
+    pub port: u16,
+    /// User (and database) name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl Target {
+    async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(&self.user)
+            .connect_timeout(Duration::from_secs(1));
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// The numbers present in the table now (through `-rw`).
+    pub fn rows(&self) -> BTreeSet<i64> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let c = self.connect().await.expect("connect through -rw");
+            c.query("SELECT n FROM rows", &[])
+                .await
+                .expect("select")
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        })
+    }
+}
+
+/// The writing client (its own thread and runtime).
+pub struct Writer {
+    acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts writing 1, 2, 3, ... into table `rows`, one commit each.
+    pub fn start(target: Target) -> Writer {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (acked.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async move {
+                let mut next = 1i64;
+                let mut client: Option<tokio_postgres::Client> = None;
+                while !s.load(Ordering::Relaxed) {
+                    if client.as_ref().is_none_or(|c| c.is_closed()) {
+                        match target.connect().await {
+                            Ok(c) => {
+                                let _ = c
+                                    .batch_execute(
+                                        "CREATE TABLE IF NOT EXISTS rows (n bigint PRIMARY KEY)",
+                                    )
+                                    .await;
+                                client = Some(c);
+                            }
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    let c = client.as_ref().expect("connected just above");
+                    let n = next;
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&n];
+                    let insert = c.execute(
+                        "INSERT INTO rows VALUES ($1) ON CONFLICT DO NOTHING",
+                        &params,
+                    );
+                    match tokio::time::timeout(Duration::from_secs(3), insert).await {
+                        Ok(Ok(_)) => {
+                            a.lock().expect("acked lock").push((n, Instant::now()));
+                            next += 1;
+                        }
+                        // Not acknowledged: reconnect and retry the same number.
+                        _ => client = None,
+                    }
+                }
+            });
+        });
+        Writer {
+            acked,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Commits acknowledged so far.
+    pub fn count(&self) -> usize {
+        self.acked.lock().expect("acked lock").len()
+    }
+
+    /// The numbers acknowledged so far.
+    pub fn acked(&self) -> Vec<i64> {
+        self.acked
+            .lock()
+            .expect("acked lock")
+            .iter()
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Waits until more than `than + 20` commits are acknowledged; panics after `timeout`.
+    pub fn wait_for_more(&self, than: usize, timeout: Duration) {
+        let start = Instant::now();
+        while self.count() <= than + 20 {
+            assert!(
+                start.elapsed() < timeout,
+                "writes did not resume: {} acked",
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How long after `t` the first commit was acknowledged (waits up to `timeout`).
+    pub fn first_ack_after(&self, t: Instant, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        loop {
+            let found = self
+                .acked
+                .lock()
+                .expect("acked lock")
+                .iter()
+                .rev()
+                .take_while(|(_, at)| *at > t)
+                .last()
+                .map(|(_, at)| at.duration_since(t));
+            if found.is_some() || start.elapsed() > timeout {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stops writing; returns every acknowledged number.
+    pub fn finish(mut self) -> Vec<i64> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.acked()
+    }
+}
