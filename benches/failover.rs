@@ -253,6 +253,7 @@ fn main() {
             report(&format!("{mode:>8} {kind:<15}"), &gaps, lost(&c, &acked));
         }
         let acked = w.finish();
+        c.wait_converged();
         println!(
             "{mode:>8} total: {} commits acknowledged, {} missing at the end",
             acked.len(),

@@ -42,13 +42,24 @@ impl Target {
             .build()
             .expect("a runtime");
         rt.block_on(async {
-            let c = self.connect().await.expect("connect through -rw");
-            c.query("SELECT n FROM rows", &[])
-                .await
-                .expect("select")
-                .iter()
-                .map(|r| r.get(0))
-                .collect()
+            // -rw may be moving right now (its connections are cut): retry for a while.
+            let start = Instant::now();
+            loop {
+                let attempt = async {
+                    let c = self.connect().await?;
+                    c.query("SELECT n FROM rows", &[]).await
+                };
+                match attempt.await {
+                    Ok(rows) => break rows.iter().map(|r| r.get(0)).collect(),
+                    Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                        panic!(
+                            "cannot read the rows through -rw on port {}: {e}",
+                            self.port
+                        )
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
         })
     }
 }
