@@ -43,6 +43,7 @@ pub mod election;
 pub mod fencing;
 pub mod hibernation;
 pub mod instance;
+pub mod lease;
 pub mod lsn;
 pub mod naming;
 pub mod parameters;

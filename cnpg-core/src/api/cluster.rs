@@ -1710,6 +1710,34 @@ pub struct ClusterStatus {
     /// The last promotion token used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_promotion_token: Option<String>,
+    /// cnpg-rs: the rest of the HA decisions' state (not in upstream's status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_state: Option<HaState>,
+}
+
+/// The part of the decisions' persisted state that upstream keeps elsewhere (a
+/// FailoverQuorum object, conditions, phases): kept here so an operator restarted at any
+/// moment decides again from the status alone, and so instance managers read the
+/// synchronous configuration they must apply. A cnpg-rs extension of the status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HaState {
+    /// `synchronous_standby_names` the primary must apply (`""`: asynchronous).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_standby_names: Option<String>,
+    /// The synchronous configuration the primary confirmed in effect (JSON), which
+    /// quorum-gated failovers rely on; absent while unknown or changing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_sync: Option<String>,
+    /// Hibernation has begun.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hibernating: bool,
+    /// The primary's pod is being recreated on purpose (no failover meanwhile).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub primary_restarting: bool,
+    /// A token that changes when the primary must restart PostgreSQL in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
 }
 
 /// What an instance reported in the last loop.

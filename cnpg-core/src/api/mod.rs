@@ -26,7 +26,7 @@ pub mod schema;
 pub mod validation;
 
 pub use backup::{Backup, BackupSpec, BackupStatus, ScheduledBackup, ScheduledBackupSpec};
-pub use cluster::{Cluster, ClusterSpec, ClusterStatus};
+pub use cluster::{Cluster, ClusterSpec, ClusterStatus, HaState};
 pub use pooler::{Pooler, PoolerSpec, PoolerStatus};
 pub use validation::{FieldError, Validate};
 
