@@ -13,6 +13,8 @@
 pub mod bootstrap;
 pub mod config;
 pub mod control;
+pub mod kube_view;
+pub mod lease;
 pub mod manager;
 pub mod pg_bin;
 pub mod pgdata;

@@ -253,6 +253,11 @@ impl Manager {
                 self.stop().await;
                 Ok(())
             }
+            InstanceAction::Promote | InstanceAction::PublishCurrentPrimary
+                if !self.lease_granted(&me).await =>
+            {
+                Ok(())
+            }
             InstanceAction::Promote => self.promote(&view).await,
             InstanceAction::PublishCurrentPrimary => self
                 .view
@@ -273,6 +278,26 @@ impl Manager {
         if let Err(e) = result {
             tracing::error!(instance = %me, "{e}");
             self.set(|s| s.decision = format!("{}: failed: {e}", s.decision));
+        }
+    }
+
+    /// Whether the primary lease is ours; when not, the decision says who we wait for.
+    async fn lease_granted(&self, me: &str) -> bool {
+        match self.view.acquire_primary_lease(me).await {
+            Ok(true) => true,
+            Ok(false) => {
+                self.set(|s| {
+                    s.decision = format!(
+                        "{}: waiting for the primary lease (another instance holds it)",
+                        s.decision
+                    )
+                });
+                false
+            }
+            Err(e) => {
+                self.set(|s| s.decision = format!("{}: primary lease: {e}", s.decision));
+                false
+            }
         }
     }
 

@@ -92,6 +92,13 @@ pub trait ClusterView: Send + Sync {
     async fn read(&self) -> Result<ViewData, ViewError>;
     /// Records that `instance` is now the primary (`status.currentPrimary`).
     async fn publish_current_primary(&self, instance: &str) -> Result<(), ViewError>;
+    /// Takes (or renews) the primary lease for `instance` before it promotes itself or
+    /// claims the primary role: `false` while another instance holds it. Views without a
+    /// lease (local files, memory) always grant it: there the operator alone decides.
+    async fn acquire_primary_lease(&self, instance: &str) -> Result<bool, ViewError> {
+        let _ = instance;
+        Ok(true)
+    }
 }
 
 /// A status in shared memory (tests, embedding). Clones share it.

@@ -4,13 +4,14 @@ use clap::{Args, Parser, Subcommand};
 use cnpg_instance::bootstrap::{self, Secrets};
 use cnpg_instance::config::Settings;
 use cnpg_instance::control::PgCtl;
+use cnpg_instance::kube_view::KubeView;
 use cnpg_instance::manager::{Manager, ManagerConfig};
 use cnpg_instance::pg_bin::{PgBinaries, Search};
 use cnpg_instance::pgdata::DataDir;
 use cnpg_instance::query::PgClient;
 use cnpg_instance::runas::{self, RunAs};
 use cnpg_instance::server::{self, AppState};
-use cnpg_instance::view::FileView;
+use cnpg_instance::view::{ClusterView, FileView};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,10 @@ struct Instance {
     /// missing; shared by every instance of the cluster).
     #[arg(long, value_name = "DIR")]
     secrets: PathBuf,
+    /// initdb/join: succeed without doing anything when the data directory already holds
+    /// this instance (a pod whose bootstrap was interrupted after it finished).
+    #[arg(long)]
+    skip_if_initialized: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,8 +98,16 @@ enum Command {
         status_listen: String,
         /// The cluster status file the operator writes (JSON). `currentPrimary` is published
         /// in `current-primary.json` beside it.
-        #[arg(long, value_name = "FILE")]
-        cluster_status: PathBuf,
+        #[arg(long, value_name = "FILE", required_unless_present = "kubernetes")]
+        cluster_status: Option<PathBuf>,
+        /// Read the cluster status from the Cluster on Kubernetes (in-cluster credentials
+        /// or kubeconfig) instead of a file; publish `currentPrimary` there, and hold the
+        /// primary Lease before promoting.
+        #[arg(long, conflicts_with = "cluster_status")]
+        kubernetes: bool,
+        /// The Cluster's namespace (with --kubernetes).
+        #[arg(long, env = "NAMESPACE", default_value = "default")]
+        namespace: String,
         /// A PostgreSQL parameter, as NAME=VALUE (repeatable).
         #[arg(long = "parameter", value_name = "NAME=VALUE")]
         parameters: Vec<String>,
@@ -119,6 +132,16 @@ enum Command {
     },
     /// Show which PostgreSQL installation would be used, and why.
     FindPostgres,
+    /// Pod init container: copy this program into a shared volume (so any PostgreSQL
+    /// image can run it) and the cluster's passwords beside it.
+    Install {
+        /// Directory to install into (`cnpg-instance`, `secrets/`, `run/`, `tmp/`).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Directory holding the password files (a mounted Secret).
+        #[arg(long, value_name = "DIR")]
+        passwords: Option<PathBuf>,
+    },
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -146,6 +169,9 @@ fn main() -> ExitCode {
         .init();
     if let Command::Status { status_port, host } = &cli.command {
         return status(host, *status_port);
+    }
+    if let Command::Install { to, passwords } = &cli.command {
+        return install(to, passwords.as_deref());
     }
     let bin = match Search::standard(cli.pg_bin.clone()).find() {
         Ok(b) => b,
@@ -182,6 +208,14 @@ fn main() -> ExitCode {
                 let secrets = Secrets {
                     dir: instance.secrets.clone(),
                 };
+                if instance.skip_if_initialized
+                    && DataDir::new(&instance.pgdata)
+                        .verify(&instance.cluster, &instance.name)
+                        .is_ok()
+                {
+                    println!("{} is already initialized", instance.pgdata.display());
+                    return ExitCode::SUCCESS;
+                }
                 if let Err(e) = prepare(&instance, &secrets, run_as) {
                     return fail(e);
                 }
@@ -217,6 +251,14 @@ fn main() -> ExitCode {
                 let secrets = Secrets {
                     dir: instance.secrets.clone(),
                 };
+                if instance.skip_if_initialized
+                    && DataDir::new(&instance.pgdata)
+                        .verify(&instance.cluster, &instance.name)
+                        .is_ok()
+                {
+                    println!("{} is already initialized", instance.pgdata.display());
+                    return ExitCode::SUCCESS;
+                }
                 if let Err(e) = prepare(&instance, &secrets, run_as) {
                     return fail(e);
                 }
@@ -252,11 +294,20 @@ fn main() -> ExitCode {
                 status_port,
                 status_listen,
                 cluster_status,
+                kubernetes,
+                namespace,
                 parameters,
                 log_file,
                 smart_shutdown_timeout,
                 stop_timeout,
             } => {
+                let source = match (kubernetes, cluster_status) {
+                    (true, _) => ViewSource::Kubernetes { namespace },
+                    (false, Some(path)) => ViewSource::File(path),
+                    (false, None) => {
+                        return fail("give --cluster-status FILE or --kubernetes");
+                    }
+                };
                 let timeouts = (
                     Duration::from_secs(smart_shutdown_timeout),
                     Duration::from_secs(stop_timeout),
@@ -270,14 +321,16 @@ fn main() -> ExitCode {
                     socket_dir,
                     status_port,
                     status_listen,
-                    cluster_status,
+                    source,
                     parameters,
                     log_file,
                     timeouts,
                 )
                 .await
             }
-            Command::Status { .. } | Command::FindPostgres => unreachable!("handled above"),
+            Command::Status { .. } | Command::FindPostgres | Command::Install { .. } => {
+                unreachable!("handled above")
+            }
         }
     })
 }
@@ -312,7 +365,7 @@ async fn run(
     socket_dir: Option<PathBuf>,
     status_port: u16,
     status_listen: String,
-    cluster_status: PathBuf,
+    source: ViewSource,
     parameters: Vec<String>,
     log_file: Option<PathBuf>,
     (smart_timeout, stop_timeout): (Duration, Duration),
@@ -324,7 +377,9 @@ async fn run(
     {
         return fail(e);
     }
-    if !cluster_status.exists() {
+    if let ViewSource::File(cluster_status) = &source
+        && !cluster_status.exists()
+    {
         return fail(format!(
             "the cluster status file {} does not exist; the operator writes it (kubectl-cnpg local up), or write one with currentPrimary/targetPrimary",
             cluster_status.display()
@@ -407,11 +462,36 @@ async fn run(
         passfile: secrets.passfile(),
     };
     let query = Arc::new(PgClient { socket_dir, port });
-    let published = cluster_status.with_file_name("current-primary.json");
-    let view = Arc::new(FileView {
-        path: cluster_status,
-        published,
-    });
+    let view: Arc<dyn ClusterView> = match source {
+        ViewSource::File(cluster_status) => {
+            let published = cluster_status.with_file_name("current-primary.json");
+            Arc::new(FileView {
+                path: cluster_status,
+                published,
+            })
+        }
+        ViewSource::Kubernetes { namespace } => {
+            let client = match kube::Client::try_default().await {
+                Ok(c) => c,
+                Err(e) => return fail(format!("no Kubernetes API: {e}")),
+            };
+            let clusters: kube::Api<cnpg_core::api::Cluster> =
+                kube::Api::namespaced(client.clone(), &namespace);
+            let lease = match clusters.get(&instance.cluster).await {
+                Ok(c) => c.spec.primary_lease.unwrap_or_default().effective().0,
+                Err(e) => {
+                    return fail(format!(
+                        "cannot read Cluster {}/{}: {e}",
+                        namespace, instance.cluster
+                    ));
+                }
+            };
+            Arc::new(
+                KubeView::start(client, &namespace, &instance.cluster, &instance.name, port)
+                    .with_lease_duration(Duration::from_secs(lease.max(1) as u64)),
+            )
+        }
+    };
     let manager = Manager::new(cfg, Arc::new(ctl), query.clone(), view);
     let app = server::router(AppState {
         instance: instance.name.clone(),
@@ -451,6 +531,54 @@ async fn run(
     let _ = server.await;
     tracing::info!(instance = %instance.name, "stopped");
     ExitCode::SUCCESS
+}
+
+/// Where the cluster status comes from.
+enum ViewSource {
+    /// A file the local operator writes.
+    File(PathBuf),
+    /// The Cluster on Kubernetes.
+    Kubernetes {
+        /// Its namespace.
+        namespace: String,
+    },
+}
+
+/// Copies this program to `<to>/cnpg-instance` and the password files to `<to>/secrets`.
+fn install(to: &std::path::Path, passwords: Option<&std::path::Path>) -> ExitCode {
+    use std::os::unix::fs::PermissionsExt;
+    let result = (|| -> std::io::Result<()> {
+        let me = std::env::current_exe()?;
+        for d in ["run", "tmp", "log"] {
+            std::fs::create_dir_all(to.join(d))?;
+        }
+        let target = to.join("cnpg-instance");
+        std::fs::copy(&me, &target)?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        if let Some(p) = passwords {
+            let secrets = to.join("secrets");
+            std::fs::create_dir_all(&secrets)?;
+            std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))?;
+            for f in ["superuser-password", "replication-password", "app-password"] {
+                let src = p.join(f);
+                if src.exists() {
+                    std::fs::copy(&src, secrets.join(f))?;
+                    std::fs::set_permissions(
+                        secrets.join(f),
+                        std::fs::Permissions::from_mode(0o600),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            println!("installed cnpg-instance into {}", to.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("install into {}: {e}", to.display())),
+    }
 }
 
 fn status(host: &str, port: u16) -> ExitCode {

@@ -83,6 +83,9 @@ async fn first_primary_starts_then_publishes_itself() {
     query.expect_execute().returning(|_| Ok(()));
     let mut v = MockClusterView::new();
     v.expect_read().returning(|| Ok(view(None, "pg-1")));
+    v.expect_acquire_primary_lease()
+        .withf(|n| n == "pg-1")
+        .returning(|_| Ok(true));
     v.expect_publish_current_primary()
         .withf(|n| n == "pg-1")
         .times(1)
@@ -99,6 +102,34 @@ async fn first_primary_starts_then_publishes_itself() {
             .contains("include 'custom.conf'")
     );
     m.step().await; // Publish
+}
+
+#[tokio::test]
+async fn no_promotion_without_the_primary_lease() {
+    let dir = pgdata(true);
+    let mut ctl = MockPgControl::new();
+    ctl.expect_postmaster().times(1).returning(sleeper);
+    ctl.expect_promote().times(0);
+    let mut query = MockPgQuery::new();
+    query
+        .expect_snapshot()
+        .returning(|| Ok(snapshot(false, false)));
+    query.expect_execute().returning(|_| Ok(()));
+    let mut v = MockClusterView::new();
+    v.expect_read().returning(|| Ok(view(Some("pg-2"), "pg-1")));
+    v.expect_acquire_primary_lease()
+        .withf(|n| n == "pg-1")
+        .returning(|_| Ok(false));
+    v.expect_publish_current_primary().times(0);
+    let mut m = Manager::new(cfg(dir.path()), Arc::new(ctl), Arc::new(query), Arc::new(v));
+    for _ in 0..4 {
+        m.step().await;
+    }
+    let decision = m.shared().lock().expect("lock").decision.clone();
+    assert!(
+        decision.contains("waiting for the primary lease"),
+        "{decision}"
+    );
 }
 
 #[tokio::test]
