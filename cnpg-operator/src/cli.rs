@@ -17,6 +17,15 @@ use std::path::{Path, PathBuf};
     about = "Manage CloudNativePG-compatible PostgreSQL clusters (cnpg-rs)"
 )]
 pub struct Cli {
+    /// The kubeconfig file (Kubernetes clusters; default: $KUBECONFIG, ~/.kube/config).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The namespace (default: the context's).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -156,6 +165,27 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Set or unset the node maintenance window of a Cluster on Kubernetes.
+    Maintenance {
+        /// `set` or `unset`.
+        switch: MaintenanceSwitch,
+        /// Cluster name.
+        cluster: String,
+        /// Reuse the PVCs of instances on the node under maintenance.
+        #[arg(long = "reusePVC")]
+        reuse_pvc: bool,
+    },
+    /// Create a client certificate Secret signed by a Cluster's CA (Kubernetes).
+    Certificate {
+        /// The Secret to create.
+        secret: String,
+        /// The cluster whose CA signs it.
+        #[arg(long = "cnpg-cluster")]
+        cnpg_cluster: String,
+        /// The PostgreSQL user (the certificate's common name).
+        #[arg(long = "cnpg-user")]
+        cnpg_user: String,
+    },
     /// Check manifests against the API schema and the admission rules, reporting every
     /// problem with its field path. Exits 0 when every document is valid, 1 otherwise.
     Validate {
@@ -163,6 +193,15 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+}
+
+/// `maintenance` subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MaintenanceSwitch {
+    /// Start a node maintenance window.
+    Set,
+    /// End it.
+    Unset,
 }
 
 /// `local` subcommands.
@@ -229,6 +268,21 @@ pub enum InstallCommand {
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
     },
+    /// Print the whole operator installation: namespace, CRDs, RBAC, Deployment.
+    Generate {
+        /// The operator's namespace (the global `-n` works too).
+        #[arg(long = "operator-namespace", default_value = "cnpg-system")]
+        operator_namespace: String,
+        /// The operator image.
+        #[arg(long, default_value = "ghcr.io/cnpg-rs/cnpg-operator:0.1.0")]
+        image: String,
+        /// Operator replicas (leader election picks the active one).
+        #[arg(long, default_value_t = 1)]
+        replicas: i32,
+        /// Watch only this namespace.
+        #[arg(long)]
+        watch_namespace: Option<String>,
+    },
 }
 
 /// Runs the command line with explicit arguments and streams; returns the exit code.
@@ -247,7 +301,121 @@ where
             return code;
         }
     };
+    let target = crate::kube_cli::Target {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+        namespace: cli.namespace.clone(),
+    };
+    let explicit =
+        target.kubeconfig.is_some() || target.context.is_some() || target.namespace.is_some();
+    let kube = |cluster: &str, state_dir: &Option<PathBuf>| {
+        explicit || !crate::local_cli::exists(cluster, state_dir.clone())
+    };
     let result = match cli.command {
+        Command::Install {
+            what:
+                InstallCommand::Generate {
+                    operator_namespace,
+                    image,
+                    replicas,
+                    watch_namespace,
+                },
+        } => {
+            let o = crate::install::InstallOptions {
+                namespace: cli.namespace.clone().unwrap_or(operator_namespace),
+                image,
+                replicas,
+                watch_namespace,
+            };
+            write!(out, "{}", crate::install::generate(&o)).map(|_| 0)
+        }
+        Command::Maintenance {
+            switch,
+            cluster,
+            reuse_pvc,
+        } => on_kube(&target, err, |c, ns| {
+            Box::pin(async move {
+                crate::kube_cli::maintenance(
+                    &c,
+                    &ns,
+                    &cluster,
+                    switch == MaintenanceSwitch::Set,
+                    reuse_pvc,
+                    out,
+                )
+                .await
+            })
+        }),
+        Command::Certificate {
+            secret,
+            cnpg_cluster,
+            cnpg_user,
+        } => on_kube(&target, err, |c, ns| {
+            Box::pin(async move {
+                crate::kube_cli::certificate(&c, &ns, &secret, &cnpg_cluster, &cnpg_user, out).await
+            })
+        }),
+        Command::Status { cluster, state_dir } if kube(&cluster, &state_dir) => {
+            on_kube(&target, err, |c, ns| {
+                Box::pin(async move { crate::kube_cli::status(&c, &ns, &cluster, out).await })
+            })
+        }
+        Command::Promote {
+            cluster,
+            instance,
+            state_dir,
+        } if kube(&cluster, &state_dir) => on_kube(&target, err, |c, ns| {
+            Box::pin(
+                async move { crate::kube_cli::promote(&c, &ns, &cluster, &instance, out).await },
+            )
+        }),
+        Command::Fencing {
+            switch,
+            cluster,
+            instance,
+            state_dir,
+        } if kube(&cluster, &state_dir) => on_kube(&target, err, |c, ns| {
+            Box::pin(async move {
+                crate::kube_cli::fencing(&c, &ns, &cluster, switch == "on", &instance, out).await
+            })
+        }),
+        Command::Hibernate {
+            switch,
+            cluster,
+            state_dir,
+        } if kube(&cluster, &state_dir) => on_kube(&target, err, |c, ns| {
+            Box::pin(async move {
+                crate::kube_cli::hibernate(&c, &ns, &cluster, switch == "on", out).await
+            })
+        }),
+        Command::Restart {
+            cluster,
+            instance,
+            state_dir,
+        } if kube(&cluster, &state_dir) => on_kube(&target, err, |c, ns| {
+            Box::pin(async move {
+                crate::kube_cli::restart(&c, &ns, &cluster, instance.as_deref(), out).await
+            })
+        }),
+        Command::Reload { cluster, state_dir } if kube(&cluster, &state_dir) => {
+            on_kube(&target, err, |c, ns| {
+                Box::pin(async move { crate::kube_cli::reload(&c, &ns, &cluster, out).await })
+            })
+        }
+        Command::Destroy {
+            cluster,
+            instance,
+            state_dir,
+        } if kube(&cluster, &state_dir) => on_kube(&target, err, |c, ns| {
+            Box::pin(async move {
+                crate::kube_cli::destroy(&c, &ns, &cluster, &instance, false, out).await
+            })
+        }),
+        Command::Report {
+            cluster, state_dir, ..
+        } if kube(&cluster, &state_dir) => on_kube(&target, err, |c, ns| {
+            Box::pin(async move { crate::kube_cli::report(&c, &ns, &cluster, out).await })
+        }),
         Command::Install {
             what: InstallCommand::Crds { output_dir: None },
         } => write!(out, "{}", crds_yaml()).map(|_| 0),
@@ -319,6 +487,32 @@ where
         Err(e) => {
             let _ = writeln!(err, "error: cannot write output: {e}");
             1
+        }
+    }
+}
+
+type KubeFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), crate::kube_cli::KubeCliError>> + 'a>,
+>;
+
+/// Runs a plugin command against Kubernetes on a runtime of its own.
+fn on_kube<'a>(
+    target: &crate::kube_cli::Target,
+    err: &mut dyn Write,
+    f: impl FnOnce(kube::Client, String) -> KubeFuture<'a>,
+) -> std::io::Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let (client, ns) = crate::kube_cli::connect(target).await?;
+        f(client, ns).await
+    });
+    match result {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            Ok(1)
         }
     }
 }

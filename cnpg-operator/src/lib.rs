@@ -7,8 +7,17 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod controller;
+#[cfg(feature = "testkit")]
+pub mod fakekube;
+pub mod install;
+pub mod kube_cli;
+pub mod kube_platform;
 pub mod local;
 mod local_cli;
 pub mod manifests;
+pub mod platform;
+pub mod secrets;
+pub mod specs;
 #[cfg(feature = "testkit")]
 pub mod writer;

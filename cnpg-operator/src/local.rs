@@ -209,9 +209,19 @@ pub fn free_port() -> Result<u16, LocalError> {
 
 /// Minimal HTTP GET with a timeout (instance status endpoints on loopback).
 pub async fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    http_get_at("127.0.0.1", port, path, timeout).await
+}
+
+/// Minimal HTTP GET of `path` on `host:port` with a timeout (instance status endpoints).
+pub async fn http_get_at(
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fut = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port))
+        let mut s = TcpStream::connect((host, port))
             .await
             .map_err(|e| e.to_string())?;
         s.write_all(

@@ -22,6 +22,11 @@ fn state_dir(given: Option<PathBuf>) -> PathBuf {
     })
 }
 
+/// Whether a local cluster of this name exists (else the plugin talks to Kubernetes).
+pub(crate) fn exists(cluster: &str, given: Option<PathBuf>) -> bool {
+    Layout::new(&state_dir(given), cluster).manifest().exists()
+}
+
 fn instance_bin(given: Option<PathBuf>) -> PathBuf {
     given
         .or_else(|| {

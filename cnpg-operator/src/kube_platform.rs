@@ -1,0 +1,515 @@
+//! [`Platform`] on Kubernetes, through kube-rs.
+//!
+//! The operator creates and deletes instance Pods itself (no StatefulSet), so it chooses
+//! which instance goes and which PVCs a recreated Pod reattaches. Shared objects (Services,
+//! PDBs, the instance managers' ServiceAccount and Role) are server-side applied by one
+//! field manager, `cnpg-operator`, every loop; Pods and PVCs are created once (their specs
+//! are mostly immutable) and replaced by deleting and recreating; Secrets are created when
+//! missing and never rewritten. Role labels change by merge patch. The status goes through
+//! the status subresource, applied with the resourceVersion the loop observed, so a
+//! concurrent change (a `kubectl cnpg promote`, an instance publishing itself) makes the
+//! write fail and the loop decide again rather than overwrite it.
+
+use crate::platform::{Platform, PlatformError, StatusUpdate};
+use crate::specs::{self, DataSource, OperatorSettings};
+use async_trait::async_trait;
+use cnpg_core::api::Cluster;
+use cnpg_core::naming::{self, Role};
+use cnpg_core::reconcile::{Bootstrap, Event, EventType, ObservedInstance};
+use cnpg_core::status::InstanceStatus;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role as RbacRole, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The field manager of everything the operator applies.
+pub const FIELD_MANAGER: &str = "cnpg-operator";
+
+/// How the operator reads an instance's `/pg/status`.
+#[async_trait]
+pub trait InstanceClient: Send + Sync {
+    /// The status of the instance running in `pod`; an unreachable status (with `error`)
+    /// when it cannot be read.
+    async fn status(&self, pod: &Pod) -> InstanceStatus;
+}
+
+/// `GET http://<pod IP>:8000/pg/status`.
+#[derive(Debug, Clone)]
+pub struct HttpInstanceClient {
+    /// How long one request may take.
+    pub timeout: Duration,
+}
+
+impl Default for HttpInstanceClient {
+    fn default() -> Self {
+        HttpInstanceClient {
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[async_trait]
+impl InstanceClient for HttpInstanceClient {
+    async fn status(&self, pod: &Pod) -> InstanceStatus {
+        let name = pod.name_any();
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+            return InstanceStatus::unreachable(&name, "the pod has no IP yet");
+        };
+        match crate::local::http_get_at(&ip, specs::STATUS_PORT as u16, "/pg/status", self.timeout)
+            .await
+        {
+            Ok((200, body)) => serde_json::from_str::<InstanceStatus>(&body).unwrap_or_else(|e| {
+                InstanceStatus::unreachable(&name, &format!("bad status: {e}"))
+            }),
+            Ok((code, body)) => {
+                InstanceStatus::unreachable(&name, &format!("HTTP {code}: {}", body.trim()))
+            }
+            Err(e) => InstanceStatus::unreachable(&name, &e),
+        }
+    }
+}
+
+/// The operator's [`Platform`] on a Kubernetes API server.
+#[derive(Clone)]
+pub struct KubePlatform {
+    client: kube::Client,
+    instances: Arc<dyn InstanceClient>,
+    settings: OperatorSettings,
+    recorder: Recorder,
+}
+
+fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> PlatformError {
+    let action = action.into();
+    move |e| match e {
+        kube::Error::Api(s) if s.code == 409 => {
+            PlatformError::Conflict(format!("{action}: {}", s.message))
+        }
+        other => PlatformError::Api {
+            action,
+            source: Box::new(other),
+        },
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn namespace(c: &Cluster) -> String {
+    c.metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into())
+}
+
+fn now_ms() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_millisecond()
+}
+
+/// Whether the kubelet says the pod is Ready.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether the pod is running (or starting) and not on its way out.
+pub fn pod_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Failed" | "Succeeded"))
+}
+
+impl KubePlatform {
+    /// A platform on this client.
+    pub fn new(
+        client: kube::Client,
+        instances: Arc<dyn InstanceClient>,
+        settings: OperatorSettings,
+        reporter_instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: reporter_instance,
+            },
+        );
+        KubePlatform {
+            client,
+            instances,
+            settings,
+            recorder,
+        }
+    }
+
+    fn api<K>(&self, c: &Cluster) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &namespace(c))
+    }
+
+    fn selector(c: &Cluster, extra: &str) -> ListParams {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        ListParams::default().labels(&format!("{}={name}{extra}", naming::LABEL_CLUSTER))
+    }
+
+    async fn apply<K>(&self, c: &Cluster, name: &str, object: &K) -> Result<(), PlatformError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let mut body = serde_json::to_value(object)
+            .map_err(|e| PlatformError::Invalid(format!("{name}: {e}")))?;
+        body["apiVersion"] = json!(K::api_version(&()));
+        body["kind"] = json!(K::kind(&()));
+        self.api::<K>(c)
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map(|_| ())
+            .map_err(api_err(format!("applying {} {name}", K::kind(&()))))
+    }
+
+    async fn create<K>(&self, c: &Cluster, object: &K) -> Result<(), PlatformError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let name = object.meta().name.clone().unwrap_or_default();
+        match self
+            .api::<K>(c)
+            .create(&PostParams::default(), object)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already there (a previous loop, or another operator replica): fine.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(api_err(format!("creating {} {name}", K::kind(&())))(e)),
+        }
+    }
+
+    async fn delete<K>(&self, c: &Cluster, name: &str) -> Result<(), PlatformError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match self
+            .api::<K>(c)
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api_err(format!("deleting {} {name}", K::kind(&())))(e)),
+        }
+    }
+
+    async fn pod(&self, c: &Cluster, name: &str) -> Result<Option<Pod>, PlatformError> {
+        self.api::<Pod>(c)
+            .get_opt(name)
+            .await
+            .map_err(api_err(format!("reading pod {name}")))
+    }
+
+    /// The ServiceAccount, Role and RoleBinding the instance managers run with: read their
+    /// Cluster, publish `currentPrimary`, hold the primary Lease, record events.
+    fn instance_rbac(c: &Cluster) -> (ServiceAccount, RbacRole, RoleBinding) {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        let meta = || k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: c.metadata.namespace.clone(),
+            labels: Some(specs::cluster_labels(c)),
+            owner_references: Some(vec![specs::owner(c)]),
+            ..Default::default()
+        };
+        let role = RbacRole {
+            metadata: meta(),
+            rules: Some(crate::install::rules(crate::install::INSTANCE_PERMISSIONS)),
+        };
+        let binding = RoleBinding {
+            metadata: meta(),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: name.clone(),
+                namespace: c.metadata.namespace.clone(),
+                ..Default::default()
+            }]),
+        };
+        let sa = ServiceAccount {
+            metadata: meta(),
+            ..Default::default()
+        };
+        (sa, role, binding)
+    }
+
+    fn role_of(c: &Cluster, name: &str) -> Role {
+        let status = c.status.as_ref();
+        let primary = status
+            .and_then(|s| s.current_primary.as_deref())
+            .or_else(|| status.and_then(|s| s.target_primary.as_deref()));
+        if primary == Some(name) {
+            Role::Primary
+        } else {
+            Role::Replica
+        }
+    }
+}
+
+#[async_trait]
+impl Platform for KubePlatform {
+    async fn observe(&self, c: &Cluster) -> Result<Vec<ObservedInstance>, PlatformError> {
+        let cluster = c.metadata.name.clone().unwrap_or_default();
+        let pods = self
+            .api::<Pod>(c)
+            .list(&Self::selector(c, ",cnpg.io/podRole=instance"))
+            .await
+            .map_err(api_err("listing pods"))?;
+        let pvcs = self
+            .api::<PersistentVolumeClaim>(c)
+            .list(&Self::selector(c, ",cnpg.io/pvcRole=PG_DATA"))
+            .await
+            .map_err(api_err("listing PVCs"))?;
+        let mut names: Vec<String> = pvcs
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.labels().get(naming::LABEL_INSTANCE_NAME).cloned())
+            .collect();
+        for p in &pods.items {
+            let n = p.name_any();
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        names.sort_by_key(|n| naming::serial_of(&cluster, n).unwrap_or(u32::MAX));
+        let restart = specs::restart_annotation(c);
+        let mut out = Vec::new();
+        for name in names {
+            let pod = pods.items.iter().find(|p| p.name_any() == name);
+            let running = pod.is_some_and(pod_active);
+            let mut status = match pod.filter(|p| pod_active(p)) {
+                Some(p) => self.instances.status(p).await,
+                None => InstanceStatus::unreachable(&name, "no pod"),
+            };
+            status.name = name.clone();
+            // The kubelet's readiness is what Services act on.
+            status.is_pod_ready = pod.is_some_and(pod_ready) && status.is_reachable();
+            let role = pod
+                .and_then(|p| p.labels().get(naming::LABEL_INSTANCE_ROLE).cloned())
+                .and_then(|r| match r.as_str() {
+                    "primary" => Some(Role::Primary),
+                    "replica" => Some(Role::Replica),
+                    "unhealthy" => Some(Role::Unhealthy),
+                    _ => None,
+                });
+            let mut outdated = None;
+            let mut restart_only = false;
+            if let Some(p) = pod.filter(|p| pod_active(p)) {
+                let ann = p.annotations();
+                let want = specs::spec_hash(c, &self.settings, &name);
+                let have_image = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.first())
+                    .and_then(|ct| ct.image.clone())
+                    .unwrap_or_default();
+                if have_image != specs::image(c) {
+                    outdated = Some(format!(
+                        "the image changed from {have_image} to {}",
+                        specs::image(c)
+                    ));
+                } else if ann.get(specs::ANNOTATION_POD_SPEC_HASH) != Some(&want) {
+                    outdated = Some("the pod template changed".into());
+                } else if ann.get(naming::ANNOTATION_RESTARTED_AT) != restart.as_ref() {
+                    outdated = Some("a restart was requested (kubectl cnpg restart)".into());
+                } else if status.pending_restart {
+                    outdated = Some("a parameter change needs a restart".into());
+                    restart_only = true;
+                }
+            }
+            out.push(ObservedInstance {
+                name,
+                running,
+                role,
+                status,
+                outdated,
+                restart_only,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn ensure_shared(&self, c: &Cluster) -> Result<BTreeMap<String, String>, PlatformError> {
+        for svc in specs::services(c) {
+            let name = svc.name_any();
+            self.apply::<Service>(c, &name, &svc).await?;
+        }
+        let wanted = specs::pdbs(c);
+        let existing = self
+            .api::<PodDisruptionBudget>(c)
+            .list(&Self::selector(c, ""))
+            .await
+            .map_err(api_err("listing PDBs"))?;
+        for pdb in &wanted {
+            let name = pdb.name_any();
+            self.apply::<PodDisruptionBudget>(c, &name, pdb).await?;
+        }
+        for name in specs::pdb_names(c) {
+            let exists = existing.items.iter().any(|p| p.name_any() == name);
+            if exists && !wanted.iter().any(|p| p.name_any() == name) {
+                self.delete::<PodDisruptionBudget>(c, &name).await?;
+            }
+        }
+        let (sa, role, binding) = Self::instance_rbac(c);
+        let name = sa.name_any();
+        self.apply::<ServiceAccount>(c, &name, &sa).await?;
+        self.apply::<RbacRole>(c, &name, &role).await?;
+        self.apply::<RoleBinding>(c, &name, &binding).await?;
+        let secrets: BTreeMap<String, Secret> = self
+            .api::<Secret>(c)
+            .list(&Self::selector(c, ""))
+            .await
+            .map_err(api_err("listing secrets"))?
+            .items
+            .into_iter()
+            .map(|s| (s.name_any(), s))
+            .collect();
+        let missing = crate::secrets::missing(c, &secrets, now_ms())
+            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        for s in &missing {
+            self.create::<Secret>(c, s).await?;
+        }
+        Ok(crate::secrets::expirations(
+            secrets.values().chain(missing.iter()),
+        ))
+    }
+
+    async fn create_instance(
+        &self,
+        c: &Cluster,
+        name: &str,
+        bootstrap: &Bootstrap,
+    ) -> Result<(), PlatformError> {
+        for pvc in specs::instance_pvcs(c, name) {
+            self.create::<PersistentVolumeClaim>(c, &pvc).await?;
+        }
+        let (role, source) = match bootstrap {
+            Bootstrap::Initdb => (Role::Primary, DataSource::Initdb),
+            Bootstrap::Join { .. } => (Role::Replica, DataSource::Join),
+        };
+        let pod = specs::instance_pod(c, &self.settings, name, role, &source);
+        self.create::<Pod>(c, &pod).await
+    }
+
+    async fn start_instance(&self, c: &Cluster, name: &str) -> Result<(), PlatformError> {
+        if self.pod(c, name).await?.is_some() {
+            // Still terminating: it is recreated once it is gone.
+            return Ok(());
+        }
+        let pod = specs::instance_pod(
+            c,
+            &self.settings,
+            name,
+            Self::role_of(c, name),
+            &DataSource::Existing,
+        );
+        self.create::<Pod>(c, &pod).await
+    }
+
+    async fn stop_instance(&self, c: &Cluster, name: &str) -> Result<(), PlatformError> {
+        self.delete::<Pod>(c, name).await
+    }
+
+    async fn delete_instance(&self, c: &Cluster, name: &str) -> Result<(), PlatformError> {
+        self.delete::<Pod>(c, name).await?;
+        let pvcs = self
+            .api::<PersistentVolumeClaim>(c)
+            .list(&Self::selector(
+                c,
+                &format!(",{}={name}", naming::LABEL_INSTANCE_NAME),
+            ))
+            .await
+            .map_err(api_err("listing PVCs"))?;
+        for p in pvcs.items {
+            self.delete::<PersistentVolumeClaim>(c, &p.name_any())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn set_role(&self, c: &Cluster, name: &str, role: Role) -> Result<(), PlatformError> {
+        let patch = json!({"metadata": {"labels": {
+            naming::LABEL_INSTANCE_ROLE: role.as_str(),
+            naming::LABEL_ROLE_LEGACY: role.as_str(),
+        }}});
+        match self
+            .api::<Pod>(c)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api_err(format!("labelling {name} {}", role.as_str()))(e)),
+        }
+    }
+
+    async fn write_status(&self, c: &Cluster, update: &StatusUpdate) -> Result<(), PlatformError> {
+        let name = c.name_any();
+        let body = json!({
+            "apiVersion": Cluster::api_version(&()),
+            "kind": Cluster::kind(&()),
+            "metadata": {"name": name, "resourceVersion": c.metadata.resource_version},
+            "status": update.status,
+        });
+        self.api::<Cluster>(c)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map(|_| ())
+            .map_err(api_err(format!("writing the status of {name}")))
+    }
+
+    async fn record_event(&self, c: &Cluster, event: &Event) -> Result<(), PlatformError> {
+        let ev = KubeEvent {
+            type_: match event.type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: event.reason.to_owned(),
+            note: Some(event.message.chars().take(1024).collect()),
+            action: event.reason.to_owned(),
+            secondary: None,
+        };
+        self.recorder
+            .publish(&ev, &c.object_ref(&()))
+            .await
+            .map_err(api_err(format!("recording event {}", event.reason)))
+    }
+}

@@ -1,0 +1,364 @@
+//! The operator's window on the world, and the loop that drives the core's decisions
+//! through it.
+//!
+//! [`Platform`] is everything the cluster decision needs done or seen: instances (a pod and
+//! its storage), role labels, the cluster-wide objects (Services, PDBs, Secrets), the
+//! Cluster status and events. [`reconcile_cluster`] is the whole operator loop for one
+//! Cluster — observe, let `cnpg_core::reconcile` decide, act, write the status — and knows
+//! nothing of how the platform does it: [`crate::kube_platform::KubePlatform`] does it on
+//! Kubernetes; tests run it against an in-memory API server.
+
+use async_trait::async_trait;
+use cnpg_core::api::{Cluster, ClusterStatus, HaState, Validate};
+use cnpg_core::naming::Role;
+use cnpg_core::phase::ClusterPhase;
+use cnpg_core::reconcile::{
+    self, Action, Bootstrap, ClusterState, Event, Observed, ObservedInstance,
+};
+use cnpg_core::sync::SyncStandbys;
+use cnpg_core::time::Timestamp;
+use std::time::Duration;
+
+/// A platform call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The API refused or could not be reached.
+    #[error("{action}: {source}")]
+    Api {
+        /// What we were doing.
+        action: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The status changed under us (an optimistic-lock conflict): decide again.
+    #[error("the Cluster changed while we decided ({0}); deciding again")]
+    Conflict(String),
+    /// Something we built is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What the operator writes to the Cluster status after a loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusUpdate {
+    /// The status to apply (the fields the operator owns).
+    pub status: ClusterStatus,
+}
+
+/// Everything the cluster loop needs from the world around it.
+#[async_trait]
+pub trait Platform: Send + Sync {
+    /// Every instance of the cluster that has storage or a pod, with its status report
+    /// (`error` set when it could not be read) and whether its pod is outdated.
+    async fn observe(&self, cluster: &Cluster) -> Result<Vec<ObservedInstance>, PlatformError>;
+    /// Creates or updates what the whole cluster shares: Services, PDBs, Secrets. Returns
+    /// the certificate expirations, by Secret.
+    async fn ensure_shared(
+        &self,
+        cluster: &Cluster,
+    ) -> Result<std::collections::BTreeMap<String, String>, PlatformError>;
+    /// Creates an instance on new storage.
+    async fn create_instance(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        bootstrap: &Bootstrap,
+    ) -> Result<(), PlatformError>;
+    /// (Re)creates an instance's pod on its existing storage.
+    async fn start_instance(&self, cluster: &Cluster, name: &str) -> Result<(), PlatformError>;
+    /// Deletes an instance's pod, keeping its storage.
+    async fn stop_instance(&self, cluster: &Cluster, name: &str) -> Result<(), PlatformError>;
+    /// Deletes an instance's pod and storage.
+    async fn delete_instance(&self, cluster: &Cluster, name: &str) -> Result<(), PlatformError>;
+    /// Labels an instance's pod with a role.
+    async fn set_role(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        role: Role,
+    ) -> Result<(), PlatformError>;
+    /// Writes the operator's part of the status, only if the Cluster is still the one
+    /// observed (else [`PlatformError::Conflict`]).
+    async fn write_status(
+        &self,
+        cluster: &Cluster,
+        update: &StatusUpdate,
+    ) -> Result<(), PlatformError>;
+    /// Records an event on the Cluster.
+    async fn record_event(&self, cluster: &Cluster, event: &Event) -> Result<(), PlatformError>;
+}
+
+/// The decisions' state, read back from the status.
+pub fn state_of(cluster: &Cluster) -> ClusterState {
+    let status = cluster.status.clone().unwrap_or_default();
+    let ha = status.ha_state.clone().unwrap_or_default();
+    ClusterState {
+        current_primary: status.current_primary.clone(),
+        target_primary: status.target_primary.clone(),
+        failing_since: status
+            .current_primary_failing_since_timestamp
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| Timestamp(t.as_millisecond().max(0) as u64)),
+        published_sync: ha
+            .published_sync
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<SyncStandbys>(s).ok()),
+        hibernating: ha.hibernating,
+        primary_restarting: ha.primary_restarting,
+    }
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    jiff::Timestamp::from_millisecond(t.0 as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// What one loop did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The phase written.
+    pub phase: ClusterPhase,
+    /// Why.
+    pub reason: String,
+    /// When to look again (absent: on the next change).
+    pub requeue: Option<Duration>,
+    /// Actions carried out, as text.
+    pub actions: Vec<String>,
+}
+
+/// The phase upstream shows for a manifest the webhook would have refused.
+const INVALID: &str = "Cluster cannot be created";
+
+/// One loop of the operator for one Cluster: validate, observe, decide, act, record.
+///
+/// A Cluster whose spec is invalid starts nothing: its status says why and an event names
+/// every field. A deleted Cluster is left to the garbage collector (every object it made
+/// carries an owner reference to it).
+pub async fn reconcile_cluster<P: Platform + ?Sized>(
+    platform: &P,
+    cluster: &Cluster,
+    now: Timestamp,
+) -> Result<Outcome, PlatformError> {
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return Ok(Outcome {
+            phase: ClusterPhase::Healthy,
+            reason: "being deleted".into(),
+            requeue: None,
+            actions: vec![],
+        });
+    }
+    let errors = cluster.validate();
+    if !errors.is_empty() {
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let reason = format!("the spec is invalid: {}", text.join("; "));
+        let mut status = ClusterStatus {
+            phase: Some(INVALID.into()),
+            phase_reason: Some(reason.clone()),
+            ..Default::default()
+        };
+        keep_decisions(cluster, &mut status);
+        platform
+            .write_status(cluster, &StatusUpdate { status })
+            .await?;
+        platform
+            .record_event(
+                cluster,
+                &Event {
+                    type_: reconcile::EventType::Warning,
+                    reason: "InvalidSpec",
+                    message: reason.clone(),
+                },
+            )
+            .await?;
+        return Ok(Outcome {
+            phase: ClusterPhase::Healthy,
+            reason,
+            requeue: None,
+            actions: vec![],
+        });
+    }
+    let (policy, fencing_warning) = cluster.policy();
+    if let Some(w) = fencing_warning {
+        platform
+            .record_event(
+                cluster,
+                &Event {
+                    type_: reconcile::EventType::Warning,
+                    reason: "InvalidFencing",
+                    message: w.to_string(),
+                },
+            )
+            .await?;
+    }
+    let expirations = platform.ensure_shared(cluster).await?;
+    let instances = platform.observe(cluster).await?;
+    let state = state_of(cluster);
+    let sync_in_effect = state
+        .current_primary
+        .as_ref()
+        .and_then(|p| instances.iter().find(|i| &i.name == p))
+        .and_then(|i| i.status.synchronous_standby_names.clone());
+    let observed = Observed {
+        instances,
+        state,
+        sync_in_effect,
+    };
+    let plan = reconcile::reconcile(&policy, &observed, now);
+    let before = cluster.status.clone().unwrap_or_default();
+    let mut ha = before.ha_state.clone().unwrap_or_default();
+    ha.hibernating = plan.state.hibernating;
+    ha.primary_restarting = plan.state.primary_restarting;
+    ha.published_sync = plan
+        .state
+        .published_sync
+        .as_ref()
+        .and_then(|s| serde_json::to_string(s).ok());
+    let mut done = Vec::new();
+    let mut failures = Vec::new();
+    for action in &plan.actions {
+        let result = match action {
+            Action::CreateInstance { name, bootstrap } => {
+                platform.create_instance(cluster, name, bootstrap).await
+            }
+            Action::StartInstance { name } => platform.start_instance(cluster, name).await,
+            Action::StopInstance { name } => platform.stop_instance(cluster, name).await,
+            Action::DeleteInstance { name } => platform.delete_instance(cluster, name).await,
+            Action::SetRole { name, role } => platform.set_role(cluster, name, *role).await,
+            Action::ApplySyncStandbyNames { value, .. } => {
+                ha.synchronous_standby_names = Some(value.clone());
+                Ok(())
+            }
+            Action::RestartInPlace { name } => {
+                ha.restart = Some(format!("{name}@{}", now.0));
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => done.push(format!("{action:?}")),
+            Err(e) => failures.push(format!("{action:?}: {e}")),
+        }
+    }
+    let mut status = ClusterStatus {
+        phase: Some(plan.phase.as_str().to_owned()),
+        phase_reason: Some(plan.phase_reason.clone()),
+        target_primary: plan.state.target_primary.clone(),
+        target_primary_timestamp: if plan.state.target_primary != before.target_primary {
+            Some(rfc3339(now))
+        } else {
+            before.target_primary_timestamp.clone()
+        },
+        current_primary_failing_since_timestamp: plan.state.failing_since.map(rfc3339),
+        ha_state: Some(ha),
+        ..Default::default()
+    };
+    fill_counts(cluster, &observed, &mut status);
+    if !expirations.is_empty() {
+        let name = cluster.metadata.name.clone().unwrap_or_default();
+        status.certificates = Some(cnpg_core::api::cluster::CertificatesStatus {
+            server_ca_secret: Some(cnpg_core::naming::secret_ca(&name)),
+            client_ca_secret: Some(cnpg_core::naming::secret_ca(&name)),
+            server_tls_secret: Some(cnpg_core::naming::secret_server(&name)),
+            replication_tls_secret: Some(cnpg_core::naming::secret_replication(&name)),
+            expirations,
+            ..Default::default()
+        });
+    }
+    platform
+        .write_status(cluster, &StatusUpdate { status })
+        .await?;
+    for e in &plan.events {
+        // Events are best effort: a lost one must not undo a decision already recorded.
+        if let Err(err) = platform.record_event(cluster, e).await {
+            tracing::warn!(reason = e.reason, "cannot record event: {err}");
+        }
+    }
+    for f in &failures {
+        let _ = platform
+            .record_event(
+                cluster,
+                &Event {
+                    type_: reconcile::EventType::Warning,
+                    reason: "ActionFailed",
+                    message: f.clone(),
+                },
+            )
+            .await;
+    }
+    Ok(Outcome {
+        phase: plan.phase,
+        reason: plan.phase_reason,
+        requeue: if failures.is_empty() {
+            plan.requeue
+        } else {
+            Some(Duration::from_secs(1))
+        },
+        actions: done,
+    })
+}
+
+/// The decisions' fields must survive a status write that is about something else.
+fn keep_decisions(cluster: &Cluster, status: &mut ClusterStatus) {
+    let before = cluster.status.clone().unwrap_or_default();
+    status.target_primary = before.target_primary;
+    status.target_primary_timestamp = before.target_primary_timestamp;
+    status.current_primary_failing_since_timestamp = before.current_primary_failing_since_timestamp;
+    status.ha_state = before.ha_state.or(Some(HaState::default()));
+}
+
+fn fill_counts(cluster: &Cluster, observed: &Observed, status: &mut ClusterStatus) {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let mut names: Vec<String> = observed.instances.iter().map(|i| i.name.clone()).collect();
+    names.sort_by_key(|n| cnpg_core::naming::serial_of(&name, n).unwrap_or(u32::MAX));
+    let ready: Vec<String> = observed
+        .instances
+        .iter()
+        .filter(|i| i.running && i.status.is_reachable() && i.status.is_pod_ready)
+        .map(|i| i.name.clone())
+        .collect();
+    let failed: Vec<String> = names
+        .iter()
+        .filter(|n| !ready.contains(n))
+        .cloned()
+        .collect();
+    status.instances = names.len() as i32;
+    status.ready_instances = ready.len() as i32;
+    status.instance_names = names.clone();
+    if !ready.is_empty() {
+        status.instances_status.insert("healthy".into(), ready);
+    }
+    if !failed.is_empty() {
+        status.instances_status.insert("failed".into(), failed);
+    }
+    status.latest_generated_node = names
+        .iter()
+        .filter_map(|n| cnpg_core::naming::serial_of(&name, n))
+        .max()
+        .map(|s| s as i32);
+    status.write_service = Some(cnpg_core::naming::service_rw(&name));
+    status.read_service = Some(cnpg_core::naming::service_r(&name));
+    status.selector = Some(format!("cnpg.io/cluster={name},cnpg.io/podRole=instance"));
+    status.pvc_count = Some(names.len() as i32);
+    for i in &observed.instances {
+        if i.status.is_reachable() {
+            status.instances_reported_state.insert(
+                i.name.clone(),
+                cnpg_core::api::cluster::InstanceReportedState {
+                    is_primary: i.status.is_primary,
+                    time_line_id: Some(i.status.timeline as i32),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    if let Some(ts) = observed
+        .instances
+        .iter()
+        .find(|i| i.status.is_primary)
+        .map(|i| i.status.timeline)
+    {
+        status.timeline_id = Some(ts as i32);
+    }
+}

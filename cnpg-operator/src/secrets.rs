@@ -1,0 +1,451 @@
+//! The Secrets of a cluster: the application owner's and the superuser's credentials (with
+//! connection URIs, as upstream), the CA, the server certificate, the `streaming_replica`
+//! client certificate, and the passwords the instance managers read.
+//!
+//! Secrets are made once and then left alone (regenerating a password would lock clients
+//! out), so unlike the other objects they are created, not applied, and only when missing.
+//! Certificates are ECDSA P-256 (rcgen); their expirations go to the Cluster status.
+
+use cnpg_core::api::Cluster;
+use cnpg_core::naming;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::collections::BTreeMap;
+
+/// Annotation on certificate Secrets: when the certificate expires (RFC 3339).
+pub const ANNOTATION_EXPIRATION: &str = "cnpg.io/certificateExpiration";
+/// How long the certificates we issue last.
+pub const VALIDITY_DAYS: i64 = 90;
+
+/// The Secret the instance managers read their passwords from.
+pub fn passwords_secret(cluster: &str) -> String {
+    format!("{cluster}-instance-passwords")
+}
+
+/// A secret could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// rcgen refused.
+    #[error("cannot issue a certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// No randomness.
+    #[error("no randomness for a password: {0}")]
+    Random(String),
+    /// A Secret lacks a key.
+    #[error("secret {secret} has no {key:?}")]
+    Missing {
+        /// The Secret.
+        secret: String,
+        /// The key.
+        key: String,
+    },
+}
+
+fn password() -> Result<String, SecretError> {
+    let mut raw = [0u8; 24];
+    getrandom::fill(&mut raw).map_err(|e| SecretError::Random(e.to_string()))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn secret(
+    c: &Cluster,
+    name: &str,
+    type_: &str,
+    data: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: c.metadata.namespace.clone(),
+            labels: Some(crate::specs::cluster_labels(c)),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![crate::specs::owner(c)]),
+            ..Default::default()
+        },
+        type_: Some(type_.to_owned()),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// A key of a Secret, as text.
+pub fn value(s: &Secret, key: &str) -> Result<String, SecretError> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .ok_or_else(|| SecretError::Missing {
+            secret: s.metadata.name.clone().unwrap_or_default(),
+            key: key.to_owned(),
+        })
+}
+
+fn days_from_now(now_ms: i64, days: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(now_ms + days * 86_400_000).unwrap_or(jiff::Timestamp::MAX)
+}
+
+fn set_validity(p: &mut CertificateParams, now_ms: i64) -> jiff::Timestamp {
+    let start = days_from_now(now_ms, -1);
+    let end = days_from_now(now_ms, VALIDITY_DAYS);
+    let ymd = |t: jiff::Timestamp| {
+        let d = t.to_zoned(jiff::tz::TimeZone::UTC).date();
+        rcgen::date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
+    };
+    p.not_before = ymd(start);
+    p.not_after = ymd(end);
+    end
+}
+
+/// A freshly issued certificate and its key, in PEM.
+pub struct Issued {
+    /// The certificate.
+    pub cert: String,
+    /// The private key.
+    pub key: String,
+    /// When it expires.
+    pub expires: jiff::Timestamp,
+}
+
+/// Issues the cluster's CA.
+pub fn issue_ca(cluster: &str, now_ms: i64) -> Result<Issued, SecretError> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, cluster);
+    p.distinguished_name
+        .push(DnType::OrganizationalUnitName, "cnpg-rs");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let expires = set_validity(&mut p, now_ms);
+    let cert = p.self_signed(&key)?;
+    Ok(Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+        expires,
+    })
+}
+
+/// Issues a certificate signed by the CA (PEM cert and key): a server certificate for
+/// `dns_names`, or a client certificate for the user `common_name`.
+pub fn issue_leaf(
+    ca_cert: &str,
+    ca_key: &str,
+    common_name: &str,
+    dns_names: Vec<String>,
+    client: bool,
+    now_ms: i64,
+) -> Result<Issued, SecretError> {
+    let ca_key = KeyPair::from_pem(ca_key)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_cert, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(dns_names)?;
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let expires = set_validity(&mut p, now_ms);
+    let cert = p.signed_by(&key, &issuer)?;
+    Ok(Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+        expires,
+    })
+}
+
+/// The DNS names of the server certificate: every Service, short and qualified.
+pub fn server_names(c: &Cluster) -> Vec<String> {
+    let name = c.metadata.name.clone().unwrap_or_default();
+    let ns = c
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let mut out = Vec::new();
+    for svc in [
+        naming::service_rw(&name),
+        naming::service_r(&name),
+        naming::service_ro(&name),
+    ] {
+        out.push(svc.clone());
+        out.push(format!("{svc}.{ns}"));
+        out.push(format!("{svc}.{ns}.svc"));
+        out.push(format!("{svc}.{ns}.svc.cluster.local"));
+    }
+    if let Some(extra) = c
+        .spec
+        .certificates
+        .as_ref()
+        .map(|x| x.server_alt_dns_names.clone())
+    {
+        out.extend(extra);
+    }
+    out
+}
+
+fn tls_secret(c: &Cluster, name: &str, issued: &Issued, ca: Option<&str>) -> Secret {
+    let mut data = BTreeMap::from([
+        ("tls.crt".to_owned(), issued.cert.clone()),
+        ("tls.key".to_owned(), issued.key.clone()),
+    ]);
+    if let Some(ca) = ca {
+        data.insert("ca.crt".into(), ca.to_owned());
+    }
+    secret(
+        c,
+        name,
+        "kubernetes.io/tls",
+        data,
+        BTreeMap::from([(ANNOTATION_EXPIRATION.to_owned(), issued.expires.to_string())]),
+    )
+}
+
+fn credentials(c: &Cluster, name: &str, user: &str, password: &str, dbname: &str) -> Secret {
+    let cluster = c.metadata.name.clone().unwrap_or_default();
+    let ns = c
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let host = format!("{}.{ns}", naming::service_rw(&cluster));
+    let data = BTreeMap::from([
+        ("username".to_owned(), user.to_owned()),
+        ("user".to_owned(), user.to_owned()),
+        ("password".to_owned(), password.to_owned()),
+        ("dbname".to_owned(), dbname.to_owned()),
+        ("host".to_owned(), naming::service_rw(&cluster)),
+        ("port".to_owned(), "5432".to_owned()),
+        (
+            "uri".to_owned(),
+            format!("postgresql://{user}:{password}@{host}:5432/{dbname}"),
+        ),
+        (
+            "jdbc-uri".to_owned(),
+            format!("jdbc:postgresql://{host}:5432/{dbname}?password={password}&user={user}"),
+        ),
+        (
+            "pgpass".to_owned(),
+            format!("{host}:5432:{dbname}:{user}:{password}\n"),
+        ),
+    ]);
+    secret(c, name, "kubernetes.io/basic-auth", data, BTreeMap::new())
+}
+
+/// The application database and owner (`bootstrap.initdb.database`/`owner`, default `app`).
+pub fn app_names(c: &Cluster) -> (String, String) {
+    let initdb = c.spec.bootstrap.as_ref().and_then(|b| b.initdb.as_ref());
+    let db = initdb
+        .and_then(|i| i.database.clone())
+        .unwrap_or_else(|| "app".into());
+    let owner = initdb
+        .and_then(|i| i.owner.clone())
+        .unwrap_or_else(|| db.clone());
+    (db, owner)
+}
+
+/// Every Secret of a new cluster, given the ones that already exist (by name): only the
+/// missing ones are returned, and passwords already issued are reused.
+pub fn missing(
+    c: &Cluster,
+    existing: &BTreeMap<String, Secret>,
+    now_ms: i64,
+) -> Result<Vec<Secret>, SecretError> {
+    let cluster = c.metadata.name.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    let passwords_name = passwords_secret(&cluster);
+    let passwords = match existing.get(&passwords_name) {
+        Some(s) => s.clone(),
+        None => {
+            let s = secret(
+                c,
+                &passwords_name,
+                "Opaque",
+                BTreeMap::from([
+                    ("superuser-password".to_owned(), password()?),
+                    ("replication-password".to_owned(), password()?),
+                    ("app-password".to_owned(), password()?),
+                ]),
+                BTreeMap::new(),
+            );
+            out.push(s.clone());
+            s
+        }
+    };
+    let (db, owner) = app_names(c);
+    let app = naming::secret_app(&cluster);
+    if !existing.contains_key(&app) {
+        out.push(credentials(
+            c,
+            &app,
+            &owner,
+            &value(&passwords, "app-password")?,
+            &db,
+        ));
+    }
+    let su = naming::secret_superuser(&cluster);
+    if c.spec.enable_superuser_access == Some(true) && !existing.contains_key(&su) {
+        out.push(credentials(
+            c,
+            &su,
+            "postgres",
+            &value(&passwords, "superuser-password")?,
+            "*",
+        ));
+    }
+    let ca_name = naming::secret_ca(&cluster);
+    let (ca_cert, ca_key) = match existing.get(&ca_name) {
+        Some(s) => (value(s, "ca.crt")?, value(s, "ca.key")?),
+        None => {
+            let ca = issue_ca(&cluster, now_ms)?;
+            out.push(secret(
+                c,
+                &ca_name,
+                "Opaque",
+                BTreeMap::from([
+                    ("ca.crt".to_owned(), ca.cert.clone()),
+                    ("ca.key".to_owned(), ca.key.clone()),
+                ]),
+                BTreeMap::from([(ANNOTATION_EXPIRATION.to_owned(), ca.expires.to_string())]),
+            ));
+            (ca.cert, ca.key)
+        }
+    };
+    let server = naming::secret_server(&cluster);
+    if !existing.contains_key(&server) {
+        let issued = issue_leaf(
+            &ca_cert,
+            &ca_key,
+            &naming::service_rw(&cluster),
+            server_names(c),
+            false,
+            now_ms,
+        )?;
+        out.push(tls_secret(c, &server, &issued, Some(&ca_cert)));
+    }
+    let replication = naming::secret_replication(&cluster);
+    if !existing.contains_key(&replication) {
+        let issued = issue_leaf(&ca_cert, &ca_key, "streaming_replica", vec![], true, now_ms)?;
+        out.push(tls_secret(c, &replication, &issued, None));
+    }
+    Ok(out)
+}
+
+/// A client certificate Secret for `user`, signed by the cluster's CA
+/// (`kubectl cnpg certificate`).
+pub fn client_certificate(
+    c: &Cluster,
+    ca: &Secret,
+    secret_name: &str,
+    user: &str,
+    now_ms: i64,
+) -> Result<Secret, SecretError> {
+    let issued = issue_leaf(
+        &value(ca, "ca.crt")?,
+        &value(ca, "ca.key")?,
+        user,
+        vec![],
+        true,
+        now_ms,
+    )?;
+    let mut s = tls_secret(c, secret_name, &issued, None);
+    s.metadata.owner_references = None;
+    Ok(s)
+}
+
+/// Expiration of each certificate Secret (for `status.certificates.expirations`).
+pub fn expirations<'a>(secrets: impl Iterator<Item = &'a Secret>) -> BTreeMap<String, String> {
+    secrets
+        .filter_map(|s| {
+            let exp = s
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(ANNOTATION_EXPIRATION)?;
+            Some((s.metadata.name.clone()?, exp.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_cluster_gets_every_secret_once() {
+        let mut c: Cluster = serde_saphyr::from_str(
+            "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: pg, namespace: db}\nspec: {instances: 3, enableSuperuserAccess: true}\n",
+        )
+        .expect("parses");
+        c.metadata.uid = Some("u".into());
+        let made = missing(&c, &BTreeMap::new(), 1_780_000_000_000).expect("secrets");
+        let names: Vec<String> = made
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "pg-instance-passwords",
+                "pg-app",
+                "pg-superuser",
+                "pg-ca",
+                "pg-server",
+                "pg-replication"
+            ]
+        );
+        let app = &made[1];
+        assert!(
+            value(app, "uri")
+                .expect("uri")
+                .starts_with("postgresql://app:")
+        );
+        assert!(
+            value(app, "uri")
+                .expect("uri")
+                .contains("@pg-rw.db:5432/app")
+        );
+        let existing: BTreeMap<String, Secret> = made
+            .iter()
+            .map(|s| (s.metadata.name.clone().unwrap_or_default(), s.clone()))
+            .collect();
+        assert!(
+            missing(&c, &existing, 1_780_000_000_000)
+                .expect("none")
+                .is_empty()
+        );
+        let exp = expirations(made.iter());
+        assert_eq!(exp.len(), 3, "{exp:?}");
+        assert!(exp["pg-server"].starts_with("2026-"), "{exp:?}");
+        let client = client_certificate(
+            &c,
+            &existing["pg-ca"],
+            "pg-alice",
+            "alice",
+            1_780_000_000_000,
+        )
+        .expect("client cert");
+        assert!(
+            value(&client, "tls.crt")
+                .expect("crt")
+                .contains("BEGIN CERTIFICATE")
+        );
+    }
+}
