@@ -486,6 +486,23 @@ impl FakeKube {
             m.insert("generation".into(), generation.into());
             m.insert("creationTimestamp".into(), created);
         }
+        // A write that changes nothing is a no-op, as on a real API server: same
+        // resourceVersion, no watch event (else every status write would wake watchers).
+        if let Some(o) = old {
+            let mut same = v.clone();
+            if let Some(m) = same.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.insert(
+                    "resourceVersion".into(),
+                    o.pointer("/metadata/resourceVersion")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
+            }
+            if &same == o {
+                s.rv -= 1;
+                return o.clone();
+            }
+        }
         // A deletion that waited for finalizers completes when the last one is gone.
         let deleting = v.pointer("/metadata/deletionTimestamp").is_some();
         let finalizers = v

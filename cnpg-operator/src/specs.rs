@@ -381,14 +381,7 @@ pub fn instance_pod(
         init_containers: Some(init),
         containers: vec![postgres],
         volumes: Some(volumes),
-        affinity: (affinity.node_affinity.is_some()
-            || affinity.additional_pod_affinity.is_some()
-            || affinity.additional_pod_anti_affinity.is_some())
-        .then(|| k8s_openapi::api::core::v1::Affinity {
-            node_affinity: affinity.node_affinity.clone(),
-            pod_affinity: affinity.additional_pod_affinity.clone(),
-            pod_anti_affinity: affinity.additional_pod_anti_affinity.clone(),
-        }),
+        affinity: pod_affinity(c, &affinity),
         node_selector: (!affinity.node_selector.is_empty()).then(|| affinity.node_selector.clone()),
         tolerations: (!affinity.tolerations.is_empty()).then(|| affinity.tolerations.clone()),
         topology_spread_constraints: (!c.spec.topology_spread_constraints.is_empty())
@@ -446,6 +439,56 @@ pub fn instance_pod(
         spec: Some(spec),
         status: None,
     }
+}
+
+/// Affinity: upstream's anti-affinity between the cluster's instances (on by default,
+/// `preferred` with weight 100 on `kubernetes.io/hostname`, or `required`), merged with
+/// the user's node affinity and additional pod (anti-)affinity.
+fn pod_affinity(
+    c: &Cluster,
+    a: &cnpg_core::api::cluster::AffinityConfiguration,
+) -> Option<k8s_openapi::api::core::v1::Affinity> {
+    use cnpg_core::api::cluster::PodAntiAffinityType;
+    use k8s_openapi::api::core::v1::{
+        Affinity, PodAffinityTerm, PodAntiAffinity, WeightedPodAffinityTerm,
+    };
+    let mut anti = a.additional_pod_anti_affinity.clone().unwrap_or_default();
+    if a.enable_pod_anti_affinity != Some(false) {
+        let term = PodAffinityTerm {
+            label_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (naming::LABEL_CLUSTER.to_owned(), cluster_name(c)),
+                    (naming::LABEL_POD_ROLE.to_owned(), "instance".to_owned()),
+                ])),
+                ..Default::default()
+            }),
+            topology_key: a
+                .topology_key
+                .clone()
+                .unwrap_or_else(|| "kubernetes.io/hostname".into()),
+            ..Default::default()
+        };
+        match a.pod_anti_affinity_type.unwrap_or_default() {
+            PodAntiAffinityType::Required => anti
+                .required_during_scheduling_ignored_during_execution
+                .get_or_insert_with(Vec::new)
+                .push(term),
+            PodAntiAffinityType::Preferred => anti
+                .preferred_during_scheduling_ignored_during_execution
+                .get_or_insert_with(Vec::new)
+                .push(WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term,
+                }),
+        }
+    }
+    let anti = (anti != PodAntiAffinity::default()).then_some(anti);
+    let out = Affinity {
+        node_affinity: a.node_affinity.clone(),
+        pod_affinity: a.additional_pod_affinity.clone(),
+        pod_anti_affinity: anti,
+    };
+    (out != Affinity::default()).then_some(out)
 }
 
 /// The Cluster's rolling-restart request, copied on the pods it made.
@@ -764,6 +807,17 @@ mod tests {
             &DataSource::Existing,
         );
         let spec = pod.spec.expect("spec");
+        let anti = spec
+            .affinity
+            .clone()
+            .and_then(|a| a.pod_anti_affinity)
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+            .expect("upstream's default anti-affinity");
+        assert_eq!(anti[0].weight, 100);
+        assert_eq!(
+            anti[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
         assert_eq!(spec.node_selector.expect("nodeSelector")["disk"], "ssd");
         assert_eq!(spec.tolerations.expect("tolerations").len(), 1);
         assert_eq!(spec.topology_spread_constraints.expect("tsc").len(), 1);

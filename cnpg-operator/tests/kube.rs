@@ -925,3 +925,40 @@ async fn rbac_grants_exactly_what_the_code_uses() {
         "the operator can only grant what it holds"
     );
 }
+
+#[tokio::test]
+async fn rolling_update_by_switchover_moves_the_primary_last() {
+    let manifest = format!("{MANIFEST}  primaryUpdateMethod: switchover\n");
+    let mut w = World::bootstrap(&manifest).await;
+    w.fake.clear_requests();
+    w.patch_cluster(|c| c["spec"]["resources"] = json!({"requests": {"cpu": "500m"}}));
+    w.until("every pod updated and a new primary", 150, |w| {
+        w.healthy()
+            && w.current().as_deref() != Some("pg-1")
+            && w.fake.list::<Pod>(NS).iter().all(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.containers[0].resources.clone())
+                    .is_some()
+            })
+    })
+    .await;
+    let deleted: Vec<String> = w
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "pods" && r.verb == "delete")
+        .filter_map(|r| r.name.clone())
+        .collect();
+    assert_eq!(deleted.len(), 3, "one restart each: {deleted:?}");
+    assert_eq!(
+        deleted.last().map(String::as_str),
+        Some("pg-1"),
+        "the old primary last: {deleted:?}"
+    );
+    let targets = w.status_targets();
+    assert!(
+        !targets.contains(&"pending".to_owned()),
+        "a switchover, not a failover: {targets:?}"
+    );
+}
