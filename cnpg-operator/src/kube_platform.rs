@@ -308,13 +308,22 @@ impl Platform for KubePlatform {
         names.sort_by_key(|n| naming::serial_of(&cluster, n).unwrap_or(u32::MAX));
         let restart = specs::restart_annotation(c);
         let mut out = Vec::new();
-        for name in names {
+        // Every instance is asked at once: one unreachable pod must not delay the others.
+        let items = &pods.items;
+        let reports = futures::future::join_all(names.iter().map(|name| async move {
+            match items
+                .iter()
+                .find(|p| &p.name_any() == name)
+                .filter(|p| pod_active(p))
+            {
+                Some(p) => self.instances.status(p).await,
+                None => InstanceStatus::unreachable(name, "no pod"),
+            }
+        }))
+        .await;
+        for (name, mut status) in names.into_iter().zip(reports) {
             let pod = pods.items.iter().find(|p| p.name_any() == name);
             let running = pod.is_some_and(pod_active);
-            let mut status = match pod.filter(|p| pod_active(p)) {
-                Some(p) => self.instances.status(p).await,
-                None => InstanceStatus::unreachable(&name, "no pod"),
-            };
             status.name = name.clone();
             // The kubelet's readiness is what Services act on.
             status.is_pod_ready = pod.is_some_and(pod_ready) && status.is_reachable();
