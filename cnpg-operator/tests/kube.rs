@@ -455,6 +455,16 @@ impl World {
         assert!(self.fake.update::<Cluster>(NS, "pg", f));
     }
 
+    /// The pods the operator deleted, in order.
+    fn deleted_pods(&self) -> Vec<String> {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.resource == "pods" && r.verb == "delete")
+            .filter_map(|r| r.name.clone())
+            .collect()
+    }
+
     fn status_targets(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for r in self.fake.requests() {
@@ -593,13 +603,7 @@ async fn rolling_update_replicas_first_primary_last() {
             })
     })
     .await;
-    let deleted: Vec<String> = w
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.resource == "pods" && r.verb == "delete")
-        .filter_map(|r| r.name.clone())
-        .collect();
+    let deleted = w.deleted_pods();
     assert_eq!(deleted.len(), 3, "one restart each: {deleted:?}");
     assert_eq!(
         deleted.last().map(String::as_str),
@@ -943,13 +947,7 @@ async fn rolling_update_by_switchover_moves_the_primary_last() {
             })
     })
     .await;
-    let deleted: Vec<String> = w
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.resource == "pods" && r.verb == "delete")
-        .filter_map(|r| r.name.clone())
-        .collect();
+    let deleted = w.deleted_pods();
     assert_eq!(deleted.len(), 3, "one restart each: {deleted:?}");
     assert_eq!(
         deleted.last().map(String::as_str),

@@ -40,11 +40,11 @@ fn platform() -> (KubePlatform, ApiHandle) {
     (p, handle)
 }
 
-/// One request: method, path and query, content type, JSON body; answered with `reply`.
-async fn expect(
-    handle: &mut ApiHandle,
-    reply: (u16, Value),
-) -> (String, String, Option<String>, Value) {
+type Sent = (String, String, Option<String>, Value);
+type Responder = tower_test::mock::SendResponse<Response<Body>>;
+
+/// The next request: method, path and query, content type, JSON body; and its responder.
+async fn next(handle: &mut ApiHandle) -> (Sent, Responder) {
     let (req, send) =
         tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request())
             .await
@@ -66,13 +66,23 @@ async fn expect(
     } else {
         serde_json::from_slice(&bytes).expect("JSON body")
     };
+    ((method, uri, ct, body), send)
+}
+
+fn respond(send: Responder, reply: (u16, Value)) {
     send.send_response(
         Response::builder()
             .status(reply.0)
             .body(Body::from(serde_json::to_vec(&reply.1).expect("json")))
             .expect("response"),
     );
-    (method, uri, ct, body)
+}
+
+/// The next request, answered with `reply`.
+async fn expect(handle: &mut ApiHandle, reply: (u16, Value)) -> Sent {
+    let (sent, send) = next(handle).await;
+    respond(send, reply);
+    sent
 }
 
 fn ok_object(kind: &str, name: &str) -> (u16, Value) {
@@ -230,22 +240,7 @@ async fn the_instance_takes_the_lease_then_publishes_current_primary() {
     let mut seen = Vec::new();
     let mut published = None;
     while published.is_none() {
-        let (req, send) = tokio::time::timeout(std::time::Duration::from_secs(5), h.next_request())
-            .await
-            .expect("a request")
-            .expect("alive");
-        let method = req.method().to_string();
-        let uri = req.uri().to_string();
-        let ct = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = http_body_util::BodyExt::collect(req.into_body())
-            .await
-            .expect("body")
-            .to_bytes();
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let ((method, uri, ct, body), send) = next(&mut h).await;
         let reply = if uri.starts_with("/apis/coordination.k8s.io/v1/namespaces/db/leases/pg")
             && method == "GET"
         {
@@ -271,12 +266,7 @@ async fn the_instance_takes_the_lease_then_publishes_current_primary() {
             )
         };
         seen.push(format!("{method} {uri}"));
-        send.send_response(
-            Response::builder()
-                .status(reply.0)
-                .body(Body::from(serde_json::to_vec(&reply.1).expect("json")))
-                .expect("response"),
-        );
+        respond(send, reply);
     }
     let (method, uri, ct, body) = published.expect("published");
     assert_eq!(method, "PATCH");

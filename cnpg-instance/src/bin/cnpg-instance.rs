@@ -208,12 +208,7 @@ fn main() -> ExitCode {
                 let secrets = Secrets {
                     dir: instance.secrets.clone(),
                 };
-                if instance.skip_if_initialized
-                    && DataDir::new(&instance.pgdata)
-                        .verify(&instance.cluster, &instance.name)
-                        .is_ok()
-                {
-                    println!("{} is already initialized", instance.pgdata.display());
+                if already_initialized(&instance) {
                     return ExitCode::SUCCESS;
                 }
                 if let Err(e) = prepare(&instance, &secrets, run_as) {
@@ -251,12 +246,7 @@ fn main() -> ExitCode {
                 let secrets = Secrets {
                     dir: instance.secrets.clone(),
                 };
-                if instance.skip_if_initialized
-                    && DataDir::new(&instance.pgdata)
-                        .verify(&instance.cluster, &instance.name)
-                        .is_ok()
-                {
-                    println!("{} is already initialized", instance.pgdata.display());
+                if already_initialized(&instance) {
                     return ExitCode::SUCCESS;
                 }
                 if let Err(e) = prepare(&instance, &secrets, run_as) {
@@ -333,6 +323,15 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// With `--skip-if-initialized`: whether PGDATA already holds this instance (then say so).
+fn already_initialized(i: &Instance) -> bool {
+    let done = i.skip_if_initialized && DataDir::new(&i.pgdata).verify(&i.cluster, &i.name).is_ok();
+    if done {
+        println!("{} is already initialized", i.pgdata.display());
+    }
+    done
 }
 
 /// Creates the directories an instance needs, owned by PostgreSQL's user, and the secrets.
