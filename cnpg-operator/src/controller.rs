@@ -1,5 +1,5 @@
 //! The operator process on Kubernetes: a kube-rs controller for Clusters, woken by changes
-//! of the Pods, PVCs, Services and PodDisruptionBudgets they own, gated on a Lease so that
+//! of the Pods, PVCs, Services, PodDisruptionBudgets and Secrets they own, gated on a Lease so that
 //! only one of several operator replicas acts; health, readiness and metrics over HTTP;
 //! a graceful shutdown that lets the reconcile in flight finish and releases the Lease.
 //!
@@ -13,7 +13,7 @@ use cnpg_core::time::Timestamp;
 use cnpg_instance::lease::{Attempt, LeaseLock};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -272,6 +272,7 @@ pub async fn run(
         .owns(owned::<PersistentVolumeClaim>(&client, ns), labelled())
         .owns(owned::<Service>(&client, ns), labelled())
         .owns(owned::<PodDisruptionBudget>(&client, ns), labelled())
+        .owns(owned::<Secret>(&client, ns), labelled())
         .graceful_shutdown_on(graceful)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

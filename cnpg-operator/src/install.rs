@@ -36,7 +36,7 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
         &["list", "watch", "create", "delete"],
     ),
     ("", "services", &["list", "watch", "patch"]),
-    ("", "secrets", &["list", "create"]),
+    ("", "secrets", &["list", "watch", "create"]),
     ("", "serviceaccounts", &["patch"]),
     (
         "policy",

@@ -18,6 +18,7 @@ use cnpg_operator::fakekube::FakeKube;
 use cnpg_operator::kube_platform::{InstanceClient, KubePlatform};
 use cnpg_operator::platform::{PlatformError, reconcile_cluster};
 use cnpg_operator::specs::OperatorSettings;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
@@ -832,12 +833,13 @@ async fn rbac_grants_exactly_what_the_code_uses() {
     use cnpg_operator::install::{INSTANCE_PERMISSIONS, OPERATOR_PERMISSIONS};
     let w = World::new(MANIFEST).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let health = free_addr();
     let config = ControllerConfig {
         identity: "operator-0".into(),
         watch_namespace: None,
         lease_namespace: "cnpg-system".into(),
         lease_duration: Duration::from_millis(600),
-        health_addr: None,
+        health_addr: Some(health),
     };
     let operator = tokio::spawn(controller::run(
         w.fake.client_as("operator"),
@@ -866,6 +868,18 @@ async fn rbac_grants_exactly_what_the_code_uses() {
             w.roles()
         );
     }
+    // Its own endpoints.
+    let get = |path: &'static str| {
+        cnpg_operator::local::http_get_at("127.0.0.1", health.port(), path, Duration::from_secs(2))
+    };
+    assert_eq!(get("/healthz").await.expect("healthz").0, 200);
+    assert_eq!(get("/readyz").await.expect("readyz").0, 200);
+    let metrics = get("/metrics").await.expect("metrics").1;
+    assert!(metrics.contains("cnpg_operator_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains("cnpg_operator_reconciles_total"),
+        "{metrics}"
+    );
     // A replica's pod is lost: it is read back and recreated.
     w.fake.delete::<Pod>(NS, "pg-3");
     w.fake.fail("create", "pods", 3);
@@ -896,6 +910,15 @@ async fn rbac_grants_exactly_what_the_code_uses() {
         .await
         .expect("the controller task")
         .expect("the controller stops cleanly");
+    let lease: Lease = w
+        .fake
+        .get("cnpg-system", controller::LEADER_LEASE)
+        .expect("the leader lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "released on shutdown"
+    );
 
     let used = |actor: &str| -> std::collections::BTreeSet<Grant> {
         w.fake
@@ -959,4 +982,93 @@ async fn rolling_update_by_switchover_moves_the_primary_last() {
         !targets.contains(&"pending".to_owned()),
         "a switchover, not a failover: {targets:?}"
     );
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// Two operator replicas: one leads, the other stands by (not reconciling); when the
+/// leader stops it releases the Lease and the other takes over at once.
+#[tokio::test]
+async fn two_operator_replicas_one_leads_the_other_takes_over() {
+    use cnpg_operator::controller::{self, ControllerConfig, Metrics};
+    let w = World::new(MANIFEST).await;
+    let start = |identity: &str| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = Metrics::default();
+        let config = ControllerConfig {
+            identity: identity.into(),
+            watch_namespace: Some(NS.into()),
+            lease_namespace: "cnpg-system".into(),
+            lease_duration: Duration::from_millis(600),
+            health_addr: None,
+        };
+        let task = tokio::spawn(controller::run(
+            w.fake.client_as("operator"),
+            w.platform.clone(),
+            config,
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (stop, task, metrics)
+    };
+    let (stop_a, task_a, metrics_a) = start("operator-a");
+    let holder = |w: &World| {
+        w.fake
+            .get::<Lease>("cnpg-system", controller::LEADER_LEASE)
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    };
+    let mut n = 0;
+    while holder(&w).as_deref() != Some("operator-a") {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n += 1;
+        assert!(n < 200, "operator-a never led");
+    }
+    let (stop_b, task_b, metrics_b) = start("operator-b");
+    n = 0;
+    while !w.healthy() {
+        w.fleet.tick().await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        n += 1;
+        assert!(n < 500, "no healthy cluster under operator-a");
+    }
+    assert_eq!(metrics_a.leader.get(), 1);
+    assert_eq!(metrics_b.leader.get(), 0);
+    assert_eq!(
+        metrics_b.reconciles.get(),
+        0,
+        "a standby does not reconcile"
+    );
+    let _ = stop_a.send(());
+    task_a
+        .await
+        .expect("task a")
+        .expect("operator-a stops cleanly");
+    n = 0;
+    while holder(&w).as_deref() != Some("operator-b") {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n += 1;
+        assert!(n < 200, "operator-b did not take over: {:?}", holder(&w));
+    }
+    // operator-b now does the work: scale up.
+    w.patch_cluster(|c| c["spec"]["instances"] = json!(4));
+    n = 0;
+    while !(w.healthy() && w.fake.names::<Pod>(NS).len() == 4) {
+        w.fleet.tick().await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        n += 1;
+        assert!(n < 500, "operator-b did not scale the cluster");
+    }
+    assert!(metrics_b.reconciles.get() > 0);
+    let _ = stop_b.send(());
+    task_b
+        .await
+        .expect("task b")
+        .expect("operator-b stops cleanly");
 }
