@@ -4,8 +4,9 @@
 //!
 //! The RBAC is [`OPERATOR_PERMISSIONS`]: exactly what the operator's code calls (a test
 //! runs the operator against the fake API server and compares), plus what it must hold to
-//! grant the instance managers their Role ([`INSTANCE_PERMISSIONS`]): Kubernetes refuses to
-//! let anyone grant permissions they do not hold.
+//! grant the instance managers their Role ([`INSTANCE_PERMISSIONS`]: Kubernetes refuses to
+//! let anyone grant permissions they do not hold), plus what admission checks without a
+//! request of ours ([`ADMISSION_PERMISSIONS`]).
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -52,6 +53,12 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
     ),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
+
+/// What no request of ours uses but the API server checks: creating objects whose owner
+/// reference blocks the Cluster's deletion needs `update` on `clusters/finalizers` where
+/// the OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift, for one).
+pub const ADMISSION_PERMISSIONS: &[Permission] =
+    &[("postgresql.cnpg.io", "clusters/finalizers", &["update"])];
 
 /// What an instance manager does on the API (read its Cluster, publish `currentPrimary`,
 /// hold the primary Lease, record events): the Role the operator grants each cluster.
@@ -155,7 +162,9 @@ pub fn generate(o: &InstallOptions) -> String {
         "ClusterRole",
         &ClusterRole {
             metadata: meta(SA, false),
-            rules: Some(rules(OPERATOR_PERMISSIONS)),
+            rules: Some(rules(
+                &[OPERATOR_PERMISSIONS, ADMISSION_PERMISSIONS].concat(),
+            )),
             ..Default::default()
         },
     ));

@@ -59,6 +59,7 @@ fn the_manifest_parses_into_kubernetes_types() {
     assert_eq!(
         role.rules.expect("rules").len(),
         cnpg_operator::install::OPERATOR_PERMISSIONS.len()
+            + cnpg_operator::install::ADMISSION_PERMISSIONS.len()
     );
     let binding: ClusterRoleBinding = serde_json::from_value(docs[7].clone()).expect("binding");
     assert_eq!(
