@@ -18,6 +18,7 @@ pub mod lease;
 pub mod manager;
 pub mod pg_bin;
 pub mod pgdata;
+pub mod ports;
 pub mod query;
 pub mod runas;
 pub mod server;

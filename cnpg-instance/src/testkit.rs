@@ -22,12 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, outside the ephemeral range ([`crate::ports`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the loopback interface has free ports")
+    crate::ports::free_port().expect("the loopback interface has free ports")
 }
 
 /// One running instance.

@@ -199,11 +199,10 @@ fn now() -> Timestamp {
     )
 }
 
-/// A free port on 127.0.0.1.
+/// A free port on 127.0.0.1, outside the ephemeral range, so no client socket takes it
+/// before the server that owns it binds it ([`cnpg_instance::ports`]).
 pub fn free_port() -> Result<u16, LocalError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    cnpg_instance::ports::free_port()
         .map_err(|e| LocalError::Other(format!("no free port on 127.0.0.1: {e}")))
 }
 

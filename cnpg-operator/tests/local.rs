@@ -76,20 +76,46 @@ impl Cluster {
             .arg(instance_bin())
             .output()
             .expect("kubectl-cnpg runs");
-        assert!(
-            out.status.success(),
-            "local up failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cluster {
+        // From here the cluster is stopped on drop, also when `up` failed (its operator
+        // keeps trying in the background otherwise).
+        let cluster = Cluster {
             name: name.into(),
             state,
+        };
+        if !out.status.success() {
+            let logs = cluster.logs();
+            panic!(
+                "local up failed: {}{}\n{logs}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
+        cluster
     }
 
     fn root(&self) -> PathBuf {
         self.state.path().join(&self.name)
+    }
+
+    /// The last lines of the operator's and every instance's log, for a failure message.
+    fn logs(&self) -> String {
+        let tail = |path: PathBuf| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            format!(
+                "--- {}\n{}\n",
+                path.display(),
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            )
+        };
+        let mut out = tail(self.root().join("operator.log"));
+        if let Ok(dirs) = std::fs::read_dir(self.root().join("instances")) {
+            for d in dirs.flatten() {
+                out.push_str(&tail(d.path().join("postgres.log")));
+                out.push_str(&tail(d.path().join("manager.log")));
+            }
+        }
+        out
     }
 
     /// Starts the operator again (after it was killed), on the same state.
