@@ -488,12 +488,16 @@ impl Platform for KubePlatform {
 
     async fn write_status(&self, c: &Cluster, update: &StatusUpdate) -> Result<(), PlatformError> {
         let name = c.name_any();
-        let body = json!({
+        let mut body = json!({
             "apiVersion": Cluster::api_version(&()),
             "kind": Cluster::kind(&()),
-            "metadata": {"name": name, "resourceVersion": c.metadata.resource_version},
+            "metadata": {"name": name},
             "status": update.status,
         });
+        // The optimistic lock: only onto the Cluster this loop observed.
+        if let Some(rv) = &c.metadata.resource_version {
+            body["metadata"]["resourceVersion"] = json!(rv);
+        }
         self.api::<Cluster>(c)
             .patch_status(
                 &name,
