@@ -48,6 +48,12 @@ struct Pg {
     lost: u32,
     fenced: bool,
     sync_names: String,
+    /// `shared_buffers` when PostgreSQL last started (a change needs a restart).
+    started_with: Option<Option<String>>,
+    /// The in-place restart token last obeyed.
+    restart: Option<String>,
+    pending_restart: bool,
+    restarts: u32,
 }
 
 struct FleetState {
@@ -82,6 +88,7 @@ impl InstanceClient for Fleet {
         };
         st.is_wal_receiver_active = pg.receiver;
         st.is_pod_ready = true;
+        st.pending_restart = pg.pending_restart;
         st.synchronous_standby_names = disk.primary.then(|| pg.sync_names.clone());
         st
     }
@@ -174,6 +181,10 @@ impl Fleet {
                         lost: 0,
                         fenced: false,
                         sync_names: String::new(),
+                        started_with: None,
+                        restart: None,
+                        pending_restart: false,
+                        restarts: 0,
                     },
                 );
                 let view = KubeView::start(client.clone(), NS, "pg", &name, 5432)
@@ -215,6 +226,23 @@ impl Fleet {
                 };
                 pg.sync_names = v.synchronous_standby_names.clone();
                 pg.fenced = fenced;
+                let buffers = v.parameters.get("shared_buffers").cloned();
+                if pg.started_with.is_none() {
+                    pg.started_with = Some(buffers.clone());
+                    pg.restart = v.restart.clone();
+                }
+                // The operator's in-place restart request for this instance.
+                if v.restart != pg.restart {
+                    pg.restart = v.restart.clone();
+                    if v.restart
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with(&format!("{me}@")))
+                    {
+                        pg.started_with = Some(buffers.clone());
+                        pg.restarts += 1;
+                    }
+                }
+                pg.pending_restart = pg.started_with.as_ref() != Some(&buffers);
                 if crashed || fenced {
                     pg.up = false;
                     pg.receiver = false;
@@ -1071,4 +1099,37 @@ async fn two_operator_replicas_one_leads_the_other_takes_over() {
         .await
         .expect("task b")
         .expect("operator-b stops cleanly");
+}
+
+/// A parameter that needs a restart: replicas get new pods, one at a time; the primary
+/// restarts PostgreSQL in place (no pod deletion, no switchover, no failover).
+#[tokio::test]
+async fn a_parameter_needing_a_restart_rolls_replicas_then_restarts_the_primary_in_place() {
+    let mut w = World::bootstrap(MANIFEST).await;
+    w.fake.clear_requests();
+    w.patch_cluster(|c| {
+        c["spec"]["postgresql"]["parameters"] = json!({"shared_buffers": "256MB"});
+    });
+    w.until("the primary restarted in place and healthy", 120, |w| {
+        w.healthy()
+            && w.fleet
+                .state
+                .lock()
+                .expect("fleet")
+                .pgs
+                .get("pg-1")
+                .is_some_and(|p| p.restarts == 1 && !p.pending_restart)
+    })
+    .await;
+    let deleted = w.deleted_pods();
+    assert_eq!(deleted.len(), 2, "the replicas only: {deleted:?}");
+    assert!(!deleted.contains(&"pg-1".to_owned()), "{deleted:?}");
+    let ha = w
+        .cluster()
+        .status
+        .and_then(|s| s.ha_state)
+        .expect("haState");
+    assert!(ha.restart.is_some_and(|t| t.starts_with("pg-1@")));
+    assert_eq!(w.current().as_deref(), Some("pg-1"));
+    assert!(!w.status_targets().contains(&"pending".to_owned()));
 }
