@@ -1008,3 +1008,185 @@ fn watch_response(
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+    fn cm(name: &str, data: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+    }
+
+    #[tokio::test]
+    async fn server_side_apply_removes_what_a_manager_stops_sending() {
+        let fake = FakeKube::new();
+        let api: Api<ConfigMap> = Api::namespaced(fake.client(), "ns");
+        let ssa = |m: &str| PatchParams::apply(m).force();
+        api.patch(
+            "c",
+            &ssa("a"),
+            &Patch::Apply(cm("c", json!({"x": "1", "y": "2"}))),
+        )
+        .await
+        .expect("create by apply");
+        api.patch("c", &ssa("b"), &Patch::Apply(cm("c", json!({"z": "3"}))))
+            .await
+            .expect("second manager");
+        let c = api
+            .patch("c", &ssa("a"), &Patch::Apply(cm("c", json!({"x": "1"}))))
+            .await
+            .expect("apply without y");
+        let data = c.data.expect("data");
+        assert_eq!(data.get("y"), None, "a's field it stopped sending is gone");
+        assert_eq!(
+            data.get("z").map(String::as_str),
+            Some("3"),
+            "b's field stays"
+        );
+        // A no-op apply keeps the resourceVersion.
+        let again = api
+            .patch("c", &ssa("a"), &Patch::Apply(cm("c", json!({"x": "1"}))))
+            .await
+            .expect("same again");
+        assert_eq!(again.metadata.resource_version, c.metadata.resource_version);
+    }
+
+    #[tokio::test]
+    async fn a_stale_resource_version_is_refused() {
+        let fake = FakeKube::new();
+        let api: Api<ConfigMap> = Api::namespaced(fake.client(), "ns");
+        let created = api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(cm("c", json!({"x": "1"}))).expect("cm"),
+            )
+            .await
+            .expect("create");
+        let mut stale = created.clone();
+        api.patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"x": "2"}})),
+        )
+        .await
+        .expect("merge");
+        stale.data = Some([("x".to_owned(), "3".to_owned())].into());
+        match api.replace("c", &PostParams::default(), &stale).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert!(
+            fake.requests()
+                .iter()
+                .any(|r| r.verb == "update" && r.resource == "configmaps")
+        );
+    }
+
+    #[tokio::test]
+    async fn owned_objects_go_with_their_owner_and_watches_see_it() {
+        let fake = FakeKube::new();
+        let api: Api<ConfigMap> = Api::namespaced(fake.client(), "ns");
+        let owner = api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(cm("owner", json!({}))).expect("cm"),
+            )
+            .await
+            .expect("owner");
+        let uid = owner.metadata.uid.clone().expect("uid");
+        let mut child = cm("child", json!({}));
+        child["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]);
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(child).expect("cm"),
+        )
+        .await
+        .expect("child");
+        let mut events = kube::runtime::watcher(api.clone(), Default::default()).boxed();
+        let mut next = async || {
+            tokio::time::timeout(std::time::Duration::from_secs(5), events.next())
+                .await
+                .expect("an event in time")
+                .expect("stream open")
+                .expect("no error")
+        };
+        // The watcher lists first; once that is done it is watching.
+        while !matches!(next().await, kube::runtime::watcher::Event::InitDone) {}
+        api.delete("owner", &DeleteParams::default())
+            .await
+            .expect("delete");
+        assert!(fake.get::<ConfigMap>("ns", "child").is_none(), "collected");
+        let mut deleted = Vec::new();
+        while deleted.len() < 2 {
+            if let kube::runtime::watcher::Event::Delete(o) = next().await {
+                deleted.push(o.metadata.name.unwrap_or_default());
+            }
+        }
+        deleted.sort();
+        assert_eq!(deleted, vec!["child", "owner"]);
+    }
+
+    #[tokio::test]
+    async fn finalizers_hold_deletion_and_status_is_its_own_subresource() {
+        let fake = FakeKube::new();
+        let api: Api<ConfigMap> = Api::namespaced(fake.client(), "ns");
+        let mut c = cm("c", json!({"x": "1"}));
+        c["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(c).expect("cm"),
+        )
+        .await
+        .expect("create");
+        api.delete("c", &DeleteParams::default())
+            .await
+            .expect("delete");
+        let held: ConfigMap = fake.get("ns", "c").expect("still there");
+        assert!(held.metadata.deletion_timestamp.is_some());
+        api.patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("release");
+        assert!(
+            fake.get::<ConfigMap>("ns", "c").is_none(),
+            "gone once released"
+        );
+        // A status write through the main resource is ignored.
+        fake.put(&ConfigMap {
+            metadata: kube::core::ObjectMeta {
+                name: Some("d".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let before = fake
+            .lock()
+            .objects
+            .values()
+            .find(|v| v["metadata"]["name"] == "d")
+            .cloned();
+        let main = api
+            .patch(
+                "d",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"x": 1}})),
+            )
+            .await;
+        assert!(main.is_ok());
+        let after = fake
+            .lock()
+            .objects
+            .values()
+            .find(|v| v["metadata"]["name"] == "d")
+            .cloned();
+        assert_eq!(before, after, "nothing changed");
+    }
+}
