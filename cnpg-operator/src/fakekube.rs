@@ -93,11 +93,15 @@ struct Store {
     faults: BTreeMap<(String, String), u32>,
 }
 
+/// What a pod's proxied HTTP endpoint answers: `(pod, port, path) -> body`.
+pub type ProxyHandler = Arc<dyn Fn(&str, u16, &str) -> Option<String> + Send + Sync>;
+
 /// The fake API server. Clones share it.
 #[derive(Clone)]
 pub struct FakeKube {
     store: Arc<Mutex<Store>>,
     events: broadcast::Sender<WatchEvent>,
+    proxy: Arc<Mutex<Option<ProxyHandler>>>,
 }
 
 impl Default for FakeKube {
@@ -272,7 +276,14 @@ impl FakeKube {
         FakeKube {
             store: Arc::new(Mutex::new(Store::default())),
             events,
+            proxy: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Serves `GET .../pods/<pod>:<port>/proxy/<path>` (the API server's pod proxy) with
+    /// `handler`; without one, or when it answers `None`, the proxy answers 503.
+    pub fn set_proxy(&self, handler: ProxyHandler) {
+        *self.proxy.lock().expect("proxy lock") = Some(handler);
     }
 
     /// A kube client talking to this server in process (default namespace `default`).
@@ -646,6 +657,9 @@ async fn handle(State(fake): State<FakeKube>, req: Request) -> Response {
             }
         }
     };
+    if let Some(resp) = proxy(&fake, &method, &path, &content_type) {
+        return resp;
+    }
     let Some(t) = parse_path(&path) else {
         return status(
             StatusCode::NOT_FOUND,
@@ -761,6 +775,43 @@ async fn handle(State(fake): State<FakeKube>, req: Request) -> Response {
             format!("{method} {path}"),
         ),
     }
+}
+
+/// `GET /api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/<path>`, recorded as a `get` of
+/// `pods/proxy`.
+fn proxy(
+    fake: &FakeKube,
+    method: &Method,
+    path: &str,
+    content_type: &Option<String>,
+) -> Option<Response> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (ns, rest) = rest.split_once("/pods/")?;
+    let (target, sub) = rest.split_once("/proxy")?;
+    let (pod, port) = target.split_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let _ = fake.record(Recorded {
+        method: method.to_string(),
+        path: path.to_owned(),
+        query: BTreeMap::new(),
+        content_type: content_type.clone(),
+        verb: "get".into(),
+        group: String::new(),
+        resource: "pods/proxy".into(),
+        namespace: Some(ns.to_owned()),
+        name: Some(pod.to_owned()),
+        body: Value::Null,
+        actor: None,
+    });
+    let handler = fake.proxy.lock().expect("proxy lock").clone();
+    Some(match handler.and_then(|h| h(pod, port, sub)) {
+        Some(body) => (StatusCode::OK, body).into_response(),
+        None => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("no endpoint for pod {pod}:{port}"),
+        ),
+    })
 }
 
 fn key_of(t: &Target) -> Key {

@@ -141,9 +141,13 @@ pub async fn status(
     )?;
     writeln!(
         out,
-        "Status:               {} {}",
+        "Status:               {}{}",
         st.phase.clone().unwrap_or_default(),
-        st.phase_reason.clone().unwrap_or_default()
+        st.phase_reason
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
     )?;
     writeln!(out, "Instances:            {}", c.spec.instances)?;
     writeln!(out, "Ready instances:      {}", st.ready_instances)?;
@@ -160,9 +164,26 @@ pub async fn status(
             writeln!(out, "{secret:<24} expires {exp}")?;
         }
     }
-    writeln!(out, "\nInstances status")?;
+    // Each instance's own report, through the API server's pod proxy (as upstream).
+    let pods = pods(client, ns, name).await?;
+    let mut reports = Vec::new();
+    for p in &pods {
+        reports.push(instance_status(client, ns, &p.name_any()).await);
+    }
+    let primary = reports
+        .iter()
+        .find(|r| Some(&r.name) == st.current_primary.as_ref() && r.is_reachable());
+    if let Some(p) = primary {
+        writeln!(
+            out,
+            "Current Write LSN:    {} (Timeline: {})",
+            p.current_lsn, p.timeline
+        )?;
+    }
+    crate::local_cli::write_instances(out, primary, &reports)?;
+    writeln!(out, "\nPods")?;
     writeln!(out, "{:<16} {:<10} {:<10} Node", "Name", "Role", "Ready")?;
-    for p in pods(client, ns, name).await? {
+    for p in pods {
         let role = p
             .labels()
             .get(naming::LABEL_INSTANCE_ROLE)
@@ -182,6 +203,29 @@ pub async fn status(
         )?;
     }
     Ok(())
+}
+
+/// `GET /pg/status` of an instance through the pod proxy; an unreachable status with the
+/// reason when it cannot be read (no `pods/proxy` permission, instance down, ...).
+async fn instance_status(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+) -> cnpg_core::status::InstanceStatus {
+    use cnpg_core::status::InstanceStatus;
+    let path = format!(
+        "/api/v1/namespaces/{ns}/pods/{pod}:{}/proxy/pg/status",
+        crate::specs::STATUS_PORT
+    );
+    let request = match http::Request::get(path).body(Vec::new()) {
+        Ok(r) => r,
+        Err(e) => return InstanceStatus::unreachable(pod, &e.to_string()),
+    };
+    match client.request_text(request).await {
+        Ok(text) => serde_json::from_str(&text)
+            .unwrap_or_else(|e| InstanceStatus::unreachable(pod, &format!("bad status: {e}"))),
+        Err(e) => InstanceStatus::unreachable(pod, &e.to_string()),
+    }
 }
 
 /// `promote CLUSTER INSTANCE`: a switchover (bypasses the failover quorum, as upstream).

@@ -2,6 +2,7 @@
 
 use crate::cli::LocalCommand;
 use crate::local::{Layout, LocalOperator, LocalOptions, StatusFile, load_manifest};
+use cnpg_core::status::InstanceStatus;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -328,6 +329,85 @@ fn read_status(
     }
 }
 
+/// The `Streaming Replication status` and `Instances status` sections (upstream's
+/// headings and role strings), from the primary's report and every instance's.
+pub(crate) fn write_instances(
+    out: &mut dyn Write,
+    p: Option<&InstanceStatus>,
+    all: &[InstanceStatus],
+) -> std::io::Result<()> {
+    if let Some(p) = p {
+        writeln!(out, "\nStreaming Replication status")?;
+        writeln!(
+            out,
+            "{:<14} {:<12} {:<12} {:<12} {:<12} {:<10} {}",
+            "Name", "Sent LSN", "Write LSN", "Flush LSN", "Replay LSN", "State", SYNC_STATE
+        )?;
+        for r in &p.replication_info {
+            writeln!(
+                out,
+                "{:<14} {:<12} {:<12} {:<12} {:<12} {:<10} {}",
+                r.application_name,
+                r.sent_lsn.to_string(),
+                r.write_lsn.to_string(),
+                r.flush_lsn.to_string(),
+                r.replay_lsn.to_string(),
+                r.state,
+                r.sync_state
+            )?;
+        }
+    }
+    writeln!(out, "\nInstances status")?;
+    writeln!(
+        out,
+        "{:<14} {:<12} {:<20} {}",
+        "Name", "Current LSN", "Replication role", STATUS
+    )?;
+    for i in all {
+        let role = if i.is_fenced {
+            "Fenced".to_owned()
+        } else if i.is_primary {
+            "Primary".to_owned()
+        } else if i.error.is_some() {
+            "-".to_owned()
+        } else {
+            let sync = p
+                .and_then(|p| {
+                    p.replication_info
+                        .iter()
+                        .find(|r| r.application_name == i.name)
+                })
+                .map(|r| r.sync_state.as_str());
+            match sync {
+                Some("sync") | Some("quorum") => "Standby (sync)".to_owned(),
+                Some("potential") => "Standby (potential sync)".to_owned(),
+                _ => "Standby (async)".to_owned(),
+            }
+        };
+        let lsn = if i.is_primary {
+            i.current_lsn
+        } else {
+            i.replay_lsn
+        };
+        let st = i.error.clone().unwrap_or_else(|| {
+            if i.pending_restart {
+                "OK (pending restart)".into()
+            } else {
+                "OK".into()
+            }
+        });
+        writeln!(
+            out,
+            "{:<14} {:<12} {:<20} {}",
+            i.name,
+            lsn.to_string(),
+            role,
+            st
+        )?;
+    }
+    Ok(())
+}
+
 pub(crate) fn status(
     cluster: &str,
     sd: Option<PathBuf>,
@@ -391,76 +471,8 @@ pub(crate) fn status(
         "Services:          rw 127.0.0.1:{}  ro 127.0.0.1:{}  r 127.0.0.1:{}",
         s.ports.rw, s.ports.ro, s.ports.r
     )?;
-    if let Some(p) = p {
-        writeln!(out, "\nStreaming Replication status")?;
-        writeln!(
-            out,
-            "{:<14} {:<12} {:<12} {:<12} {:<12} {:<10} {}",
-            "Name", "Sent LSN", "Write LSN", "Flush LSN", "Replay LSN", "State", SYNC_STATE
-        )?;
-        for r in &p.status.replication_info {
-            writeln!(
-                out,
-                "{:<14} {:<12} {:<12} {:<12} {:<12} {:<10} {}",
-                r.application_name,
-                r.sent_lsn.to_string(),
-                r.write_lsn.to_string(),
-                r.flush_lsn.to_string(),
-                r.replay_lsn.to_string(),
-                r.state,
-                r.sync_state
-            )?;
-        }
-    }
-    writeln!(out, "\nInstances status")?;
-    writeln!(
-        out,
-        "{:<14} {:<12} {:<20} {}",
-        "Name", "Current LSN", "Replication role", STATUS
-    )?;
-    for i in &s.instances {
-        let role = if i.status.is_fenced {
-            "Fenced".to_owned()
-        } else if i.status.is_primary {
-            "Primary".to_owned()
-        } else if i.status.error.is_some() {
-            "-".to_owned()
-        } else {
-            let sync = p
-                .and_then(|p| {
-                    p.status
-                        .replication_info
-                        .iter()
-                        .find(|r| r.application_name == i.name)
-                })
-                .map(|r| r.sync_state.as_str());
-            match sync {
-                Some("sync") | Some("quorum") => "Standby (sync)".to_owned(),
-                Some("potential") => "Standby (potential sync)".to_owned(),
-                _ => "Standby (async)".to_owned(),
-            }
-        };
-        let lsn = if i.status.is_primary {
-            i.status.current_lsn
-        } else {
-            i.status.replay_lsn
-        };
-        let st = i.status.error.clone().unwrap_or_else(|| {
-            if i.status.pending_restart {
-                "OK (pending restart)".into()
-            } else {
-                "OK".into()
-            }
-        });
-        writeln!(
-            out,
-            "{:<14} {:<12} {:<20} {}",
-            i.name,
-            lsn.to_string(),
-            role,
-            st
-        )?;
-    }
+    let statuses: Vec<InstanceStatus> = s.instances.iter().map(|i| i.status.clone()).collect();
+    write_instances(out, p.map(|p| &p.status), &statuses)?;
     if !s.events.is_empty() {
         writeln!(out, "\nRecent events ({})", layout.status().display())?;
         for e in s.events.iter().rev().take(8).rev() {

@@ -44,6 +44,19 @@ fn setup() -> Setup {
             fake.put(&pvc);
         }
     }
+    // The instances' /pg/status, through the pod proxy.
+    fake.set_proxy(std::sync::Arc::new(|pod: &str, port: u16, path: &str| {
+        use cnpg_core::lsn::Lsn;
+        use cnpg_core::status::InstanceStatus;
+        (port == 8000 && path == "/pg/status").then(|| {
+            let st = if pod == "pg-1" {
+                InstanceStatus::primary(pod, 1, Lsn(0x3000060))
+            } else {
+                InstanceStatus::replica(pod, 1, Lsn(0x3000060))
+            };
+            serde_json::to_string(&st).expect("status serializes")
+        })
+    }));
     let secrets = cnpg_operator::secrets::missing(&c, &Default::default(), 1_780_000_000_000)
         .expect("secrets");
     for s in &secrets {
@@ -92,6 +105,12 @@ fn plugin_commands_change_what_the_operator_reads() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Primary instance:     pg-1"), "{out}");
     assert!(out.contains("pg-3"), "{out}");
+    assert!(
+        out.contains("Current Write LSN:    0/3000060 (Timeline: 1)"),
+        "{out}"
+    );
+    assert!(out.contains("Instances status"), "{out}");
+    assert!(out.contains("Primary"), "{out}");
 
     let (code, _, err) = run(&s, &["promote", "pg", "pg-2"]);
     assert_eq!(code, 0, "{err}");
