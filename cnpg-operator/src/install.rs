@@ -37,7 +37,7 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
         &["list", "watch", "create", "delete"],
     ),
     ("", "services", &["list", "watch", "patch"]),
-    ("", "secrets", &["list", "watch", "create"]),
+    ("", "secrets", &["list", "watch", "create", "update"]),
     ("", "serviceaccounts", &["patch"]),
     (
         "policy",

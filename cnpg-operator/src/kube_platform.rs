@@ -266,6 +266,18 @@ impl KubePlatform {
         (sa, role, binding)
     }
 
+    /// A Normal event on the Cluster; best effort.
+    async fn note(&self, c: &Cluster, reason: &'static str, message: &str) {
+        let event = Event {
+            type_: EventType::Normal,
+            reason,
+            message: message.to_owned(),
+        };
+        if let Err(e) = self.record_event(c, &event).await {
+            tracing::warn!("cannot record event: {e}");
+        }
+    }
+
     fn role_of(c: &Cluster, name: &str) -> Role {
         let status = c.status.as_ref();
         let primary = status
@@ -407,14 +419,35 @@ impl Platform for KubePlatform {
             .into_iter()
             .map(|s| (s.name_any(), s))
             .collect();
-        let missing = crate::secrets::missing(c, &secrets, now_ms())
+        let now = now_ms();
+        let missing = crate::secrets::missing(c, &secrets, now)
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
-        for s in &missing {
-            self.create::<Secret>(c, s).await?;
+        let mut all = secrets.clone();
+        for s in missing {
+            self.create::<Secret>(c, &s).await?;
+            all.insert(s.name_any(), s);
         }
-        Ok(crate::secrets::expirations(
-            secrets.values().chain(missing.iter()),
-        ))
+        let renewals = crate::secrets::renewals(c, &all, now)
+            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        for mut s in renewals {
+            let name = s.name_any();
+            // Replaced only if unchanged since we read it (another replica may renew too).
+            s.metadata.resource_version = all
+                .get(&name)
+                .and_then(|old| old.metadata.resource_version.clone());
+            self.api::<Secret>(c)
+                .replace(&name, &PostParams::default(), &s)
+                .await
+                .map_err(api_err(format!("renewing certificate {name}")))?;
+            self.note(
+                c,
+                "CertificateRenewed",
+                &format!("renewed the certificate in {name}"),
+            )
+            .await;
+            all.insert(name, s);
+        }
+        Ok(crate::secrets::expirations(all.values()))
     }
 
     async fn create_instance(

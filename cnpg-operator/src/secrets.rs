@@ -348,6 +348,77 @@ pub fn missing(
     Ok(out)
 }
 
+/// Certificates are renewed this long before they expire (as upstream).
+pub const RENEW_BEFORE_DAYS: i64 = 7;
+
+fn expiring(s: &Secret, now_ms: i64) -> bool {
+    let exp = s
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_EXPIRATION))
+        .and_then(|e| e.parse::<jiff::Timestamp>().ok());
+    // No readable expiration: we cannot tell, so renew (it costs one certificate).
+    exp.is_none_or(|e| e.as_millisecond() < now_ms + RENEW_BEFORE_DAYS * 86_400_000)
+}
+
+/// The certificate Secrets to replace because they expire within [`RENEW_BEFORE_DAYS`]
+/// (given every Secret of the cluster, by name): the CA with every certificate it signed,
+/// or the server and replication certificates alone. Passwords never change.
+pub fn renewals(
+    c: &Cluster,
+    existing: &BTreeMap<String, Secret>,
+    now_ms: i64,
+) -> Result<Vec<Secret>, SecretError> {
+    let cluster = c.metadata.name.clone().unwrap_or_default();
+    let ca_name = naming::secret_ca(&cluster);
+    let Some(ca) = existing.get(&ca_name) else {
+        return Ok(vec![]);
+    };
+    let mut out = Vec::new();
+    let renew_ca = expiring(ca, now_ms);
+    let (ca_cert, ca_key) = if renew_ca {
+        let fresh = issue_ca(&cluster, now_ms)?;
+        out.push(secret(
+            c,
+            &ca_name,
+            "Opaque",
+            BTreeMap::from([
+                ("ca.crt".to_owned(), fresh.cert.clone()),
+                ("ca.key".to_owned(), fresh.key.clone()),
+            ]),
+            BTreeMap::from([(ANNOTATION_EXPIRATION.to_owned(), fresh.expires.to_string())]),
+        ));
+        (fresh.cert, fresh.key)
+    } else {
+        (value(ca, "ca.crt")?, value(ca, "ca.key")?)
+    };
+    let server = naming::secret_server(&cluster);
+    if existing
+        .get(&server)
+        .is_some_and(|s| renew_ca || expiring(s, now_ms))
+    {
+        let issued = issue_leaf(
+            &ca_cert,
+            &ca_key,
+            &naming::service_rw(&cluster),
+            server_names(c),
+            false,
+            now_ms,
+        )?;
+        out.push(tls_secret(c, &server, &issued, Some(&ca_cert)));
+    }
+    let replication = naming::secret_replication(&cluster);
+    if existing
+        .get(&replication)
+        .is_some_and(|s| renew_ca || expiring(s, now_ms))
+    {
+        let issued = issue_leaf(&ca_cert, &ca_key, "streaming_replica", vec![], true, now_ms)?;
+        out.push(tls_secret(c, &replication, &issued, None));
+    }
+    Ok(out)
+}
+
 /// A client certificate Secret for `user`, signed by the cluster's CA
 /// (`kubectl cnpg certificate`).
 pub fn client_certificate(
@@ -434,6 +505,19 @@ mod tests {
         let exp = expirations(made.iter());
         assert_eq!(exp.len(), 3, "{exp:?}");
         assert!(exp["pg-server"].starts_with("2026-"), "{exp:?}");
+        assert!(
+            renewals(&c, &existing, 1_780_000_000_000)
+                .expect("none due")
+                .is_empty()
+        );
+        // 85 days later the leaves and the CA are within a week of expiring.
+        let later = 1_780_000_000_000 + 85 * 86_400_000;
+        let renewed: Vec<String> = renewals(&c, &existing, later)
+            .expect("renewals")
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        assert_eq!(renewed, vec!["pg-ca", "pg-server", "pg-replication"]);
         let client = client_certificate(
             &c,
             &existing["pg-ca"],

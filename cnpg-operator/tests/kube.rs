@@ -860,6 +860,23 @@ async fn rbac_grants_exactly_what_the_code_uses() {
     use cnpg_operator::controller::{self, ControllerConfig, Metrics};
     use cnpg_operator::install::{INSTANCE_PERMISSIONS, OPERATOR_PERMISSIONS};
     let w = World::new(MANIFEST).await;
+    // A server certificate about to expire: it is renewed.
+    w.fake.put(&Secret {
+        metadata: kube::core::ObjectMeta {
+            name: Some("pg-server".into()),
+            namespace: Some(NS.into()),
+            labels: Some([("cnpg.io/cluster".to_owned(), "pg".to_owned())].into()),
+            annotations: Some(
+                [(
+                    cnpg_operator::secrets::ANNOTATION_EXPIRATION.to_owned(),
+                    "2020-01-01T00:00:00Z".to_owned(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let health = free_addr();
     let config = ControllerConfig {
@@ -896,6 +913,10 @@ async fn rbac_grants_exactly_what_the_code_uses() {
             w.roles()
         );
     }
+    let server: Secret = w.fake.get(NS, "pg-server").expect("server certificate");
+    let expires = server.annotations()[cnpg_operator::secrets::ANNOTATION_EXPIRATION].clone();
+    assert!(expires.as_str() > "2026-", "renewed: {expires}");
+    assert!(server.data.is_some_and(|d| d.contains_key("tls.crt")));
     // Its own endpoints.
     let get = |path: &'static str| {
         cnpg_operator::local::http_get_at("127.0.0.1", health.port(), path, Duration::from_secs(2))
