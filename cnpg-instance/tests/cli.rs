@@ -244,3 +244,88 @@ fn initdb_run_status_and_clean_stop() {
         "PostgreSQL was stopped"
     );
 }
+
+/// The pod init container's step: the program and the passwords land in the shared volume,
+/// runnable and private.
+#[test]
+fn install_copies_the_program_and_the_passwords() {
+    use std::os::unix::fs::PermissionsExt;
+    let to = tempdir();
+    let passwords = tempdir();
+    for f in ["superuser-password", "replication-password", "app-password"] {
+        std::fs::write(passwords.path().join(f), format!("{f}-value")).expect("write");
+    }
+    let o = bin()
+        .args(["install", "--to"])
+        .arg(to.path())
+        .arg("--passwords")
+        .arg(passwords.path())
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", text(&o));
+    let copied = to.path().join("cnpg-instance");
+    let mode = std::fs::metadata(&copied)
+        .expect("copied")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    let version = Command::new(&copied)
+        .arg("--version")
+        .output()
+        .expect("the copy runs");
+    assert!(version.status.success());
+    let secret = to.path().join("secrets").join("replication-password");
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("copied"),
+        "replication-password-value"
+    );
+    let mode = std::fs::metadata(&secret)
+        .expect("secret")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    for d in ["run", "tmp", "log"] {
+        assert!(to.path().join(d).is_dir(), "{d}");
+    }
+    // An unwritable target is named.
+    let o = bin()
+        .args(["install", "--to", "/proc/nonexistent/dir"])
+        .output()
+        .expect("runs");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/proc/nonexistent/dir"), "{}", text(&o));
+}
+
+/// `run` needs a source of cluster status: a file or `--kubernetes`, not both.
+#[test]
+fn run_needs_a_status_file_or_kubernetes() {
+    let d = tempdir();
+    let o = bin()
+        .args(["run", "--pgdata"])
+        .arg(d.path().join("data"))
+        .args(["--cluster", "pg", "--name", "pg-1", "--secrets"])
+        .arg(d.path().join("s"))
+        .args(["--port", "5432", "--status-port", "8000"])
+        .output()
+        .expect("runs");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--cluster-status"), "{}", text(&o));
+    let o = bin()
+        .args(["run", "--pgdata"])
+        .arg(d.path().join("data"))
+        .args(["--cluster", "pg", "--name", "pg-1", "--secrets"])
+        .arg(d.path().join("s"))
+        .args([
+            "--port",
+            "5432",
+            "--status-port",
+            "8000",
+            "--kubernetes",
+            "--cluster-status",
+            "/x",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("cannot be used with"), "{}", text(&o));
+}

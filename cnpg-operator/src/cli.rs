@@ -31,7 +31,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Those naming a CLUSTER act on the local cluster of that name when one
+/// exists, else on Kubernetes (as kubectl would: `--kubeconfig`, `--context`, `-n`; any of
+/// these forces Kubernetes).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate installation manifests.
@@ -46,7 +48,7 @@ pub enum Command {
         #[command(subcommand)]
         what: LocalCommand,
     },
-    /// Show the status of a local cluster: summary, why the primary is the primary,
+    /// Show the status of a cluster: summary, why the primary is the primary,
     /// replication, instances.
     Status {
         /// Cluster name.
@@ -55,7 +57,7 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Switch over: make INSTANCE the primary of a local cluster.
+    /// Switch over: make INSTANCE the primary.
     Promote {
         /// Cluster name.
         cluster: String,
@@ -78,7 +80,7 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Hibernate a local cluster (stop every instance, keep the data), or wake it up.
+    /// Hibernate a cluster (stop every instance, keep the data), or wake it up.
     Hibernate {
         /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
@@ -89,7 +91,7 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Restart a local cluster (rolling: replicas first, the primary last) or one instance
+    /// Restart a cluster (rolling: replicas first, the primary last) or one instance
     /// (the primary restarts in place).
     Restart {
         /// Cluster name.
@@ -100,7 +102,7 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Reload the configuration of every instance of a local cluster.
+    /// Reload the configuration of every instance of a cluster.
     Reload {
         /// Cluster name.
         cluster: String,
@@ -108,7 +110,8 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Collect the manifest, status and logs of a local cluster (no secrets) into a folder.
+    /// Collect the manifest, status and logs of a cluster (no secrets): a folder for a
+    /// local cluster, YAML on standard output for one on Kubernetes.
     Report {
         /// Cluster name.
         cluster: String,
