@@ -1,5 +1,6 @@
 //! The instance manager's footprint and reflexes, on a real PostgreSQL:
-//! * idle RSS of `cnpg-instance run` (target: under 15 MB);
+//! * idle RSS of `cnpg-instance run` (target: under 15 MB), with a local status file and
+//!   with `--kubernetes` (its Cluster watched on an in-memory API server);
 //! * time from a `kill -9` of the postmaster to `/pg/status` reporting it, and to the
 //!   instance serving again.
 //!
@@ -171,6 +172,69 @@ async fn main() {
         serving,
     );
 
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let _ = child.wait();
+
+    // The same instance as in a pod: its Cluster on Kubernetes (the in-memory API server,
+    // through a kubeconfig), with the watch, the primary Lease and its renewals running.
+    let fake = cnpg_operator::fakekube::FakeKube::new();
+    let api_port = fake.serve().await.expect("serve the fake API");
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        cnpg_operator::fakekube::FakeKube::kubeconfig(api_port, "db"),
+    )
+    .expect("kubeconfig");
+    let cluster: cnpg_core::api::Cluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "pg", "namespace": "db"},
+        "spec": {"instances": 1, "storage": {"size": "1Gi"}},
+        "status": {"targetPrimary": "pg-1", "currentPrimary": "pg-1"},
+    }))
+    .expect("cluster");
+    fake.put(&cluster);
+    let mut child = Command::new(&exe)
+        .args([
+            "run",
+            "--pgdata",
+            &pgdata.display().to_string(),
+            "--cluster",
+            "pg",
+            "--name",
+            "pg-1",
+            "--secrets",
+            &secrets.display().to_string(),
+            "--port",
+            &port.to_string(),
+            "--status-port",
+            &sport.to_string(),
+            "--kubernetes",
+            "--namespace",
+            "db",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("run starts");
+    let t = Instant::now();
+    while !primary().await {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the instance never started on Kubernetes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss, hwm) = rss_kb(child.id());
+    println!(
+        "cnpg-instance --kubernetes idle RSS: {:.1} MB (peak {:.1} MB); target under 15 MB",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
