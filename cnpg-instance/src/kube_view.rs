@@ -203,7 +203,14 @@ impl KubeView {
 #[async_trait]
 impl ClusterView for KubeView {
     async fn read(&self) -> Result<ViewData, ViewError> {
-        Ok(view_of(&self.cluster().await?, self.port))
+        let view = view_of(&self.cluster().await?, self.port);
+        // The primary keeps its Lease, also after this manager restarted (nothing promotes
+        // it again, so nothing else would take the Lease back).
+        let me = Some(self.instance.as_str());
+        if view.current_primary.as_deref() == me && view.target_primary.as_deref() == me {
+            self.keep_renewing();
+        }
+        Ok(view)
     }
 
     async fn acquire_primary_lease(&self, instance: &str) -> Result<bool, ViewError> {

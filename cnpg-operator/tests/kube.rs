@@ -1154,3 +1154,31 @@ async fn a_parameter_needing_a_restart_rolls_replicas_then_restarts_the_primary_
     assert_eq!(w.current().as_deref(), Some("pg-1"));
     assert!(!w.status_targets().contains(&"pending".to_owned()));
 }
+
+/// An instance manager restarted while its instance is the primary takes the primary Lease
+/// back by itself (nothing promotes it again).
+#[tokio::test]
+async fn a_restarted_primary_takes_its_lease_back() {
+    let fake = FakeKube::new();
+    let cluster: Cluster = serde_saphyr::from_str(
+        "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: pg, namespace: db}\nspec: {instances: 1, storage: {size: 1Gi}}\nstatus: {currentPrimary: pg-1, targetPrimary: pg-1}\n",
+    )
+    .expect("manifest");
+    fake.put(&cluster);
+    let view = KubeView::start(fake.client_as("instance"), NS, "pg", "pg-1", 5432)
+        .with_lease_duration(Duration::from_millis(600));
+    view.read().await.expect("read");
+    let mut n = 0;
+    loop {
+        let holder = fake
+            .get::<Lease>(NS, "pg")
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity);
+        if holder.as_deref() == Some("pg-1") {
+            break;
+        }
+        n += 1;
+        assert!(n < 100, "the primary never took its lease back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
