@@ -8,29 +8,9 @@
 
 use cnpg_instance::runas::{self, RunAs};
 use cnpg_instance::testkit::{free_port, http_get};
-use std::path::Path;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn release_binary() -> std::path::PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let ok = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "cnpg-instance",
-            "--bin",
-            "cnpg-instance",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs");
-    assert!(ok.success(), "building cnpg-instance failed");
-    root.join("target/release/cnpg-instance")
-}
 
 fn rss_kb(pid: u32) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -58,13 +38,13 @@ fn stats(label: &str, mut v: Vec<Duration>) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
-    let exe = release_binary();
+    let exe = cnpg_instance::testkit::instance_binary(true);
     let tmp = tempfile::tempdir().expect("tempdir");
     runas::own(RunAs::detect().expect("user"), tmp.path()).expect("own");
     let pgdata = tmp.path().join("pg-1/data");
     let secrets = tmp.path().join("secrets");
     let status_file = tmp.path().join("status.json");
-    let st = Command::new(&exe)
+    let st = Command::new(exe)
         .args([
             "initdb",
             "--pgdata",
@@ -89,7 +69,7 @@ async fn main() {
     )
     .expect("status");
     let (port, sport) = (free_port(), free_port());
-    let mut child = Command::new(&exe)
+    let mut child = Command::new(exe)
         .args([
             "run",
             "--pgdata",
@@ -197,7 +177,7 @@ async fn main() {
     }))
     .expect("cluster");
     fake.put(&cluster);
-    let mut child = Command::new(&exe)
+    let mut child = Command::new(exe)
         .args([
             "run",
             "--pgdata",

@@ -10,6 +10,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A new password: 24 random bytes, hex (safe in URIs, pgpass and conninfo as is).
+pub fn random_password() -> Result<String, getrandom::Error> {
+    let mut raw = [0u8; 24];
+    getrandom::fill(&mut raw)?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Where an instance's secrets live.
 #[derive(Debug, Clone)]
 pub struct Secrets {
@@ -48,10 +55,8 @@ impl Secrets {
         runas::own(run_as, &self.dir).map_err(io(&self.dir))?;
         let read = |path: PathBuf| -> Result<String, PgError> {
             if !path.exists() {
-                let mut raw = [0u8; 18];
-                getrandom::fill(&mut raw)
-                    .map_err(|e| PgError::Query(format!("no randomness: {e}")))?;
-                let pw: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                let pw =
+                    random_password().map_err(|e| PgError::Query(format!("no randomness: {e}")))?;
                 write_private(&path, &pw, run_as)?;
             }
             let pw = std::fs::read_to_string(&path).map_err(io(&path))?;

@@ -13,6 +13,7 @@
 pub mod bootstrap;
 pub mod config;
 pub mod control;
+pub mod http;
 pub mod kube_view;
 pub mod lease;
 pub mod manager;

@@ -22,6 +22,39 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// This workspace's `cnpg-instance` program, built once per profile: tests and benchmarks
+/// of other packages cannot name another package's binary, so they build it here.
+pub fn instance_binary(release: bool) -> &'static std::path::Path {
+    use std::sync::OnceLock;
+    static DEBUG: OnceLock<std::path::PathBuf> = OnceLock::new();
+    static RELEASE: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let cell = if release { &RELEASE } else { &DEBUG };
+    cell.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "cnpg-instance",
+            "--bin",
+            "cnpg-instance",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let ok = cmd.current_dir(&root).status().expect("cargo runs");
+        assert!(ok.success(), "building cnpg-instance failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target
+            .join(if release { "release" } else { "debug" })
+            .join("cnpg-instance")
+    })
+}
+
 /// A free TCP port on 127.0.0.1, outside the ephemeral range ([`crate::ports`]).
 pub fn free_port() -> u16 {
     crate::ports::free_port().expect("the loopback interface has free ports")
@@ -342,29 +375,9 @@ fn tail(path: &PathBuf) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-/// A tiny HTTP GET for tests (one request, `Connection: close`).
+/// A GET on 127.0.0.1 for tests ([`crate::http::get`], 5 s deadline).
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .ok_or("bad HTTP response")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+    crate::http::get("127.0.0.1", port, path, Duration::from_secs(5)).await
 }
 
 async fn http_get_json(port: u16, path: &str) -> Result<InstanceStatus, String> {

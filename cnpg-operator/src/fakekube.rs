@@ -409,8 +409,7 @@ impl FakeKube {
         };
         let mut s = self.lock();
         let old = s.objects.get(&key).cloned();
-        let stored = self.store_object(&mut s, &key, old.as_ref(), v);
-        let _ = stored;
+        self.store_object(&mut s, &key, old.as_ref(), v);
     }
 
     /// Changes an object in place (the kubelet setting a pod's status, a user editing):

@@ -491,7 +491,6 @@ pub async fn report(
 ) -> Result<(), KubeCliError> {
     let c = cluster(client, ns, name).await?;
     let selector = ListParams::default().labels(&format!("{}={name}", naming::LABEL_CLUSTER));
-    let yaml = |v: &dyn erased::Yaml| v.yaml();
     writeln!(out, "# cluster\n{}", yaml(&c))?;
     for p in Api::<Pod>::namespaced(client.clone(), ns)
         .list(&selector)
@@ -522,15 +521,8 @@ pub async fn report(
     Ok(())
 }
 
-mod erased {
-    pub trait Yaml {
-        fn yaml(&self) -> String;
-    }
-    impl<T: serde::Serialize> Yaml for T {
-        fn yaml(&self) -> String {
-            serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
-        }
-    }
+fn yaml<T: serde::Serialize>(v: &T) -> String {
+    serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# cannot render: {e}"))
 }
 
 /// `certificate SECRET --cnpg-cluster C --cnpg-user U`: a client certificate signed by the

@@ -61,7 +61,7 @@ impl InstanceClient for HttpInstanceClient {
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
             return InstanceStatus::unreachable(&name, "the pod has no IP yet");
         };
-        match crate::local::http_get_at(&ip, specs::STATUS_PORT as u16, "/pg/status", self.timeout)
+        match cnpg_instance::http::get(&ip, specs::STATUS_PORT as u16, "/pg/status", self.timeout)
             .await
         {
             Ok((200, body)) => serde_json::from_str::<InstanceStatus>(&body).unwrap_or_else(|e| {
@@ -266,6 +266,87 @@ impl KubePlatform {
         (sa, role, binding)
     }
 
+    async fn ensure_services(&self, c: &Cluster) -> Result<(), PlatformError> {
+        let services = specs::services(c);
+        futures::future::try_join_all(
+            services.iter().map(|svc| {
+                self.apply::<Service>(c, svc.metadata.name.as_deref().unwrap_or(""), svc)
+            }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn ensure_pdbs(&self, c: &Cluster) -> Result<(), PlatformError> {
+        let wanted = specs::pdbs(c);
+        let existing = self
+            .api::<PodDisruptionBudget>(c)
+            .list(&Self::selector(c, ""))
+            .await
+            .map_err(api_err("listing PDBs"))?;
+        for pdb in &wanted {
+            let name = pdb.name_any();
+            self.apply::<PodDisruptionBudget>(c, &name, pdb).await?;
+        }
+        for name in specs::pdb_names(c) {
+            let exists = existing.items.iter().any(|p| p.name_any() == name);
+            if exists && !wanted.iter().any(|p| p.name_any() == name) {
+                self.delete::<PodDisruptionBudget>(c, &name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_instance_rbac(&self, c: &Cluster) -> Result<(), PlatformError> {
+        let (sa, role, binding) = Self::instance_rbac(c);
+        let name = sa.name_any();
+        futures::try_join!(
+            self.apply::<ServiceAccount>(c, &name, &sa),
+            self.apply::<RbacRole>(c, &name, &role),
+            self.apply::<RoleBinding>(c, &name, &binding),
+        )
+        .map(|_| ())
+    }
+
+    /// Creates the missing Secrets, renews expiring certificates; returns the expirations.
+    async fn ensure_secrets(&self, c: &Cluster) -> Result<BTreeMap<String, String>, PlatformError> {
+        let secrets: BTreeMap<String, Secret> = self
+            .api::<Secret>(c)
+            .list(&Self::selector(c, ""))
+            .await
+            .map_err(api_err("listing secrets"))?
+            .items
+            .into_iter()
+            .map(|s| (s.name_any(), s))
+            .collect();
+        let due = crate::secrets::due(c, &secrets, now_ms())
+            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        let mut all = secrets.clone();
+        for mut s in due {
+            let name = s.name_any();
+            match secrets.get(&name) {
+                None => self.create::<Secret>(c, &s).await?,
+                Some(old) => {
+                    // Replaced only if unchanged since we read it (another replica may
+                    // renew it too).
+                    s.metadata.resource_version = old.metadata.resource_version.clone();
+                    self.api::<Secret>(c)
+                        .replace(&name, &PostParams::default(), &s)
+                        .await
+                        .map_err(api_err(format!("renewing certificate {name}")))?;
+                    self.note(
+                        c,
+                        "CertificateRenewed",
+                        &format!("renewed the certificate in {name}"),
+                    )
+                    .await;
+                }
+            }
+            all.insert(name, s);
+        }
+        Ok(crate::secrets::expirations(all.values()))
+    }
+
     /// A Normal event on the Cluster; best effort.
     async fn note(&self, c: &Cluster, reason: &'static str, message: &str) {
         let event = Event {
@@ -385,69 +466,15 @@ impl Platform for KubePlatform {
     }
 
     async fn ensure_shared(&self, c: &Cluster) -> Result<BTreeMap<String, String>, PlatformError> {
-        for svc in specs::services(c) {
-            let name = svc.name_any();
-            self.apply::<Service>(c, &name, &svc).await?;
-        }
-        let wanted = specs::pdbs(c);
-        let existing = self
-            .api::<PodDisruptionBudget>(c)
-            .list(&Self::selector(c, ""))
-            .await
-            .map_err(api_err("listing PDBs"))?;
-        for pdb in &wanted {
-            let name = pdb.name_any();
-            self.apply::<PodDisruptionBudget>(c, &name, pdb).await?;
-        }
-        for name in specs::pdb_names(c) {
-            let exists = existing.items.iter().any(|p| p.name_any() == name);
-            if exists && !wanted.iter().any(|p| p.name_any() == name) {
-                self.delete::<PodDisruptionBudget>(c, &name).await?;
-            }
-        }
-        let (sa, role, binding) = Self::instance_rbac(c);
-        let name = sa.name_any();
-        self.apply::<ServiceAccount>(c, &name, &sa).await?;
-        self.apply::<RbacRole>(c, &name, &role).await?;
-        self.apply::<RoleBinding>(c, &name, &binding).await?;
-        let secrets: BTreeMap<String, Secret> = self
-            .api::<Secret>(c)
-            .list(&Self::selector(c, ""))
-            .await
-            .map_err(api_err("listing secrets"))?
-            .items
-            .into_iter()
-            .map(|s| (s.name_any(), s))
-            .collect();
-        let now = now_ms();
-        let missing = crate::secrets::missing(c, &secrets, now)
-            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
-        let mut all = secrets.clone();
-        for s in missing {
-            self.create::<Secret>(c, &s).await?;
-            all.insert(s.name_any(), s);
-        }
-        let renewals = crate::secrets::renewals(c, &all, now)
-            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
-        for mut s in renewals {
-            let name = s.name_any();
-            // Replaced only if unchanged since we read it (another replica may renew too).
-            s.metadata.resource_version = all
-                .get(&name)
-                .and_then(|old| old.metadata.resource_version.clone());
-            self.api::<Secret>(c)
-                .replace(&name, &PostParams::default(), &s)
-                .await
-                .map_err(api_err(format!("renewing certificate {name}")))?;
-            self.note(
-                c,
-                "CertificateRenewed",
-                &format!("renewed the certificate in {name}"),
-            )
-            .await;
-            all.insert(name, s);
-        }
-        Ok(crate::secrets::expirations(all.values()))
+        // Independent of each other: sent together, so a loop waits for one round trip
+        // instead of one per object.
+        let (_, _, _, expirations) = futures::try_join!(
+            self.ensure_services(c),
+            self.ensure_pdbs(c),
+            self.ensure_instance_rbac(c),
+            self.ensure_secrets(c),
+        )?;
+        Ok(expirations)
     }
 
     async fn create_instance(

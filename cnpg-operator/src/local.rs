@@ -206,48 +206,6 @@ pub fn free_port() -> Result<u16, LocalError> {
         .map_err(|e| LocalError::Other(format!("no free port on 127.0.0.1: {e}")))
 }
 
-/// Minimal HTTP GET with a timeout (instance status endpoints on loopback).
-pub async fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(u16, String), String> {
-    http_get_at("127.0.0.1", port, path, timeout).await
-}
-
-/// Minimal HTTP GET of `path` on `host:port` with a timeout (instance status endpoints).
-pub async fn http_get_at(
-    host: &str,
-    port: u16,
-    path: &str,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fut = async {
-        let mut s = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| e.to_string())?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let code = text
-            .get(9..12)
-            .and_then(|c| c.parse().ok())
-            .ok_or("bad HTTP answer")?;
-        Ok((
-            code,
-            text.split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_owned())
-                .unwrap_or_default(),
-        ))
-    };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| "timed out".to_owned())?
-}
-
 // ---------------------------------------------------------------------------------------
 // Services: TCP proxies
 // ---------------------------------------------------------------------------------------
@@ -560,7 +518,14 @@ impl LocalOperator {
             let running = self.children.contains_key(&name) || self.adopted.contains_key(&name);
             let status = match (running, self.ports.instances.get(&name)) {
                 (true, Some((_, sp))) => {
-                    match http_get(*sp, "/pg/status", Duration::from_millis(500)).await {
+                    match cnpg_instance::http::get(
+                        "127.0.0.1",
+                        *sp,
+                        "/pg/status",
+                        Duration::from_millis(500),
+                    )
+                    .await
+                    {
                         Ok((_, body)) => serde_json::from_str::<InstanceStatus>(&body)
                             .unwrap_or_else(|e| InstanceStatus::unreachable(&name, &e.to_string())),
                         Err(e) => InstanceStatus::unreachable(&name, &e),

@@ -193,8 +193,12 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
             )
             .await?;
     }
-    let expirations = platform.ensure_shared(cluster).await?;
-    let instances = platform.observe(cluster).await?;
+    // Both before deciding, neither waiting for the other: the shared objects are not
+    // what a failover waits for.
+    let (shared, observed) =
+        futures::join!(platform.ensure_shared(cluster), platform.observe(cluster));
+    let expirations = shared?;
+    let instances = observed?;
     let state = state_of(cluster);
     let sync_in_effect = state
         .current_primary

@@ -47,9 +47,7 @@ pub enum SecretError {
 }
 
 fn password() -> Result<String, SecretError> {
-    let mut raw = [0u8; 24];
-    getrandom::fill(&mut raw).map_err(|e| SecretError::Random(e.to_string()))?;
-    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+    cnpg_instance::bootstrap::random_password().map_err(|e| SecretError::Random(e.to_string()))
 }
 
 fn secret(
@@ -261,9 +259,10 @@ pub fn app_names(c: &Cluster) -> (String, String) {
     (db, owner)
 }
 
-/// Every Secret of a new cluster, given the ones that already exist (by name): only the
-/// missing ones are returned, and passwords already issued are reused.
-pub fn missing(
+/// The Secrets to write, given the ones that already exist (by name): the missing ones
+/// (passwords already issued are reused) and the certificates due for renewal. The caller
+/// creates those that do not exist and replaces the others.
+pub fn due(
     c: &Cluster,
     existing: &BTreeMap<String, Secret>,
     now_ms: i64,
@@ -310,41 +309,7 @@ pub fn missing(
             "*",
         ));
     }
-    let ca_name = naming::secret_ca(&cluster);
-    let (ca_cert, ca_key) = match existing.get(&ca_name) {
-        Some(s) => (value(s, "ca.crt")?, value(s, "ca.key")?),
-        None => {
-            let ca = issue_ca(&cluster, now_ms)?;
-            out.push(secret(
-                c,
-                &ca_name,
-                "Opaque",
-                BTreeMap::from([
-                    ("ca.crt".to_owned(), ca.cert.clone()),
-                    ("ca.key".to_owned(), ca.key.clone()),
-                ]),
-                BTreeMap::from([(ANNOTATION_EXPIRATION.to_owned(), ca.expires.to_string())]),
-            ));
-            (ca.cert, ca.key)
-        }
-    };
-    let server = naming::secret_server(&cluster);
-    if !existing.contains_key(&server) {
-        let issued = issue_leaf(
-            &ca_cert,
-            &ca_key,
-            &naming::service_rw(&cluster),
-            server_names(c),
-            false,
-            now_ms,
-        )?;
-        out.push(tls_secret(c, &server, &issued, Some(&ca_cert)));
-    }
-    let replication = naming::secret_replication(&cluster);
-    if !existing.contains_key(&replication) {
-        let issued = issue_leaf(&ca_cert, &ca_key, "streaming_replica", vec![], true, now_ms)?;
-        out.push(tls_secret(c, &replication, &issued, None));
-    }
+    out.extend(certificates(c, existing, now_ms)?);
     Ok(out)
 }
 
@@ -362,42 +327,39 @@ fn expiring(s: &Secret, now_ms: i64) -> bool {
     exp.is_none_or(|e| e.as_millisecond() < now_ms + RENEW_BEFORE_DAYS * 86_400_000)
 }
 
-/// The certificate Secrets to replace because they expire within [`RENEW_BEFORE_DAYS`]
-/// (given every Secret of the cluster, by name): the CA with every certificate it signed,
-/// or the server and replication certificates alone. Passwords never change.
-pub fn renewals(
+/// The certificate Secrets to write (given every Secret of the cluster, by name): the
+/// CA when it is missing or expires within [`RENEW_BEFORE_DAYS`], and then every
+/// certificate it signs; a server or replication certificate alone when it is missing or
+/// expiring. Passwords never change.
+fn certificates(
     c: &Cluster,
     existing: &BTreeMap<String, Secret>,
     now_ms: i64,
 ) -> Result<Vec<Secret>, SecretError> {
     let cluster = c.metadata.name.clone().unwrap_or_default();
-    let ca_name = naming::secret_ca(&cluster);
-    let Some(ca) = existing.get(&ca_name) else {
-        return Ok(vec![]);
-    };
+    let due = |name: &str| existing.get(name).is_none_or(|s| expiring(s, now_ms));
     let mut out = Vec::new();
-    let renew_ca = expiring(ca, now_ms);
-    let (ca_cert, ca_key) = if renew_ca {
-        let fresh = issue_ca(&cluster, now_ms)?;
-        out.push(secret(
-            c,
-            &ca_name,
-            "Opaque",
-            BTreeMap::from([
-                ("ca.crt".to_owned(), fresh.cert.clone()),
-                ("ca.key".to_owned(), fresh.key.clone()),
-            ]),
-            BTreeMap::from([(ANNOTATION_EXPIRATION.to_owned(), fresh.expires.to_string())]),
-        ));
-        (fresh.cert, fresh.key)
-    } else {
-        (value(ca, "ca.crt")?, value(ca, "ca.key")?)
+    let ca_name = naming::secret_ca(&cluster);
+    let new_ca = due(&ca_name);
+    let (ca_cert, ca_key) = match existing.get(&ca_name) {
+        Some(ca) if !new_ca => (value(ca, "ca.crt")?, value(ca, "ca.key")?),
+        _ => {
+            let ca = issue_ca(&cluster, now_ms)?;
+            out.push(secret(
+                c,
+                &ca_name,
+                "Opaque",
+                BTreeMap::from([
+                    ("ca.crt".to_owned(), ca.cert.clone()),
+                    ("ca.key".to_owned(), ca.key.clone()),
+                ]),
+                BTreeMap::from([(ANNOTATION_EXPIRATION.to_owned(), ca.expires.to_string())]),
+            ));
+            (ca.cert, ca.key)
+        }
     };
     let server = naming::secret_server(&cluster);
-    if existing
-        .get(&server)
-        .is_some_and(|s| renew_ca || expiring(s, now_ms))
-    {
+    if new_ca || due(&server) {
         let issued = issue_leaf(
             &ca_cert,
             &ca_key,
@@ -409,10 +371,7 @@ pub fn renewals(
         out.push(tls_secret(c, &server, &issued, Some(&ca_cert)));
     }
     let replication = naming::secret_replication(&cluster);
-    if existing
-        .get(&replication)
-        .is_some_and(|s| renew_ca || expiring(s, now_ms))
-    {
+    if new_ca || due(&replication) {
         let issued = issue_leaf(&ca_cert, &ca_key, "streaming_replica", vec![], true, now_ms)?;
         out.push(tls_secret(c, &replication, &issued, None));
     }
@@ -466,7 +425,7 @@ mod tests {
         )
         .expect("parses");
         c.metadata.uid = Some("u".into());
-        let made = missing(&c, &BTreeMap::new(), 1_780_000_000_000).expect("secrets");
+        let made = due(&c, &BTreeMap::new(), 1_780_000_000_000).expect("secrets");
         let names: Vec<String> = made
             .iter()
             .filter_map(|s| s.metadata.name.clone())
@@ -498,21 +457,16 @@ mod tests {
             .map(|s| (s.metadata.name.clone().unwrap_or_default(), s.clone()))
             .collect();
         assert!(
-            missing(&c, &existing, 1_780_000_000_000)
+            due(&c, &existing, 1_780_000_000_000)
                 .expect("none")
                 .is_empty()
         );
         let exp = expirations(made.iter());
         assert_eq!(exp.len(), 3, "{exp:?}");
         assert!(exp["pg-server"].starts_with("2026-"), "{exp:?}");
-        assert!(
-            renewals(&c, &existing, 1_780_000_000_000)
-                .expect("none due")
-                .is_empty()
-        );
         // 85 days later the leaves and the CA are within a week of expiring.
         let later = 1_780_000_000_000 + 85 * 86_400_000;
-        let renewed: Vec<String> = renewals(&c, &existing, later)
+        let renewed: Vec<String> = due(&c, &existing, later)
             .expect("renewals")
             .iter()
             .filter_map(|s| s.metadata.name.clone())

@@ -8,29 +8,9 @@ use cnpg_core::api::Cluster;
 use cnpg_instance::ports::free_port;
 use cnpg_instance::runas::{self, RunAs};
 use cnpg_operator::fakekube::FakeKube;
-use cnpg_operator::local::http_get;
 use k8s_openapi::api::coordination::v1::Lease;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn instance_bin() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let ok = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "cnpg-instance",
-            "--bin",
-            "cnpg-instance",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs");
-    assert!(ok.success(), "building cnpg-instance failed");
-    Path::new(env!("CARGO_BIN_EXE_kubectl-cnpg")).with_file_name("cnpg-instance")
-}
 
 /// Stops the instance manager even when the test fails.
 struct Running(std::process::Child);
@@ -71,7 +51,7 @@ fn the_instance_manager_follows_its_cluster_on_kubernetes() {
     .expect("manifest");
     fake.put(&cluster);
 
-    let bin = instance_bin();
+    let bin = cnpg_instance::testkit::instance_binary(false);
     let pgdata = t.path().join("pg-1").join("data");
     let secrets = t.path().join("secrets");
     let common = [
@@ -84,7 +64,7 @@ fn the_instance_manager_follows_its_cluster_on_kubernetes() {
         "--secrets".into(),
         secrets.display().to_string(),
     ];
-    let o = Command::new(&bin)
+    let o = Command::new(bin)
         .arg("initdb")
         .args(&common)
         .arg("--skip-if-initialized")
@@ -92,7 +72,7 @@ fn the_instance_manager_follows_its_cluster_on_kubernetes() {
         .expect("initdb runs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // A second bootstrap of the same instance (a restarted init container) is a no-op.
-    let again = Command::new(&bin)
+    let again = Command::new(bin)
         .arg("initdb")
         .args(&common)
         .arg("--skip-if-initialized")
@@ -107,7 +87,7 @@ fn the_instance_manager_follows_its_cluster_on_kubernetes() {
 
     let (port, sport) = (free_port().expect("a port"), free_port().expect("a port"));
     let _im = Running(
-        Command::new(&bin)
+        Command::new(bin)
             .arg("run")
             .args(&common)
             .args(["--kubernetes", "--namespace", "db"])
@@ -123,9 +103,14 @@ fn the_instance_manager_follows_its_cluster_on_kubernetes() {
             .expect("run starts"),
     );
     let status = || {
-        rt.block_on(http_get(sport, "/pg/status", Duration::from_secs(2)))
-            .map(|(_, body)| body)
-            .unwrap_or_default()
+        rt.block_on(cnpg_instance::http::get(
+            "127.0.0.1",
+            sport,
+            "/pg/status",
+            Duration::from_secs(2),
+        ))
+        .map(|(_, body)| body)
+        .unwrap_or_default()
     };
     wait("pg-1 primary and serving", || {
         status().contains("\"isPrimary\":true")

@@ -919,7 +919,7 @@ async fn rbac_grants_exactly_what_the_code_uses() {
     assert!(server.data.is_some_and(|d| d.contains_key("tls.crt")));
     // Its own endpoints.
     let get = |path: &'static str| {
-        cnpg_operator::local::http_get_at("127.0.0.1", health.port(), path, Duration::from_secs(2))
+        cnpg_instance::http::get("127.0.0.1", health.port(), path, Duration::from_secs(2))
     };
     assert_eq!(get("/healthz").await.expect("healthz").0, 200);
     assert_eq!(get("/readyz").await.expect("readyz").0, 200);

@@ -57,8 +57,8 @@ fn setup() -> Setup {
             serde_json::to_string(&st).expect("status serializes")
         })
     }));
-    let secrets = cnpg_operator::secrets::missing(&c, &Default::default(), 1_780_000_000_000)
-        .expect("secrets");
+    let secrets =
+        cnpg_operator::secrets::due(&c, &Default::default(), 1_780_000_000_000).expect("secrets");
     for s in &secrets {
         fake.put(s);
     }

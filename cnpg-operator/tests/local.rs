@@ -7,33 +7,14 @@ use cnpg_instance::runas::{self, RunAs};
 use cnpg_operator::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn kubectl_cnpg() -> &'static str {
     env!("CARGO_BIN_EXE_kubectl-cnpg")
 }
 
-/// The instance manager binary, built once (it belongs to another package).
-fn instance_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let ok = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "cnpg-instance",
-                "--bin",
-                "cnpg-instance",
-            ])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
-        assert!(ok.success(), "building cnpg-instance failed");
-        Path::new(kubectl_cnpg()).with_file_name("cnpg-instance")
-    })
+fn instance_bin() -> &'static Path {
+    cnpg_instance::testkit::instance_binary(false)
 }
 
 const MANIFEST: &str = "apiVersion: postgresql.cnpg.io/v1

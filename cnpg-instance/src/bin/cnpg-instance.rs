@@ -581,28 +581,27 @@ fn install(to: &std::path::Path, passwords: Option<&std::path::Path>) -> ExitCod
 }
 
 fn status(host: &str, port: u16) -> ExitCode {
-    use std::io::{Read, Write};
-    let mut s = match std::net::TcpStream::connect((host, port)) {
-        Ok(s) => s,
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(cnpg_instance::http::get(
+                host,
+                port,
+                "/pg/status",
+                Duration::from_secs(30),
+            ))
+        });
+    let body = match answer {
+        Ok((_, body)) => body,
         Err(e) => {
             return fail(format!(
                 "cannot reach the instance manager at {host}:{port}: {e}"
             ));
         }
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let req = format!("GET /pg/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    let mut resp = String::new();
-    if let Err(e) = s
-        .write_all(req.as_bytes())
-        .and_then(|_| s.read_to_string(&mut resp))
-    {
-        return fail(format!("status request failed: {e}"));
-    }
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
+    let body = body.as_str();
     match serde_json::from_str::<serde_json::Value>(body) {
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

@@ -1,0 +1,75 @@
+//! One HTTP GET with a deadline: how the operator, the plugin and the tests read an
+//! instance manager's `/pg/status` and probes. hyper's client (already in the build through
+//! kube) does the protocol; no connection is kept, so a restarted instance manager is
+//! never reached through a stale one.
+
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+/// `GET http://host:port/path`: the status code and the body, or why it failed (including
+/// `timed out` past `timeout`). IPv6 hosts are written without brackets.
+pub async fn get(
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let uri: http::Uri = format!("http://{authority}{path}")
+        .parse()
+        .map_err(|e| format!("bad address {authority}{path}: {e}"))?;
+    let client: Client<_, String> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let fetch = async {
+        let response = client.get(uri).await.map_err(|e| e.to_string())?;
+        let code = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn status_body_and_refusal() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let app = axum::Router::new().route(
+            "/pg/status",
+            axum::routing::get(|| async {
+                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down")
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let got = super::get(
+            "127.0.0.1",
+            port,
+            "/pg/status",
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(got, Ok((500, "down".to_owned())));
+        let free = crate::ports::free_port().expect("port");
+        let refused = super::get("127.0.0.1", free, "/", std::time::Duration::from_secs(5)).await;
+        assert!(refused.is_err());
+    }
+}
