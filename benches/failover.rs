@@ -12,7 +12,7 @@
 //! 0 rows lost with `required`.
 
 use cnpg_instance::runas::{self, RunAs};
-use cnpg_operator::writer::{Target, Writer};
+use cnpg_operator::testkit::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -161,12 +161,12 @@ async fn main() {
 
     // The same instance as in a pod: its Cluster on Kubernetes (the in-memory API server,
     // through a kubeconfig), with the watch, the primary Lease and its renewals running.
-    let fake = cnpg_operator::fakekube::FakeKube::new();
+    let fake = cnpg_operator::testkit::fakekube::FakeKube::new();
     let api_port = fake.serve().await.expect("serve the fake API");
     let kubeconfig = tmp.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,
-        cnpg_operator::fakekube::FakeKube::kubeconfig(api_port, "db"),
+        cnpg_operator::testkit::fakekube::FakeKube::kubeconfig(api_port, "db"),
     )
     .expect("kubeconfig");
     let cluster: cnpg_core::api::Cluster = serde_json::from_value(serde_json::json!({

@@ -5,8 +5,9 @@
 //! its storage), role labels, the cluster-wide objects (Services, PDBs, Secrets), the
 //! Cluster status and events. [`reconcile_cluster`] is the whole operator loop for one
 //! Cluster — observe, let `cnpg_core::reconcile` decide, act, write the status — and knows
-//! nothing of how the platform does it: [`crate::kube_platform::KubePlatform`] does it on
-//! Kubernetes; tests run it against an in-memory API server.
+//! nothing of how the platform does it: [`crate::kube::platform::KubePlatform`] does it on
+//! Kubernetes. (The local platform, [`crate::local`], drives the same `cnpg_core::reconcile`
+//! with a loop of its own; it does not implement this trait yet.)
 
 use async_trait::async_trait;
 use cnpg_core::api::{Cluster, ClusterStatus, HaState, Validate};

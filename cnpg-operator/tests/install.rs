@@ -12,7 +12,7 @@ fn generate(args: &[&str]) -> String {
     let mut err = Vec::new();
     let mut all = vec!["kubectl-cnpg", "install", "generate"];
     all.extend(args);
-    let code = cnpg_operator::cli::run(all, &mut std::io::empty(), &mut out, &mut err);
+    let code = cnpg_operator::plugin::run(all, &mut std::io::empty(), &mut out, &mut err);
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
     String::from_utf8(out).expect("UTF-8")
 }
@@ -58,8 +58,8 @@ fn the_manifest_parses_into_kubernetes_types() {
     let role: ClusterRole = serde_json::from_value(docs[6].clone()).expect("ClusterRole");
     assert_eq!(
         role.rules.expect("rules").len(),
-        cnpg_operator::install::OPERATOR_PERMISSIONS.len()
-            + cnpg_operator::install::ADMISSION_PERMISSIONS.len()
+        cnpg_operator::kube::install::OPERATOR_PERMISSIONS.len()
+            + cnpg_operator::kube::install::ADMISSION_PERMISSIONS.len()
     );
     let binding: ClusterRoleBinding = serde_json::from_value(docs[7].clone()).expect("binding");
     assert_eq!(
@@ -94,7 +94,7 @@ fn the_manifest_parses_into_kubernetes_types() {
 fn the_namespace_flag_sets_the_operator_namespace() {
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let code = cnpg_operator::cli::run(
+    let code = cnpg_operator::plugin::run(
         ["kubectl-cnpg", "-n", "db-operators", "install", "generate"],
         &mut std::io::empty(),
         &mut out,

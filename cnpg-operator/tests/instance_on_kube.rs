@@ -7,7 +7,7 @@
 use cnpg_core::api::Cluster;
 use cnpg_instance::ports::free_port;
 use cnpg_instance::runas::{self, RunAs};
-use cnpg_operator::fakekube::FakeKube;
+use cnpg_operator::testkit::fakekube::FakeKube;
 use k8s_openapi::api::coordination::v1::Lease;
 use std::process::Command;
 use std::time::{Duration, Instant};

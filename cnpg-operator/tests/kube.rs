@@ -14,10 +14,10 @@ use cnpg_core::status::InstanceStatus;
 use cnpg_core::time::Timestamp;
 use cnpg_instance::kube_view::KubeView;
 use cnpg_instance::view::ClusterView;
-use cnpg_operator::fakekube::FakeKube;
-use cnpg_operator::kube_platform::{InstanceClient, KubePlatform};
+use cnpg_operator::kube::platform::{InstanceClient, KubePlatform};
+use cnpg_operator::kube::specs::OperatorSettings;
 use cnpg_operator::platform::{PlatformError, reconcile_cluster};
-use cnpg_operator::specs::OperatorSettings;
+use cnpg_operator::testkit::fakekube::FakeKube;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -449,7 +449,7 @@ impl World {
             .list::<Pod>(NS)
             .into_iter()
             .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
-            .filter(cnpg_operator::kube_platform::pod_ready)
+            .filter(cnpg_operator::kube::platform::pod_ready)
             .map(|p| p.name_any())
             .collect()
     }
@@ -460,7 +460,7 @@ impl World {
                 .fake
                 .list::<Pod>(NS)
                 .iter()
-                .filter(|p| cnpg_operator::kube_platform::pod_ready(p))
+                .filter(|p| cnpg_operator::kube::platform::pod_ready(p))
                 .count()
                 == self.cluster().spec.instances as usize
     }
@@ -840,7 +840,7 @@ async fn an_invalid_cluster_starts_nothing() {
 
 type Grant = (String, String, String);
 
-fn grants(perms: &[cnpg_operator::install::Permission]) -> std::collections::BTreeSet<Grant> {
+fn grants(perms: &[cnpg_operator::kube::install::Permission]) -> std::collections::BTreeSet<Grant> {
     perms
         .iter()
         .flat_map(|(g, r, verbs)| {
@@ -857,8 +857,8 @@ fn grants(perms: &[cnpg_operator::install::Permission]) -> std::collections::BTr
 /// must be used — except those it holds only to grant the instance managers their Role.
 #[tokio::test]
 async fn rbac_grants_exactly_what_the_code_uses() {
-    use cnpg_operator::controller::{self, ControllerConfig, Metrics};
-    use cnpg_operator::install::{INSTANCE_PERMISSIONS, OPERATOR_PERMISSIONS};
+    use cnpg_operator::kube::controller::{self, ControllerConfig, Metrics};
+    use cnpg_operator::kube::install::{INSTANCE_PERMISSIONS, OPERATOR_PERMISSIONS};
     let w = World::new(MANIFEST).await;
     // A server certificate about to expire: it is renewed.
     w.fake.put(&Secret {
@@ -868,7 +868,7 @@ async fn rbac_grants_exactly_what_the_code_uses() {
             labels: Some([("cnpg.io/cluster".to_owned(), "pg".to_owned())].into()),
             annotations: Some(
                 [(
-                    cnpg_operator::secrets::ANNOTATION_EXPIRATION.to_owned(),
+                    cnpg_operator::kube::secrets::ANNOTATION_EXPIRATION.to_owned(),
                     "2020-01-01T00:00:00Z".to_owned(),
                 )]
                 .into(),
@@ -914,7 +914,7 @@ async fn rbac_grants_exactly_what_the_code_uses() {
         );
     }
     let server: Secret = w.fake.get(NS, "pg-server").expect("server certificate");
-    let expires = server.annotations()[cnpg_operator::secrets::ANNOTATION_EXPIRATION].clone();
+    let expires = server.annotations()[cnpg_operator::kube::secrets::ANNOTATION_EXPIRATION].clone();
     assert!(expires.as_str() > "2026-", "renewed: {expires}");
     assert!(server.data.is_some_and(|d| d.contains_key("tls.crt")));
     // Its own endpoints.
@@ -1043,7 +1043,7 @@ fn free_addr() -> std::net::SocketAddr {
 /// leader stops it releases the Lease and the other takes over at once.
 #[tokio::test]
 async fn two_operator_replicas_one_leads_the_other_takes_over() {
-    use cnpg_operator::controller::{self, ControllerConfig, Metrics};
+    use cnpg_operator::kube::controller::{self, ControllerConfig, Metrics};
     let w = World::new(MANIFEST).await;
     let start = |identity: &str| {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

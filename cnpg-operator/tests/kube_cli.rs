@@ -2,8 +2,8 @@
 //! the in-memory API server served on loopback.
 
 use cnpg_core::api::Cluster;
-use cnpg_operator::fakekube::FakeKube;
-use cnpg_operator::specs::{self, DataSource, OperatorSettings};
+use cnpg_operator::kube::specs::{self, DataSource, OperatorSettings};
+use cnpg_operator::testkit::fakekube::FakeKube;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use std::path::PathBuf;
 
@@ -57,8 +57,8 @@ fn setup() -> Setup {
             serde_json::to_string(&st).expect("status serializes")
         })
     }));
-    let secrets =
-        cnpg_operator::secrets::due(&c, &Default::default(), 1_780_000_000_000).expect("secrets");
+    let secrets = cnpg_operator::kube::secrets::due(&c, &Default::default(), 1_780_000_000_000)
+        .expect("secrets");
     for s in &secrets {
         fake.put(s);
     }
@@ -79,7 +79,7 @@ fn run(s: &Setup, args: &[&str]) -> (i32, String, String) {
     all.extend(args);
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let code = cnpg_operator::cli::run(all, &mut std::io::empty(), &mut out, &mut err);
+    let code = cnpg_operator::plugin::run(all, &mut std::io::empty(), &mut out, &mut err);
     (
         code,
         String::from_utf8_lossy(&out).into_owned(),
@@ -196,7 +196,7 @@ fn plugin_commands_change_what_the_operator_reads() {
 #[test]
 fn a_bad_kubeconfig_is_named() {
     let mut err = Vec::new();
-    let code = cnpg_operator::cli::run(
+    let code = cnpg_operator::plugin::run(
         [
             "kubectl-cnpg",
             "--kubeconfig",

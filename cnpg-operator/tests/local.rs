@@ -4,7 +4,7 @@
 //! missing.
 
 use cnpg_instance::runas::{self, RunAs};
-use cnpg_operator::writer::{Target, Writer};
+use cnpg_operator::testkit::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -291,7 +291,7 @@ fn kill9_of_the_primary_postmaster_loses_no_acknowledged_row() {
     assert_no_acked_row_missing(&c, &acked);
     assert!(
         c.cnpg(&["status", "pgk"])
-            .contains(&format!("Primary instance:  {now}"))
+            .contains(&format!("Primary instance:     {now}"))
     );
 }
 

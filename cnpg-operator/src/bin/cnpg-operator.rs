@@ -1,9 +1,9 @@
 //! `cnpg-operator`: the cnpg-rs operator on Kubernetes.
 
 use clap::Parser;
-use cnpg_operator::controller::{self, ControllerConfig, Metrics};
-use cnpg_operator::kube_platform::{HttpInstanceClient, KubePlatform};
-use cnpg_operator::specs::OperatorSettings;
+use cnpg_operator::kube::controller::{self, ControllerConfig, Metrics};
+use cnpg_operator::kube::platform::{HttpInstanceClient, KubePlatform};
+use cnpg_operator::kube::specs::OperatorSettings;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;

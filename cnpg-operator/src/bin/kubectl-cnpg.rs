@@ -3,7 +3,7 @@
 fn main() {
     // Unlocked handles: background tasks of `local up` print too, and a lock held here for
     // the whole run would block them forever.
-    let code = cnpg_operator::cli::run(
+    let code = cnpg_operator::plugin::run(
         std::env::args_os(),
         &mut std::io::stdin(),
         &mut std::io::stdout(),

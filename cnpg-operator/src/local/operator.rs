@@ -1,17 +1,14 @@
-//! The local platform: the same operator decisions, without Kubernetes.
+//! The local operator: one process that keeps a cluster of local `cnpg-instance`
+//! processes as its manifest says.
 //!
-//! An instance is a `cnpg-instance run` process; a PVC is a directory under the state
-//! directory; a Service is a TCP listener of this process forwarding to the instances that
-//! carry the right role (`-rw` the primary, `-ro` the replicas, `-r` all); the Cluster status
-//! is a JSON file replaced atomically. Every loop the operator observes the instances over
-//! HTTP (`/pg/status`), calls `cnpg_core::reconcile::reconcile`, and applies the plan.
-//!
-//! Layout of `<state-dir>/<cluster>/`: `cluster.yaml` (the manifest), `status.json` (what
-//! the operator decided), `view.json` (what the instance managers read),
-//! `current-primary.json` (published by the promoted instance manager), `ports.json`,
-//! `secrets/`, `instances/<name>/{data,run,postgres.log,manager.log}`, `operator.pid`,
-//! `requests/` (switchover requests from `kubectl-cnpg promote`).
+//! Every 100 ms it observes the instances over HTTP (`/pg/status`), calls
+//! `cnpg_core::reconcile::reconcile`, and applies the plan: starting, stopping and cloning
+//! instance managers, writing the view they read (target primary, fencing, synchronous
+//! standby names), pointing the [`super::services`] at the right members, and writing
+//! `status.json` with the events that explain each decision.
 
+use super::layout::{InstanceLine, Layout, Ports, StatusFile};
+use super::services::{Routes, Service};
 use cnpg_core::api::Cluster;
 use cnpg_core::api::manifest::check_document;
 use cnpg_core::fencing::Fencing;
@@ -21,120 +18,13 @@ use cnpg_core::reconcile::{self, Action, Bootstrap, ClusterState, Observed, Obse
 use cnpg_core::status::InstanceStatus;
 use cnpg_core::time::Timestamp;
 use cnpg_instance::view::{Endpoint, FileView, ViewData, write_atomically};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-
-/// Where a local cluster keeps everything.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    /// `<state-dir>/<cluster>`.
-    pub root: PathBuf,
-}
-
-impl Layout {
-    /// The layout of `cluster` under `state_dir`.
-    pub fn new(state_dir: &Path, cluster: &str) -> Self {
-        Layout {
-            root: state_dir.join(cluster),
-        }
-    }
-    /// The manifest.
-    pub fn manifest(&self) -> PathBuf {
-        self.root.join("cluster.yaml")
-    }
-    /// The status the operator writes.
-    pub fn status(&self) -> PathBuf {
-        self.root.join("status.json")
-    }
-    /// What the instance managers read.
-    pub fn view(&self) -> PathBuf {
-        self.root.join("view.json")
-    }
-    /// `currentPrimary`, published by the promoted instance manager.
-    pub fn published(&self) -> PathBuf {
-        self.root.join("current-primary.json")
-    }
-    /// Passwords.
-    pub fn secrets(&self) -> PathBuf {
-        self.root.join("secrets")
-    }
-    /// Port assignments.
-    pub fn ports(&self) -> PathBuf {
-        self.root.join("ports.json")
-    }
-    /// One instance's directory.
-    pub fn instance(&self, name: &str) -> PathBuf {
-        self.root.join("instances").join(name)
-    }
-    /// The operator's pid file.
-    pub fn pid(&self) -> PathBuf {
-        self.root.join("operator.pid")
-    }
-    /// The operator's log (when detached).
-    pub fn log(&self) -> PathBuf {
-        self.root.join("operator.log")
-    }
-    /// A switchover request.
-    pub fn promote_request(&self) -> PathBuf {
-        self.root.join("requests").join("promote")
-    }
-}
-
-/// Ports of a local cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ports {
-    /// The read-write service.
-    pub rw: u16,
-    /// The read-only service.
-    pub ro: u16,
-    /// The read service.
-    pub r: u16,
-    /// Per instance: (PostgreSQL port, status port).
-    pub instances: BTreeMap<String, (u16, u16)>,
-}
-
-/// One instance in `status.json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceLine {
-    /// Name.
-    pub name: String,
-    /// Role label.
-    pub role: String,
-    /// Its process runs.
-    pub running: bool,
-    /// Its last status report.
-    pub status: InstanceStatus,
-}
-
-/// `status.json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusFile {
-    /// The persisted decision state.
-    pub state: ClusterState,
-    /// The phase (upstream's strings).
-    pub phase: String,
-    /// Why.
-    pub phase_reason: String,
-    /// The instances.
-    pub instances: Vec<InstanceLine>,
-    /// The last election and why it chose its winner.
-    pub last_election: Option<String>,
-    /// Recent events, newest last.
-    pub events: Vec<String>,
-    /// Ports.
-    pub ports: Ports,
-    /// Pid of the operator.
-    pub operator_pid: u32,
-}
 
 /// What a local operator needs.
 #[derive(Debug, Clone)]
@@ -206,87 +96,6 @@ pub fn free_port() -> Result<u16, LocalError> {
         .map_err(|e| LocalError::Other(format!("no free port on 127.0.0.1: {e}")))
 }
 
-// ---------------------------------------------------------------------------------------
-// Services: TCP proxies
-// ---------------------------------------------------------------------------------------
-
-/// Which instances a service forwards to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    /// The primary.
-    Rw,
-    /// The replicas.
-    Ro,
-    /// Every instance.
-    R,
-}
-
-#[derive(Default)]
-struct Routes {
-    rw: Option<(String, SocketAddr)>,
-    ro: Vec<(String, SocketAddr)>,
-    r: Vec<(String, SocketAddr)>,
-    next: usize,
-    /// Open client connections: (service, backend instance, handle to cut it).
-    conns: Vec<(Service, String, tokio::task::AbortHandle)>,
-}
-
-impl Routes {
-    fn pick(&mut self, service: Service) -> Option<(String, SocketAddr)> {
-        self.next = self.next.wrapping_add(1);
-        match service {
-            Service::Rw => self.rw.clone(),
-            Service::Ro if !self.ro.is_empty() => Some(self.ro[self.next % self.ro.len()].clone()),
-            Service::R if !self.r.is_empty() => Some(self.r[self.next % self.r.len()].clone()),
-            _ => None,
-        }
-    }
-
-    /// Cuts connections whose backend no longer belongs to their service.
-    fn cut_stale(&mut self) {
-        let rw = self.rw.as_ref().map(|(n, _)| n.clone());
-        let ro: Vec<String> = self.ro.iter().map(|(n, _)| n.clone()).collect();
-        let r: Vec<String> = self.r.iter().map(|(n, _)| n.clone()).collect();
-        self.conns.retain(|(svc, backend, handle)| {
-            let keep = !handle.is_finished()
-                && match svc {
-                    Service::Rw => rw.as_ref() == Some(backend),
-                    Service::Ro => ro.contains(backend),
-                    Service::R => r.contains(backend),
-                };
-            if !keep {
-                handle.abort();
-            }
-            keep
-        });
-    }
-}
-
-async fn serve(listener: TcpListener, service: Service, routes: Arc<Mutex<Routes>>) {
-    loop {
-        let Ok((mut client, _)) = listener.accept().await else {
-            continue;
-        };
-        let target = routes.lock().expect("routes lock").pick(service);
-        let Some((backend, addr)) = target else {
-            drop(client); // no member: refuse at once, the client retries
-            continue;
-        };
-        let task = tokio::spawn(async move {
-            if let Ok(mut server) = TcpStream::connect(addr).await {
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            }
-        });
-        let mut r = routes.lock().expect("routes lock");
-        r.conns.push((service, backend, task.abort_handle()));
-        r.conns.retain(|(_, _, h)| !h.is_finished());
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The operator
-// ---------------------------------------------------------------------------------------
-
 /// A running local cluster.
 pub struct LocalOperator {
     layout: Layout,
@@ -297,7 +106,7 @@ pub struct LocalOperator {
     /// Instance managers started by an earlier run of the operator and still alive.
     adopted: BTreeMap<String, i32>,
     roles: BTreeMap<String, Role>,
-    routes: Arc<Mutex<Routes>>,
+    routes: Routes,
     state: ClusterState,
     sync_value: String,
     restart: Option<String>,
@@ -371,7 +180,7 @@ impl LocalOperator {
             children: BTreeMap::new(),
             adopted: BTreeMap::new(),
             roles: BTreeMap::new(),
-            routes: Arc::new(Mutex::new(Routes::default())),
+            routes: Routes::default(),
             sync_value: String::new(),
             restart: None,
             reload: None,
@@ -399,7 +208,7 @@ impl LocalOperator {
         healthy: tokio::sync::oneshot::Sender<String>,
     ) -> Result<(), LocalError> {
         for (svc, l) in listeners {
-            tokio::spawn(serve(l, svc, self.routes.clone()));
+            tokio::spawn(self.routes.clone().serve(l, svc));
         }
         std::fs::write(self.layout.pid(), std::process::id().to_string())
             .map_err(io(&self.layout.pid()))?;
@@ -602,7 +411,7 @@ impl LocalOperator {
             }
         }
         self.reload = annotation("cnpg.io/reloadedAt");
-        let restart_one = self.layout.root.join("requests").join("restart");
+        let restart_one = self.layout.restart_request();
         if let Ok(name) = std::fs::read_to_string(&restart_one) {
             let _ = std::fs::remove_file(&restart_one);
             let name = name.trim().to_owned();
@@ -615,7 +424,7 @@ impl LocalOperator {
                 self.event(format!("restarting {name}"));
             }
         }
-        let destroy = self.layout.root.join("requests").join("destroy");
+        let destroy = self.layout.destroy_request();
         if let Ok(name) = std::fs::read_to_string(&destroy) {
             let _ = std::fs::remove_file(&destroy);
             let name = name.trim().to_owned();
@@ -671,11 +480,7 @@ impl LocalOperator {
         let rw = pick(&|r| r == Role::Primary).into_iter().next();
         let ro = pick(&|r| r == Role::Replica);
         let all = pick(&|r| r != Role::Unhealthy);
-        let mut r = self.routes.lock().expect("routes lock");
-        r.rw = rw;
-        r.ro = ro;
-        r.r = all;
-        r.cut_stale();
+        self.routes.set(rw, ro, all);
     }
 
     fn write_view(&mut self, policy: &Policy) {

@@ -10,8 +10,10 @@
 //! concurrent change (a `kubectl cnpg promote`, an instance publishing itself) makes the
 //! write fail and the loop decide again rather than overwrite it.
 
+use super::meta;
+use super::specs::{self, DataSource, OperatorSettings};
+use super::{install, secrets};
 use crate::platform::{Platform, PlatformError, StatusUpdate};
-use crate::specs::{self, DataSource, OperatorSettings};
 use async_trait::async_trait;
 use cnpg_core::api::Cluster;
 use cnpg_core::naming::{self, Role};
@@ -237,13 +239,13 @@ impl KubePlatform {
         let meta = || k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some(name.clone()),
             namespace: c.metadata.namespace.clone(),
-            labels: Some(specs::cluster_labels(c)),
-            owner_references: Some(vec![specs::owner(c)]),
+            labels: Some(meta::cluster_labels(c)),
+            owner_references: Some(vec![meta::owner(c)]),
             ..Default::default()
         };
         let role = RbacRole {
             metadata: meta(),
-            rules: Some(crate::install::rules(crate::install::INSTANCE_PERMISSIONS)),
+            rules: Some(install::rules(install::INSTANCE_PERMISSIONS)),
         };
         let binding = RoleBinding {
             metadata: meta(),
@@ -319,7 +321,7 @@ impl KubePlatform {
             .into_iter()
             .map(|s| (s.name_any(), s))
             .collect();
-        let due = crate::secrets::due(c, &secrets, now_ms())
+        let due = secrets::due(c, &secrets, now_ms())
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let mut all = secrets.clone();
         for mut s in due {
@@ -344,7 +346,7 @@ impl KubePlatform {
             }
             all.insert(name, s);
         }
-        Ok(crate::secrets::expirations(all.values()))
+        Ok(secrets::expirations(all.values()))
     }
 
     /// A Normal event on the Cluster; best effort.

@@ -6,7 +6,7 @@
 //! Losing the Lease stops the process (fail-stop, as kube-controller-manager does): a
 //! replica that cannot prove it still leads must not keep deciding failovers.
 
-use crate::kube_platform::KubePlatform;
+use super::platform::KubePlatform;
 use crate::platform::{PlatformError, reconcile_cluster};
 use cnpg_core::api::Cluster;
 use cnpg_core::time::Timestamp;

@@ -17,10 +17,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
 use std::collections::BTreeMap;
+
+use super::meta::{cluster_labels, cluster_name, meta};
+use super::secrets::{app_names, passwords_secret};
 
 /// The image used when the Cluster names none.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/cloudnative-pg/postgresql:18.1-system-trixie";
@@ -54,37 +56,6 @@ impl Default for OperatorSettings {
             operator_image: "ghcr.io/cnpg-rs/cnpg-operator:0.1.0".into(),
         }
     }
-}
-
-fn cluster_name(c: &Cluster) -> String {
-    c.metadata.name.clone().unwrap_or_default()
-}
-
-/// The owner reference every object of the cluster carries.
-pub fn owner(c: &Cluster) -> OwnerReference {
-    OwnerReference {
-        api_version: Cluster::api_version(&()).into_owned(),
-        kind: Cluster::kind(&()).into_owned(),
-        name: cluster_name(c),
-        uid: c.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-fn meta(c: &Cluster, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: c.metadata.namespace.clone(),
-        labels: Some(labels),
-        owner_references: Some(vec![owner(c)]),
-        ..Default::default()
-    }
-}
-
-/// The labels every object of the cluster carries.
-pub fn cluster_labels(c: &Cluster) -> BTreeMap<String, String> {
-    BTreeMap::from([(naming::LABEL_CLUSTER.to_owned(), cluster_name(c))])
 }
 
 /// The image the instances run.
@@ -208,7 +179,7 @@ pub fn instance_pod(
         Volume {
             name: "passwords".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(crate::secrets::passwords_secret(&name)),
+                secret_name: Some(passwords_secret(&name)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -341,7 +312,7 @@ pub fn instance_pod(
     let bootstrap = match source {
         DataSource::Existing => None,
         DataSource::Initdb => {
-            let (db, owner) = crate::secrets::app_names(c);
+            let (db, owner) = app_names(c);
             Some(vec![
                 "initdb".to_owned(),
                 "--app-db".into(),

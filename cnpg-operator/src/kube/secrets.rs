@@ -17,6 +17,8 @@ use rcgen::{
 };
 use std::collections::BTreeMap;
 
+use super::meta::{cluster_labels, owner};
+
 /// Annotation on certificate Secrets: when the certificate expires (RFC 3339).
 pub const ANNOTATION_EXPIRATION: &str = "cnpg.io/certificateExpiration";
 /// How long the certificates we issue last.
@@ -61,9 +63,9 @@ fn secret(
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: c.metadata.namespace.clone(),
-            labels: Some(crate::specs::cluster_labels(c)),
+            labels: Some(cluster_labels(c)),
             annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: Some(vec![crate::specs::owner(c)]),
+            owner_references: Some(vec![owner(c)]),
             ..Default::default()
         },
         type_: Some(type_.to_owned()),

@@ -1,0 +1,127 @@
+//! Where a local cluster keeps everything, and the files the operator and the plugin share.
+//!
+//! `<state-dir>/<cluster>/` holds `cluster.yaml` (the manifest: `local apply` replaces it,
+//! the plugin's annotations edit it), `status.json` ([`StatusFile`]: what the operator
+//! decided, read by `kubectl-cnpg status`), `view.json` (what the instance managers read),
+//! `current-primary.json` (published by the promoted instance manager), `ports.json`,
+//! `secrets/`, `instances/<name>/{data,run,postgres.log,manager.log}`, `operator.pid`, and
+//! `requests/` (switchover, restart and destroy requests from the plugin).
+
+use cnpg_core::reconcile::ClusterState;
+use cnpg_core::status::InstanceStatus;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where a local cluster keeps everything.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `<state-dir>/<cluster>`.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of `cluster` under `state_dir`.
+    pub fn new(state_dir: &Path, cluster: &str) -> Self {
+        Layout {
+            root: state_dir.join(cluster),
+        }
+    }
+    /// The manifest.
+    pub fn manifest(&self) -> PathBuf {
+        self.root.join("cluster.yaml")
+    }
+    /// The status the operator writes.
+    pub fn status(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+    /// What the instance managers read.
+    pub fn view(&self) -> PathBuf {
+        self.root.join("view.json")
+    }
+    /// `currentPrimary`, published by the promoted instance manager.
+    pub fn published(&self) -> PathBuf {
+        self.root.join("current-primary.json")
+    }
+    /// Passwords.
+    pub fn secrets(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+    /// Port assignments.
+    pub fn ports(&self) -> PathBuf {
+        self.root.join("ports.json")
+    }
+    /// One instance's directory.
+    pub fn instance(&self, name: &str) -> PathBuf {
+        self.root.join("instances").join(name)
+    }
+    /// The operator's pid file.
+    pub fn pid(&self) -> PathBuf {
+        self.root.join("operator.pid")
+    }
+    /// The operator's log (when detached).
+    pub fn log(&self) -> PathBuf {
+        self.root.join("operator.log")
+    }
+    /// A switchover request (`kubectl-cnpg promote`): the instance to promote.
+    pub fn promote_request(&self) -> PathBuf {
+        self.root.join("requests").join("promote")
+    }
+    /// A request to restart one instance (`kubectl-cnpg restart CLUSTER INSTANCE`).
+    pub fn restart_request(&self) -> PathBuf {
+        self.root.join("requests").join("restart")
+    }
+    /// A request to destroy one replica (`kubectl-cnpg destroy`).
+    pub fn destroy_request(&self) -> PathBuf {
+        self.root.join("requests").join("destroy")
+    }
+}
+
+/// Ports of a local cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    /// The read-write service.
+    pub rw: u16,
+    /// The read-only service.
+    pub ro: u16,
+    /// The read service.
+    pub r: u16,
+    /// Per instance: (PostgreSQL port, status port).
+    pub instances: BTreeMap<String, (u16, u16)>,
+}
+
+/// One instance in `status.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceLine {
+    /// Name.
+    pub name: String,
+    /// Role label.
+    pub role: String,
+    /// Its process runs.
+    pub running: bool,
+    /// Its last status report.
+    pub status: InstanceStatus,
+}
+
+/// `status.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusFile {
+    /// The persisted decision state.
+    pub state: ClusterState,
+    /// The phase (upstream's strings).
+    pub phase: String,
+    /// Why.
+    pub phase_reason: String,
+    /// The instances.
+    pub instances: Vec<InstanceLine>,
+    /// The last election and why it chose its winner.
+    pub last_election: Option<String>,
+    /// Recent events, newest last.
+    pub events: Vec<String>,
+    /// Ports.
+    pub ports: Ports,
+    /// Pid of the operator.
+    pub operator_pid: u32,
+}

@@ -1,0 +1,149 @@
+//! The commands that ask a cluster's operator for something: `promote`, `fencing`,
+//! `hibernate`, `restart`, `reload`, `destroy`, and `report`. Each is written once against
+//! [`ClusterAccess`]: the checks (is it an instance? is it the primary?) and the decision
+//! (which annotation, which value) are here; the platform only reads and writes.
+
+use super::access::{ClusterAccess, PluginError};
+use cnpg_core::fencing::Fencing;
+use cnpg_core::naming;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The annotation asking every instance to reload its configuration.
+pub const ANNOTATION_RELOADED_AT: &str = "cnpg.io/reloadedAt";
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+/// `promote CLUSTER INSTANCE`: a switchover (it bypasses the failover quorum, as upstream).
+pub async fn promote(
+    access: &dyn ClusterAccess,
+    instance: &str,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    let facts = access.facts().await?;
+    facts.require_instance(instance)?;
+    if facts.current_primary.as_deref() == Some(instance) {
+        writeln!(out, "{instance} is already the primary of {}", facts.name)?;
+        return Ok(());
+    }
+    access.switchover(instance).await?;
+    writeln!(out, "{}: switchover to {instance} requested", facts.name)?;
+    Ok(())
+}
+
+/// `fencing on|off CLUSTER INSTANCE|*`: edits the `cnpg.io/fencedInstances` annotation.
+pub async fn fencing(
+    access: &dyn ClusterAccess,
+    on: bool,
+    instance: &str,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    let facts = access.facts().await?;
+    let current = facts.annotations.get(naming::ANNOTATION_FENCED_INSTANCES);
+    let mut f = Fencing::parse(current.map(String::as_str)).map_err(|e| {
+        PluginError::Usage(format!(
+            "{}: annotation {}: {e}",
+            facts.name,
+            naming::ANNOTATION_FENCED_INSTANCES
+        ))
+    })?;
+    if on {
+        f.fence(instance);
+    } else {
+        f.unfence(instance).map_err(PluginError::Usage)?;
+    }
+    access
+        .annotate(naming::ANNOTATION_FENCED_INSTANCES, f.to_annotation())
+        .await?;
+    writeln!(out, "{}: fencing {} for {instance}", facts.name, on_off(on))?;
+    Ok(())
+}
+
+/// `hibernate on|off CLUSTER`.
+pub async fn hibernate(
+    access: &dyn ClusterAccess,
+    on: bool,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    let facts = access.facts().await?;
+    access
+        .annotate(naming::ANNOTATION_HIBERNATION, Some(on_off(on).into()))
+        .await?;
+    writeln!(out, "{}: hibernation {}", facts.name, on_off(on))?;
+    Ok(())
+}
+
+/// `restart CLUSTER [INSTANCE]`: a rolling restart (replicas first, the primary last), or
+/// one instance (the primary in place, without a failover).
+pub async fn restart(
+    access: &dyn ClusterAccess,
+    instance: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    let facts = access.facts().await?;
+    match instance {
+        None => {
+            access
+                .annotate(naming::ANNOTATION_RESTARTED_AT, Some(now()))
+                .await?;
+            writeln!(
+                out,
+                "{}: rolling restart requested: replicas first, the primary last",
+                facts.name
+            )?;
+        }
+        Some(i) => {
+            facts.require_instance(i)?;
+            let primary = facts.current_primary.as_deref() == Some(i);
+            let what = access.restart_instance(i, primary).await?;
+            writeln!(out, "{}: {what}", facts.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// `reload CLUSTER`.
+pub async fn reload(access: &dyn ClusterAccess, out: &mut dyn Write) -> Result<(), PluginError> {
+    let facts = access.facts().await?;
+    access.annotate(ANNOTATION_RELOADED_AT, Some(now())).await?;
+    writeln!(out, "{}: reload requested", facts.name)?;
+    Ok(())
+}
+
+/// `destroy CLUSTER INSTANCE`: never the primary (switch over first).
+pub async fn destroy(
+    access: &dyn ClusterAccess,
+    instance: &str,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    let facts = access.facts().await?;
+    facts.require_instance(instance)?;
+    if facts.is_primary(instance) {
+        return Err(PluginError::Usage(format!(
+            "{instance} is the primary of {name}; switch over first (kubectl-cnpg promote {name} ANOTHER-INSTANCE)",
+            name = facts.name
+        )));
+    }
+    access.destroy_instance(instance).await?;
+    writeln!(
+        out,
+        "{}: destroyed {instance}; the operator makes a new one from the primary",
+        facts.name
+    )?;
+    Ok(())
+}
+
+/// `report CLUSTER [--output DIR]`.
+pub async fn report(
+    access: &dyn ClusterAccess,
+    output: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    access.report(output, out).await
+}

@@ -1,0 +1,400 @@
+//! The plugin on Kubernetes: [`KubeAccess`] reaches a Cluster through the kubeconfig
+//! (`--kubeconfig`, `--context`, `-n` as kubectl reads them), and the commands that only
+//! make sense there (`maintenance`, `certificate`).
+//!
+//! Requests go where upstream's plugin puts them: annotations on the Cluster, the status
+//! (`targetPrimary` for a switchover, the in-place restart token), the spec (maintenance
+//! window). Instances report themselves through the API server's pod proxy.
+
+use super::access::{ClusterAccess, Facts, PluginError, PodLine, StatusReport};
+use crate::kube::platform::pod_ready;
+use crate::kube::{secrets, specs};
+use async_trait::async_trait;
+use cnpg_core::api::Cluster;
+use cnpg_core::naming;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Where the cluster is: kubeconfig, context, namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The kubeconfig file (default: `$KUBECONFIG`, then `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// The context (default: the current one).
+    pub context: Option<String>,
+    /// The namespace (default: the context's).
+    pub namespace: Option<String>,
+}
+
+/// A client and namespace for `target`.
+pub async fn connect(target: &Target) -> Result<(Client, String), PluginError> {
+    let options = KubeConfigOptions {
+        context: target.context.clone(),
+        ..Default::default()
+    };
+    let config = match &target.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| PluginError::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await
+        }
+        None => kube::Config::from_kubeconfig(&options).await,
+    }
+    .map_err(|e| PluginError::Config(e.to_string()))?;
+    let ns = target
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| PluginError::Config(e.to_string()))?;
+    Ok((client, ns))
+}
+
+/// The field manager of the plugin's changes.
+pub const FIELD_MANAGER: &str = "kubectl-cnpg";
+
+fn merge(v: serde_json::Value) -> Patch<serde_json::Value> {
+    Patch::Merge(v)
+}
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+/// A Cluster on Kubernetes.
+pub struct KubeAccess {
+    client: Client,
+    ns: String,
+    name: String,
+}
+
+impl KubeAccess {
+    /// The Cluster `name` where `target` points.
+    pub async fn connect(target: &Target, name: &str) -> Result<Self, PluginError> {
+        let (client, ns) = connect(target).await?;
+        Ok(KubeAccess {
+            client,
+            ns,
+            name: name.to_owned(),
+        })
+    }
+
+    fn clusters(&self) -> Api<Cluster> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn cluster(&self) -> Result<Cluster, PluginError> {
+        self.clusters().get_opt(&self.name).await?.ok_or_else(|| {
+            PluginError::Usage(format!(
+                "cluster {} not found in namespace {}",
+                self.name, self.ns
+            ))
+        })
+    }
+
+    /// The cluster's instance Pods.
+    async fn pods(&self) -> Result<Vec<Pod>, PluginError> {
+        Ok(Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default().labels(&format!(
+                "{}={},{}=instance",
+                naming::LABEL_CLUSTER,
+                self.name,
+                naming::LABEL_POD_ROLE
+            )))
+            .await?
+            .items)
+    }
+
+    async fn pvcs(&self, selector: &str) -> Result<Vec<PersistentVolumeClaim>, PluginError> {
+        Ok(
+            Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.ns)
+                .list(&ListParams::default().labels(selector))
+                .await?
+                .items,
+        )
+    }
+
+    async fn patch_status(&self, status: serde_json::Value) -> Result<(), PluginError> {
+        self.clusters()
+            .patch_status(&self.name, &params(), &merge(json!({ "status": status })))
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait(?Send)]
+impl ClusterAccess for KubeAccess {
+    async fn facts(&self) -> Result<Facts, PluginError> {
+        let c = self.cluster().await?;
+        let st = c.status.unwrap_or_default();
+        // An instance is a Pod, or storage whose Pod is gone (it can still be destroyed).
+        let mut instances: Vec<String> = self.pods().await?.iter().map(|p| p.name_any()).collect();
+        let storage = format!("{}={}", naming::LABEL_CLUSTER, self.name);
+        for pvc in self.pvcs(&storage).await? {
+            if let Some(i) = pvc.labels().get(naming::LABEL_INSTANCE_NAME)
+                && !instances.contains(i)
+            {
+                instances.push(i.clone());
+            }
+        }
+        instances.sort();
+        Ok(Facts {
+            name: self.name.clone(),
+            instances,
+            current_primary: st.current_primary,
+            target_primary: st.target_primary,
+            annotations: c.metadata.annotations.unwrap_or_default(),
+        })
+    }
+
+    async fn annotate(&self, key: &str, value: Option<String>) -> Result<(), PluginError> {
+        self.clusters()
+            .patch(
+                &self.name,
+                &params(),
+                &merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn switchover(&self, instance: &str) -> Result<(), PluginError> {
+        self.patch_status(json!({
+            "targetPrimary": instance,
+            "targetPrimaryTimestamp": now(),
+            "phase": "Switchover in progress",
+            "phaseReason": format!("Switching over to {instance}"),
+        }))
+        .await
+    }
+
+    async fn restart_instance(&self, instance: &str, primary: bool) -> Result<String, PluginError> {
+        if primary {
+            let token = format!(
+                "{instance}@{}",
+                k8s_openapi::jiff::Timestamp::now().as_millisecond()
+            );
+            self.patch_status(json!({
+                "haState": {"restart": token},
+                "phase": "Primary instance is being restarted in-place",
+                "phaseReason": format!("kubectl cnpg restart {} {instance}", self.name),
+            }))
+            .await?;
+            return Ok(format!("restarting the primary {instance} in place"));
+        }
+        Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .delete(instance, &DeleteParams::default())
+            .await?;
+        Ok(format!(
+            "restarting {instance} (its pod is recreated on its storage)"
+        ))
+    }
+
+    async fn destroy_instance(&self, instance: &str) -> Result<(), PluginError> {
+        let selector = format!(
+            "{}={},{}={instance}",
+            naming::LABEL_CLUSTER,
+            self.name,
+            naming::LABEL_INSTANCE_NAME
+        );
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &self.ns);
+        for p in self.pvcs(&selector).await? {
+            api.delete(&p.name_any(), &DeleteParams::default()).await?;
+        }
+        match Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .delete(instance, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn status(&self) -> Result<StatusReport, PluginError> {
+        let c = self.cluster().await?;
+        let st = c.status.clone().unwrap_or_default();
+        let pods = self.pods().await?;
+        // Each instance's own report, through the API server's pod proxy (as upstream).
+        let mut reports = Vec::new();
+        for p in &pods {
+            reports.push(instance_status(&self.client, &self.ns, &p.name_any()).await);
+        }
+        Ok(StatusReport {
+            name: format!("{}/{}", self.ns, self.name),
+            image: Some(specs::image(&c)),
+            current_primary: st.current_primary.clone(),
+            target_primary: st.target_primary.clone(),
+            why_primary: None,
+            phase: st.phase.clone().unwrap_or_default(),
+            phase_reason: st.phase_reason.clone().unwrap_or_default(),
+            instances: c.spec.instances as usize,
+            ready: st.ready_instances as usize,
+            services: None,
+            certificates: st
+                .certificates
+                .map(|c| c.expirations.into_iter().collect())
+                .unwrap_or_default(),
+            reports,
+            pods: pods
+                .iter()
+                .map(|p| PodLine {
+                    name: p.name_any(),
+                    role: p
+                        .labels()
+                        .get(naming::LABEL_INSTANCE_ROLE)
+                        .cloned()
+                        .unwrap_or_default(),
+                    ready: pod_ready(p),
+                    node: p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            events: Vec::new(),
+            events_source: None,
+        })
+    }
+
+    /// The Cluster, its pods, PVCs and Secrets' names as YAML on `out` (`output` is for
+    /// local clusters' report folders).
+    async fn report(
+        &self,
+        _output: Option<PathBuf>,
+        out: &mut dyn Write,
+    ) -> Result<(), PluginError> {
+        let c = self.cluster().await?;
+        let selector =
+            ListParams::default().labels(&format!("{}={}", naming::LABEL_CLUSTER, self.name));
+        writeln!(out, "# cluster\n{}", yaml(&c))?;
+        for p in Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .list(&selector)
+            .await?
+            .items
+        {
+            writeln!(out, "---\n# pod {}\n{}", p.name_any(), yaml(&p))?;
+        }
+        for p in Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.ns)
+            .list(&selector)
+            .await?
+            .items
+        {
+            writeln!(out, "---\n# pvc {}\n{}", p.name_any(), yaml(&p))?;
+        }
+        let secrets: Vec<String> = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .list(&selector)
+            .await?
+            .items
+            .iter()
+            .map(|s| s.name_any())
+            .collect();
+        writeln!(
+            out,
+            "---\n# secrets (contents redacted)\n{}",
+            secrets.join("\n")
+        )?;
+        Ok(())
+    }
+}
+
+/// `GET /pg/status` of an instance through the pod proxy; an unreachable status with the
+/// reason when it cannot be read (no `pods/proxy` permission, instance down, ...).
+async fn instance_status(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+) -> cnpg_core::status::InstanceStatus {
+    use cnpg_core::status::InstanceStatus;
+    let path = format!(
+        "/api/v1/namespaces/{ns}/pods/{pod}:{}/proxy/pg/status",
+        specs::STATUS_PORT
+    );
+    let request = match http::Request::get(path).body(Vec::new()) {
+        Ok(r) => r,
+        Err(e) => return InstanceStatus::unreachable(pod, &e.to_string()),
+    };
+    match client.request_text(request).await {
+        Ok(text) => serde_json::from_str(&text)
+            .unwrap_or_else(|e| InstanceStatus::unreachable(pod, &format!("bad status: {e}"))),
+        Err(e) => InstanceStatus::unreachable(pod, &e.to_string()),
+    }
+}
+
+fn yaml<T: serde::Serialize>(v: &T) -> String {
+    serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# cannot render: {e}"))
+}
+
+/// `maintenance set|unset CLUSTER [--reusePVC]` (Kubernetes only: there are no nodes to
+/// drain locally).
+pub async fn maintenance(
+    access: &KubeAccess,
+    set: bool,
+    reuse_pvc: bool,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    access.cluster().await?;
+    access
+        .clusters()
+        .patch(
+            &access.name,
+            &params(),
+            &merge(json!({"spec": {"nodeMaintenanceWindow": {"inProgress": set, "reusePVC": reuse_pvc}}})),
+        )
+        .await?;
+    writeln!(
+        out,
+        "{}: node maintenance window {}",
+        access.name,
+        if set { "set" } else { "unset" }
+    )?;
+    Ok(())
+}
+
+/// `certificate SECRET --cnpg-cluster C --cnpg-user U`: a client certificate signed by the
+/// cluster's CA, in a new `kubernetes.io/tls` Secret.
+pub async fn certificate(
+    access: &KubeAccess,
+    secret: &str,
+    user: &str,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    let c = access.cluster().await?;
+    let name = &access.name;
+    let secrets_api: Api<Secret> = Api::namespaced(access.client.clone(), &access.ns);
+    let ca = secrets_api
+        .get_opt(&naming::secret_ca(name))
+        .await?
+        .ok_or_else(|| {
+            PluginError::Usage(format!(
+                "the CA secret {} does not exist yet",
+                naming::secret_ca(name)
+            ))
+        })?;
+    let s = secrets::client_certificate(
+        &c,
+        &ca,
+        secret,
+        user,
+        k8s_openapi::jiff::Timestamp::now().as_millisecond(),
+    )
+    .map_err(|e| PluginError::Usage(e.to_string()))?;
+    secrets_api.create(&PostParams::default(), &s).await?;
+    writeln!(
+        out,
+        "secret/{secret} created (client certificate for {user}, signed by {name}'s CA)"
+    )?;
+    Ok(())
+}

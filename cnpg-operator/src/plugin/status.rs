@@ -1,0 +1,179 @@
+//! `kubectl-cnpg status`: one rendering of a cluster's state, whichever platform filled it.
+//!
+//! The sections follow upstream's plugin (Cluster Summary, Certificates Status, Streaming
+//! Replication status, Instances status), plus why the primary is the primary — the
+//! election's own explanation — where the platform keeps it.
+
+use super::access::{ClusterAccess, PluginError, StatusReport};
+use cnpg_core::status::InstanceStatus;
+use std::io::Write;
+
+const SYNC_STATE: &str = "Sync State";
+const STATUS: &str = "Status";
+
+/// `status CLUSTER`.
+pub async fn status(access: &dyn ClusterAccess, out: &mut dyn Write) -> Result<(), PluginError> {
+    let report = access.status().await?;
+    render(&report, out)?;
+    Ok(())
+}
+
+/// Writes `r` as upstream's plugin lays it out.
+pub fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
+    let primary_name = r.current_primary.clone().unwrap_or_else(|| "-".into());
+    let primary = r
+        .reports
+        .iter()
+        .find(|i| i.name == primary_name && i.is_reachable());
+    writeln!(out, "Cluster Summary")?;
+    writeln!(out, "Name:                 {}", r.name)?;
+    if let Some(image) = &r.image {
+        writeln!(out, "PostgreSQL Image:     {image}")?;
+    }
+    if let Some(p) = primary {
+        writeln!(out, "System ID:            {}", p.system_id)?;
+    }
+    writeln!(out, "Primary instance:     {primary_name}")?;
+    if let Some(why) = &r.why_primary {
+        writeln!(out, "Why this primary:     {why}")?;
+    }
+    let reason = if r.phase_reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", r.phase_reason)
+    };
+    writeln!(out, "Status:               {}{reason}", r.phase)?;
+    writeln!(out, "Instances:            {}", r.instances)?;
+    writeln!(out, "Ready instances:      {}", r.ready)?;
+    if let Some(target) = r
+        .target_primary
+        .as_ref()
+        .filter(|t| Some(*t) != r.current_primary.as_ref())
+    {
+        writeln!(out, "Switchover in progress: to {target}")?;
+    }
+    if let Some(p) = primary {
+        writeln!(
+            out,
+            "Current Write LSN:    {} (Timeline: {})",
+            p.current_lsn, p.timeline
+        )?;
+        writeln!(
+            out,
+            "Sync standbys:        {}",
+            p.synchronous_standby_names.clone().unwrap_or_default()
+        )?;
+    }
+    if let Some(services) = &r.services {
+        writeln!(out, "Services:             {services}")?;
+    }
+    if !r.certificates.is_empty() {
+        writeln!(out, "\nCertificates Status")?;
+        for (secret, exp) in &r.certificates {
+            writeln!(out, "{secret:<24} expires {exp}")?;
+        }
+    }
+    write_instances(out, primary, &r.reports)?;
+    if !r.pods.is_empty() {
+        writeln!(out, "\nPods")?;
+        writeln!(out, "{:<16} {:<10} {:<10} Node", "Name", "Role", "Ready")?;
+        for p in &r.pods {
+            writeln!(
+                out,
+                "{:<16} {:<10} {:<10} {}",
+                p.name, p.role, p.ready, p.node
+            )?;
+        }
+    }
+    if !r.events.is_empty() {
+        let from = r
+            .events_source
+            .as_ref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        writeln!(out, "\nRecent events{from}")?;
+        for e in &r.events {
+            writeln!(out, "  {e}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The `Streaming Replication status` and `Instances status` sections (upstream's
+/// headings and role strings), from the primary's report and every instance's.
+fn write_instances(
+    out: &mut dyn Write,
+    p: Option<&InstanceStatus>,
+    all: &[InstanceStatus],
+) -> std::io::Result<()> {
+    if let Some(p) = p {
+        writeln!(out, "\nStreaming Replication status")?;
+        writeln!(
+            out,
+            "{:<14} {:<12} {:<12} {:<12} {:<12} {:<10} {}",
+            "Name", "Sent LSN", "Write LSN", "Flush LSN", "Replay LSN", "State", SYNC_STATE
+        )?;
+        for r in &p.replication_info {
+            writeln!(
+                out,
+                "{:<14} {:<12} {:<12} {:<12} {:<12} {:<10} {}",
+                r.application_name,
+                r.sent_lsn.to_string(),
+                r.write_lsn.to_string(),
+                r.flush_lsn.to_string(),
+                r.replay_lsn.to_string(),
+                r.state,
+                r.sync_state
+            )?;
+        }
+    }
+    writeln!(out, "\nInstances status")?;
+    writeln!(
+        out,
+        "{:<14} {:<12} {:<20} {}",
+        "Name", "Current LSN", "Replication role", STATUS
+    )?;
+    for i in all {
+        let role = if i.is_fenced {
+            "Fenced".to_owned()
+        } else if i.is_primary {
+            "Primary".to_owned()
+        } else if i.error.is_some() {
+            "-".to_owned()
+        } else {
+            let sync = p
+                .and_then(|p| {
+                    p.replication_info
+                        .iter()
+                        .find(|r| r.application_name == i.name)
+                })
+                .map(|r| r.sync_state.as_str());
+            match sync {
+                Some("sync") | Some("quorum") => "Standby (sync)".to_owned(),
+                Some("potential") => "Standby (potential sync)".to_owned(),
+                _ => "Standby (async)".to_owned(),
+            }
+        };
+        let lsn = if i.is_primary {
+            i.current_lsn
+        } else {
+            i.replay_lsn
+        };
+        let st = i.error.clone().unwrap_or_else(|| {
+            if i.pending_restart {
+                "OK (pending restart)".into()
+            } else {
+                "OK".into()
+            }
+        });
+        writeln!(
+            out,
+            "{:<14} {:<12} {:<20} {}",
+            i.name,
+            lsn.to_string(),
+            role,
+            st
+        )?;
+    }
+    Ok(())
+}

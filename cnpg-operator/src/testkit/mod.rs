@@ -1,0 +1,12 @@
+//! Test support, behind the `testkit` cargo feature: only tests and benchmarks turn it on,
+//! so the shipped binaries never link it.
+//!
+//! * [`fakekube`] — an in-memory Kubernetes API server. The real control plane is what
+//!   Kubernetes-facing code should meet; this imitation remains for what that cannot do
+//!   cheaply (recording every request per actor for the RBAC check, injected API errors,
+//!   the instance-memory benchmark) until the real-control-plane tests replace it.
+//! * [`writer`] — a client committing numbered rows through `-rw`, for failover tests and
+//!   benchmarks (no acknowledged row may go missing; how long do writes stop?).
+
+pub mod fakekube;
+pub mod writer;
