@@ -1,6 +1,7 @@
 //! The instance manager's footprint and reflexes, on a real PostgreSQL:
-//! * idle RSS of `cnpg-instance run` (target: under 15 MB), with a local status file and
-//!   with `--kubernetes` (its Cluster watched on an in-memory API server);
+//! * idle RSS of `cnpg-instance run` (target: under 15 MB): the default build with a local
+//!   status file and with `--kubernetes` (its Cluster watched on an in-memory API server),
+//!   and the local-only build (`--no-default-features`: no kube-rs) with a local status file;
 //! * time from a `kill -9` of the postmaster to `/pg/status` reporting it, and to the
 //!   instance serving again.
 //!
@@ -38,7 +39,17 @@ fn stats(label: &str, mut v: Vec<Duration>) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
+    // The local-only build first: building the default one afterwards restores its features.
+    let local_only = cnpg_instance::testkit::local_only_instance_binary();
     let exe = cnpg_instance::testkit::instance_binary(true);
+    let size_mb = |p: &std::path::Path| {
+        std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1_048_576.0
+    };
+    println!(
+        "cnpg-instance on disk: {:.1} MB default (with kubernetes), {:.1} MB local-only",
+        size_mb(exe),
+        size_mb(&local_only)
+    );
     let tmp = tempfile::tempdir().expect("tempdir");
     runas::own(RunAs::detect().expect("user"), tmp.path()).expect("own");
     let pgdata = tmp.path().join("pg-1/data");
@@ -69,48 +80,67 @@ async fn main() {
     )
     .expect("status");
     let (port, sport) = (free_port(), free_port());
-    let mut child = Command::new(exe)
-        .args([
-            "run",
-            "--pgdata",
-            &pgdata.display().to_string(),
-            "--cluster",
-            "pg",
-            "--name",
-            "pg-1",
-            "--secrets",
-            &secrets.display().to_string(),
-            "--port",
-            &port.to_string(),
-            "--status-port",
-            &sport.to_string(),
-            "--cluster-status",
-            &status_file.display().to_string(),
-        ])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("run starts");
+    let run_local = |program: &std::path::Path| {
+        Command::new(program)
+            .args([
+                "run",
+                "--pgdata",
+                &pgdata.display().to_string(),
+                "--cluster",
+                "pg",
+                "--name",
+                "pg-1",
+                "--secrets",
+                &secrets.display().to_string(),
+                "--port",
+                &port.to_string(),
+                "--status-port",
+                &sport.to_string(),
+                "--cluster-status",
+                &status_file.display().to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("run starts")
+    };
+    let stop = |child: &mut std::process::Child| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let _ = child.wait();
+    };
     let primary = async || matches!(http_get(sport, "/pg/status").await, Ok((200, body)) if body.contains("\"isPrimary\":true"));
-    let t = Instant::now();
-    while !primary().await {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the instance never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    println!(
-        "cnpg-instance: PostgreSQL started and serving in {:.0} ms",
-        t.elapsed().as_secs_f64() * 1000.0
-    );
 
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (rss, hwm) = rss_kb(child.id());
-    println!(
-        "cnpg-instance idle RSS: {:.1} MB (peak {:.1} MB); target under 15 MB",
-        rss as f64 / 1024.0,
-        hwm as f64 / 1024.0
-    );
+    // Idle memory of the local-only build, then of the default one (which stays running for
+    // the crash trials below).
+    let mut child = run_local(&local_only);
+    for build in ["local-only", "default"] {
+        let t = Instant::now();
+        while !primary().await {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the instance never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "cnpg-instance ({build} build): PostgreSQL started and serving in {:.0} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (rss, hwm) = rss_kb(child.id());
+        println!(
+            "cnpg-instance ({build} build) idle RSS: {:.1} MB (peak {:.1} MB); target under 15 MB",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+        if build == "local-only" {
+            stop(&mut child);
+            child = run_local(exe);
+        }
+    }
 
     let mut noticed = Vec::new();
     let mut serving = Vec::new();
@@ -151,13 +181,7 @@ async fn main() {
         "kill -9 of the postmaster → serving again (crash recovery, same primary)",
         serving,
     );
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-    let _ = child.wait();
+    stop(&mut child);
 
     // The same instance as in a pod: its Cluster on Kubernetes (the in-memory API server,
     // through a kubeconfig), with the watch, the primary Lease and its renewals running.
@@ -215,10 +239,5 @@ async fn main() {
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-    let _ = child.wait();
+    stop(&mut child);
 }

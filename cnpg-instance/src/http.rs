@@ -1,7 +1,7 @@
 //! One HTTP GET with a deadline: how the operator, the plugin and the tests read an
-//! instance manager's `/pg/status` and probes. hyper's client (already in the build through
-//! kube) does the protocol; no connection is kept, so a restarted instance manager is
-//! never reached through a stale one.
+//! instance manager's `/pg/status` and probes. hyper's client (the one kube-rs uses too)
+//! does the protocol; no connection is kept, so a restarted instance manager is never
+//! reached through a stale one.
 
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;

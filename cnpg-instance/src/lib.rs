@@ -7,6 +7,18 @@
 //! * [`control::PgControl`]: initdb, pg_basebackup, start/stop, promote, pg_rewind, reload;
 //! * [`query::PgQuery`]: what PostgreSQL reports (LSNs, replication, settings);
 //! * [`view::ClusterView`]: what the cluster status says, and publishing `currentPrimary`.
+//!
+//! Where it sits: the operator (`cnpg-operator`) decides which instance should be primary
+//! and publishes it in the cluster status; [`manager::Manager`] reads that status through
+//! its [`view::ClusterView`], asks `cnpg_core::instance::decide` what its own PostgreSQL
+//! must do, does it, and serves what PostgreSQL reports ([`server`]: `/pg/status`, probes,
+//! metrics) for the operator's next decision.
+//!
+//! The cluster status comes from a file the local operator writes ([`view::FileView`]), or
+//! — with the `kubernetes` cargo feature, on by default — from the Cluster on the API
+//! server (`kube_view`, holding the primary Lease of `lease` before promoting). A
+//! local-only build (`--no-default-features`) leaves kube-rs out: a third of the size on
+//! disk and less memory at rest.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -14,7 +26,9 @@ pub mod bootstrap;
 pub mod config;
 pub mod control;
 pub mod http;
+#[cfg(feature = "kubernetes")]
 pub mod kube_view;
+#[cfg(feature = "kubernetes")]
 pub mod lease;
 pub mod manager;
 pub mod pg_bin;

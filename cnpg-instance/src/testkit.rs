@@ -55,6 +55,40 @@ pub fn instance_binary(release: bool) -> &'static std::path::Path {
     })
 }
 
+/// The release `cnpg-instance` built without its default features (no `kubernetes`, so no
+/// kube-rs), as a local-only user would build it; copied to `cnpg-instance-local-only` beside
+/// the default build, whose path and features stay as [`instance_binary`] makes them (call
+/// that afterwards: cargo then rebuilds the default).
+pub fn local_only_instance_binary() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "cnpg-instance",
+            "--bin",
+            "cnpg-instance",
+            "--no-default-features",
+        ])
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(
+        ok.success(),
+        "building cnpg-instance --no-default-features failed"
+    );
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release");
+    let copy = dir.join("cnpg-instance-local-only");
+    std::fs::copy(dir.join("cnpg-instance"), &copy).expect("copy the local-only build");
+    copy
+}
+
 /// A free TCP port on 127.0.0.1, outside the ephemeral range ([`crate::ports`]).
 pub fn free_port() -> u16 {
     crate::ports::free_port().expect("the loopback interface has free ports")

@@ -4,7 +4,6 @@ use clap::{Args, Parser, Subcommand};
 use cnpg_instance::bootstrap::{self, Secrets};
 use cnpg_instance::config::Settings;
 use cnpg_instance::control::PgCtl;
-use cnpg_instance::kube_view::KubeView;
 use cnpg_instance::manager::{Manager, ManagerConfig};
 use cnpg_instance::pg_bin::{PgBinaries, Search};
 use cnpg_instance::pgdata::DataDir;
@@ -470,25 +469,10 @@ async fn run(
             })
         }
         ViewSource::Kubernetes { namespace } => {
-            let client = match kube::Client::try_default().await {
-                Ok(c) => c,
-                Err(e) => return fail(format!("no Kubernetes API: {e}")),
-            };
-            let clusters: kube::Api<cnpg_core::api::Cluster> =
-                kube::Api::namespaced(client.clone(), &namespace);
-            let lease = match clusters.get(&instance.cluster).await {
-                Ok(c) => c.spec.primary_lease.unwrap_or_default().effective().0,
-                Err(e) => {
-                    return fail(format!(
-                        "cannot read Cluster {}/{}: {e}",
-                        namespace, instance.cluster
-                    ));
-                }
-            };
-            Arc::new(
-                KubeView::start(client, &namespace, &instance.cluster, &instance.name, port)
-                    .with_lease_duration(Duration::from_secs(lease.max(1) as u64)),
-            )
+            match kubernetes_view(&namespace, &instance.cluster, &instance.name, port).await {
+                Ok(view) => view,
+                Err(e) => return fail(e),
+            }
         }
     };
     let manager = Manager::new(cfg, Arc::new(ctl), query.clone(), view);
@@ -530,6 +514,45 @@ async fn run(
     let _ = server.await;
     tracing::info!(instance = %instance.name, "stopped");
     ExitCode::SUCCESS
+}
+
+/// The view of the Cluster on Kubernetes: its spec gives the primary Lease's duration.
+#[cfg(feature = "kubernetes")]
+async fn kubernetes_view(
+    namespace: &str,
+    cluster: &str,
+    name: &str,
+    port: u16,
+) -> Result<Arc<dyn ClusterView>, String> {
+    use cnpg_instance::kube_view::KubeView;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no Kubernetes API: {e}"))?;
+    let clusters: kube::Api<cnpg_core::api::Cluster> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let lease = match clusters.get(cluster).await {
+        Ok(c) => c.spec.primary_lease.unwrap_or_default().effective().0,
+        Err(e) => return Err(format!("cannot read Cluster {namespace}/{cluster}: {e}")),
+    };
+    Ok(Arc::new(
+        KubeView::start(client, namespace, cluster, name, port)
+            .with_lease_duration(Duration::from_secs(lease.max(1) as u64)),
+    ))
+}
+
+/// Without the `kubernetes` feature there is no API client: say so instead of failing later.
+#[cfg(not(feature = "kubernetes"))]
+async fn kubernetes_view(
+    _namespace: &str,
+    _cluster: &str,
+    _name: &str,
+    _port: u16,
+) -> Result<Arc<dyn ClusterView>, String> {
+    Err(
+        "this cnpg-instance was built without Kubernetes support (cargo feature `kubernetes`); \
+         use --cluster-status FILE, or build it with the default features"
+            .to_owned(),
+    )
 }
 
 /// Where the cluster status comes from.

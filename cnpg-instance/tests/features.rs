@@ -1,0 +1,56 @@
+//! The local-only build (`--no-default-features`) carries no Kubernetes client: what makes
+//! it a third of the default build's size. `cargo tree` is the judge.
+
+use std::process::Command;
+
+fn normal_dependencies(features: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "tree",
+            "-p",
+            "cnpg-instance",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .args(features)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kube_crates(tree: &str) -> Vec<&str> {
+    let mut found: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.starts_with("kube") || l.starts_with("k8s-openapi"))
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn local_only_build_has_no_kube_crates() {
+    let tree = normal_dependencies(&["--no-default-features"]);
+    assert!(tree.contains("tokio-postgres"), "{tree}");
+    assert_eq!(kube_crates(&tree), Vec::<&str>::new(), "{tree}");
+}
+
+#[test]
+fn default_build_has_the_kubernetes_client() {
+    let tree = normal_dependencies(&[]);
+    assert!(
+        kube_crates(&tree)
+            .iter()
+            .any(|l| l.starts_with("kube-client")),
+        "{tree}"
+    );
+}
