@@ -6,6 +6,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The API group of every resource of this API.
+pub const GROUP: &str = "postgresql.cnpg.io";
+/// The API version of every resource of this API.
+pub const VERSION: &str = "v1";
+/// `apiVersion` as written in manifests.
+pub const API_VERSION: &str = "postgresql.cnpg.io/v1";
+
 /// A reference to an object by name in the same namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

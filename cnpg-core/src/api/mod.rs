@@ -27,18 +27,12 @@ pub mod validation;
 
 pub use backup::{Backup, BackupSpec, BackupStatus, ScheduledBackup, ScheduledBackupSpec};
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus, HaState};
+pub use common::{API_VERSION, GROUP, VERSION};
 pub use pooler::{Pooler, PoolerSpec, PoolerStatus};
 pub use validation::{FieldError, Validate};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-
-/// The API group of every resource here.
-pub const GROUP: &str = "postgresql.cnpg.io";
-/// The API version of every resource here.
-pub const VERSION: &str = "v1";
-/// `apiVersion` as written in manifests.
-pub const API_VERSION: &str = "postgresql.cnpg.io/v1";
 
 /// The four CustomResourceDefinitions, in a stable order: Backup, Cluster, Pooler,
 /// ScheduledBackup (alphabetical, like upstream's `config/crd/bases`).

@@ -558,13 +558,13 @@ fn check_image(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
             ));
         }
         if let Some(group) = &cat.api_group
-            && group != super::GROUP
+            && group != super::common::GROUP
         {
             errs.push(FieldError::invalid(
                 format!("{P}.apiGroup"),
                 format!(
                     "{group:?} is not the catalog API group; use {}",
-                    super::GROUP
+                    super::common::GROUP
                 ),
             ));
         }
