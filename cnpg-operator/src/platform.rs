@@ -198,8 +198,13 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
     // what a failover waits for.
     let (shared, observed) =
         futures::join!(platform.ensure_shared(cluster), platform.observe(cluster));
-    let expirations = shared?;
-    let instances = observed?;
+    let (expirations, instances) = match (shared, observed) {
+        (Ok(e), Ok(i)) => (e, i),
+        (Err(e), _) | (_, Err(e)) => {
+            report_blocked(platform, cluster, &e).await;
+            return Err(e);
+        }
+    };
     let state = state_of(cluster);
     let sync_in_effect = state
         .current_primary
@@ -302,6 +307,39 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
         },
         actions: done,
     })
+}
+
+/// Nothing can progress until the platform lets us create or see the cluster's objects:
+/// say so in the status from the very first loop (phase `Unable to create required cluster
+/// objects`, with the platform's own words, e.g. an RBAC refusal) and in a Warning event.
+/// Both are best effort: the refusal may cover them too, and the error is returned anyway.
+async fn report_blocked<P: Platform + ?Sized>(platform: &P, cluster: &Cluster, e: &PlatformError) {
+    let reason = e.to_string();
+    let before = cluster.status.clone().unwrap_or_default();
+    let phase = ClusterPhase::CannotCreateClusterObjects.as_str();
+    if before.phase.as_deref() == Some(phase) && before.phase_reason.as_deref() == Some(&reason) {
+        return;
+    }
+    let mut status = ClusterStatus {
+        phase: Some(phase.into()),
+        phase_reason: Some(reason.clone()),
+        ..before
+    };
+    keep_decisions(cluster, &mut status);
+    if let Err(err) = platform
+        .write_status(cluster, &StatusUpdate { status })
+        .await
+    {
+        tracing::warn!("cannot write the status saying why nothing progresses: {err}");
+    }
+    let event = Event {
+        type_: reconcile::EventType::Warning,
+        reason: "ReconcileBlocked",
+        message: reason,
+    };
+    if let Err(err) = platform.record_event(cluster, &event).await {
+        tracing::warn!("cannot record event: {err}");
+    }
 }
 
 /// The decisions' fields must survive a status write that is about something else.

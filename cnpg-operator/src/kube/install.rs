@@ -23,6 +23,8 @@ pub type Permission = (&'static str, &'static str, &'static [&'static str]);
 
 /// What the operator does on the API (watch and reconcile clusters; make their pods,
 /// PVCs, Services, PDBs, Secrets and the instance managers' RBAC; events; its own Lease).
+/// Objects it server-side applies need `create` beside `patch`: applying an object that does
+/// not exist yet creates it, and the API server checks both.
 pub const OPERATOR_PERMISSIONS: &[Permission] = &[
     ("postgresql.cnpg.io", "clusters", &["get", "list", "watch"]),
     ("postgresql.cnpg.io", "clusters/status", &["patch"]),
@@ -36,16 +38,20 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
         "persistentvolumeclaims",
         &["list", "watch", "create", "delete"],
     ),
-    ("", "services", &["list", "watch", "patch"]),
+    ("", "services", &["list", "watch", "create", "patch"]),
     ("", "secrets", &["list", "watch", "create", "update"]),
-    ("", "serviceaccounts", &["patch"]),
+    ("", "serviceaccounts", &["create", "patch"]),
     (
         "policy",
         "poddisruptionbudgets",
-        &["list", "watch", "patch", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
     ),
-    ("rbac.authorization.k8s.io", "roles", &["patch"]),
-    ("rbac.authorization.k8s.io", "rolebindings", &["patch"]),
+    ("rbac.authorization.k8s.io", "roles", &["create", "patch"]),
+    (
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        &["create", "patch"],
+    ),
     (
         "coordination.k8s.io",
         "leases",

@@ -13,8 +13,9 @@
 //! watch events from any resource version it still remembers.
 //!
 //! Every request is recorded ([`FakeKube::requests`]) with the RBAC verb and resource it
-//! needs, so tests can pin the exact calls and check the RBAC rules against what the code
-//! really does. What it does not model: admission (validation, defaulting), list-map merges
+//! needs (a server-side apply that creates its object counts as `patch` and `create`, as
+//! the real API server authorizes it), so tests can pin the exact calls and check the RBAC
+//! rules against what the code really does. What it does not model: admission (validation, defaulting), list-map merges
 //! in server-side apply (lists are atomic here), apply conflicts without `force`, field
 //! selectors, pagination, and the kubelet — tests play the kubelet through
 //! [`FakeKube::update`].
@@ -682,7 +683,7 @@ async fn handle(State(fake): State<FakeKube>, req: Request) -> Response {
         Some(sub) => format!("{}/{sub}", t.kind.plural),
         None => t.kind.plural.clone(),
     };
-    if let Some(fail) = fake.record(Recorded {
+    let recorded = Recorded {
         method: method.to_string(),
         path: path.clone(),
         query: query.clone(),
@@ -694,8 +695,23 @@ async fn handle(State(fake): State<FakeKube>, req: Request) -> Response {
         name: t.name.clone(),
         body: body.clone(),
         actor,
-    }) {
-        return fail;
+    };
+    // Server-side apply of an object that does not exist yet is also a create: the API
+    // server authorizes both verbs, so RBAC needs `create` beside `patch`.
+    let creates = verb == "patch"
+        && t.sub.is_none()
+        && content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/apply-patch"))
+        && !fake.lock().objects.contains_key(&key_of(&t));
+    let also_create = creates.then(|| Recorded {
+        verb: "create".into(),
+        ..recorded.clone()
+    });
+    for r in std::iter::once(recorded).chain(also_create) {
+        if let Some(fail) = fake.record(r) {
+            return fail;
+        }
     }
     let selector = Selector::parse(query.get("labelSelector").map_or("", String::as_str));
     match verb {

@@ -1,6 +1,8 @@
 //! Test support, behind the `testkit` cargo feature: only tests and benchmarks turn it on,
 //! so the shipped binaries never link it.
 //!
+//! * [`control_plane`] — the real Kubernetes control plane (etcd, kube-apiserver,
+//!   kube-controller-manager on loopback) that Kubernetes-facing tests run against.
 //! * [`fakekube`] — an in-memory Kubernetes API server. The real control plane is what
 //!   Kubernetes-facing code should meet; this imitation remains for what that cannot do
 //!   cheaply (recording every request per actor for the RBAC check, injected API errors,
@@ -8,5 +10,6 @@
 //! * [`writer`] — a client committing numbered rows through `-rw`, for failover tests and
 //!   benchmarks (no acknowledged row may go missing; how long do writes stop?).
 
+pub mod control_plane;
 pub mod fakekube;
 pub mod writer;
