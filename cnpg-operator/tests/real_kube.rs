@@ -3,17 +3,20 @@
 //! generate` and running with a token of its own ServiceAccount — never as admin — so
 //! RBAC, admission, server-side apply and the status subresource are Kubernetes' own.
 //!
-//! There is no kubelet yet: these tests follow a Cluster as far as the API server alone
-//! takes it (every shared object, the first instance's PVC and Pod, the status), and check
-//! that a refusal reaches the status.
+//! Some tests follow a Cluster as far as the API server alone takes it (every shared
+//! object, the first instance's PVC and Pod, the status, a refusal in the status); the
+//! others add the test kubelet (`testkit::kubelet`), which runs the Pods as processes:
+//! `cnpg-instance` from this build and PostgreSQL from the machine.
 
 use cnpg_core::api::Cluster;
 use cnpg_operator::kube::install::{OPERATOR_PERMISSIONS, Permission, rules};
 use cnpg_operator::testkit::control_plane::{ControlPlane, apply_yaml, client_from};
+use cnpg_operator::testkit::kubelet::{Kubelet, KubeletConfig};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ListParams, PostParams};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +29,8 @@ const OPERATOR_SA: &str = "cnpg-manager";
 struct Operator {
     child: Child,
     log: PathBuf,
+    /// The pods' logs too, where a test kubelet runs them.
+    kubelet_logs: Option<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl Operator {
@@ -49,13 +54,22 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("cnpg-operator starts");
-        Operator { child, log }
+        Operator {
+            child,
+            log,
+            kubelet_logs: None,
+        }
     }
 
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let mut tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        if let Some(k) = self.kubelet_logs.as_ref() {
+            tail.push_str("\npods' logs:\n");
+            tail.push_str(&k());
+        }
+        tail
     }
 }
 
@@ -312,4 +326,174 @@ async fn a_refused_permission_is_in_the_status_from_the_first_loop() {
         .await
         .expect("pods");
     assert!(pods.items.is_empty(), "no instance without its Services");
+}
+
+/// A test kubelet for `namespace`: three nodes in three zones, the build's `cnpg-instance`
+/// for the operator image's, volumes owned by the machine's `postgres` (the image's user).
+async fn kubelet(cp: &ControlPlane, namespace: &str, root: &Path) -> Kubelet {
+    let postgres = nix::unistd::User::from_name("postgres")
+        .expect("user lookup")
+        .expect("a postgres user (apt-get install postgresql)");
+    let instance = cnpg_instance::testkit::instance_binary(false);
+    Kubelet::start(
+        cp.admin().await,
+        KubeletConfig {
+            nodes: (1..=3)
+                .map(|i| (format!("{namespace}-node-{i}"), format!("zone-{i}")))
+                .collect(),
+            namespaces: BTreeSet::from([namespace.to_owned()]),
+            root: root.to_owned(),
+            api_server: cp.api_server(),
+            programs: BTreeMap::from([(
+                "/usr/local/bin/cnpg-instance".to_owned(),
+                instance.to_owned(),
+            )]),
+            image_user: Some((postgres.uid.as_raw(), postgres.gid.as_raw())),
+        },
+    )
+    .await
+}
+
+/// The application's connection through the `-rw` Service: its ClusterIP, the app Secret.
+async fn app_client(
+    admin: &kube::Client,
+    ns: &str,
+    cluster: &str,
+) -> Result<tokio_postgres::Client, String> {
+    let svc = Api::<Service>::namespaced(admin.clone(), ns)
+        .get(&format!("{cluster}-rw"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let ip = svc.spec.and_then(|s| s.cluster_ip).ok_or("no ClusterIP")?;
+    let secret = Api::<Secret>::namespaced(admin.clone(), ns)
+        .get(&format!("{cluster}-app"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = |k: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&ip)
+        .port(5432)
+        .user(value("username"))
+        .password(value("password"))
+        .dbname(value("dbname"))
+        .connect_timeout(Duration::from_secs(2));
+    let (client, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_run_with_synchronous_replication() {
+    let Some(cp) = ControlPlane::shared("three_instances_run_with_synchronous_replication") else {
+        return;
+    };
+    install(cp).await;
+    let ns = cp.namespace("e2e").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = tmp.path().join("operator.kubeconfig");
+    cp.kubeconfig_for(OPERATOR_NS, OPERATOR_SA, &kubeconfig)
+        .await;
+    let kubelet = std::sync::Arc::new(kubelet(cp, &ns, &tmp.path().join("kubelet")).await);
+    let mut op = Operator::start(&kubeconfig, &ns, tmp.path());
+    let k = kubelet.clone();
+    op.kubelet_logs = Some(Box::new(move || k.logs(25)));
+    apply_cluster(cp, &ns).await;
+    let admin = cp.admin().await;
+    let clusters: Api<Cluster> = Api::namespaced(admin.clone(), &ns);
+
+    let status = wait_for(
+        "three ready instances, healthy",
+        Duration::from_secs(300),
+        &op,
+        || async {
+            let c = clusters
+                .get("cluster-sync")
+                .await
+                .map_err(|e| e.to_string())?;
+            let st = c.status.unwrap_or_default();
+            if st.phase.as_deref() == Some("Cluster in healthy state") && st.ready_instances == 3 {
+                Ok(st)
+            } else {
+                Err(format!(
+                    "{:?} ({:?}), ready {}",
+                    st.phase, st.phase_reason, st.ready_instances
+                ))
+            }
+        },
+    )
+    .await;
+    assert_eq!(status.current_primary.as_deref(), Some("cluster-sync-1"));
+    // Every replica streams from the primary, one of them synchronously.
+    let client = wait_for(
+        "a connection through -rw",
+        Duration::from_secs(60),
+        &op,
+        || app_client(&admin, &ns, "cluster-sync"),
+    )
+    .await;
+    client
+        .batch_execute("CREATE TABLE t (n int); INSERT INTO t VALUES (1)")
+        .await
+        .expect("a write through -rw commits (a synchronous standby acknowledged it)");
+    // Every replica streams from the primary, one of them synchronously: the primary's
+    // own report, read at its pod address as the operator reads it.
+    let pod = Api::<Pod>::namespaced(admin.clone(), &ns)
+        .get("cluster-sync-1")
+        .await
+        .expect("primary pod");
+    let ip = pod
+        .status
+        .and_then(|s| s.pod_ip)
+        .expect("the primary's pod address");
+    let report = wait_for(
+        "two streaming standbys",
+        Duration::from_secs(60),
+        &op,
+        || async {
+            let (_, body) =
+                cnpg_instance::http::get(&ip, 8000, "/pg/status", Duration::from_secs(2)).await?;
+            let st: cnpg_core::status::InstanceStatus =
+                serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            let streaming = st
+                .replication_info
+                .iter()
+                .filter(|r| r.state == "streaming")
+                .count();
+            if streaming == 2 {
+                Ok(st)
+            } else {
+                Err(format!("{:?}", st.replication_info))
+            }
+        },
+    )
+    .await;
+    assert!(
+        report
+            .replication_info
+            .iter()
+            .any(|r| r.sync_state == "quorum" || r.sync_state == "sync"),
+        "{:?}",
+        report.replication_info
+    );
+    // The pods spread over the nodes (upstream's preferred anti-affinity).
+    let pods = Api::<Pod>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .expect("pods");
+    let nodes: BTreeSet<String> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+        .collect();
+    assert_eq!(nodes.len(), 3, "one instance per node");
 }

@@ -302,12 +302,13 @@ impl KubePlatform {
     async fn ensure_instance_rbac(&self, c: &Cluster) -> Result<(), PlatformError> {
         let (sa, role, binding) = Self::instance_rbac(c);
         let name = sa.name_any();
+        // The binding after its Role: the API server checks that whoever binds a Role holds
+        // what it grants, and it cannot look at a Role that does not exist yet.
         futures::try_join!(
             self.apply::<ServiceAccount>(c, &name, &sa),
             self.apply::<RbacRole>(c, &name, &role),
-            self.apply::<RoleBinding>(c, &name, &binding),
-        )
-        .map(|_| ())
+        )?;
+        self.apply::<RoleBinding>(c, &name, &binding).await
     }
 
     /// Creates the missing Secrets, renews expiring certificates; returns the expirations.

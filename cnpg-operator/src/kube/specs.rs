@@ -229,6 +229,17 @@ pub fn instance_pod(
             ..Default::default()
         },
         EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        EnvVar {
             name: "NAMESPACE".into(),
             value_from: Some(EnvVarSource {
                 field_ref: Some(ObjectFieldSelector {
@@ -243,16 +254,20 @@ pub fn instance_pod(
     envs.extend(c.spec.env.iter().cloned());
     let mut run_args = vec!["run".to_owned()];
     run_args.extend(instance_args(c, instance));
+    // The pod's own address (and localhost, for `kubectl port-forward`) rather than every
+    // address: the same inside a pod, and pods sharing a host's network (a test kubelet,
+    // hostNetwork) do not take each other's ports. PostgreSQL starts when at least one of
+    // its addresses can be bound.
     run_args.extend([
         "--kubernetes".into(),
         "--port".into(),
         POSTGRES_PORT.to_string(),
         "--listen".into(),
-        "*".into(),
+        "$(POD_IP),localhost".into(),
         "--status-port".into(),
         STATUS_PORT.to_string(),
         "--status-listen".into(),
-        "0.0.0.0".into(),
+        "$(POD_IP)".into(),
         "--smart-shutdown-timeout".into(),
         c.spec.smart_shutdown_timeout.to_string(),
         "--stop-timeout".into(),

@@ -97,6 +97,15 @@ impl ControlPlane {
         self.dir.join("kubeconfig")
     }
 
+    /// The API server's address.
+    pub fn api_server(&self) -> std::net::SocketAddr {
+        let port: u16 = std::fs::read_to_string(self.dir.join("run/api.port"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("the API server's port (run/api.port)");
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
     /// Where the control plane keeps its logs (`logs/kube-apiserver.log`, ...).
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")

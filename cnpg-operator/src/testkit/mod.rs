@@ -3,6 +3,8 @@
 //!
 //! * [`control_plane`] — the real Kubernetes control plane (etcd, kube-apiserver,
 //!   kube-controller-manager on loopback) that Kubernetes-facing tests run against.
+//! * [`kubelet`] — a test kubelet (with a scheduler's binding and kube-proxy's forwarding)
+//!   that runs the Pods of that control plane as local processes.
 //! * [`fakekube`] — an in-memory Kubernetes API server. The real control plane is what
 //!   Kubernetes-facing code should meet; this imitation remains for what that cannot do
 //!   cheaply (recording every request per actor for the RBAC check, injected API errors,
@@ -12,4 +14,5 @@
 
 pub mod control_plane;
 pub mod fakekube;
+pub mod kubelet;
 pub mod writer;
