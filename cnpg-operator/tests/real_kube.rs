@@ -95,6 +95,18 @@ async fn install(cp: &ControlPlane) {
     apply_yaml(&cp.admin().await, &yaml, "test-administrator").await;
 }
 
+/// The installation, a fresh namespace named after `prefix`, a temporary directory, and in
+/// it a kubeconfig of the operator's own ServiceAccount.
+async fn installed(cp: &ControlPlane, prefix: &str) -> (String, tempfile::TempDir, PathBuf) {
+    install(cp).await;
+    let ns = cp.namespace(prefix).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = tmp.path().join("operator.kubeconfig");
+    cp.kubeconfig_for(OPERATOR_NS, OPERATOR_SA, &kubeconfig)
+        .await;
+    (ns, tmp, kubeconfig)
+}
+
 /// The example Cluster, in `namespace`.
 async fn apply_cluster(cp: &ControlPlane, namespace: &str) {
     let text = std::fs::read_to_string(
@@ -132,12 +144,7 @@ async fn the_operator_sets_up_a_cluster_with_its_own_rbac() {
     let Some(cp) = ControlPlane::shared("the_operator_sets_up_a_cluster_with_its_own_rbac") else {
         return;
     };
-    install(cp).await;
-    let ns = cp.namespace("bootstrap").await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = tmp.path().join("operator.kubeconfig");
-    cp.kubeconfig_for(OPERATOR_NS, OPERATOR_SA, &kubeconfig)
-        .await;
+    let (ns, tmp, kubeconfig) = installed(cp, "bootstrap").await;
     let op = Operator::start(&kubeconfig, &ns, tmp.path());
     apply_cluster(cp, &ns).await;
 
@@ -397,12 +404,7 @@ async fn three_instances_run_with_synchronous_replication() {
     let Some(cp) = ControlPlane::shared("three_instances_run_with_synchronous_replication") else {
         return;
     };
-    install(cp).await;
-    let ns = cp.namespace("e2e").await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = tmp.path().join("operator.kubeconfig");
-    cp.kubeconfig_for(OPERATOR_NS, OPERATOR_SA, &kubeconfig)
-        .await;
+    let (ns, tmp, kubeconfig) = installed(cp, "e2e").await;
     let kubelet = std::sync::Arc::new(kubelet(cp, &ns, &tmp.path().join("kubelet")).await);
     let mut op = Operator::start(&kubeconfig, &ns, tmp.path());
     let k = kubelet.clone();

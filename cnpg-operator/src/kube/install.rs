@@ -10,8 +10,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, Probe, ServiceAccount,
+    Container, ContainerPort, EnvVar, HTTPGetAction, Namespace, PodSpec, PodTemplateSpec, Probe,
+    ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -110,20 +110,6 @@ const SA: &str = "cnpg-manager";
 
 fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app.kubernetes.io/name".to_owned(), "cnpg-rs".to_owned())])
-}
-
-fn env_from_field(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn to_yaml<T: serde::Serialize>(api_version: &str, kind: &str, v: &T) -> String {
@@ -231,8 +217,8 @@ pub fn generate(o: &InstallOptions) -> String {
                                 value: Some(o.image.clone()),
                                 ..Default::default()
                             },
-                            env_from_field("POD_NAME", "metadata.name"),
-                            env_from_field("POD_NAMESPACE", "metadata.namespace"),
+                            super::specs::env_from_field("POD_NAME", "metadata.name"),
+                            super::specs::env_from_field("POD_NAMESPACE", "metadata.namespace"),
                         ]),
                         ports: Some(vec![ContainerPort {
                             name: Some("health".into()),

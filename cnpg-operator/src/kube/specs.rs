@@ -118,6 +118,22 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
+/// A variable the downward API fills from a field of the Pod (`metadata.name`,
+/// `status.podIP`, ...).
+pub fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),
@@ -217,39 +233,9 @@ pub fn instance_pod(
         env("PGHOST", "/controller/run"),
         env("PGPORT", &POSTGRES_PORT.to_string()),
         env("TMPDIR", "/controller/tmp"),
-        EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "POD_IP".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "status.podIP".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "NAMESPACE".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.namespace".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        env_from_field("POD_NAME", "metadata.name"),
+        env_from_field("POD_IP", "status.podIP"),
+        env_from_field("NAMESPACE", "metadata.namespace"),
     ];
     envs.extend(c.spec.env.iter().cloned());
     let mut run_args = vec!["run".to_owned()];
