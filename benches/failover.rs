@@ -135,6 +135,7 @@ impl Cluster {
     }
     fn target(&self) -> Target {
         Target {
+            host: "127.0.0.1".into(),
             port: self.port(),
             user: "app".into(),
             password: self.password(),

@@ -515,6 +515,16 @@ fn in_flight(
             name: current.to_owned(),
             role: Role::Unhealthy,
         });
+        // Said once, at this first step: a failover has said so already (`FailingOver`).
+        if target != PENDING {
+            b.event(
+                EventType::Normal,
+                "Switchover",
+                format!(
+                    "switching over from {current} to {target}: {current} leaves -rw and stops, then {target} is promoted"
+                ),
+            );
+        }
     }
     if target == PENDING {
         return Some(elect_target(b, policy, current, statuses));

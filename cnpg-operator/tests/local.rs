@@ -137,6 +137,7 @@ impl Cluster {
 
     fn target(&self) -> Target {
         Target {
+            host: "127.0.0.1".into(),
             port: self.rw_port(),
             user: "app".into(),
             password: self.password(),

@@ -499,3 +499,204 @@ async fn three_instances_run_with_synchronous_replication() {
         .collect();
     assert_eq!(nodes.len(), 3, "one instance per node");
 }
+
+/// Waits until the cluster is healthy with three ready instances, its target primary is
+/// its current one (and not `away_from`: the primary a fault or request just moved away
+/// from), and that primary reports both others streaming from it; returns its name.
+async fn settled(
+    admin: &kube::Client,
+    ns: &str,
+    op: &Operator,
+    what: &str,
+    away_from: Option<&str>,
+) -> String {
+    let clusters: Api<Cluster> = Api::namespaced(admin.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    wait_for(what, Duration::from_secs(300), op, || async {
+        let st = clusters
+            .get("cluster-sync")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        let primary = st.current_primary.clone().unwrap_or_default();
+        if away_from == Some(primary.as_str()) {
+            return Err(format!("{primary} is still the primary"));
+        }
+        if st.phase.as_deref() != Some("Cluster in healthy state")
+            || st.ready_instances != 3
+            || st.target_primary.as_deref() != Some(primary.as_str())
+        {
+            return Err(format!(
+                "{:?} ({:?}), ready {}, current {:?}, target {:?}",
+                st.phase,
+                st.phase_reason,
+                st.ready_instances,
+                st.current_primary,
+                st.target_primary
+            ));
+        }
+        let ip = pods
+            .get(&primary)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .and_then(|s| s.pod_ip)
+            .ok_or("the primary has no address")?;
+        let (_, body) =
+            cnpg_instance::http::get(&ip, 8000, "/pg/status", Duration::from_secs(2)).await?;
+        let report: cnpg_core::status::InstanceStatus =
+            serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let streaming = report
+            .replication_info
+            .iter()
+            .filter(|r| r.state == "streaming")
+            .count();
+        if report.is_primary && streaming == 2 {
+            Ok(primary)
+        } else {
+            Err(format!(
+                "{primary}: primary {}, {:?}",
+                report.is_primary, report.replication_info
+            ))
+        }
+    })
+    .await
+}
+
+/// The reasons of the events recorded on the Cluster.
+async fn event_reasons(admin: &kube::Client, ns: &str) -> BTreeSet<String> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Cluster"))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_and_switchover_lose_no_acknowledged_write() {
+    let Some(cp) = ControlPlane::shared("failover_and_switchover_lose_no_acknowledged_write")
+    else {
+        return;
+    };
+    let (ns, tmp, kubeconfig) = installed(cp, "failover").await;
+    let kubelet = std::sync::Arc::new(kubelet(cp, &ns, &tmp.path().join("kubelet")).await);
+    let mut op = Operator::start(&kubeconfig, &ns, tmp.path());
+    let k = kubelet.clone();
+    op.kubelet_logs = Some(Box::new(move || k.logs(25)));
+    apply_cluster(cp, &ns).await;
+    let admin = cp.admin().await;
+    let first = settled(&admin, &ns, &op, "bootstrap", None).await;
+
+    // A client committing through the -rw Service for the whole test.
+    let svc = Api::<Service>::namespaced(admin.clone(), &ns)
+        .get("cluster-sync-rw")
+        .await
+        .expect("-rw");
+    let secret = Api::<Secret>::namespaced(admin.clone(), &ns)
+        .get("cluster-sync-app")
+        .await
+        .expect("app secret");
+    let password = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("password"))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .expect("password");
+    let target = cnpg_operator::testkit::writer::Target {
+        host: svc.spec.and_then(|s| s.cluster_ip).expect("ClusterIP"),
+        port: 5432,
+        user: "app".into(),
+        password,
+    };
+    let writer = cnpg_operator::testkit::writer::Writer::start(target.clone());
+    tokio::task::block_in_place(|| writer.wait_for_more(20, Duration::from_secs(120)));
+
+    // 1. kill -9 of everything in the primary's pod: another instance takes over, the old
+    //    one comes back as its replica.
+    kubelet.kill_pod(&ns, &first);
+    let second = settled(
+        &admin,
+        &ns,
+        &op,
+        "failover after kill -9 of the primary",
+        Some(&first),
+    )
+    .await;
+    assert_ne!(second, first, "a replica was promoted");
+    let before = writer.count();
+    tokio::task::block_in_place(|| writer.wait_for_more(before + 20, Duration::from_secs(120)));
+
+    // 2. The primary's pod deleted: the same, and the pod is made again on its storage.
+    Api::<Pod>::namespaced(admin.clone(), &ns)
+        .delete(&second, &kube::api::DeleteParams::default())
+        .await
+        .expect("delete the primary pod");
+    let third = settled(
+        &admin,
+        &ns,
+        &op,
+        "failover after the primary pod's deletion",
+        Some(&second),
+    )
+    .await;
+    assert_ne!(third, second, "a replica was promoted");
+    let before = writer.count();
+    tokio::task::block_in_place(|| writer.wait_for_more(before + 20, Duration::from_secs(120)));
+
+    // 3. A switchover with the plugin, as a user would run it.
+    let to = ["cluster-sync-1", "cluster-sync-2", "cluster-sync-3"]
+        .into_iter()
+        .find(|i| *i != third)
+        .expect("another instance");
+    let args: Vec<String> = vec![
+        "kubectl-cnpg".into(),
+        "--kubeconfig".into(),
+        cp.kubeconfig().display().to_string(),
+        "-n".into(),
+        ns.clone(),
+        "promote".into(),
+        "cluster-sync".into(),
+        to.into(),
+    ];
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = cnpg_operator::plugin::run(args, &mut std::io::empty(), &mut out, &mut err);
+        (code, err)
+    })
+    .await
+    .expect("the plugin ran");
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let fourth = settled(
+        &admin,
+        &ns,
+        &op,
+        "switchover with kubectl-cnpg promote",
+        Some(&third),
+    )
+    .await;
+    assert_eq!(fourth, to);
+    let before = writer.count();
+    tokio::task::block_in_place(|| writer.wait_for_more(before + 20, Duration::from_secs(120)));
+
+    // No acknowledged row is missing (dataDurability: required).
+    let acked = tokio::task::block_in_place(|| writer.finish());
+    let rows = tokio::task::spawn_blocking(move || target.rows())
+        .await
+        .expect("read the rows");
+    let lost: Vec<i64> = acked
+        .iter()
+        .filter(|n| !rows.contains(n))
+        .copied()
+        .collect();
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    // And the events tell the story.
+    let reasons = event_reasons(&admin, &ns).await;
+    for r in ["FailingOver", "Switchover"] {
+        assert!(reasons.contains(r), "no {r} event in {reasons:?}");
+    }
+}

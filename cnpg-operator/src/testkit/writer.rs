@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Port of `-rw` on 127.0.0.1.
+    /// Address of `-rw`: 127.0.0.1 for a local cluster, the ClusterIP on Kubernetes.
+    pub host: String,
+    /// Port of `-rw`.
     pub port: u16,
     /// User (and database) name.
     pub user: String,
@@ -22,7 +24,7 @@ pub struct Target {
 impl Target {
     async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
+        cfg.host(&self.host)
             .port(self.port)
             .user(&self.user)
             .password(&self.password)
@@ -53,8 +55,8 @@ impl Target {
                     Ok(rows) => break rows.iter().map(|r| r.get(0)).collect(),
                     Err(e) if start.elapsed() > Duration::from_secs(60) => {
                         panic!(
-                            "cannot read the rows through -rw on port {}: {e}",
-                            self.port
+                            "cannot read the rows through -rw at {}:{}: {e}",
+                            self.host, self.port
                         )
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
