@@ -95,11 +95,7 @@ impl Kubelet {
         }
         let (stop, stop_rx) = watch::channel(false);
         let pods = Arc::new(Mutex::new(BTreeMap::new()));
-        let ctx = Arc::new(Ctx {
-            client,
-            config,
-            ips: Mutex::new(Ips::default()),
-        });
+        let ctx = Arc::new(Ctx { client, config });
         let task = tokio::spawn(run(ctx, pods.clone(), stop_rx));
         Kubelet {
             root,
@@ -176,14 +172,22 @@ fn kill_pids(pids: &Mutex<BTreeSet<i32>>) {
 struct Ctx {
     client: Client,
     config: KubeletConfig,
-    ips: Mutex<Ips>,
 }
 
-/// Pod addresses: 127.97.x.y, one per Pod uid while it runs.
+/// Pod addresses: 127.97.x.y, one per Pod uid while it runs. One allocator for the whole
+/// process, so that kubelets of tests running side by side never hand out the same
+/// address; an address something already listens on (another process) is skipped.
 #[derive(Default)]
 struct Ips {
     by_uid: BTreeMap<String, Ipv4Addr>,
     next: u32,
+}
+
+fn ips() -> std::sync::MutexGuard<'static, Ips> {
+    static IPS: std::sync::OnceLock<Mutex<Ips>> = std::sync::OnceLock::new();
+    IPS.get_or_init(|| Mutex::new(Ips::default()))
+        .lock()
+        .expect("pod addresses")
 }
 
 impl Ips {
@@ -195,7 +199,10 @@ impl Ips {
             self.next = (self.next + 1) % 65000;
             let n = self.next + 2;
             let ip = Ipv4Addr::new(127, 97, (n >> 8) as u8, (n & 0xff) as u8);
-            if !self.by_uid.values().any(|i| *i == ip) {
+            let free = [5432u16, 8000]
+                .iter()
+                .all(|p| std::net::TcpListener::bind((ip, *p)).is_ok());
+            if free && !self.by_uid.values().any(|i| *i == ip) {
                 self.by_uid.insert(uid.to_owned(), ip);
                 return ip;
             }
@@ -327,7 +334,7 @@ async fn sync_pods(
                 p.task.abort();
                 kill_pids(&p.pids);
             }
-            ctx.ips.lock().expect("ips").free(&uid);
+            ips().free(&uid);
         }
     }
     for pod in &list {
@@ -380,7 +387,7 @@ async fn sync_pods(
                 if let Some(p) = pods.lock().expect("pods").remove(&uid) {
                     kill_pids(&p.pids);
                 }
-                ctx.ips.lock().expect("ips").free(&uid);
+                ips().free(&uid);
             }
             continue;
         }
@@ -392,7 +399,7 @@ async fn sync_pods(
         if map.contains_key(&uid) {
             continue;
         }
-        let ip = ctx.ips.lock().expect("ips").take(&uid);
+        let ip = ips().take(&uid);
         let (terminate, terminate_rx) = watch::channel(None);
         let pids = Arc::new(Mutex::new(BTreeSet::new()));
         let task = tokio::spawn(
