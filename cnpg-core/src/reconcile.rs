@@ -809,10 +809,20 @@ fn apply_sync(
                 b.plan.state.published_sync = desired;
             }
         }
-        _ => {
+        in_effect => {
             // Until the primary confirms the new value, no configuration is known to be in
             // effect: a quorum-gated failover in this window is refused (upstream #8790).
-            b.plan.state.published_sync = None;
+            // Except when the one confirmed before is still in effect and the new one lists
+            // the same standbys with the same number (only their order changes, as it does
+            // when a replica becomes ready): the quorum arithmetic is the same under both,
+            // so the failover quorum holds through the change. Without this, a primary
+            // lost in the second after a replica came back could not be failed over from
+            // (found on a real API server).
+            let still = observed.state.published_sync.as_ref().filter(|p| {
+                in_effect == Some(sync::render(Some(p)).as_str())
+                    && desired.as_ref().is_some_and(|d| sync::same_quorum(p, d))
+            });
+            b.plan.state.published_sync = still.cloned();
             b.act(Action::ApplySyncStandbyNames {
                 value,
                 config: desired,

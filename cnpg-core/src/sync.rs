@@ -247,6 +247,15 @@ fn sorted(instances: &[String]) -> Vec<String> {
     v
 }
 
+/// Whether two configurations give the same failover quorum: the same number of
+/// standbys out of the same set of names, whatever their order. (With `FIRST`, the order
+/// picks which standbys acknowledge, but always `number` of the listed ones, which is all
+/// the quorum check counts on.)
+pub fn same_quorum(a: &SyncStandbys, b: &SyncStandbys) -> bool {
+    let set = |s: &SyncStandbys| s.names.iter().cloned().collect::<BTreeSet<String>>();
+    a.number == b.number && set(a) == set(b)
+}
+
 /// The outcome of the failover quorum check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumCheck {

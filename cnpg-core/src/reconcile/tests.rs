@@ -364,6 +364,49 @@ fn changing_sync_names_unpublishes_until_confirmed() {
 }
 
 #[test]
+fn reordering_the_same_standbys_keeps_the_failover_quorum() {
+    // Found on a real API server: pg-2 not ready lists it last; once it is ready the
+    // names are re-ordered, and a primary lost before it applied the new order could
+    // not be failed over from. The standbys and their number are the same: the
+    // configuration in effect still answers the quorum question.
+    let (mut policy, mut o) = healthy();
+    policy.sync = required(1);
+    let before = SyncStandbys {
+        method: Method::Any,
+        number: 1,
+        names: vec!["pg-3".into(), "pg-2".into(), "pg-1".into()],
+    };
+    o.state.published_sync = Some(before.clone());
+    o.sync_in_effect = Some(sync::render(Some(&before)));
+    let p = reconcile(&policy, &o, now());
+    assert!(
+        matches!(&p.actions[..], [Action::ApplySyncStandbyNames { value, .. }]
+            if value == r#"ANY 1 ("pg-2","pg-3","pg-1")"#),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(p.state.published_sync, Some(before.clone()));
+    o.state = p.state;
+    kill_primary(&mut o);
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-3"), "{p:#?}");
+
+    // A different set of standbys is another matter: nothing is confirmed until applied.
+    let (mut policy, mut o) = healthy();
+    policy.sync = required(1);
+    let other = SyncStandbys {
+        method: Method::Any,
+        number: 1,
+        names: vec!["pg-3".into(), "pg-1".into()],
+    };
+    o.state.published_sync = Some(other.clone());
+    o.sync_in_effect = Some(sync::render(Some(&other)));
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.published_sync, None);
+}
+
+#[test]
 fn guards_multiple_primaries_and_full_wal_disk() {
     let (policy, mut o) = healthy();
     o.instances[1].status.is_primary = true;
