@@ -434,7 +434,7 @@ impl Manager {
             if let Some(pid) = child.id() {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             }
-            if tokio::time::timeout(smart, child.wait()).await.is_ok() {
+            if self.smart_wait(&mut child, smart).await {
                 self.set(|s| {
                     s.up = false;
                     s.pid = None;
@@ -462,6 +462,45 @@ impl Manager {
             s.up = false;
             s.pid = None;
         });
+    }
+
+    /// Waits up to `smart` for a smart shutdown to end; true when PostgreSQL exited.
+    ///
+    /// A primary cuts it short as soon as the cluster's target primary is another
+    /// instance (or `pending`): a failover has begun because this instance is going away,
+    /// and the sessions a smart shutdown lets finish would keep committing on a primary
+    /// that is being replaced, while the replicas, still streaming from it, hold the
+    /// election back (upstream issue #11280: a deleted primary pod keeps sessions for
+    /// `smartShutdownTimeout`, 180 s by default). A fast shutdown still sends the
+    /// replicas every WAL record before it ends.
+    async fn smart_wait(&mut self, child: &mut Child, smart: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + smart;
+        let mut tick = tokio::time::interval(self.cfg.tick.min(Duration::from_millis(500)));
+        loop {
+            tokio::select! {
+                _ = child.wait() => return true,
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = tick.tick() => {}
+            }
+            if DataDir::new(&self.cfg.pgdata).role() != PgData::Primary {
+                continue;
+            }
+            let Ok(view) = self.view.read().await else {
+                continue;
+            };
+            if view
+                .target_primary
+                .as_deref()
+                .is_some_and(|t| t != self.cfg.instance)
+            {
+                tracing::info!(
+                    instance = %self.cfg.instance,
+                    target = ?view.target_primary,
+                    "a failover has begun while this primary stops: fast shutdown now"
+                );
+                return false;
+            }
+        }
     }
 
     async fn promote(&mut self, view: &ViewData) -> Result<(), PgError> {

@@ -128,6 +128,8 @@ pub struct Harness {
     pub cluster: String,
     /// Running instances.
     pub instances: BTreeMap<String, Instance>,
+    /// The smart shutdown budget of managers started from now on (zero: fast at once).
+    pub smart_timeout: Duration,
     ports: BTreeMap<String, u16>,
 }
 
@@ -156,6 +158,7 @@ impl Harness {
             secrets,
             cluster: cluster.to_owned(),
             instances: BTreeMap::new(),
+            smart_timeout: Duration::ZERO,
             ports: BTreeMap::new(),
         }
     }
@@ -266,7 +269,7 @@ impl Harness {
             run_as: self.run_as,
             tick: Duration::from_millis(100),
             stop_timeout: Duration::from_secs(20),
-            smart_timeout: Duration::ZERO,
+            smart_timeout: self.smart_timeout,
         };
         DataDir::new(&ctl.pgdata)
             .verify(&self.cluster, name)
@@ -316,16 +319,24 @@ impl Harness {
         );
     }
 
-    /// Stops an instance manager (PostgreSQL shuts down fast).
+    /// Stops an instance manager (PostgreSQL shuts down, smart for up to
+    /// [`Harness::smart_timeout`], then fast).
     pub async fn stop(&mut self, name: &str) {
-        if let Some(mut i) = self.instances.remove(name) {
-            if let Some(tx) = i.stop.take() {
-                let _ = tx.send(true);
-            }
-            for t in i.tasks.drain(..) {
-                let _ = t.await;
-            }
+        for t in self.begin_stop(name) {
+            let _ = t.await;
         }
+    }
+
+    /// Tells an instance manager to stop, as SIGTERM does, and returns its tasks, which
+    /// end when it has stopped.
+    pub fn begin_stop(&mut self, name: &str) -> Vec<JoinHandle<()>> {
+        let Some(mut i) = self.instances.remove(name) else {
+            return Vec::new();
+        };
+        if let Some(tx) = i.stop.take() {
+            let _ = tx.send(true);
+        }
+        i.tasks.drain(..).collect()
     }
 
     /// `GET /pg/status` of an instance.

@@ -18,6 +18,24 @@ async fn insert(h: &Harness, on: &str, n: i32) {
         .expect("insert");
 }
 
+/// pg-1 made and started as the cluster's primary.
+async fn running_primary(h: &mut Harness) {
+    h.view.update(|v| {
+        v.target_primary = Some("pg-1".into());
+        v.current_primary = Some("pg-1".into());
+    });
+    h.initdb("pg-1").await;
+    h.start("pg-1").await;
+    h.wait_until("pg-1 up", T, async |h| {
+        if h.status("pg-1").await.is_primary {
+            Ok(())
+        } else {
+            Err("down".into())
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_two_replicas_sync_names_promotion_and_rewind() {
     let mut h = Harness::new("pg");
@@ -151,20 +169,7 @@ async fn primary_two_replicas_sync_names_promotion_and_rewind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_stops_postgres_and_keeps_it_stopped() {
     let mut h = Harness::new("pg");
-    h.view.update(|v| {
-        v.target_primary = Some("pg-1".into());
-        v.current_primary = Some("pg-1".into());
-    });
-    h.initdb("pg-1").await;
-    h.start("pg-1").await;
-    h.wait_until("pg-1 up", T, async |h| {
-        if h.status("pg-1").await.is_primary {
-            Ok(())
-        } else {
-            Err("down".into())
-        }
-    })
-    .await;
+    running_primary(&mut h).await;
     h.view.update(|v| v.fenced = vec!["pg-1".into()]);
     h.wait_until("PostgreSQL stopped by fencing", T, async |h| {
         let s = h.status("pg-1").await;
@@ -216,20 +221,7 @@ async fn fencing_stops_postgres_and_keeps_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_postmaster_is_reported_at_once_and_restarted() {
     let mut h = Harness::new("pg");
-    h.view.update(|v| {
-        v.target_primary = Some("pg-1".into());
-        v.current_primary = Some("pg-1".into());
-    });
-    h.initdb("pg-1").await;
-    h.start("pg-1").await;
-    h.wait_until("pg-1 up", T, async |h| {
-        if h.status("pg-1").await.is_primary {
-            Ok(())
-        } else {
-            Err("down".into())
-        }
-    })
-    .await;
+    running_primary(&mut h).await;
     let shared = h.instances["pg-1"].shared.clone();
     let pid = shared.lock().expect("lock").pid.expect("postmaster pid");
     let killed = std::time::SystemTime::now();
@@ -270,20 +262,7 @@ async fn a_killed_postmaster_is_reported_at_once_and_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameters_reload_or_wait_for_an_in_place_restart() {
     let mut h = Harness::new("pg");
-    h.view.update(|v| {
-        v.target_primary = Some("pg-1".into());
-        v.current_primary = Some("pg-1".into());
-    });
-    h.initdb("pg-1").await;
-    h.start("pg-1").await;
-    h.wait_until("pg-1 up", T, async |h| {
-        if h.status("pg-1").await.is_primary {
-            Ok(())
-        } else {
-            Err("down".into())
-        }
-    })
-    .await;
+    running_primary(&mut h).await;
     // A reloadable parameter applies at once; one needing a restart waits for it.
     h.view.update(|v| {
         v.parameters.insert("work_mem".into(), "8MB".into());
@@ -438,4 +417,46 @@ async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() 
     for name in ["pg-1", "pg-2"] {
         h.stop(name).await;
     }
+}
+
+/// A primary told to stop (its pod deleted) starts a smart shutdown, which waits for open
+/// sessions; once the cluster's target primary is another instance (the operator began a
+/// failover), it stops fast instead of keeping those sessions committing for
+/// `smartShutdownTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_primary_cuts_its_smart_shutdown_short_when_a_failover_begins() {
+    let mut h = Harness::new("pg");
+    h.smart_timeout = Duration::from_secs(600);
+    running_primary(&mut h).await;
+    // An open session: a smart shutdown waits for it.
+    let session = h.connect("pg-1").await;
+    session.batch_execute("SELECT 1").await.expect("session");
+    let shared = h.instances["pg-1"].shared.clone();
+    let tasks = h.begin_stop("pg-1");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        shared.lock().expect("lock").pid.is_some(),
+        "the smart shutdown waits for the open session"
+    );
+    assert!(
+        session.batch_execute("SELECT 1").await.is_ok(),
+        "the open session still works during a smart shutdown"
+    );
+    // The operator begins a failover: the target is no longer pg-1.
+    h.view.update(|v| v.target_primary = Some("pending".into()));
+    let stopped = tokio::time::timeout(T, async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    assert!(
+        stopped.is_ok(),
+        "the manager stopped after the failover began"
+    );
+    assert!(shared.lock().expect("lock").pid.is_none());
+    assert!(
+        session.batch_execute("SELECT 1").await.is_err(),
+        "the session was cut by the fast shutdown"
+    );
 }
