@@ -75,6 +75,13 @@ pub struct InstanceStatus {
     /// The instance manager's last decision and its reason.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub decision: String,
+    /// Where the platform runs it (a Kubernetes node), filled in by the host as
+    /// `isPodReady` is; the status and topology report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its address (the pod IP), filled in by the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 /// One row of `pg_stat_replication`, as upstream's `replicationInfo`.

@@ -18,6 +18,8 @@ use cnpg_core::reconcile::{
 };
 use cnpg_core::sync::SyncStandbys;
 use cnpg_core::time::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// A platform call failed.
@@ -226,6 +228,20 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
         .published_sync
         .as_ref()
         .and_then(|s| serde_json::to_string(s).ok());
+    let published_before = before
+        .ha_state
+        .as_ref()
+        .and_then(|h| h.published_sync.clone());
+    if ha.published_sync != published_before {
+        match plan.state.published_sync.as_ref() {
+            Some(s) => {
+                tracing::info!(cluster = ?cluster.metadata.name, "synchronous configuration confirmed by the primary: {s}")
+            }
+            None => {
+                tracing::info!(cluster = ?cluster.metadata.name, "no synchronous configuration is confirmed until the primary applies the new one")
+            }
+        }
+    }
     let mut done = Vec::new();
     let mut failures = Vec::new();
     for action in &plan.actions {
@@ -265,6 +281,7 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
         ..Default::default()
     };
     fill_counts(cluster, &observed, &mut status);
+    status.conditions = conditions(cluster, &before, &status, now);
     if !expirations.is_empty() {
         let name = cluster.metadata.name.clone().unwrap_or_default();
         status.certificates = Some(cnpg_core::api::cluster::CertificatesStatus {
@@ -351,6 +368,77 @@ fn keep_decisions(cluster: &Cluster, status: &mut ClusterStatus) {
     status.ha_state = before.ha_state.or(Some(HaState::default()));
 }
 
+/// Upstream's conditions that follow the phase: `Ready` (true exactly when the cluster
+/// is healthy) and `Initialized` (true from the first running instance on, never cleared).
+/// Others already there are kept; a condition's transition time moves only when its
+/// status does.
+fn conditions(
+    cluster: &Cluster,
+    before: &ClusterStatus,
+    now_status: &ClusterStatus,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let healthy = now_status.phase.as_deref() == Some(ClusterPhase::Healthy.as_str());
+    let initialized = before
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Initialized" && c.status == "True")
+        || before.current_primary.is_some()
+        || now_status.ready_instances > 0;
+    let (ready_reason, ready_message) = if healthy {
+        ("ClusterIsReady", "Cluster is Ready".to_owned())
+    } else {
+        (
+            "ClusterIsNotReady",
+            format!(
+                "Cluster Is Not Ready: {}",
+                now_status.phase.clone().unwrap_or_default()
+            ),
+        )
+    };
+    let (init_reason, init_message) = if initialized {
+        ("BootstrapCompleted", "the first instance is running")
+    } else {
+        ("BootstrapPending", "waiting for the first instance to run")
+    };
+    let mut out = before.conditions.clone();
+    for (type_, ok, reason, message) in [
+        ("Ready", healthy, ready_reason, ready_message),
+        (
+            "Initialized",
+            initialized,
+            init_reason,
+            init_message.to_owned(),
+        ),
+    ] {
+        let status = if ok { "True" } else { "False" };
+        let at = before
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| {
+                Time(
+                    k8s_openapi::jiff::Timestamp::from_millisecond(now.0 as i64)
+                        .unwrap_or_default(),
+                )
+            });
+        let condition = Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: at,
+            observed_generation: cluster.metadata.generation,
+        };
+        match out.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => *c = condition,
+            None => out.push(condition),
+        }
+    }
+    out
+}
+
 fn fill_counts(cluster: &Cluster, observed: &Observed, status: &mut ClusterStatus) {
     let name = cluster.metadata.name.clone().unwrap_or_default();
     let mut names: Vec<String> = observed.instances.iter().map(|i| i.name.clone()).collect();
@@ -391,10 +479,35 @@ fn fill_counts(cluster: &Cluster, observed: &Observed, status: &mut ClusterStatu
                 cnpg_core::api::cluster::InstanceReportedState {
                     is_primary: i.status.is_primary,
                     time_line_id: Some(i.status.timeline as i32),
-                    ..Default::default()
+                    ip: i.status.ip.clone().unwrap_or_default(),
                 },
             );
         }
+    }
+    // Every instance observed has its storage (that is what makes it an instance).
+    status.healthy_pvc = names.clone();
+    if cluster.spec.wal_storage.is_some() {
+        status
+            .healthy_pvc
+            .extend(names.iter().map(|n| cnpg_core::naming::wal_pvc(n)));
+    }
+    // Where the instances run: the nodes used, when the platform has nodes.
+    let nodes: BTreeSet<&str> = observed
+        .instances
+        .iter()
+        .filter_map(|i| i.status.node.as_deref())
+        .collect();
+    if !nodes.is_empty() {
+        status.topology = Some(cnpg_core::api::cluster::Topology {
+            instances: observed
+                .instances
+                .iter()
+                .filter(|i| i.status.node.is_some())
+                .map(|i| (i.name.clone(), BTreeMap::new()))
+                .collect(),
+            nodes_used: Some(nodes.len() as i32),
+            successfully_extracted: Some(true),
+        });
     }
     if let Some(ts) = observed
         .instances

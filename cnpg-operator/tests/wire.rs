@@ -175,6 +175,17 @@ async fn an_instance_is_its_pvc_then_its_pod_created_once() {
         )
         .await
     });
+    // First: is storage of an earlier pg-2 still on its way out? (No.)
+    let none = json!({"kind": "PersistentVolumeClaimList", "apiVersion": "v1",
+        "metadata": {}, "items": []});
+    let (method, uri, _, _) = expect(&mut h, (200, none)).await;
+    assert_eq!(
+        (method.as_str(), uri.as_str()),
+        (
+            "GET",
+            "/api/v1/namespaces/db/persistentvolumeclaims?&labelSelector=cnpg.io%2Fcluster%3Dpg%2Ccnpg.io%2FinstanceName%3Dpg-2"
+        )
+    );
     let (method, uri, _, body) = expect(&mut h, ok_object("PersistentVolumeClaim", "pg-2")).await;
     assert_eq!(
         (method.as_str(), uri.as_str()),

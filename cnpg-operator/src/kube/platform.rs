@@ -129,6 +129,23 @@ pub fn pod_active(pod: &Pod) -> bool {
 }
 
 impl KubePlatform {
+    /// The PVCs of one instance (data, WAL, tablespaces), as they are now.
+    async fn instance_pvcs(
+        &self,
+        c: &Cluster,
+        name: &str,
+    ) -> Result<Vec<PersistentVolumeClaim>, PlatformError> {
+        Ok(self
+            .api::<PersistentVolumeClaim>(c)
+            .list(&Self::selector(
+                c,
+                &format!(",{}={name}", naming::LABEL_INSTANCE_NAME),
+            ))
+            .await
+            .map_err(api_err("listing PVCs"))?
+            .items)
+    }
+
     /// A platform on this client.
     pub fn new(
         client: kube::Client,
@@ -395,11 +412,29 @@ impl Platform for KubePlatform {
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .filter_map(|p| p.labels().get(naming::LABEL_INSTANCE_NAME).cloned())
             .collect();
+        let mut orphans = Vec::new();
         for p in &pods.items {
             let n = p.name_any();
-            if !names.contains(&n) {
-                names.push(n);
+            if names.contains(&n) {
+                continue;
             }
+            // A pod that never started and whose storage no longer exists at all (not even
+            // on its way out) waits for a volume that will never come: remove it, and the
+            // instance is made again from scratch.
+            let pending = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+            let claimed = pvcs
+                .items
+                .iter()
+                .any(|c| c.labels().get(naming::LABEL_INSTANCE_NAME) == Some(&n));
+            if pending && !claimed && p.metadata.deletion_timestamp.is_none() {
+                orphans.push(n);
+                continue;
+            }
+            names.push(n);
+        }
+        for n in &orphans {
+            tracing::warn!(instance = %n, "removing a pending pod whose storage is gone");
+            self.delete::<Pod>(c, n).await?;
         }
         names.sort_by_key(|n| naming::serial_of(&cluster, n).unwrap_or(u32::MAX));
         let restart = specs::restart_annotation(c);
@@ -423,6 +458,8 @@ impl Platform for KubePlatform {
             status.name = name.clone();
             // The kubelet's readiness is what Services act on.
             status.is_pod_ready = pod.is_some_and(pod_ready) && status.is_reachable();
+            status.node = pod.and_then(|p| p.spec.as_ref()?.node_name.clone());
+            status.ip = pod.and_then(|p| p.status.as_ref()?.pod_ip.clone());
             let role = pod
                 .and_then(|p| p.labels().get(naming::LABEL_INSTANCE_ROLE).cloned())
                 .and_then(|r| match r.as_str() {
@@ -486,6 +523,24 @@ impl Platform for KubePlatform {
         name: &str,
         bootstrap: &Bootstrap,
     ) -> Result<(), PlatformError> {
+        // The storage of an instance of the same name (destroyed, or scaled down) may still
+        // be on its way out, held by its protection finalizer: applying the new PVC would
+        // only touch the old one, and the new pod would start on storage that vanishes.
+        let leaving: Vec<String> = self
+            .instance_pvcs(c, name)
+            .await?
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
+            .map(|p| p.name_any())
+            .collect();
+        if !leaving.is_empty() {
+            tracing::info!(
+                instance = name,
+                "waiting for the PVCs {} of a removed instance of that name to be gone before creating it",
+                leaving.join(", ")
+            );
+            return Ok(());
+        }
         for pvc in specs::instance_pvcs(c, name) {
             self.create::<PersistentVolumeClaim>(c, &pvc).await?;
         }
@@ -500,6 +555,22 @@ impl Platform for KubePlatform {
     async fn start_instance(&self, c: &Cluster, name: &str) -> Result<(), PlatformError> {
         if self.pod(c, name).await?.is_some() {
             // Still terminating: it is recreated once it is gone.
+            return Ok(());
+        }
+        // Its storage must still be there: the loop saw it a moment ago, but an instance
+        // being destroyed loses its PVCs as its pod goes, and a pod on storage that is gone
+        // would wait for it forever.
+        let data = naming::pgdata_pvc(name);
+        let usable = self
+            .instance_pvcs(c, name)
+            .await?
+            .iter()
+            .any(|p| p.name_any() == data && p.metadata.deletion_timestamp.is_none());
+        if !usable {
+            tracing::info!(
+                instance = name,
+                "not starting it again: its storage is gone or going"
+            );
             return Ok(());
         }
         let pod = specs::instance_pod(
@@ -518,15 +589,7 @@ impl Platform for KubePlatform {
 
     async fn delete_instance(&self, c: &Cluster, name: &str) -> Result<(), PlatformError> {
         self.delete::<Pod>(c, name).await?;
-        let pvcs = self
-            .api::<PersistentVolumeClaim>(c)
-            .list(&Self::selector(
-                c,
-                &format!(",{}={name}", naming::LABEL_INSTANCE_NAME),
-            ))
-            .await
-            .map_err(api_err("listing PVCs"))?;
-        for p in pvcs.items {
+        for p in self.instance_pvcs(c, name).await? {
             self.delete::<PersistentVolumeClaim>(c, &p.name_any())
                 .await?;
         }

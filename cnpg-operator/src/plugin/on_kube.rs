@@ -226,11 +226,10 @@ impl ClusterAccess for KubeAccess {
         let c = self.cluster().await?;
         let st = c.status.clone().unwrap_or_default();
         let pods = self.pods().await?;
-        // Each instance's own report, through the API server's pod proxy (as upstream).
-        let mut reports = Vec::new();
-        for p in &pods {
-            reports.push(instance_status(&self.client, &self.ns, &p.name_any()).await);
-        }
+        // Each instance's own report, through the API server's pod proxy (as upstream),
+        // all at once: one unreachable pod must not hold up the others.
+        let reports =
+            futures::future::join_all(pods.iter().map(|p| instance_status(&self.client, p))).await;
         Ok(StatusReport {
             name: format!("{}/{}", self.ns, self.name),
             image: Some(specs::image(&c)),
@@ -312,24 +311,50 @@ impl ClusterAccess for KubeAccess {
 
 /// `GET /pg/status` of an instance through the pod proxy; an unreachable status with the
 /// reason when it cannot be read (no `pods/proxy` permission, instance down, ...).
-async fn instance_status(
-    client: &Client,
-    ns: &str,
-    pod: &str,
-) -> cnpg_core::status::InstanceStatus {
+///
+/// When the API server cannot proxy to the pod (it refuses some pod addresses, loopback
+/// ones among them, and a private cluster may not route to pods at all), the pod's own
+/// address is tried directly: that works wherever the plugin runs inside the pod network.
+async fn instance_status(client: &Client, pod: &Pod) -> cnpg_core::status::InstanceStatus {
     use cnpg_core::status::InstanceStatus;
+    let name = pod.name_any();
+    let ns = pod.namespace().unwrap_or_default();
     let path = format!(
-        "/api/v1/namespaces/{ns}/pods/{pod}:{}/proxy/pg/status",
+        "/api/v1/namespaces/{ns}/pods/{name}:{}/proxy/pg/status",
         specs::STATUS_PORT
     );
     let request = match http::Request::get(path).body(Vec::new()) {
         Ok(r) => r,
-        Err(e) => return InstanceStatus::unreachable(pod, &e.to_string()),
+        Err(e) => return InstanceStatus::unreachable(&name, &e.to_string()),
     };
-    match client.request_text(request).await {
-        Ok(text) => serde_json::from_str(&text)
-            .unwrap_or_else(|e| InstanceStatus::unreachable(pod, &format!("bad status: {e}"))),
-        Err(e) => InstanceStatus::unreachable(pod, &e.to_string()),
+    let proxied = match client.request_text(request).await {
+        Ok(text) => {
+            return serde_json::from_str(&text).unwrap_or_else(|e| {
+                InstanceStatus::unreachable(&name, &format!("bad status: {e}"))
+            });
+        }
+        Err(e) => e.to_string(),
+    };
+    let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+        return InstanceStatus::unreachable(&name, &proxied);
+    };
+    match cnpg_instance::http::get(
+        &ip,
+        specs::STATUS_PORT as u16,
+        "/pg/status",
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok((200, body)) => serde_json::from_str(&body)
+            .unwrap_or_else(|e| InstanceStatus::unreachable(&name, &format!("bad status: {e}"))),
+        Ok((code, body)) => InstanceStatus::unreachable(
+            &name,
+            &format!("{proxied}; at {ip} directly: HTTP {code} {}", body.trim()),
+        ),
+        Err(direct) => {
+            InstanceStatus::unreachable(&name, &format!("{proxied}; at {ip} directly: {direct}"))
+        }
     }
 }
 
