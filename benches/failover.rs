@@ -8,6 +8,13 @@
 //!
 //! `cargo bench -p cnpg-benches --bench failover` (builds the release binaries first).
 //! Set TRIALS to change the number of trials per kind (default 5).
+//!
+//! `cargo bench -p cnpg-benches --bench failover -- --kubernetes` runs the same trials on
+//! Kubernetes (as root, with `../shared/k8s` beside the workspace): the real control
+//! plane, the shipped operator with its own ServiceAccount, the test kubelet running the
+//! pods, the client committing through the `-rw` Service's ClusterIP. The faults there:
+//! kill -9 of every process of the primary's pod, deletion of the primary's pod, and
+//! `kubectl-cnpg promote`.
 //! Targets on this 2-core machine: median failover under 1 s, switchover gap under 1 s,
 //! 0 rows lost with `required`.
 
@@ -207,6 +214,15 @@ fn main() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(5);
     let bin = build();
+    if std::env::args().any(|a| a == "--kubernetes") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(kubernetes::run(&bin, trials));
+        return;
+    }
     for required in [true, false] {
         let mode = if required { "required" } else { "async" };
         let c = Cluster::up(&bin, if required { "bfr" } else { "bfa" }, required);
@@ -262,4 +278,106 @@ fn main() {
         );
     }
     println!("(write gap: from the fault to the next commit acknowledged through -rw)");
+}
+
+/// The trials on Kubernetes.
+mod kubernetes {
+    use super::{manifest, report};
+    use cnpg_operator::testkit::control_plane::{ControlPlane, apply_yaml};
+    use cnpg_operator::testkit::e2e::{Operator, installed, kubelet, plugin, rw_target, settled};
+    use cnpg_operator::testkit::writer::Writer;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams};
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    pub async fn run(bin: &Path, trials: usize) {
+        let Some(cp) = ControlPlane::shared("failover --kubernetes") else {
+            return;
+        };
+        let admin = cp.admin().await;
+        for required in [true, false] {
+            let mode = if required { "required" } else { "async" };
+            let name = if required { "bfr" } else { "bfa" };
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let (ns, kubeconfig) = installed(cp, name, tmp.path()).await;
+            let kubelet = std::sync::Arc::new(
+                kubelet(
+                    cp,
+                    &ns,
+                    &tmp.path().join("kubelet"),
+                    &bin.join("cnpg-instance"),
+                )
+                .await,
+            );
+            let mut op = Operator::start(&bin.join("cnpg-operator"), &kubeconfig, &ns, tmp.path());
+            let k = kubelet.clone();
+            op.kubelet_logs = Some(Box::new(move || k.logs(25)));
+            let mut doc: serde_json::Value = serde_json::to_value(
+                cnpg_operator::manifests::parse_documents(&manifest(name, required)).expect("yaml")
+                    [0]
+                .clone(),
+            )
+            .expect("json");
+            doc["metadata"]["namespace"] = serde_json::json!(ns);
+            apply_yaml(&admin, &doc.to_string(), "bench").await;
+            let mut primary = settled(&admin, &ns, name, &op, "bootstrap", None).await;
+            let target = rw_target(&admin, &ns, name)
+                .await
+                .expect("the -rw endpoint");
+            let w = Writer::start(target.clone());
+            tokio::task::block_in_place(|| w.wait_for_more(20, Duration::from_secs(120)));
+            for kind in ["pod kill -9", "pod delete", "switchover"] {
+                let mut gaps = Vec::new();
+                for _ in 0..trials {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let t = Instant::now();
+                    match kind {
+                        "pod kill -9" => kubelet.kill_pod(&ns, &primary),
+                        "pod delete" => {
+                            Api::<Pod>::namespaced(admin.clone(), &ns)
+                                .delete(&primary, &DeleteParams::default())
+                                .await
+                                .expect("delete the primary's pod");
+                        }
+                        _ => {
+                            let to = (1..=3)
+                                .map(|i| format!("{name}-{i}"))
+                                .find(|i| *i != primary)
+                                .expect("another instance");
+                            let (code, _, err) = plugin(cp, &ns, &["promote", name, &to]).await;
+                            assert_eq!(code, 0, "promote: {err}");
+                        }
+                    }
+                    if let Some(gap) = tokio::task::block_in_place(|| {
+                        w.first_ack_after(t, Duration::from_secs(60))
+                    }) {
+                        gaps.push(gap);
+                    }
+                    primary = settled(&admin, &ns, name, &op, kind, Some(&primary)).await;
+                }
+                let acked = w.acked();
+                let t2 = target.clone();
+                let present = tokio::task::spawn_blocking(move || t2.rows())
+                    .await
+                    .expect("rows");
+                let lost = acked.iter().filter(|n| !present.contains(n)).count();
+                report(&format!("{mode:>8} {kind:<15}"), &gaps, lost);
+            }
+            let acked = tokio::task::block_in_place(|| w.finish());
+            let t2 = target.clone();
+            let present = tokio::task::spawn_blocking(move || t2.rows())
+                .await
+                .expect("rows");
+            println!(
+                "{mode:>8} total: {} commits acknowledged, {} missing at the end",
+                acked.len(),
+                acked.iter().filter(|n| !present.contains(n)).count()
+            );
+            kubelet.kill_all();
+        }
+        println!(
+            "(Kubernetes; write gap: from the fault to the next commit acknowledged through the -rw Service)"
+        );
+    }
 }

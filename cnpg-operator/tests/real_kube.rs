@@ -11,100 +11,61 @@
 use cnpg_core::api::Cluster;
 use cnpg_operator::kube::install::{OPERATOR_PERMISSIONS, Permission, rules};
 use cnpg_operator::testkit::control_plane::{ControlPlane, apply_yaml, client_from};
-use cnpg_operator::testkit::kubelet::{Kubelet, KubeletConfig};
+use cnpg_operator::testkit::e2e::{
+    Operator, app_client, event_reasons, install, installed, kubelet, plugin, pod_report,
+    rw_target, settled, status_of, wait_for,
+};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ListParams, PostParams};
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
 
-/// The operator's namespace and ServiceAccount in the generated installation.
-const OPERATOR_NS: &str = "cnpg-system";
-const OPERATOR_SA: &str = "cnpg-manager";
-
-/// A running `cnpg-operator`, killed when dropped; its log is kept for failure messages.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-    /// The pods' logs too, where a test kubelet runs them.
-    kubelet_logs: Option<Box<dyn Fn() -> String + Send + Sync>>,
+/// After a fault or a request moved the primary away from `from`: waits until the
+/// cluster settles on another primary and the writer commits through it again; returns
+/// that primary.
+async fn moved_on(
+    admin: &kube::Client,
+    ns: &str,
+    op: &Operator,
+    writer: &cnpg_operator::testkit::writer::Writer,
+    what: &str,
+    from: &str,
+) -> String {
+    let now = settled(admin, ns, "cluster-sync", op, what, Some(from)).await;
+    assert_ne!(now, from, "{what}: another instance is primary");
+    let before = writer.count();
+    tokio::task::block_in_place(|| writer.wait_for_more(before + 20, Duration::from_secs(120)));
+    now
 }
 
-impl Operator {
-    fn start(kubeconfig: &Path, namespace: &str, dir: &Path) -> Operator {
-        let log = dir.join(format!("operator-{namespace}.log"));
-        let file = std::fs::File::create(&log).expect("operator log");
-        let health = cnpg_instance::testkit::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_cnpg-operator"))
-            .args([
-                "--watch-namespace",
-                namespace,
-                "--lease-namespace",
-                namespace,
-            ])
-            .args(["--identity", "operator-under-test"])
-            .args(["--health-addr", &format!("127.0.0.1:{health}")])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("cnpg-operator starts");
-        Operator {
-            child,
-            log,
-            kubelet_logs: None,
+/// An object's uid.
+fn uid<K: kube::Resource>(o: &K) -> String {
+    o.meta().uid.clone().unwrap_or_default()
+}
+
+/// Waits until `name` exists again as another object than the one whose uid was `before`.
+async fn replaced<K>(api: &Api<K>, name: &str, before: &str, op: &Operator)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let what = format!("{name} made again");
+    wait_for(&what, Duration::from_secs(300), op, || async {
+        match api.get_opt(name).await {
+            Ok(Some(o)) if uid(&o) != before => Ok(()),
+            other => Err(format!("{:?}", other.map(|o| o.map(|o| uid(&o))))),
         }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let mut tail = lines[lines.len().saturating_sub(30)..].join("\n");
-        if let Some(k) = self.kubelet_logs.as_ref() {
-            tail.push_str("\npods' logs:\n");
-            tail.push_str(&k());
-        }
-        tail
-    }
+    })
+    .await;
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The operator under test: this build's.
+const OPERATOR: &str = env!("CARGO_BIN_EXE_cnpg-operator");
 
-/// `kubectl-cnpg install generate`, applied server-side as an administrator would.
-async fn install(cp: &ControlPlane) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = cnpg_operator::plugin::run(
-        ["kubectl-cnpg", "install", "generate"],
-        &mut std::io::empty(),
-        &mut out,
-        &mut err,
-    );
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
-    let yaml = String::from_utf8(out).expect("utf-8");
-    apply_yaml(&cp.admin().await, &yaml, "test-administrator").await;
-}
-
-/// The installation, a fresh namespace named after `prefix`, a temporary directory, and in
-/// it a kubeconfig of the operator's own ServiceAccount.
-async fn installed(cp: &ControlPlane, prefix: &str) -> (String, tempfile::TempDir, PathBuf) {
-    install(cp).await;
-    let ns = cp.namespace(prefix).await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = tmp.path().join("operator.kubeconfig");
-    cp.kubeconfig_for(OPERATOR_NS, OPERATOR_SA, &kubeconfig)
-        .await;
-    (ns, tmp, kubeconfig)
+fn instance_binary() -> &'static Path {
+    cnpg_instance::testkit::instance_binary(false)
 }
 
 /// The example Cluster, in `namespace`.
@@ -119,33 +80,14 @@ async fn apply_cluster(cp: &ControlPlane, namespace: &str) {
     apply_yaml(&cp.admin().await, &yaml, "test-user").await;
 }
 
-/// Polls `check` until it gives a value; panics after `limit` with what it last saw and
-/// the operator's log.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, op: &Operator, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > limit => panic!(
-                "{what}: not after {limit:?}; last seen: {last}\noperator log:\n{}",
-                op.log_tail()
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_sets_up_a_cluster_with_its_own_rbac() {
     let Some(cp) = ControlPlane::shared("the_operator_sets_up_a_cluster_with_its_own_rbac") else {
         return;
     };
-    let (ns, tmp, kubeconfig) = installed(cp, "bootstrap").await;
-    let op = Operator::start(&kubeconfig, &ns, tmp.path());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ns, kubeconfig) = installed(cp, "bootstrap", tmp.path()).await;
+    let op = Operator::start(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path());
     apply_cluster(cp, &ns).await;
 
     let admin = cp.admin().await;
@@ -161,11 +103,7 @@ async fn the_operator_sets_up_a_cluster_with_its_own_rbac() {
     })
     .await;
     let status = wait_for("status Setting up primary", limit, &op, || async {
-        let c = clusters
-            .get("cluster-sync")
-            .await
-            .map_err(|e| e.to_string())?;
-        let st = c.status.unwrap_or_default();
+        let st = status_of(&clusters, "cluster-sync").await?;
         if st.phase.as_deref() == Some("Setting up primary") {
             Ok(st)
         } else {
@@ -302,7 +240,7 @@ async fn a_refused_permission_is_in_the_status_from_the_first_loop() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let kubeconfig = tmp.path().join("limited.kubeconfig");
     cp.kubeconfig_for(&ns, "limited", &kubeconfig).await;
-    let op = Operator::start(&kubeconfig, &ns, tmp.path());
+    let op = Operator::start(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path());
     apply_cluster(cp, &ns).await;
 
     let clusters: Api<Cluster> = Api::namespaced(client_from(&cp.kubeconfig()).await, &ns);
@@ -311,11 +249,7 @@ async fn a_refused_permission_is_in_the_status_from_the_first_loop() {
         Duration::from_secs(120),
         &op,
         || async {
-            let c = clusters
-                .get("cluster-sync")
-                .await
-                .map_err(|e| e.to_string())?;
-            let st = c.status.unwrap_or_default();
+            let st = status_of(&clusters, "cluster-sync").await?;
             match (st.phase.as_deref(), st.phase_reason) {
                 (Some("Unable to create required cluster objects"), Some(r)) => Ok(r),
                 (p, r) => Err(format!("{p:?}: {r:?}")),
@@ -335,78 +269,16 @@ async fn a_refused_permission_is_in_the_status_from_the_first_loop() {
     assert!(pods.items.is_empty(), "no instance without its Services");
 }
 
-/// A test kubelet for `namespace`: three nodes in three zones, the build's `cnpg-instance`
-/// for the operator image's, volumes owned by the machine's `postgres` (the image's user).
-async fn kubelet(cp: &ControlPlane, namespace: &str, root: &Path) -> Kubelet {
-    let postgres = nix::unistd::User::from_name("postgres")
-        .expect("user lookup")
-        .expect("a postgres user (apt-get install postgresql)");
-    let instance = cnpg_instance::testkit::instance_binary(false);
-    Kubelet::start(
-        cp.admin().await,
-        KubeletConfig {
-            nodes: (1..=3)
-                .map(|i| (format!("{namespace}-node-{i}"), format!("zone-{i}")))
-                .collect(),
-            namespaces: BTreeSet::from([namespace.to_owned()]),
-            root: root.to_owned(),
-            api_server: cp.api_server(),
-            programs: BTreeMap::from([(
-                "/usr/local/bin/cnpg-instance".to_owned(),
-                instance.to_owned(),
-            )]),
-            image_user: Some((postgres.uid.as_raw(), postgres.gid.as_raw())),
-        },
-    )
-    .await
-}
-
-/// The application's connection through the `-rw` Service: its ClusterIP, the app Secret.
-async fn app_client(
-    admin: &kube::Client,
-    ns: &str,
-    cluster: &str,
-) -> Result<tokio_postgres::Client, String> {
-    let svc = Api::<Service>::namespaced(admin.clone(), ns)
-        .get(&format!("{cluster}-rw"))
-        .await
-        .map_err(|e| e.to_string())?;
-    let ip = svc.spec.and_then(|s| s.cluster_ip).ok_or("no ClusterIP")?;
-    let secret = Api::<Secret>::namespaced(admin.clone(), ns)
-        .get(&format!("{cluster}-app"))
-        .await
-        .map_err(|e| e.to_string())?;
-    let value = |k: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .unwrap_or_default()
-    };
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&ip)
-        .port(5432)
-        .user(value("username"))
-        .password(value("password"))
-        .dbname(value("dbname"))
-        .connect_timeout(Duration::from_secs(2));
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_run_with_synchronous_replication() {
     let Some(cp) = ControlPlane::shared("three_instances_run_with_synchronous_replication") else {
         return;
     };
-    let (ns, tmp, kubeconfig) = installed(cp, "e2e").await;
-    let kubelet = std::sync::Arc::new(kubelet(cp, &ns, &tmp.path().join("kubelet")).await);
-    let mut op = Operator::start(&kubeconfig, &ns, tmp.path());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ns, kubeconfig) = installed(cp, "e2e", tmp.path()).await;
+    let kubelet =
+        std::sync::Arc::new(kubelet(cp, &ns, &tmp.path().join("kubelet"), instance_binary()).await);
+    let mut op = Operator::start(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path());
     let k = kubelet.clone();
     op.kubelet_logs = Some(Box::new(move || k.logs(25)));
     apply_cluster(cp, &ns).await;
@@ -418,11 +290,7 @@ async fn three_instances_run_with_synchronous_replication() {
         Duration::from_secs(300),
         &op,
         || async {
-            let c = clusters
-                .get("cluster-sync")
-                .await
-                .map_err(|e| e.to_string())?;
-            let st = c.status.unwrap_or_default();
+            let st = status_of(&clusters, "cluster-sync").await?;
             if st.phase.as_deref() == Some("Cluster in healthy state") && st.ready_instances == 3 {
                 Ok(st)
             } else {
@@ -488,26 +356,7 @@ async fn three_instances_run_with_synchronous_replication() {
         report.replication_info
     );
     // `kubectl-cnpg status`, as a user runs it.
-    let args: Vec<String> = vec![
-        "kubectl-cnpg".into(),
-        "--kubeconfig".into(),
-        cp.kubeconfig().display().to_string(),
-        "-n".into(),
-        ns.clone(),
-        "status".into(),
-        "cluster-sync".into(),
-    ];
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = cnpg_operator::plugin::run(args, &mut std::io::empty(), &mut out, &mut err);
-        (
-            code,
-            String::from_utf8_lossy(&out).into_owned(),
-            String::from_utf8_lossy(&err).into_owned(),
-        )
-    })
-    .await
-    .expect("the plugin ran");
+    let (code, out, err) = plugin(cp, &ns, &["status", "cluster-sync"]).await;
     assert_eq!(code, 0, "{err}");
     for line in [
         "Primary instance:     cluster-sync-1",
@@ -523,9 +372,29 @@ async fn three_instances_run_with_synchronous_replication() {
             "pod {i} listed:\n{out}"
         );
     }
-    // Each instance's own report comes through the API server's pod proxy, which refuses
-    // loopback pod addresses ("address not allowed"): on this test kubelet those rows show
-    // the refusal, so they are not checked here.
+    // Each instance's own report: the API server refuses to proxy to loopback pod
+    // addresses ("address not allowed"), so the plugin reads them at the pods' addresses.
+    let instances = out.split("Instances status").nth(1).unwrap_or_default();
+    let row = |name: &str| {
+        instances
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(out.contains("Streaming Replication status"), "{out}");
+    let primary_row = row("cluster-sync-1");
+    assert!(
+        primary_row.contains("Primary") && primary_row.ends_with("OK"),
+        "{primary_row:?} in:\n{out}"
+    );
+    for standby in ["cluster-sync-2", "cluster-sync-3"] {
+        let r = row(standby);
+        assert!(
+            r.contains("Standby (") && r.ends_with("OK"),
+            "{r:?} in:\n{out}"
+        );
+    }
     // The pods spread over the nodes (upstream's preferred anti-affinity).
     let pods = Api::<Pod>::namespaced(admin.clone(), &ns)
         .list(&ListParams::default())
@@ -537,4 +406,313 @@ async fn three_instances_run_with_synchronous_replication() {
         .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
         .collect();
     assert_eq!(nodes.len(), 3, "one instance per node");
+
+    // The status as upstream fills it.
+    let st = clusters
+        .get("cluster-sync")
+        .await
+        .expect("the cluster")
+        .status
+        .unwrap_or_default();
+    let ready = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "ClusterIsReady")
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Initialized" && c.status == "True"),
+        "{:?}",
+        st.conditions
+    );
+    assert_eq!(st.instances_reported_state.len(), 3, "{st:?}");
+    assert!(
+        st.instances_reported_state
+            .values()
+            .all(|r| r.ip.starts_with("127.97.")),
+        "{:?}",
+        st.instances_reported_state
+    );
+    assert_eq!(st.topology.and_then(|t| t.nodes_used), Some(3));
+    assert_eq!(st.healthy_pvc.len(), 3, "{:?}", st.healthy_pvc);
+    assert_eq!(st.timeline_id, Some(1));
+    // An open session would hold the primary's smart shutdown when it hibernates.
+    drop(client);
+
+    plugin_commands(cp, &ns, &op).await;
+}
+
+/// The rest of `kubectl-cnpg` on the running cluster: fencing, restart, reload, report,
+/// certificate, maintenance, hibernation, destroy.
+async fn plugin_commands(cp: &ControlPlane, ns: &str, op: &Operator) {
+    let admin = cp.admin().await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    let ok = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let limit = Duration::from_secs(300);
+
+    // Fencing a replica stops PostgreSQL and keeps it stopped; lifting it brings it back.
+    ok(plugin(cp, ns, &["fencing", "on", "cluster-sync", "cluster-sync-3"]).await);
+    wait_for("cluster-sync-3 fenced", limit, op, || async {
+        let r = pod_report(&admin, ns, "cluster-sync-3").await?;
+        if r.is_fenced && r.error.is_some() {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    ok(plugin(
+        cp,
+        ns,
+        &["fencing", "off", "cluster-sync", "cluster-sync-3"],
+    )
+    .await);
+    settled(&admin, ns, "cluster-sync", op, "unfenced", None).await;
+
+    // Restarting one replica recreates its pod on the same storage.
+    let before = uid(&pods.get("cluster-sync-2").await.expect("pod"));
+    ok(plugin(cp, ns, &["restart", "cluster-sync", "cluster-sync-2"]).await);
+    replaced(&pods, "cluster-sync-2", &before, op).await;
+    settled(&admin, ns, "cluster-sync", op, "restarted replica", None).await;
+
+    ok(plugin(cp, ns, &["reload", "cluster-sync"]).await);
+
+    // The report: the objects, never a Secret's contents.
+    let report = ok(plugin(cp, ns, &["report", "cluster-sync"]).await);
+    for part in ["# cluster", "# pod cluster-sync-1", "# pvc cluster-sync-1"] {
+        assert!(report.contains(part), "{part} in the report");
+    }
+    assert!(
+        !report.contains("tls.key"),
+        "no Secret content in the report"
+    );
+
+    // A client certificate signed by the cluster's CA.
+    ok(plugin(
+        cp,
+        ns,
+        &[
+            "certificate",
+            "app-client-cert",
+            "--cnpg-cluster",
+            "cluster-sync",
+            "--cnpg-user",
+            "app",
+        ],
+    )
+    .await);
+    let secret = Api::<Secret>::namespaced(admin.clone(), ns)
+        .get("app-client-cert")
+        .await
+        .expect("the certificate's Secret");
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let data = secret.data.unwrap_or_default();
+    assert!(data.contains_key("tls.crt") && data.contains_key("tls.key"));
+
+    // The maintenance window, set and unset on the Cluster.
+    let clusters: Api<Cluster> = Api::namespaced(admin.clone(), ns);
+    let window = || async {
+        clusters
+            .get("cluster-sync")
+            .await
+            .expect("cluster")
+            .spec
+            .node_maintenance_window
+    };
+    ok(plugin(
+        cp,
+        ns,
+        &["maintenance", "set", "cluster-sync", "--reusePVC"],
+    )
+    .await);
+    let w = window().await.expect("a maintenance window");
+    assert!(w.in_progress && w.reuse_pvc == Some(true), "{w:?}");
+    ok(plugin(cp, ns, &["maintenance", "unset", "cluster-sync"]).await);
+    assert!(!window().await.expect("a maintenance window").in_progress);
+
+    // Hibernation: every pod goes, the storage stays; then everything comes back.
+    ok(plugin(cp, ns, &["hibernate", "on", "cluster-sync"]).await);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
+    wait_for("hibernated", limit, op, || async {
+        let running = pods
+            .list(&ListParams::default().labels("cnpg.io/podRole=instance"))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        let st = status_of(&clusters, "cluster-sync").await?;
+        let reason = st.phase_reason.unwrap_or_default();
+        if running == 0 && reason.contains("Hibernated") {
+            Ok(())
+        } else {
+            Err(format!("{running} pods; {reason}"))
+        }
+    })
+    .await;
+    let kept = pvcs.list(&ListParams::default()).await.expect("PVCs").items;
+    assert_eq!(kept.len(), 3, "the storage stays");
+    ok(plugin(cp, ns, &["hibernate", "off", "cluster-sync"]).await);
+    settled(&admin, ns, "cluster-sync", op, "rehydrated", None).await;
+    let client = wait_for("a connection after hibernation", limit, op, || {
+        app_client(&admin, ns, "cluster-sync")
+    })
+    .await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("the table survived hibernation")
+        .get(0);
+    assert_eq!(rows, 1);
+    drop(client);
+
+    // Destroying an instance (a lost PVC): a new one is cloned from the primary.
+    let before = uid(&pvcs.get("cluster-sync-3").await.expect("PVC"));
+    ok(plugin(cp, ns, &["destroy", "cluster-sync", "cluster-sync-3"]).await);
+    replaced(&pvcs, "cluster-sync-3", &before, op).await;
+    settled(
+        &admin,
+        ns,
+        "cluster-sync",
+        op,
+        "a destroyed instance re-cloned",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_and_switchover_lose_no_acknowledged_write() {
+    let Some(cp) = ControlPlane::shared("failover_and_switchover_lose_no_acknowledged_write")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ns, kubeconfig) = installed(cp, "failover", tmp.path()).await;
+    let kubelet =
+        std::sync::Arc::new(kubelet(cp, &ns, &tmp.path().join("kubelet"), instance_binary()).await);
+    // Two operator replicas, as `install generate --replicas 2` deploys: one acts, the
+    // other waits for the leader Lease.
+    let mut ops: Vec<Operator> = ["operator-a", "operator-b"]
+        .into_iter()
+        .map(|id| {
+            let mut op =
+                Operator::start_named(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path(), id);
+            let k = kubelet.clone();
+            op.kubelet_logs = Some(Box::new(move || k.logs(25)));
+            op
+        })
+        .collect();
+    let op = &ops[0];
+    apply_cluster(cp, &ns).await;
+    let admin = cp.admin().await;
+    let first = settled(&admin, &ns, "cluster-sync", op, "bootstrap", None).await;
+
+    // A client committing through the -rw Service for the whole test.
+    let target = rw_target(&admin, &ns, "cluster-sync")
+        .await
+        .expect("the -rw endpoint");
+    let writer = cnpg_operator::testkit::writer::Writer::start(target.clone());
+    tokio::task::block_in_place(|| writer.wait_for_more(20, Duration::from_secs(120)));
+
+    // 1. kill -9 of everything in the primary's pod: another instance takes over, the old
+    //    one comes back as its replica.
+    kubelet.kill_pod(&ns, &first);
+    let second = moved_on(
+        &admin,
+        &ns,
+        op,
+        &writer,
+        "failover after kill -9 of the primary",
+        &first,
+    )
+    .await;
+
+    // 2. The primary's pod deleted: the same, and the pod is made again on its storage;
+    //    and the operator replica that acts is killed once the failover has begun: the
+    //    other takes the Lease when it expires and finishes the failover.
+    Api::<Pod>::namespaced(admin.clone(), &ns)
+        .delete(&second, &kube::api::DeleteParams::default())
+        .await
+        .expect("delete the primary pod");
+    let clusters: Api<Cluster> = Api::namespaced(admin.clone(), &ns);
+    wait_for(
+        "the failover to begin",
+        Duration::from_secs(120),
+        op,
+        || async {
+            let st = status_of(&clusters, "cluster-sync").await?;
+            if st.target_primary.as_deref() != Some(second.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("{:?}: {:?}", st.phase, st.phase_reason))
+            }
+        },
+    )
+    .await;
+    let leader = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin.clone(), &ns)
+        .get(cnpg_operator::kube::controller::LEADER_LEASE)
+        .await
+        .expect("the leader Lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a leader");
+    let (killed, survivor) = if leader == "operator-a" {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    ops[killed].kill();
+    let op = &ops[survivor];
+    let third = moved_on(
+        &admin,
+        &ns,
+        op,
+        &writer,
+        "failover after the primary pod's deletion, its operator killed",
+        &second,
+    )
+    .await;
+
+    // 3. A switchover with the plugin, as a user would run it.
+    let to = ["cluster-sync-1", "cluster-sync-2", "cluster-sync-3"]
+        .into_iter()
+        .find(|i| *i != third)
+        .expect("another instance");
+    let (code, _, err) = plugin(cp, &ns, &["promote", "cluster-sync", to]).await;
+    assert_eq!(code, 0, "{err}");
+    let fourth = moved_on(
+        &admin,
+        &ns,
+        op,
+        &writer,
+        "switchover with kubectl-cnpg promote",
+        &third,
+    )
+    .await;
+    assert_eq!(fourth, to);
+
+    // No acknowledged row is missing (dataDurability: required).
+    let acked = tokio::task::block_in_place(|| writer.finish());
+    let rows = tokio::task::spawn_blocking(move || target.rows())
+        .await
+        .expect("read the rows");
+    let lost: Vec<i64> = acked
+        .iter()
+        .filter(|n| !rows.contains(n))
+        .copied()
+        .collect();
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    // And the events tell the story.
+    let reasons = event_reasons(&admin, &ns).await;
+    for r in ["FailingOver", "Switchover"] {
+        assert!(reasons.contains(r), "no {r} event in {reasons:?}");
+    }
 }

@@ -9,10 +9,13 @@
 //!   Kubernetes-facing code should meet; this imitation remains for what that cannot do
 //!   cheaply (recording every request per actor for the RBAC check, injected API errors,
 //!   the instance-memory benchmark) until the real-control-plane tests replace it.
+//! * [`e2e`] — a Cluster run as a user runs it on that control plane: the generated
+//!   installation, the shipped operator with its own ServiceAccount, the test kubelet.
 //! * [`writer`] — a client committing numbered rows through `-rw`, for failover tests and
 //!   benchmarks (no acknowledged row may go missing; how long do writes stop?).
 
 pub mod control_plane;
+pub mod e2e;
 pub mod fakekube;
 pub mod kubelet;
 pub mod writer;

@@ -22,7 +22,8 @@ pub struct Target {
 }
 
 impl Target {
-    async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    /// A connection (its driver runs on the current runtime).
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&self.host)
             .port(self.port)
