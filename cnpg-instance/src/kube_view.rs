@@ -228,6 +228,14 @@ impl ClusterView for KubeView {
         }
     }
 
+    async fn release_primary_lease(&self, instance: &str) -> Result<(), ViewError> {
+        debug_assert_eq!(instance, self.instance);
+        self.lease
+            .release()
+            .await
+            .map_err(|e| ViewError(format!("releasing the primary lease: {e}")))
+    }
+
     async fn publish_current_primary(&self, instance: &str) -> Result<(), ViewError> {
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
         let body = json!({

@@ -97,6 +97,8 @@ pub struct Manager {
     rewind_failed: bool,
     /// The last stop was an unexpected death (a start after it is a crash restart).
     crashed: bool,
+    /// The primary lease was given up since PostgreSQL last ran as the target.
+    lease_released: bool,
 }
 
 async fn wait(child: &mut Option<Child>) -> std::io::Result<ExitStatus> {
@@ -147,6 +149,7 @@ impl Manager {
             last_view: ViewData::default(),
             rewind_failed: false,
             crashed: false,
+            lease_released: false,
         }
     }
 
@@ -170,6 +173,11 @@ impl Manager {
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
                         self.stop_mode(self.cfg.smart_timeout).await;
+                        // Stopping because the pod goes while a failover replaces us:
+                        // let the new primary have the lease now.
+                        if let Ok(view) = self.view.read().await {
+                            self.release_lease_if_stopped(&view).await;
+                        }
                         return;
                     }
                 }
@@ -279,12 +287,34 @@ impl Manager {
             tracing::error!(instance = %me, "{e}");
             self.set(|s| s.decision = format!("{}: failed: {e}", s.decision));
         }
+        if readable {
+            self.release_lease_if_stopped(&view).await;
+        }
+    }
+
+    /// A stopped instance that is not the target gives the primary lease up (if it holds
+    /// it: after a demotion, a crash of this manager, or a pod deletion), so the instance
+    /// being promoted does not wait for the lease to expire. Safe because this
+    /// instance's PostgreSQL is not running: it cannot accept a write any more.
+    async fn release_lease_if_stopped(&mut self, view: &ViewData) {
+        let me = self.cfg.instance.as_str();
+        if self.lease_released || self.child.is_some() || view.target_primary.as_deref() == Some(me)
+        {
+            return;
+        }
+        match self.view.release_primary_lease(me).await {
+            Ok(()) => self.lease_released = true,
+            Err(e) => tracing::warn!(instance = %me, "{e}"),
+        }
     }
 
     /// Whether the primary lease is ours; when not, the decision says who we wait for.
-    async fn lease_granted(&self, me: &str) -> bool {
+    async fn lease_granted(&mut self, me: &str) -> bool {
         match self.view.acquire_primary_lease(me).await {
-            Ok(true) => true,
+            Ok(true) => {
+                self.lease_released = false;
+                true
+            }
             Ok(false) => {
                 self.set(|s| {
                     s.decision = format!(

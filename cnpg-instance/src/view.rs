@@ -99,6 +99,13 @@ pub trait ClusterView: Send + Sync {
         let _ = instance;
         Ok(true)
     }
+    /// Gives the primary lease up if `instance` holds it, once its PostgreSQL is stopped
+    /// and it is not the target: the promoted instance then takes it at once instead of
+    /// waiting for it to expire. Views without a lease have nothing to do.
+    async fn release_primary_lease(&self, instance: &str) -> Result<(), ViewError> {
+        let _ = instance;
+        Ok(())
+    }
 }
 
 /// A status in shared memory (tests, embedding). Clones share it.
