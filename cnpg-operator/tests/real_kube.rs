@@ -23,6 +23,23 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+/// Stops the writer and checks that every row it had acknowledged is there.
+async fn no_acknowledged_row_lost(
+    writer: cnpg_operator::testkit::writer::Writer,
+    target: cnpg_operator::testkit::writer::Target,
+) {
+    let acked = tokio::task::block_in_place(|| writer.finish());
+    let rows = tokio::task::spawn_blocking(move || target.rows())
+        .await
+        .expect("read the rows");
+    let lost: Vec<i64> = acked
+        .iter()
+        .filter(|n| !rows.contains(n))
+        .copied()
+        .collect();
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+}
+
 /// After a fault or a request moved the primary away from `from`: waits until the
 /// cluster settles on another primary and the writer commits through it again; returns
 /// that primary.
@@ -66,6 +83,38 @@ const OPERATOR: &str = env!("CARGO_BIN_EXE_cnpg-operator");
 
 fn instance_binary() -> &'static Path {
     cnpg_instance::testkit::instance_binary(false)
+}
+
+/// The example Cluster running as a user would run it: the installation in a fresh
+/// namespace named after `prefix`, a test kubelet, operator replicas with these
+/// identities (their failure messages carry the pods' logs), and the Cluster applied.
+/// The temporary directory must outlive the rest.
+async fn deployed(
+    cp: &ControlPlane,
+    prefix: &str,
+    identities: &[&str],
+) -> (
+    tempfile::TempDir,
+    String,
+    std::sync::Arc<cnpg_operator::testkit::kubelet::Kubelet>,
+    Vec<Operator>,
+) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ns, kubeconfig) = installed(cp, prefix, tmp.path()).await;
+    let kubelet =
+        std::sync::Arc::new(kubelet(cp, &ns, &tmp.path().join("kubelet"), instance_binary()).await);
+    let ops = identities
+        .iter()
+        .map(|id| {
+            let mut op =
+                Operator::start_named(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path(), id);
+            let k = kubelet.clone();
+            op.kubelet_logs = Some(Box::new(move || k.logs(25)));
+            op
+        })
+        .collect();
+    apply_cluster(cp, &ns).await;
+    (tmp, ns, kubelet, ops)
 }
 
 /// The example Cluster, in `namespace`.
@@ -274,21 +323,15 @@ async fn three_instances_run_with_synchronous_replication() {
     let Some(cp) = ControlPlane::shared("three_instances_run_with_synchronous_replication") else {
         return;
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (ns, kubeconfig) = installed(cp, "e2e", tmp.path()).await;
-    let kubelet =
-        std::sync::Arc::new(kubelet(cp, &ns, &tmp.path().join("kubelet"), instance_binary()).await);
-    let mut op = Operator::start(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path());
-    let k = kubelet.clone();
-    op.kubelet_logs = Some(Box::new(move || k.logs(25)));
-    apply_cluster(cp, &ns).await;
+    let (_tmp, ns, _kubelet, ops) = deployed(cp, "e2e", &["operator-under-test"]).await;
+    let op = &ops[0];
     let admin = cp.admin().await;
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), &ns);
 
     let status = wait_for(
         "three ready instances, healthy",
         Duration::from_secs(300),
-        &op,
+        op,
         || async {
             let st = status_of(&clusters, "cluster-sync").await?;
             if st.phase.as_deref() == Some("Cluster in healthy state") && st.ready_instances == 3 {
@@ -307,7 +350,7 @@ async fn three_instances_run_with_synchronous_replication() {
     let client = wait_for(
         "a connection through -rw",
         Duration::from_secs(60),
-        &op,
+        op,
         || app_client(&admin, &ns, "cluster-sync"),
     )
     .await;
@@ -328,7 +371,7 @@ async fn three_instances_run_with_synchronous_replication() {
     let report = wait_for(
         "two streaming standbys",
         Duration::from_secs(60),
-        &op,
+        op,
         || async {
             let (_, body) =
                 cnpg_instance::http::get(&ip, 8000, "/pg/status", Duration::from_secs(2)).await?;
@@ -444,7 +487,7 @@ async fn three_instances_run_with_synchronous_replication() {
     // An open session would hold the primary's smart shutdown when it hibernates.
     drop(client);
 
-    plugin_commands(cp, &ns, &op).await;
+    plugin_commands(cp, &ns, op).await;
 }
 
 /// The rest of `kubectl-cnpg` on the running cluster: fencing, restart, reload, report,
@@ -594,24 +637,11 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
     else {
         return;
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (ns, kubeconfig) = installed(cp, "failover", tmp.path()).await;
-    let kubelet =
-        std::sync::Arc::new(kubelet(cp, &ns, &tmp.path().join("kubelet"), instance_binary()).await);
     // Two operator replicas, as `install generate --replicas 2` deploys: one acts, the
     // other waits for the leader Lease.
-    let mut ops: Vec<Operator> = ["operator-a", "operator-b"]
-        .into_iter()
-        .map(|id| {
-            let mut op =
-                Operator::start_named(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path(), id);
-            let k = kubelet.clone();
-            op.kubelet_logs = Some(Box::new(move || k.logs(25)));
-            op
-        })
-        .collect();
+    let (_tmp, ns, kubelet, mut ops) =
+        deployed(cp, "failover", &["operator-a", "operator-b"]).await;
     let op = &ops[0];
-    apply_cluster(cp, &ns).await;
     let admin = cp.admin().await;
     let first = settled(&admin, &ns, "cluster-sync", op, "bootstrap", None).await;
 
@@ -700,19 +730,144 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
     assert_eq!(fourth, to);
 
     // No acknowledged row is missing (dataDurability: required).
-    let acked = tokio::task::block_in_place(|| writer.finish());
-    let rows = tokio::task::spawn_blocking(move || target.rows())
-        .await
-        .expect("read the rows");
-    let lost: Vec<i64> = acked
-        .iter()
-        .filter(|n| !rows.contains(n))
-        .copied()
-        .collect();
-    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    no_acknowledged_row_lost(writer, target).await;
     // And the events tell the story.
     let reasons = event_reasons(&admin, &ns).await;
     for r in ["FailingOver", "Switchover"] {
         assert!(reasons.contains(r), "no {r} event in {reasons:?}");
     }
+}
+
+/// Merge-patches the Cluster's spec, as `kubectl patch --type merge` would.
+async fn patch_spec(admin: &kube::Client, ns: &str, spec: serde_json::Value) {
+    Api::<Cluster>::namespaced(admin.clone(), ns)
+        .patch(
+            "cluster-sync",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({ "spec": spec })),
+        )
+        .await
+        .expect("patch the Cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_updates_and_scaling_lose_no_acknowledged_write() {
+    let Some(cp) = ControlPlane::shared("rolling_updates_and_scaling_lose_no_acknowledged_write")
+    else {
+        return;
+    };
+    let (_tmp, ns, _kubelet, ops) = deployed(cp, "rolling", &["operator-under-test"]).await;
+    let op = &ops[0];
+    let admin = cp.admin().await;
+    settled(&admin, &ns, "cluster-sync", op, "bootstrap", None).await;
+    let target = rw_target(&admin, &ns, "cluster-sync")
+        .await
+        .expect("the -rw endpoint");
+    let writer = cnpg_operator::testkit::writer::Writer::start(target.clone());
+    let more = |n: usize| {
+        let before = writer.count();
+        tokio::task::block_in_place(|| writer.wait_for_more(before + n, Duration::from_secs(120)))
+    };
+    more(20);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let limit = Duration::from_secs(300);
+
+    // 1. A parameter that needs a restart: every instance restarts, replicas first.
+    patch_spec(
+        &admin,
+        &ns,
+        serde_json::json!({"postgresql": {"parameters": {"max_connections": "250"}}}),
+    )
+    .await;
+    wait_for("max_connections 250 everywhere", limit, op, || async {
+        let client = app_client(&admin, &ns, "cluster-sync").await?;
+        let row = client
+            .query_one("SHOW max_connections", &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        let value: String = row.get(0);
+        let mut pending = Vec::new();
+        for i in 1..=3 {
+            let name = format!("cluster-sync-{i}");
+            if pod_report(&admin, &ns, &name).await?.pending_restart {
+                pending.push(name);
+            }
+        }
+        if value == "250" && pending.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "primary says {value}; pending restart: {pending:?}"
+            ))
+        }
+    })
+    .await;
+    settled(&admin, &ns, "cluster-sync", op, "after the restart", None).await;
+    more(20);
+
+    // 2. A new image: every pod is made again with it.
+    let image = "ghcr.io/cloudnative-pg/postgresql:15.99-rolling-test";
+    patch_spec(&admin, &ns, serde_json::json!({ "imageName": image })).await;
+    wait_for("every pod on the new image", limit, op, || async {
+        let list = pods
+            .list(&ListParams::default().labels("cnpg.io/podRole=instance"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let old: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.containers.first())
+                    .and_then(|c| c.image.as_deref())
+                    != Some(image)
+            })
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        if old.is_empty() && list.items.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("still on the old image: {old:?}"))
+        }
+    })
+    .await;
+    settled(
+        &admin,
+        &ns,
+        "cluster-sync",
+        op,
+        "after the image update",
+        None,
+    )
+    .await;
+    more(20);
+
+    // 3. Scale to five, then back to three.
+    patch_spec(&admin, &ns, serde_json::json!({ "instances": 5 })).await;
+    settled(&admin, &ns, "cluster-sync", op, "scaled to five", None).await;
+    more(20);
+    patch_spec(&admin, &ns, serde_json::json!({ "instances": 3 })).await;
+    settled(
+        &admin,
+        &ns,
+        "cluster-sync",
+        op,
+        "scaled back to three",
+        None,
+    )
+    .await;
+    more(20);
+    let left: BTreeSet<String> = pods
+        .list(&ListParams::default().labels("cnpg.io/podRole=instance"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+
+    // No acknowledged row is missing.
+    no_acknowledged_row_lost(writer, target).await;
 }

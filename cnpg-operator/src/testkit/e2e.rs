@@ -272,9 +272,10 @@ pub async fn status_of(clusters: &Api<Cluster>, cluster: &str) -> Result<Cluster
         .unwrap_or_default())
 }
 
-/// Waits until `cluster` is healthy with three ready instances, its target primary is
-/// its current one (and not `away_from`: the primary a fault or request just moved away
-/// from), and that primary reports both others streaming from it; returns its name.
+/// Waits until `cluster` is healthy with as many ready instances as its spec asks, its
+/// target primary is its current one (and not `away_from`: the primary a fault or request
+/// just moved away from), and that primary reports every other one streaming from it;
+/// returns its name.
 pub async fn settled(
     admin: &kube::Client,
     ns: &str,
@@ -285,13 +286,16 @@ pub async fn settled(
 ) -> String {
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), ns);
     wait_for(what, Duration::from_secs(300), op, || async {
-        let st = status_of(&clusters, cluster).await?;
+        let c = clusters.get(cluster).await.map_err(|e| e.to_string())?;
+        let want = c.spec.instances;
+        let st = c.status.unwrap_or_default();
         let primary = st.current_primary.clone().unwrap_or_default();
         if away_from == Some(primary.as_str()) {
             return Err(format!("{primary} is still the primary"));
         }
         if st.phase.as_deref() != Some("Cluster in healthy state")
-            || st.ready_instances != 3
+            || st.ready_instances != want
+            || st.instances != want
             || st.target_primary.as_deref() != Some(primary.as_str())
         {
             return Err(format!(
@@ -309,7 +313,7 @@ pub async fn settled(
             .iter()
             .filter(|r| r.state == "streaming")
             .count();
-        if report.is_primary && streaming == 2 {
+        if report.is_primary && streaming as i32 == want - 1 {
             Ok(primary)
         } else {
             Err(format!(

@@ -178,6 +178,25 @@ impl Writer {
         }
     }
 
+    /// The longest time without an acknowledged commit between `from` and `to`,
+    /// counted from the last commit acknowledged before `from`: the outage a fault
+    /// caused, however late after it the writes stopped (a deleted pod keeps serving
+    /// until its kubelet acts).
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let acked = self.acked.lock().expect("acked lock");
+        let mut prev = acked
+            .iter()
+            .rev()
+            .find(|(_, at)| *at <= from)
+            .map_or(from, |(_, at)| *at);
+        let mut longest = Duration::ZERO;
+        for (_, at) in acked.iter().filter(|(_, at)| *at > from && *at <= to) {
+            longest = longest.max(at.duration_since(prev));
+            prev = *at;
+        }
+        longest.max(to.saturating_duration_since(prev))
+    }
+
     /// Stops writing; returns every acknowledged number.
     pub fn finish(mut self) -> Vec<i64> {
         self.stop.store(true, Ordering::Relaxed);
