@@ -604,6 +604,10 @@ async fn plugin_commands(cp: &ControlPlane, ns: &str, op: &Operator) {
     assert_eq!(kept.len(), 3, "the storage stays");
     ok(plugin(cp, ns, &["hibernate", "off", "cluster-sync"]).await);
     settled(&admin, ns, "cluster-sync", op, "rehydrated", None).await;
+    let reasons = event_reasons(&admin, ns).await;
+    for r in ["Hibernating", "Rehydrating"] {
+        assert!(reasons.contains(r), "no {r} event in {reasons:?}");
+    }
     let client = wait_for("a connection after hibernation", limit, op, || {
         app_client(&admin, ns, "cluster-sync")
     })
@@ -867,6 +871,11 @@ async fn rolling_updates_and_scaling_lose_no_acknowledged_write() {
         .filter_map(|p| p.metadata.name)
         .collect();
     assert_eq!(left.len(), 3, "{left:?}");
+    // The events tell the story.
+    let reasons = event_reasons(&admin, &ns).await;
+    for r in ["RollingUpdate", "CreatingInstance", "ScaleDown"] {
+        assert!(reasons.contains(r), "no {r} event in {reasons:?}");
+    }
 
     // No acknowledged row is missing.
     no_acknowledged_row_lost(writer, target).await;

@@ -274,8 +274,10 @@ pub async fn status_of(clusters: &Api<Cluster>, cluster: &str) -> Result<Cluster
 
 /// Waits until `cluster` is healthy with as many ready instances as its spec asks, its
 /// target primary is its current one (and not `away_from`: the primary a fault or request
-/// just moved away from), and that primary reports every other one streaming from it;
-/// returns its name.
+/// just moved away from), its status is filled as upstream's (`Ready` condition, one
+/// reported state per instance with a single primary, `healthyPVC`, `topology`,
+/// `timelineID`), and that primary reports every other one streaming from it; returns
+/// its name.
 pub async fn settled(
     admin: &kube::Client,
     ns: &str,
@@ -305,6 +307,33 @@ pub async fn settled(
                 st.ready_instances,
                 st.current_primary,
                 st.target_primary
+            ));
+        }
+        // The status says so as upstream's does.
+        let ready = st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let reported = st.instances_reported_state.len() as i32;
+        let primaries = st
+            .instances_reported_state
+            .values()
+            .filter(|r| r.is_primary)
+            .count();
+        if !ready
+            || reported != want
+            || primaries != 1
+            || st.healthy_pvc.len() < want as usize
+            || st.topology.as_ref().and_then(|t| t.nodes_used).is_none()
+            || st.timeline_id.is_none()
+        {
+            return Err(format!(
+                "status incomplete: conditions {:?}, reported {:?}, healthyPVC {:?}, topology {:?}, timeline {:?}",
+                st.conditions,
+                st.instances_reported_state,
+                st.healthy_pvc,
+                st.topology,
+                st.timeline_id
             ));
         }
         let report = pod_report(admin, ns, &primary).await?;
