@@ -86,6 +86,11 @@ pub struct Ports {
     pub ro: u16,
     /// The read service.
     pub r: u16,
+    /// Where standbys stream from: the current primary, kept through a switchover (so the
+    /// target receives everything up to the old primary's shutdown checkpoint) and cut
+    /// when a failover begins (so WAL receivers stop at once, even from a hung primary).
+    #[serde(default)]
+    pub replication: u16,
     /// Per instance: (PostgreSQL port, status port).
     pub instances: BTreeMap<String, (u16, u16)>,
 }

@@ -157,11 +157,15 @@ impl LocalOperator {
             ports.ro = free_port()?;
             ports.r = free_port()?;
         }
+        if ports.replication == 0 {
+            ports.replication = free_port()?;
+        }
         let mut listeners = Vec::new();
         for (svc, port) in [
             (Service::Rw, ports.rw),
             (Service::Ro, ports.ro),
             (Service::R, ports.r),
+            (Service::Replication, ports.replication),
         ] {
             let l = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
                 LocalError::Other(format!("port {port} (the {svc:?} service) is in use: {e}; stop what uses it, or remove {}", layout.ports().display()))
@@ -480,7 +484,16 @@ impl LocalOperator {
         let rw = pick(&|r| r == Role::Primary).into_iter().next();
         let ro = pick(&|r| r == Role::Replica);
         let all = pick(&|r| r != Role::Unhealthy);
-        self.routes.set(rw, ro, all);
+        // Standbys follow the current primary through a switchover (its shutdown
+        // checkpoint must reach the target) and are cut loose once a failover begins.
+        let replication = self
+            .state
+            .current_primary
+            .clone()
+            .filter(|_| self.state.target_primary.as_deref() != Some(cnpg_core::naming::PENDING))
+            .filter(|p| alive(p))
+            .and_then(|p| self.endpoint(&p).map(|a| (p, a)));
+        self.routes.set(rw, ro, all, replication);
     }
 
     fn write_view(&mut self, policy: &Policy) {
@@ -495,7 +508,7 @@ impl LocalOperator {
             fenced,
             primary_endpoint: Some(Endpoint {
                 host: "127.0.0.1".into(),
-                port: self.ports.rw,
+                port: self.ports.replication,
             }),
             synchronous_standby_names: self.sync_value.clone(),
             instances: self.instances(),

@@ -18,6 +18,8 @@ pub enum Service {
     Ro,
     /// Every instance.
     R,
+    /// Standbys' streaming replication: the current primary, until a failover begins.
+    Replication,
 }
 
 /// An instance a service forwards to: its name and PostgreSQL address.
@@ -32,6 +34,7 @@ struct Members {
     rw: Option<Member>,
     ro: Vec<Member>,
     r: Vec<Member>,
+    replication: Option<Member>,
     next: usize,
     /// Open client connections: (service, backend instance, handle to cut it).
     conns: Vec<(Service, String, tokio::task::AbortHandle)>,
@@ -42,6 +45,7 @@ impl Members {
         self.next = self.next.wrapping_add(1);
         match service {
             Service::Rw => self.rw.clone(),
+            Service::Replication => self.replication.clone(),
             Service::Ro if !self.ro.is_empty() => Some(self.ro[self.next % self.ro.len()].clone()),
             Service::R if !self.r.is_empty() => Some(self.r[self.next % self.r.len()].clone()),
             _ => None,
@@ -53,12 +57,14 @@ impl Members {
         let rw = self.rw.as_ref().map(|(n, _)| n.clone());
         let ro: Vec<String> = self.ro.iter().map(|(n, _)| n.clone()).collect();
         let r: Vec<String> = self.r.iter().map(|(n, _)| n.clone()).collect();
+        let replication = self.replication.as_ref().map(|(n, _)| n.clone());
         self.conns.retain(|(svc, backend, handle)| {
             let keep = !handle.is_finished()
                 && match svc {
                     Service::Rw => rw.as_ref() == Some(backend),
                     Service::Ro => ro.contains(backend),
                     Service::R => r.contains(backend),
+                    Service::Replication => replication.as_ref() == Some(backend),
                 };
             if !keep {
                 handle.abort();
@@ -70,11 +76,18 @@ impl Members {
 
 impl Routes {
     /// Sets every service's members and cuts the connections that lost their backend.
-    pub fn set(&self, rw: Option<Member>, ro: Vec<Member>, r: Vec<Member>) {
+    pub fn set(
+        &self,
+        rw: Option<Member>,
+        ro: Vec<Member>,
+        r: Vec<Member>,
+        replication: Option<Member>,
+    ) {
         let mut m = self.0.lock().expect("routes lock");
         m.rw = rw;
         m.ro = ro;
         m.r = r;
+        m.replication = replication;
         m.cut_stale();
     }
 
@@ -90,8 +103,12 @@ impl Routes {
                 drop(client);
                 continue;
             };
+            // Nagle's algorithm would hold each small protocol message back until the
+            // previous one is acknowledged: with delayed ACKs that is up to 40 ms a commit.
+            let _ = client.set_nodelay(true);
             let task = tokio::spawn(async move {
                 if let Ok(mut server) = TcpStream::connect(addr).await {
+                    let _ = server.set_nodelay(true);
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 }
             });
