@@ -85,6 +85,8 @@ pub struct Candidate {
     pub name: String,
     /// Its WAL position (received or replayed, whichever is further).
     pub wal_position: Lsn,
+    /// How far it has replayed (the tie-break at equal positions).
+    pub replay_lsn: Lsn,
     /// Its timeline.
     pub timeline: u32,
     /// Why it cannot be elected, if it cannot.
@@ -119,12 +121,34 @@ impl Election {
             if Some(&c.name) == self.elected.as_ref() {
                 continue;
             }
-            match &c.excluded {
-                Some(why) => parts.push(format!("{}: {why}", c.name)),
-                None => parts.push(format!("{}: behind (WAL at {})", c.name, c.wal_position)),
+            match (&c.excluded, winner) {
+                (Some(why), _) => parts.push(format!("{}: {why}", c.name)),
+                (None, Some(w)) => parts.push(format!("{}: {}", c.name, lost_to(c, w))),
+                (None, None) => parts.push(format!("{}: WAL at {}", c.name, c.wal_position)),
             }
         }
         parts.join("; ")
+    }
+}
+
+/// What decided between an electable loser and the winner (same timeline: an older one
+/// is excluded before).
+fn lost_to(c: &Candidate, w: &Candidate) -> String {
+    if c.wal_position < w.wal_position {
+        format!(
+            "behind (WAL at {}, {} at {})",
+            c.wal_position, w.name, w.wal_position
+        )
+    } else if c.replay_lsn < w.replay_lsn {
+        format!(
+            "same WAL position as {} ({}), replayed less ({} < {})",
+            w.name, c.wal_position, c.replay_lsn, w.replay_lsn
+        )
+    } else {
+        format!(
+            "same WAL position as {} ({}): the tie goes to the lower serial",
+            w.name, c.wal_position
+        )
     }
 }
 
@@ -164,6 +188,7 @@ pub fn elect(
         .map(|s| Candidate {
             name: s.name.clone(),
             wal_position: s.wal_position(),
+            replay_lsn: s.replay_lsn,
             timeline: s.timeline,
             excluded: exclusion(s).or_else(|| {
                 (s.timeline < newest).then_some(Exclusion::OlderTimeline {
@@ -242,7 +267,7 @@ mod tests {
             "pg-4: fenced",
             "pg-6: WAL disk full",
             "pg-5: not ready",
-            "pg-2: behind (WAL at 0/12C)",
+            "pg-2: behind (WAL at 0/12C, pg-3 at 0/1F4)",
             "pg-1: unreachable (postmaster is down)",
         ] {
             assert!(reason.contains(needle), "{needle:?} not in {reason}");
@@ -258,6 +283,31 @@ mod tests {
         let e = elect(&list, &Fencing::None, None);
         assert_eq!(e.elected.as_deref(), Some("pg-3"));
         assert!(e.reason().contains("pg-2: on timeline 1, older than 2"));
+    }
+
+    #[test]
+    fn a_tie_says_what_broke_it() {
+        let mut slow = S::replica("pg-3", 1, lsn(500));
+        slow.replay_lsn = lsn(400);
+        let list = vec![
+            S::replica("pg-2", 1, lsn(500)),
+            slow,
+            S::replica("pg-4", 1, lsn(500)),
+        ];
+        let reason = elect(&list, &Fencing::None, None).reason();
+        assert!(reason.starts_with("pg-2 is the most aligned"), "{reason}");
+        assert!(
+            reason
+                .contains("pg-3: same WAL position as pg-2 (0/1F4), replayed less (0/190 < 0/1F4)"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains(
+                "pg-4: same WAL position as pg-2 (0/1F4): the tie goes to the lower serial"
+            ),
+            "{reason}"
+        );
+        assert!(!reason.contains("behind"), "{reason}");
     }
 
     #[test]

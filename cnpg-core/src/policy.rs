@@ -6,6 +6,15 @@ use crate::fencing::Fencing;
 use crate::sync::SyncPolicy;
 use std::time::Duration;
 
+/// The default [`Policy::crash_restart_bound`]: crash recovery of a busy instance takes a
+/// fraction of a second to a few seconds here; a restart that takes longer than this is
+/// treated as a failure.
+pub const CRASH_RESTART_BOUND: Duration = Duration::from_secs(5);
+
+/// Unexpected PostgreSQL exits within a minute that make a crash loop: the primary is
+/// failed over at once rather than restarted in place again.
+pub const CRASH_LOOP: u32 = 3;
+
 /// When the primary is updated in a rolling update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum UpdateStrategy {
@@ -37,6 +46,10 @@ pub struct Policy {
     pub sync: SyncPolicy,
     /// Wait this long after the primary is seen failing before failing over.
     pub failover_delay: Duration,
+    /// How long a primary whose instance manager restarts PostgreSQL in place after a
+    /// crash gets before the operator fails over instead (when `failover_delay` is longer,
+    /// that applies). A crash loop ([`CRASH_LOOP`] exits within a minute) is not waited for.
+    pub crash_restart_bound: Duration,
     /// Rolling updates: when the primary goes.
     pub primary_update_strategy: UpdateStrategy,
     /// Rolling updates: how the primary goes.
@@ -57,6 +70,7 @@ impl Policy {
             instances,
             sync: SyncPolicy::Async,
             failover_delay: Duration::ZERO,
+            crash_restart_bound: CRASH_RESTART_BOUND,
             primary_update_strategy: UpdateStrategy::Unsupervised,
             primary_update_method: UpdateMethod::Restart,
             fencing: Fencing::None,

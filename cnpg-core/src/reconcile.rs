@@ -563,6 +563,20 @@ fn elect_target(
     current: &str,
     statuses: &[InstanceStatus],
 ) -> Plan {
+    // The failed primary's instance manager may still be starting PostgreSQL again after
+    // a crash: it stops as soon as it sees the target is not itself (it refuses to start
+    // a primary that is not the target), and only then can a replica be promoted without
+    // two primaries ever accepting writes.
+    if let Some(old) = statuses
+        .iter()
+        .find(|s| s.name == current && s.restarting_after_crash)
+    {
+        let why = format!(
+            "Failing over from {current}: waiting for its instance manager to stop restarting it ({})",
+            old.decision
+        );
+        return take(b).phase(ClusterPhase::FailOver, why, Some(SOON));
+    }
     let streaming: Vec<&str> = statuses
         .iter()
         .filter(|s| s.name != current && s.is_reachable() && s.is_wal_receiver_active)
@@ -716,6 +730,52 @@ fn primary_failing(
                 format!("{current} is restarting on purpose; no failover"),
                 Some(SOON),
             ));
+        }
+        // PostgreSQL crashed and its instance manager restarts it in place: crash recovery
+        // keeps every acknowledged commit and takes a fraction of a second, a failover
+        // takes longer and may lose asynchronous commits. Wait for it, within a bound.
+        if i.status.restarting_after_crash {
+            let since = *b.plan.state.failing_since.get_or_insert(now);
+            let bound = policy.crash_restart_bound.max(policy.failover_delay);
+            let waited = now.since(since);
+            let crashes = i.status.recent_crashes;
+            if crashes >= crate::policy::CRASH_LOOP {
+                b.event(
+                    EventType::Warning,
+                    "CrashLoop",
+                    format!(
+                        "{current} crashed {crashes} times within a minute; failing over instead of restarting it again"
+                    ),
+                );
+            } else if waited < bound {
+                let left = (bound - waited).as_secs_f32();
+                if waited.is_zero() {
+                    b.event(
+                        EventType::Warning,
+                        "PrimaryCrashed",
+                        format!(
+                            "PostgreSQL on {current} exited unexpectedly; its instance manager restarts it in place (crash recovery keeps every acknowledged commit); failing over if it is not back within {} s",
+                            bound.as_secs_f32()
+                        ),
+                    );
+                }
+                return Some(take(b).phase(
+                    ClusterPhase::InplacePrimaryRestart,
+                    format!(
+                        "{current} is restarting in place after a crash; failing over in {left:.1} s if it is not back"
+                    ),
+                    Some(SOON),
+                ));
+            } else {
+                b.event(
+                    EventType::Warning,
+                    "CrashRestartTooSlow",
+                    format!(
+                        "{current} did not come back within {} s of its crash; failing over",
+                        bound.as_secs_f32()
+                    ),
+                );
+            }
         }
         // The platform still sees the primary ready, only our status request failed: trust
         // the platform rather than fail over on a network hiccup between us and it.

@@ -70,7 +70,9 @@ impl Rng {
 /// Which faults a run injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultMix {
-    /// PostgreSQL of an instance dies (the container restarts it after a short delay).
+    /// PostgreSQL of an instance dies: half the time its instance manager lives and
+    /// restarts it in place (crash recovery takes a few steps, sometimes longer than the
+    /// operator waits), else the instance manager exits too and the container restarts.
     pub postmaster_crash: bool,
     /// A whole instance (pod, node) is lost until the operator recreates it.
     pub instance_kill: bool,
@@ -276,6 +278,12 @@ struct Node {
     outdated: Option<String>,
     /// Down because the rolling update stopped it.
     rollout_down: bool,
+    /// PostgreSQL crashed under a live instance manager, which restarts it in place.
+    restarting: bool,
+    /// Steps of crash recovery left, once the restart has begun.
+    recovering_for: Option<u32>,
+    /// Steps at which PostgreSQL crashed, the last minute's.
+    crashes: VecDeque<u64>,
 }
 
 impl Node {
@@ -297,6 +305,9 @@ impl Node {
             role: None,
             outdated: None,
             rollout_down: false,
+            restarting: false,
+            recovering_for: None,
+            crashes: VecDeque::new(),
         }
     }
 
@@ -522,13 +533,24 @@ impl World<'_> {
             && self.rng.chance(0.01)
             && let Some(i) = self.pick().filter(|i| self.nodes[*i].postmaster)
         {
-            // The instance manager exits with its postmaster; the container restarts.
+            let in_place = self.rng.chance(0.5);
             let back = 3 + self.rng.below(5) as u32;
+            let step = self.step;
             let n = &mut self.nodes[i];
             n.postmaster = false;
-            n.pod = false;
-            n.pod_back_in = back;
             n.wal_receiver = false;
+            if in_place {
+                // The instance manager lives and restarts PostgreSQL in place.
+                n.restarting = true;
+                n.recovering_for = None;
+                n.crashes.push_back(step);
+            } else {
+                // The instance manager exits with its postmaster; the container restarts.
+                n.pod = false;
+                n.pod_back_in = back;
+                n.restarting = false;
+                n.crashes.clear();
+            }
         }
         if f.instance_kill
             && self.rng.chance(0.005)
@@ -740,8 +762,34 @@ impl World<'_> {
             };
             let view = self.view_for(n);
             let decision = instance::decide(&local, &view, self.now());
+            if !self.nodes[i].postmaster && !matches!(decision.action, InstanceAction::Start) {
+                // A crash restart under way stops the moment this instance should not run
+                // PostgreSQL any more (the target moved): it never comes up writable.
+                let n = &mut self.nodes[i];
+                n.restarting = false;
+                n.recovering_for = None;
+            }
             match decision.action {
                 InstanceAction::Nothing | InstanceAction::WaitForWalReceiver => {}
+                InstanceAction::Start if self.nodes[i].restarting => {
+                    // Crash recovery: usually a few steps, sometimes longer than the
+                    // operator's bound.
+                    let steps = if self.rng.chance(0.1) {
+                        40 + self.rng.below(40) as u32
+                    } else {
+                        1 + self.rng.below(4) as u32
+                    };
+                    let n = &mut self.nodes[i];
+                    match n.recovering_for {
+                        None => n.recovering_for = Some(steps),
+                        Some(0) | Some(1) => {
+                            n.recovering_for = None;
+                            n.restarting = false;
+                            n.postmaster = true;
+                        }
+                        Some(k) => n.recovering_for = Some(k - 1),
+                    }
+                }
                 InstanceAction::Start => self.nodes[i].postmaster = true,
                 InstanceAction::Stop => {
                     let n = &mut self.nodes[i];
@@ -814,7 +862,13 @@ impl World<'_> {
                 } else if n.isolated_for > 0 {
                     InstanceStatus::unreachable(&n.name, "node unreachable")
                 } else if !n.postmaster {
-                    InstanceStatus::unreachable(&n.name, "PostgreSQL is not running")
+                    let mut s = InstanceStatus::unreachable(&n.name, "PostgreSQL is not running");
+                    if reachable {
+                        s.restarting_after_crash = n.restarting;
+                        let since = self.step.saturating_sub(600);
+                        s.recent_crashes = n.crashes.iter().filter(|t| **t > since).count() as u32;
+                    }
+                    s
                 } else {
                     let primary = n.pgdata == PgData::Primary;
                     InstanceStatus {

@@ -47,6 +47,16 @@ pub struct InstanceStatus {
     /// The WAL volume has no room for two more segments.
     #[serde(default)]
     pub wal_disk_full: bool,
+    /// PostgreSQL exited unexpectedly and its instance manager, alive, is restarting it
+    /// in place: crash recovery keeps every acknowledged commit, so the operator gives it
+    /// [`Policy::crash_restart_bound`](crate::policy::Policy::crash_restart_bound) before
+    /// failing over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting_after_crash: bool,
+    /// Unexpected PostgreSQL exits in the last minute, as its instance manager counted
+    /// them: a crash loop is failed over at once instead of restarted again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recent_crashes: u32,
     /// The PostgreSQL system identifier.
     #[serde(default, rename = "systemID", skip_serializing_if = "String::is_empty")]
     pub system_id: String,
@@ -82,6 +92,10 @@ pub struct InstanceStatus {
     /// Its address (the pod IP), filled in by the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One row of `pg_stat_replication`, as upstream's `replicationInfo`.

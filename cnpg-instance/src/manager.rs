@@ -60,6 +60,10 @@ pub struct Shared {
     pub last_exit: Option<(String, SystemTime)>,
     /// Unexpected postmaster exits so far.
     pub deaths: u64,
+    /// When the recent unexpected exits happened (the last minute's).
+    pub crashes: std::collections::VecDeque<Instant>,
+    /// PostgreSQL exited unexpectedly and is being restarted in place.
+    pub restarting_after_crash: bool,
     /// Fenced now.
     pub fenced: bool,
     /// `pg_rewind` runs now.
@@ -76,6 +80,19 @@ pub struct Shared {
     /// Changes on every start of the manager.
     pub session_id: String,
 }
+
+impl Shared {
+    /// Unexpected exits within the last minute.
+    pub fn recent_crashes(&self) -> u32 {
+        self.crashes
+            .iter()
+            .filter(|t| t.elapsed() < CRASH_WINDOW)
+            .count() as u32
+    }
+}
+
+/// How far back crashes count towards a crash loop.
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
 
 /// The handle the server reads.
 pub type SharedState = Arc<Mutex<Shared>>;
@@ -196,6 +213,15 @@ impl Manager {
             s.pid = None;
             s.deaths += 1;
             s.last_exit = Some((what, SystemTime::now()));
+            s.restarting_after_crash = true;
+            s.crashes.push_back(Instant::now());
+            while s.crashes.len() > 16
+                || s.crashes
+                    .front()
+                    .is_some_and(|t| t.elapsed() > CRASH_WINDOW)
+            {
+                s.crashes.pop_front();
+            }
         });
     }
 
@@ -240,7 +266,11 @@ impl Manager {
             tracing::info!(instance = %me, action = ?decision.action, "{}", decision.reason);
         }
         let wal_disk_full = data.check_wal_space(16).is_err();
+        // A crashed PostgreSQL is restarted in place only while this instance should run it;
+        // otherwise the operator must not wait for a restart that will not come.
+        let restarting = !running && matches!(decision.action, InstanceAction::Start);
         self.set(|s| {
+            s.restarting_after_crash &= restarting;
             s.fenced = fenced;
             s.wal_disk_full = wal_disk_full;
             s.decision = decision.reason.clone();
@@ -258,7 +288,7 @@ impl Manager {
             }
             InstanceAction::Start => self.start(&view).await,
             InstanceAction::Stop => {
-                self.stop().await;
+                self.demote_or_fence(&view).await;
                 Ok(())
             }
             InstanceAction::Promote | InstanceAction::PublishCurrentPrimary
@@ -413,6 +443,7 @@ impl Manager {
             path: self.cfg.log_file.clone(),
             source,
         })?;
+        self.await_old_postmaster().await;
         let mut cmd = self.ctl.postmaster();
         cmd.stdout(log).stderr(log2);
         let child = cmd.spawn().map_err(|source| PgError::Spawn {
@@ -435,10 +466,17 @@ impl Manager {
                     stderr: format!("see {}", self.cfg.log_file.display()),
                 });
             }
+            // The target may change while a crashed primary recovers (the operator gave up
+            // waiting for it): it must never come up writable beside the new primary.
+            if let Some(why) = self.no_longer_target().await {
+                self.kill_now().await;
+                return Err(PgError::Query(why));
+            }
             if let Ok(s) = self.query.snapshot().await {
                 self.set(|sh| {
                     sh.up = true;
                     sh.snapshot = Some(s);
+                    sh.restarting_after_crash = false;
                 });
                 return Ok(());
             }
@@ -449,6 +487,106 @@ impl Manager {
         ))
     }
 
+    /// Some reason when PGDATA is a primary's and the cluster's target primary, just read,
+    /// is not this instance.
+    async fn no_longer_target(&self) -> Option<String> {
+        if DataDir::new(&self.cfg.pgdata).role() != PgData::Primary {
+            return None;
+        }
+        let view = self.view.read().await.ok()?;
+        let target = view.target_primary.as_deref().unwrap_or("nobody");
+        (target != self.cfg.instance).then(|| {
+            format!(
+                "the target primary became {target} while PostgreSQL started: stopped it at once"
+            )
+        })
+    }
+
+    /// Immediate shutdown: no new write is accepted from this instant (crash recovery at
+    /// the next start, which `pg_rewind` needs anyway).
+    async fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
+            }
+            let _ = child.wait().await;
+        }
+        self.set(|s| {
+            s.up = false;
+            s.pid = None;
+        });
+    }
+
+    /// Stops PostgreSQL because the decision says so. A primary being switched over from
+    /// takes a CHECKPOINT first (its target waits for it, and the shutdown checkpoint is
+    /// then quick); a primary that another instance replaces in a failover refuses writes
+    /// at once: fast shutdown without that CHECKPOINT, or immediate when the new primary
+    /// already runs (two primaries must never both accept writes).
+    async fn demote_or_fence(&mut self, view: &ViewData) {
+        let me = self.cfg.instance.as_str();
+        let is_primary = DataDir::new(&self.cfg.pgdata).role() == PgData::Primary;
+        let target = view.target_primary.as_deref();
+        let failover = target == Some(naming::PENDING);
+        let replaced = target.is_some_and(|t| t != me) && view.current_primary.as_deref() == target;
+        if is_primary && replaced {
+            tracing::warn!(instance = %me, target = ?target, "another instance is primary already: immediate shutdown");
+            self.kill_now().await;
+        } else if is_primary && failover {
+            self.stop_mode_inner(Duration::ZERO, false).await;
+        } else {
+            self.stop().await;
+        }
+    }
+
+    /// Waits until the postmaster named in `postmaster.pid` is gone, so a start after a
+    /// crash does not fail on the lock file. After a node crash (this manager and its
+    /// postmaster killed together) the dead postmaster stays a zombie until its new parent
+    /// reaps it, and PostgreSQL takes a zombie for a live owner of the data directory. A
+    /// postmaster that still runs on this data directory (orphaned by a killed manager:
+    /// not our child, we could not watch it) is stopped at once: immediate shutdown, crash
+    /// recovery at our start.
+    async fn await_old_postmaster(&self) {
+        let Some(pid) = std::fs::read_to_string(self.cfg.pgdata.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        else {
+            return;
+        };
+        let state = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()?
+                        .split_whitespace()
+                        .next()
+                        .map(str::to_owned)
+                })
+        };
+        let ours = || {
+            std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .ok()
+                .is_some_and(|cwd| std::fs::canonicalize(&self.cfg.pgdata).is_ok_and(|d| d == cwd))
+        };
+        let deadline = Instant::now() + Duration::from_secs(8);
+        let mut signalled = false;
+        loop {
+            match state() {
+                None => return,
+                Some(st) if st != "Z" && !ours() => return, // the pid was reused
+                Some(st) if st != "Z" && !signalled => {
+                    tracing::warn!(instance = %self.cfg.instance, pid, "a postmaster left by an earlier instance manager still runs on this data: immediate shutdown");
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+                    signalled = true;
+                }
+                _ if Instant::now() >= deadline => return,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Fast shutdown (a CHECKPOINT first on a primary, so the next start is quick), then
     /// immediate if it does not finish in time.
     async fn stop(&mut self) {
@@ -457,6 +595,10 @@ impl Manager {
 
     /// Smart shutdown for up to `smart` (sessions may finish), then fast, then immediate.
     async fn stop_mode(&mut self, smart: Duration) {
+        self.stop_mode_inner(smart, true).await;
+    }
+
+    async fn stop_mode_inner(&mut self, smart: Duration, checkpoint_first: bool) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -472,7 +614,7 @@ impl Manager {
                 return;
             }
         }
-        if DataDir::new(&self.cfg.pgdata).role() == PgData::Primary {
+        if checkpoint_first && DataDir::new(&self.cfg.pgdata).role() == PgData::Primary {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.query.execute("CHECKPOINT"))
                 .await;
         }

@@ -12,7 +12,10 @@ use std::path::PathBuf;
 pub struct Snapshot {
     /// `NOT pg_is_in_recovery()`.
     pub is_primary: bool,
-    /// Current timeline.
+    /// Current timeline. On a standby: the newest it knows of, whether or not its WAL
+    /// receiver runs (the one it streams, its last restartpoint's, or the newest timeline
+    /// whose history file or WAL it holds: a standby that learned of a promotion follows
+    /// it, while its last restartpoint may still name an older one).
     pub timeline: u32,
     /// `pg_current_wal_lsn()` (primary).
     pub current_lsn: Lsn,
@@ -98,8 +101,11 @@ impl PgQuery for PgClient {
                         EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
                         (SELECT status = 'streaming' FROM pg_stat_wal_receiver),
                         CASE WHEN pg_is_in_recovery()
-                             THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),
-                                           (SELECT timeline_id FROM pg_control_checkpoint()))
+                             THEN GREATEST((SELECT received_tli FROM pg_stat_wal_receiver),
+                                           (SELECT timeline_id FROM pg_control_checkpoint()),
+                                           (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int)
+                                              FROM pg_ls_waldir()
+                                             WHERE name ~ '^[0-9A-F]{8}([0-9A-F]{16}|[.]history)$'))
                              ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
                         END,
                         (SELECT archived_count FROM pg_stat_archiver),

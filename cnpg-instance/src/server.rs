@@ -51,6 +51,8 @@ pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
         decision: shared.decision.clone(),
         might_be_unavailable: shared.planned_start || (shared.fenced && shared.pid.is_none()),
         wal_disk_full: shared.wal_disk_full,
+        restarting_after_crash: shared.restarting_after_crash && !shared.fenced,
+        recent_crashes: shared.recent_crashes(),
         ..Default::default()
     };
     match snapshot {

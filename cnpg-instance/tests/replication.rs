@@ -161,6 +161,20 @@ async fn primary_two_replicas_sync_names_promotion_and_rewind() {
         .expect("count")
         .get(0);
     assert_eq!(n, 1015);
+    // With its upstream gone, a standby still reports the timeline it follows (2), not its
+    // last restartpoint's (1): the election compares timelines exactly then.
+    h.stop("pg-2").await;
+    h.wait_until("pg-3's WAL receiver stopped", T, async |h| {
+        let s = h.status("pg-3").await;
+        if s.is_wal_receiver_active {
+            Err("still streaming".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let s = h.status("pg-3").await;
+    assert_eq!(s.timeline, 2, "{s:?}");
     for name in ["pg-1", "pg-2", "pg-3"] {
         h.stop(name).await;
     }
@@ -247,7 +261,8 @@ async fn a_killed_postmaster_is_reported_at_once_and_restarted() {
         .expect("exit");
     let after = at.duration_since(killed).unwrap_or_default();
     println!("postmaster death noticed {after:?} after kill -9");
-    // Still the target primary: the manager starts it again (crash recovery).
+    // Still the target primary: the manager starts it again (crash recovery), and says
+    // so meanwhile, so the operator waits for it instead of failing over.
     h.wait_until("pg-1 restarted", T, async |h| {
         if h.status("pg-1").await.is_primary {
             Ok(())
@@ -256,6 +271,29 @@ async fn a_killed_postmaster_is_reported_at_once_and_restarted() {
         }
     })
     .await;
+    let s = h.status("pg-1").await;
+    assert!(!s.restarting_after_crash && s.recent_crashes == 1, "{s:?}");
+
+    // Killed again, with the target moved elsewhere meanwhile: not started again.
+    h.view.update(|v| v.target_primary = Some("pending".into()));
+    let pid = shared.lock().expect("lock").pid.expect("postmaster pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    h.wait_until("pg-1 to stay down", T, async |h| {
+        let s = h.status("pg-1").await;
+        if s.error.is_some() && !s.restarting_after_crash && s.recent_crashes == 2 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = h.status("pg-1").await;
+    assert!(s.error.is_some() && !s.is_primary, "{s:?}");
     h.stop("pg-1").await;
 }
 

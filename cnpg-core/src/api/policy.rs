@@ -55,6 +55,7 @@ impl Cluster {
             instances: spec.instances.max(0) as u32,
             sync,
             failover_delay: Duration::from_secs(spec.failover_delay.max(0) as u64),
+            crash_restart_bound: crate::policy::CRASH_RESTART_BOUND,
             primary_update_strategy: match spec.primary_update_strategy {
                 PrimaryUpdateStrategy::Unsupervised => UpdateStrategy::Unsupervised,
                 PrimaryUpdateStrategy::Supervised => UpdateStrategy::Supervised,

@@ -260,6 +260,83 @@ fn failover_delay_is_stamped_and_respected() {
     o2.state.failing_since = None;
 }
 
+fn crash_primary(o: &mut Observed, crashes: u32) {
+    let mut s = InstanceStatus::unreachable("pg-1", "postmaster killed by signal 9");
+    s.restarting_after_crash = true;
+    s.recent_crashes = crashes;
+    s.decision = "this instance is the target primary".into();
+    o.instances[0].status = s;
+}
+
+#[test]
+fn a_crashed_primary_restarting_in_place_gets_its_bound_then_is_failed_over() {
+    let (policy, mut o) = healthy();
+    crash_primary(&mut o, 1);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    assert_eq!(p.phase, ClusterPhase::InplacePrimaryRestart);
+    assert!(
+        p.events.iter().any(|e| e.reason == "PrimaryCrashed"),
+        "{:?}",
+        p.events
+    );
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::SetRole { .. }))
+    );
+    o.state = p.state.clone();
+    // Back within the bound: no failover, and it says so.
+    let mut back = o.clone();
+    back.instances[0].status = InstanceStatus::primary("pg-1", 1, Lsn(500));
+    let p = reconcile(&policy, &back, now().plus(Duration::from_secs(1)));
+    assert_eq!(p.state.failing_since, None);
+    assert!(p.events.iter().any(|e| e.reason == "PrimaryRecovered"));
+    // Not back: failover once the bound has passed.
+    let p = reconcile(&policy, &o, now().plus(Duration::from_secs(4)));
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    let p = reconcile(&policy, &o, now().plus(policy.crash_restart_bound));
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+    assert!(p.events.iter().any(|e| e.reason == "CrashRestartTooSlow"));
+    // While its manager still tries, nobody is elected; once it stopped trying, the
+    // election runs.
+    o.state = p.state.clone();
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now().plus(Duration::from_secs(6)));
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+    assert!(
+        p.phase_reason.contains("stop restarting it"),
+        "{}",
+        p.phase_reason
+    );
+    o.instances[0].status.restarting_after_crash = false;
+    let p = reconcile(&policy, &o, now().plus(Duration::from_secs(6)));
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-3"));
+}
+
+#[test]
+fn a_crash_loop_or_a_dead_manager_is_failed_over_at_once() {
+    let (policy, mut o) = healthy();
+    crash_primary(&mut o, crate::policy::CRASH_LOOP);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+    assert!(p.events.iter().any(|e| e.reason == "CrashLoop"));
+    let (policy, mut o) = healthy();
+    kill_primary(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+    // A longer failoverDelay also bounds the wait for a restart in place.
+    let (mut policy, mut o) = healthy();
+    policy.failover_delay = Duration::from_secs(30);
+    crash_primary(&mut o, 1);
+    let p = reconcile(&policy, &o, now());
+    o.state = p.state;
+    let p = reconcile(&policy, &o, now().plus(Duration::from_secs(10)));
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    let p = reconcile(&policy, &o, now().plus(Duration::from_secs(30)));
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+}
+
 fn required(number: u32) -> SyncPolicy {
     SyncPolicy::Explicit(SyncSpec {
         method: Method::Any,

@@ -247,3 +247,25 @@ proptest! {
         prop_assert_eq!(r.acked_lost, 0);
     }
 }
+
+#[test]
+fn crash_restarts_in_place_never_make_two_primaries() {
+    for sync in [explicit(Durability::Required), SyncPolicy::Async] {
+        let mut tot = SimReport::default();
+        let mut firsts = Vec::new();
+        for seed in 0..200 {
+            let mut cfg = SimConfig::new(seed, 3, sync.clone());
+            cfg.faults = FaultMix::parse("crash").expect("valid");
+            let r = run(&cfg);
+            assert!(r.converged, "seed {seed}: {r}");
+            tot.failovers += r.failovers;
+            for (k, v) in &r.violations {
+                *tot.violations.entry(*k).or_default() += v;
+            }
+            firsts.extend(r.first_violation);
+        }
+        assert_eq!(tot.total_violations(), 0, "{sync:?}: {}", firsts.join("\n"));
+        // Slow crash recoveries (longer than the operator waits) are failed over.
+        assert!(tot.failovers > 0, "{tot}");
+    }
+}
