@@ -294,6 +294,97 @@ fn kill9_of_the_primary_postmaster_loses_no_acknowledged_row() {
         c.cnpg(&["status", "pgk"])
             .contains(&format!("Primary instance:     {now}"))
     );
+    // Restarted in place (well within the 5 s bound): no failover, never two primaries.
+    let events = c.status()["events"].to_string();
+    assert_eq!(now, old, "{events}\n{}", c.logs());
+    assert!(events.contains("PrimaryCrashed"), "{events}");
+    for never in ["FailingOver", "MultiplePrimaries"] {
+        assert!(!events.contains(never), "{never}: {events}");
+    }
+}
+
+/// `local down` signals only the operator that holds the cluster's pid file locked: a
+/// stale file naming some other process is removed, and that process is left alone.
+#[test]
+fn local_down_never_signals_a_stranger() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let root = state.path().join("strange");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let mut stranger = Command::new("sleep").arg("60").spawn().expect("sleep");
+    std::fs::write(root.join("operator.pid"), stranger.id().to_string()).expect("pid");
+    let out = Command::new(kubectl_cnpg())
+        .args(["local", "down", "strange", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("stale pid file removed"), "{text}");
+    assert!(
+        stranger.try_wait().expect("wait").is_none(),
+        "the stranger was signalled"
+    );
+    assert!(!root.join("operator.pid").exists());
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}
+
+/// As root, PostgreSQL runs as `postgres`: a state directory it cannot enter (`mktemp -d`
+/// as root is mode 0700) stops `local up` at once with what to do, instead of retrying
+/// initdb for ever.
+#[test]
+fn a_state_dir_postgres_cannot_enter_stops_local_up_at_once() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("needs root (PostgreSQL then runs as another user); nothing to check");
+        return;
+    }
+    let state = tempfile::tempdir().expect("tempdir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // What `mktemp -d` makes as root.
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 0700");
+    }
+    let m = state.path().join("c.yaml");
+    std::fs::write(&m, MANIFEST.replace("NAME", "closed")).expect("write");
+    let mut child = Command::new(kubectl_cnpg())
+        .args(["local", "up", "-f"])
+        .arg(&m)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--instance-bin")
+        .arg(instance_bin())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = Command::new(kubectl_cnpg())
+                .args(["local", "down", "closed", "--state-dir"])
+                .arg(state.path())
+                .output();
+            let _ = child.kill();
+            panic!("local up kept going with a state directory postgres cannot enter");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("out of reach of the postgres user") && text.contains("chmod o+x"),
+        "{text}"
+    );
+    assert!(
+        !state
+            .path()
+            .join("closed/instances")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "no instance was made"
+    );
 }
 
 #[test]

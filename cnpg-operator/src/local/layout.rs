@@ -77,6 +77,56 @@ impl Layout {
     }
 }
 
+/// A live operator's claim on its cluster: `operator.pid` holds its pid and stays locked
+/// (`flock`) for as long as the operator runs. A pid alone can name another process once
+/// the operator is gone; the lock goes with the process, so `local down` never signals a
+/// stranger, and a second operator for the same cluster refuses to start.
+#[derive(Debug)]
+pub struct OperatorLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl Layout {
+    /// Takes the operator's lock and writes our pid; fails, naming the holder, when another
+    /// operator runs this cluster.
+    pub fn lock_operator(&self) -> Result<OperatorLock, String> {
+        use nix::fcntl::{Flock, FlockArg};
+        use std::io::Write;
+        let path = self.pid();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            format!(
+                "another operator (pid {}) runs this cluster already; stop it with kubectl-cnpg local down",
+                holder.trim()
+            )
+        })?;
+        lock.set_len(0)
+            .and_then(|_| write!(lock, "{}", std::process::id()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(OperatorLock(lock))
+    }
+
+    /// The pid of the operator running this cluster, if one runs: the pid file must be
+    /// locked by its owner (a stale file, whatever pid it names, is `None`).
+    pub fn running_operator(&self) -> Option<i32> {
+        use nix::fcntl::{Flock, FlockArg};
+        let file = std::fs::File::open(self.pid()).ok()?;
+        if Flock::lock(file, FlockArg::LockSharedNonblock).is_ok() {
+            return None; // nobody holds it
+        }
+        std::fs::read_to_string(self.pid())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
 /// Ports of a local cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ports {

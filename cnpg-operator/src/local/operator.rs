@@ -7,7 +7,7 @@
 //! standby names), pointing the [`super::services`] at the right members, and writing
 //! `status.json` with the events that explain each decision.
 
-use super::layout::{InstanceLine, Layout, Ports, StatusFile};
+use super::layout::{InstanceLine, Layout, OperatorLock, Ports, StatusFile};
 use super::services::{Routes, Service};
 use cnpg_core::api::Cluster;
 use cnpg_core::api::manifest::check_document;
@@ -119,6 +119,8 @@ pub struct LocalOperator {
     last_election: Option<String>,
     manifest: Cluster,
     last_view: String,
+    /// `operator.pid`, locked for as long as this operator lives.
+    _lock: OperatorLock,
 }
 
 impl LocalOperator {
@@ -145,6 +147,18 @@ impl LocalOperator {
             ))
         })?;
         let _ = std::fs::remove_file(&probe);
+        // PostgreSQL runs as `postgres` when we are root: it must reach its files, or every
+        // start fails on the first one and is retried for ever.
+        if let Ok(Some(user)) = cnpg_instance::runas::RunAs::detect() {
+            user.can_enter(&layout.root).map_err(|why| {
+                LocalError::Other(format!(
+                    "the state directory {} is out of reach of the postgres user: {why} \
+                     (or pass another --state-dir)",
+                    layout.root.display()
+                ))
+            })?;
+        }
+        let lock = layout.lock_operator().map_err(LocalError::Other)?;
         if manifest_path != layout.manifest() {
             std::fs::copy(manifest_path, layout.manifest()).map_err(io(&layout.manifest()))?;
         }
@@ -194,6 +208,7 @@ impl LocalOperator {
             last_election: None,
             manifest,
             last_view: String::new(),
+            _lock: lock,
         };
         op.save_ports()?;
         Ok((op, listeners))
@@ -214,8 +229,6 @@ impl LocalOperator {
         for (svc, l) in listeners {
             tokio::spawn(self.routes.clone().serve(l, svc));
         }
-        std::fs::write(self.layout.pid(), std::process::id().to_string())
-            .map_err(io(&self.layout.pid()))?;
         let mut healthy = Some(healthy);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {

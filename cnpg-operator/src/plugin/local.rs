@@ -261,21 +261,24 @@ fn detach_up(
 }
 
 fn down(layout: &Layout, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<i32> {
-    let Some(pid) = std::fs::read_to_string(layout.pid())
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-    else {
-        writeln!(out, "{} is not running", layout.root.display())?;
+    // Only a pid file its operator still holds locked names our operator: a stale one
+    // may name any process by now.
+    let Some(pid) = layout.running_operator() else {
+        if layout.pid().exists() {
+            let _ = std::fs::remove_file(layout.pid());
+            writeln!(out, "not running (stale pid file removed)")?;
+        } else {
+            writeln!(out, "{} is not running", layout.root.display())?;
+        }
         return Ok(0);
     };
     let pid = nix::unistd::Pid::from_raw(pid);
     if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
-        let _ = std::fs::remove_file(layout.pid());
-        writeln!(out, "not running (stale pid file removed)")?;
+        writeln!(out, "not running")?;
         return Ok(0);
     }
     let start = Instant::now();
-    while nix::sys::signal::kill(pid, None).is_ok() && layout.pid().exists() {
+    while layout.running_operator().is_some() {
         if start.elapsed() > Duration::from_secs(120) {
             writeln!(
                 err,
