@@ -135,6 +135,17 @@ pub enum Action {
         /// The instance.
         name: String,
     },
+    /// Kill every process of an instance at once, keeping its storage: the platform's
+    /// fencing of a primary that is being failed over from while it may still run without
+    /// answering (hung, cut off), so it can never wake up, or be reached again, still
+    /// accepting writes beside the new primary. A platform that cannot reach it leaves it
+    /// to the instance manager's own check of the target primary.
+    KillInstance {
+        /// The instance.
+        name: String,
+        /// Why, for people.
+        reason: String,
+    },
 }
 
 /// Normal or Warning, as Kubernetes events.
@@ -848,6 +859,15 @@ fn primary_failing(
         b.act(Action::SetRole {
             name: current.to_owned(),
             role: Role::Unhealthy,
+        });
+    }
+    if let Some(i) = cur.filter(|i| i.running && !i.status.manager_answered()) {
+        b.act(Action::KillInstance {
+            name: current.to_owned(),
+            reason: format!(
+                "{current} does not answer ({}) but may still run: killing it so it cannot accept writes beside the new primary",
+                i.status.error.clone().unwrap_or_default()
+            ),
         });
     }
     Some(elect_target(b, policy, current, statuses))

@@ -1025,6 +1025,20 @@ impl World<'_> {
                     self.nodes[i].outdated = None;
                 }
             }
+            Action::KillInstance { name, .. } => {
+                // The platform reaches the node unless it is cut off.
+                if let Some(i) = self.idx(&name)
+                    && self.nodes[i].isolated_for == 0
+                {
+                    let n = &mut self.nodes[i];
+                    n.pod = false;
+                    n.postmaster = false;
+                    n.wal_receiver = false;
+                    n.restarting = false;
+                    n.recovering_for = None;
+                    n.pod_back_in = 0;
+                }
+            }
         }
     }
 

@@ -126,6 +126,13 @@ impl InstanceStatus {
         self.error.is_none()
     }
 
+    /// Whether its instance manager answered (possibly to say PostgreSQL is down): a
+    /// report carries the manager's version; a status made up by the host because the
+    /// request failed does not.
+    pub fn manager_answered(&self) -> bool {
+        self.is_reachable() || !self.instance_manager_version.is_empty()
+    }
+
     /// How far the instance has WAL: on a primary its current position; on a replica the
     /// received position, raised to the replay position when that is further (a replica
     /// restored from archive has replayed WAL it never received by streaming).

@@ -261,6 +261,13 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
                 ha.restart = Some(format!("{name}@{}", now.0));
                 Ok(())
             }
+            // The operator cannot reach into a node whose pod does not answer; the Lease
+            // (a new primary takes it only once the old one's expired or was released) and
+            // the instance manager's own check of the target primary fence it instead.
+            Action::KillInstance { name, reason } => {
+                tracing::warn!(instance = %name, "{reason}; on Kubernetes the primary Lease and its instance manager fence it");
+                Ok(())
+            }
         };
         match result {
             Ok(()) => done.push(format!("{action:?}")),

@@ -4,6 +4,7 @@
 //! missing.
 
 use cnpg_instance::runas::{self, RunAs};
+use cnpg_operator::testkit::probe::Probe;
 use cnpg_operator::testkit::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -161,6 +162,22 @@ impl Cluster {
         .ok()
         .and_then(|s| s.lines().next()?.trim().parse().ok())
         .expect("postmaster.pid")
+    }
+
+    /// A probe asking every instance directly whether it accepts writes.
+    fn probe(&self) -> Probe {
+        let s = self.status();
+        let targets = s["ports"]["instances"]
+            .as_object()
+            .expect("instance ports")
+            .iter()
+            .map(|(name, ports)| {
+                let mut t = self.target();
+                t.port = ports[0].as_u64().expect("a port") as u16;
+                (name.clone(), t)
+            })
+            .collect();
+        Probe::start(targets, Duration::from_millis(20))
     }
 
     fn cnpg(&self, args: &[&str]) -> String {
@@ -396,7 +413,19 @@ fn kill9_of_the_primary_instance_manager_and_postmaster_together() {
     let before = w.count();
     // The instance manager's pid is the parent of the postmaster.
     let pm = c.postmaster_pid(&old);
-    let ppid: i32 = std::fs::read_to_string(format!("/proc/{pm}/stat"))
+    let ppid = parent(pm);
+    kill(ppid);
+    kill(pm);
+    w.wait_for_more(before, T);
+    let new = c.wait_converged(Some(&old), T);
+    assert_ne!(new, old);
+    let acked = w.finish();
+    assert_no_acked_row_missing(&c, &acked);
+}
+
+/// The parent of a process (an instance manager is the postmaster's).
+fn parent(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             s.rsplit(')')
@@ -406,14 +435,42 @@ fn kill9_of_the_primary_instance_manager_and_postmaster_together() {
                 .parse()
                 .ok()
         })
-        .expect("parent pid");
-    kill(ppid);
-    kill(pm);
+        .expect("parent pid")
+}
+
+/// A hung node: every process of the primary stopped (SIGSTOP to its instance manager's
+/// process group). The operator fails over and kills the hung instance first, so when it
+/// would wake it cannot accept a single write beside the new primary: a probe asking
+/// every instance directly never sees two primaries.
+#[test]
+fn a_hung_primary_is_killed_before_another_is_promoted() {
+    use cnpg_operator::local::process::signal_instance;
+    use nix::sys::signal::Signal;
+    let c = Cluster::up("pgh");
+    let old = c.wait_converged(None, T);
+    let probe = c.probe();
+    let w = Writer::start(c.target());
+    w.wait_for_more(0, T);
+    let manager = parent(c.postmaster_pid(&old));
+    signal_instance(manager, Signal::SIGSTOP);
+    let before = w.count();
     w.wait_for_more(before, T);
+    signal_instance(manager, Signal::SIGCONT); // gone already when it was killed
     let new = c.wait_converged(Some(&old), T);
-    assert_ne!(new, old);
+    w.wait_for_more(w.count(), T);
     let acked = w.finish();
+    let seen = probe.finish();
+    assert!(seen.rounds > 10, "{seen:?}");
+    assert_eq!(
+        seen.split_rounds,
+        0,
+        "two primaries: {seen:?}\n{}",
+        c.logs()
+    );
     assert_no_acked_row_missing(&c, &acked);
+    let events = c.status()["events"].to_string();
+    assert!(events.contains("KillInstance"), "{events}");
+    assert_ne!(new, old);
 }
 
 #[test]

@@ -720,3 +720,29 @@ fn no_failover_while_a_just_unfenced_primary_starts_again() {
     let p = reconcile(&policy, &o, now());
     assert_eq!(p.state.target_primary.as_deref(), Some("pg-3"));
 }
+
+#[test]
+fn failing_over_from_a_primary_that_does_not_answer_kills_it_first() {
+    let (policy, mut o) = healthy();
+    kill_primary(&mut o); // running, but nothing answers
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+    assert!(
+        p.actions.iter().any(|a| matches!(a, Action::KillInstance { name, reason } if name == "pg-1" && reason.contains("postmaster is down"))),
+        "{:?}",
+        p.actions
+    );
+    // Its manager answered (a crash loop): it is not hung, nothing to kill.
+    let (policy, mut o) = healthy();
+    crash_primary(&mut o, crate::policy::CRASH_LOOP);
+    o.instances[0].status.instance_manager_version = "0.1.0".into();
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::KillInstance { .. })),
+        "{:?}",
+        p.actions
+    );
+}

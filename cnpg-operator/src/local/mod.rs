@@ -15,6 +15,7 @@
 
 pub mod layout;
 pub mod operator;
+pub mod process;
 pub mod services;
 
 pub use layout::{InstanceLine, Layout, Ports, StatusFile};

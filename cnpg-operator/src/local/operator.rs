@@ -717,6 +717,24 @@ impl LocalOperator {
         Ok(())
     }
 
+    /// SIGKILL to every process of the instance (its manager, the postmaster, each
+    /// backend), stopped by SIGSTOP or not. What a node's watchdog does; its storage stays,
+    /// and the next loop starts its manager again, which rejoins as a replica.
+    async fn kill_instance(&mut self, name: &str) {
+        let pid = match (self.children.get(name), self.adopted.get(name)) {
+            (Some(c), _) => c.id().map(|p| p as i32),
+            (None, Some(p)) => Some(*p),
+            _ => None,
+        };
+        if let Some(pid) = pid {
+            super::process::signal_instance(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        self.adopted.remove(name);
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = child.wait().await;
+        }
+    }
+
     async fn stop_instance(&mut self, name: &str) {
         if let Some(pid) = self.adopted.remove(name) {
             let pid = nix::unistd::Pid::from_raw(pid);
@@ -775,6 +793,11 @@ impl LocalOperator {
             }
             Action::RestartInPlace { name } => {
                 self.restart = Some(format!("{name}@{}", now().millis()));
+                Ok(())
+            }
+            Action::KillInstance { name, reason } => {
+                self.kill_instance(&name).await;
+                self.event(format!("KillInstance: {reason}"));
                 Ok(())
             }
         }

@@ -13,9 +13,12 @@
 //!   installation, the shipped operator with its own ServiceAccount, the test kubelet.
 //! * [`writer`] — a client committing numbered rows through `-rw`, for failover tests and
 //!   benchmarks (no acknowledged row may go missing; how long do writes stop?).
+//! * [`probe`] — asks every instance directly, round after round, whether it accepts
+//!   writes, and counts the rounds in which two did (split brain).
 
 pub mod control_plane;
 pub mod e2e;
 pub mod fakekube;
 pub mod kubelet;
+pub mod probe;
 pub mod writer;
