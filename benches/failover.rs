@@ -1,24 +1,34 @@
-//! Failover and switchover on a local 3-instance cluster, measured from a client's seat.
+//! The fault suite: failover and switchover on a local 3-instance cluster, measured from a
+//! client's seat, with a probe watching for two primaries.
 //!
-//! A client commits numbered rows through `-rw` as fast as it can. For each trial we kill
-//! the primary (its postmaster, or its instance manager and postmaster together) or switch
-//! over with `kubectl-cnpg promote`, and measure the write gap: from the fault to the next
-//! acknowledged commit. After each trial, acknowledged rows missing from the new primary are
-//! counted (with `dataDurability: required`, and with asynchronous replication).
+//! A client commits numbered rows through `-rw` as fast as it can, and a probe asks every
+//! instance directly, every 20 ms, whether it accepts writes. Faults, each on the primary:
+//! kill -9 of its postmaster (restarted in place); kill -9 of its instance manager and
+//! postmaster (a node crash); `kubectl-cnpg promote` (switchover); SIGSTOP of all its
+//! processes for 10 s (a hung node); its ports dropped on loopback for 10 s (nftables, as
+//! root); a node crash with the operator killed 0-500 ms into the failover. Printed per
+//! fault: trials, how long writes stopped (median, max), acknowledged
+//! rows lost, and probe rounds that saw two writable primaries; before the faults, the
+//! single-row commit latency through `-rw` and straight to the primary. Both with
+//! `dataDurability: required` and with asynchronous replication.
 //!
 //! `cargo bench -p cnpg-benches --bench failover` (builds the release binaries first).
-//! Set TRIALS to change the number of trials per kind (default 5).
+//! TRIALS sets the trials per fault (default 5); FAULTS=node,hung (label prefixes) picks
+//! faults.
 //!
-//! `cargo bench -p cnpg-benches --bench failover -- --kubernetes` runs the same trials on
+//! `cargo bench -p cnpg-benches --bench failover -- --kubernetes` runs trials on
 //! Kubernetes (as root, with `../shared/k8s` beside the workspace): the real control
 //! plane, the shipped operator with its own ServiceAccount, the test kubelet running the
 //! pods, the client committing through the `-rw` Service's ClusterIP. The faults there:
 //! kill -9 of every process of the primary's pod, deletion of the primary's pod, and
 //! `kubectl-cnpg promote`.
-//! Targets on this 2-core machine: median failover under 1 s, switchover gap under 1 s,
-//! 0 rows lost with `required`.
+//! Targets on this 2-core machine: postmaster kill under 0.3 s (async) / 0.5 s
+//! (`required`), node crash under 1 s, switchover under 0.5 s, no split brain, 0 rows lost
+//! with `required` and in every switchover.
 
 use cnpg_instance::runas::{self, RunAs};
+use cnpg_operator::testkit::netcut::Cut;
+use cnpg_operator::testkit::probe::Probe;
 use cnpg_operator::testkit::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -192,6 +202,12 @@ fn parent(pid: i32) -> i32 {
 }
 
 fn report(label: &str, gaps: &[Duration], lost: usize) {
+    report_split(label, gaps, lost, None);
+}
+
+/// One fault's line: trials, split-brain rounds, acknowledged rows lost, the write outage
+/// (median and max).
+fn report_split(label: &str, gaps: &[Duration], lost: usize, split: Option<u64>) {
     let mut v = gaps.to_vec();
     v.sort();
     if v.is_empty() {
@@ -199,13 +215,201 @@ fn report(label: &str, gaps: &[Duration], lost: usize) {
         return;
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let split = split.map_or(String::new(), |s| format!("; split brain: {s}"));
     println!(
-        "{label}: write gap median {:.0} ms, min {:.0} ms, max {:.0} ms over {} trials; acknowledged rows lost: {lost}",
+        "{label}: {} trials; writes stopped: median {:.0} ms, min {:.0} ms, max {:.0} ms; acknowledged rows lost: {lost}{split}",
+        v.len(),
         ms(v[v.len() / 2]),
         ms(v[0]),
         ms(v[v.len() - 1]),
-        v.len()
     );
+}
+
+/// Faults the suite injects on a local cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// kill -9 of the primary's postmaster (its instance manager restarts it in place).
+    PostmasterKill,
+    /// kill -9 of the primary's instance manager and postmaster together.
+    NodeCrash,
+    /// `kubectl-cnpg promote` to a replica.
+    Switchover,
+    /// Every process of the primary stopped (SIGSTOP) for 10 s, then continued.
+    HungNode,
+    /// The primary's ports dropped on loopback (nftables) for 10 s.
+    Partition,
+    /// A node crash, and the operator killed 0–500 ms into the failover, then started again.
+    OperatorKilled,
+}
+
+impl Fault {
+    const ALL: [Fault; 6] = [
+        Fault::PostmasterKill,
+        Fault::NodeCrash,
+        Fault::Switchover,
+        Fault::HungNode,
+        Fault::Partition,
+        Fault::OperatorKilled,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Fault::PostmasterKill => "postmaster kill",
+            Fault::NodeCrash => "node crash",
+            Fault::Switchover => "switchover",
+            Fault::HungNode => "hung node 10 s",
+            Fault::Partition => "partition 10 s",
+            Fault::OperatorKilled => "operator killed",
+        }
+    }
+}
+
+/// Single-row commits, one after the other: the median, in ms.
+fn commit_latency(t: &Target, n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let c = t.connect().await.expect("connect");
+        c.batch_execute("CREATE TABLE IF NOT EXISTS latency (n int)")
+            .await
+            .expect("table");
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n as i32 {
+            let s = Instant::now();
+            c.execute("INSERT INTO latency VALUES ($1)", &[&i])
+                .await
+                .expect("insert");
+            v.push(s.elapsed());
+        }
+        v.sort();
+        v[n / 2].as_secs_f64() * 1000.0
+    })
+}
+
+impl Cluster {
+    fn instance_ports(&self) -> Vec<(String, u16, u16)> {
+        self.status()["ports"]["instances"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(n, p)| {
+                        (
+                            n.clone(),
+                            p[0].as_u64().unwrap_or_default() as u16,
+                            p[1].as_u64().unwrap_or_default() as u16,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn direct(&self, instance: &str) -> Target {
+        let mut t = self.target();
+        t.port = self
+            .instance_ports()
+            .into_iter()
+            .find(|(n, _, _)| n == instance)
+            .map(|(_, p, _)| p)
+            .expect("the instance's port");
+        t
+    }
+
+    fn probe(&self) -> Probe {
+        let targets = self
+            .instance_ports()
+            .into_iter()
+            .map(|(n, _, _)| {
+                let t = self.direct(&n);
+                (n, t)
+            })
+            .collect();
+        Probe::start(targets, Duration::from_millis(20))
+    }
+
+    fn operator_pid(&self) -> i32 {
+        std::fs::read_to_string(self.root().join("operator.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("operator.pid")
+    }
+
+    fn restart_operator(&self) {
+        let out = Command::new(self.bin.join("kubectl-cnpg"))
+            .args(["local", "up", "--detach", "-f"])
+            .arg(self.root().join("cluster.yaml"))
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "restarting the operator: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn a_replica(&self, primary: &str) -> String {
+        self.status()["instances"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|i| i["name"] != primary)
+                    .and_then(|i| i["name"].as_str().map(String::from))
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Injects one fault into the primary `p`; returns once the fault is over (a hung node
+/// continued, a partition healed).
+fn inject(c: &Cluster, fault: Fault, p: &str, trial: usize) {
+    use cnpg_operator::local::process::signal_instance;
+    use nix::sys::signal::Signal;
+    let t = Instant::now();
+    match fault {
+        Fault::PostmasterKill => kill(c.postmaster(p)),
+        Fault::NodeCrash | Fault::OperatorKilled => {
+            let pm = c.postmaster(p);
+            kill(parent(pm));
+            kill(pm);
+            if fault == Fault::OperatorKilled {
+                std::thread::sleep(Duration::from_millis(100 * (trial % 6) as u64));
+                kill(c.operator_pid());
+                std::thread::sleep(Duration::from_millis(300));
+                c.restart_operator();
+            }
+        }
+        Fault::Switchover => {
+            let target = c.a_replica(p);
+            let ok = Command::new(c.bin.join("kubectl-cnpg"))
+                .args(["promote", &c.name, &target, "--state-dir"])
+                .arg(c.state.path())
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            assert!(ok, "promote failed");
+        }
+        Fault::HungNode => {
+            let manager = parent(c.postmaster(p));
+            signal_instance(manager, Signal::SIGSTOP);
+            std::thread::sleep(Duration::from_secs(10).saturating_sub(t.elapsed()));
+            signal_instance(manager, Signal::SIGCONT);
+        }
+        Fault::Partition => {
+            let ports: Vec<u16> = c
+                .instance_ports()
+                .into_iter()
+                .filter(|(n, _, _)| n == p)
+                .flat_map(|(_, pg, status)| [pg, status])
+                .collect();
+            let cut = Cut::ports(&ports).expect("cut the primary off");
+            std::thread::sleep(Duration::from_secs(10).saturating_sub(t.elapsed()));
+            drop(cut);
+        }
+    }
 }
 
 fn main() {
@@ -223,61 +427,82 @@ fn main() {
             .block_on(kubernetes::run(&bin, trials));
         return;
     }
+    let only: Option<String> = std::env::var("FAULTS").ok();
     for required in [true, false] {
         let mode = if required { "required" } else { "async" };
         let c = Cluster::up(&bin, if required { "bfr" } else { "bfa" }, required);
         c.wait_converged();
+        let p = c.primary();
+        println!(
+            "{mode:>8} single-row commit: median {:.2} ms through -rw, {:.2} ms straight to the primary",
+            commit_latency(&c.target(), 300),
+            commit_latency(&c.direct(&p), 300)
+        );
+        let probe = c.probe();
         let w = Writer::start(c.target());
         std::thread::sleep(Duration::from_millis(500));
-        for kind in ["postmaster kill", "instance kill", "switchover"] {
+        for fault in Fault::ALL {
+            if only
+                .as_deref()
+                .is_some_and(|o| !o.split(',').any(|f| fault.label().starts_with(f.trim())))
+            {
+                continue;
+            }
+            if fault == Fault::Partition
+                && let Err(why) = Cut::available()
+            {
+                println!("{mode:>8} {:<16}: not injected: {why}", fault.label());
+                continue;
+            }
+            let lost_before = lost(&c, &w.acked());
+            let split_before = probe.seen().split_rounds;
             let mut gaps = Vec::new();
-            for _ in 0..trials {
+            let mut moved = 0;
+            for trial in 0..trials {
                 c.wait_converged();
                 std::thread::sleep(Duration::from_millis(300));
                 let p = c.primary();
                 let t = Instant::now();
-                match kind {
-                    "postmaster kill" => kill(c.postmaster(&p)),
-                    "instance kill" => {
-                        let pm = c.postmaster(&p);
-                        kill(parent(pm));
-                        kill(pm);
-                    }
-                    _ => {
-                        let target = c.status()["instances"]
-                            .as_array()
-                            .and_then(|a| {
-                                a.iter()
-                                    .find(|i| i["name"] != p.as_str())
-                                    .and_then(|i| i["name"].as_str().map(String::from))
-                            })
-                            .unwrap_or_default();
-                        let ok = Command::new(bin.join("kubectl-cnpg"))
-                            .args(["promote", &c.name, &target, "--state-dir"])
-                            .arg(c.state.path())
-                            .output()
-                            .map(|o| o.status.success())
-                            .unwrap_or(false);
-                        assert!(ok, "promote failed");
-                    }
-                }
-                if let Some(gap) = w.first_ack_after(t, Duration::from_secs(60)) {
-                    gaps.push(gap);
-                }
+                inject(&c, fault, &p, trial);
+                // The outage: the longest time without an acknowledged commit from the
+                // fault until writes flow again (a commit already on its way may still be
+                // acknowledged right after the fault: the first ack would hide it).
+                c.wait_converged();
+                w.wait_for_more(w.count(), Duration::from_secs(60));
+                gaps.push(w.longest_gap(t, Instant::now()));
+                moved += usize::from(c.primary() != p);
             }
             c.wait_converged();
-            let acked = w.acked();
-            report(&format!("{mode:>8} {kind:<15}"), &gaps, lost(&c, &acked));
+            let seen = probe.seen();
+            let lost_now = lost(&c, &w.acked()).saturating_sub(lost_before);
+            report_split(
+                &format!(
+                    "{mode:>8} {:<16} (primary moved {moved}/{trials})",
+                    fault.label()
+                ),
+                &gaps,
+                lost_now,
+                Some(seen.split_rounds - split_before),
+            );
+            if seen.split_rounds > split_before {
+                println!("         first split brain seen: {:?}", seen.first);
+            }
         }
         let acked = w.finish();
         c.wait_converged();
         println!(
-            "{mode:>8} total: {} commits acknowledged, {} missing at the end",
+            "{mode:>8} total: {} commits acknowledged, {} missing at the end; the probe asked every instance {} times",
             acked.len(),
-            lost(&c, &acked)
+            lost(&c, &acked),
+            probe.finish().rounds
         );
     }
-    println!("(write gap: from the fault to the next commit acknowledged through -rw)");
+    println!(
+        "(writes stopped: the longest time without a commit acknowledged through -rw, from the fault until writes flow again; split brain: probe rounds in which two instances accepted writes)"
+    );
+    println!(
+        "not injected: a replica's full disk (it needs a WAL volume of its own to fill) and clock jumps (the machine's clock is shared); see the README"
+    );
 }
 
 /// The trials on Kubernetes.

@@ -296,7 +296,17 @@ impl Manager {
             {
                 Ok(())
             }
-            InstanceAction::Promote => self.promote(&view).await,
+            // Published in the same step: clients and the operator learn of the new primary
+            // one tick sooner (the CHECKPOINT after promotion is done by then, so the old
+            // primary's pg_rewind sees the new timeline).
+            InstanceAction::Promote => match self.promote(&view).await {
+                Ok(()) => self
+                    .view
+                    .publish_current_primary(&me)
+                    .await
+                    .map_err(|e| PgError::Query(e.to_string())),
+                Err(e) => Err(e),
+            },
             InstanceAction::PublishCurrentPrimary => self
                 .view
                 .publish_current_primary(&me)
@@ -480,7 +490,7 @@ impl Manager {
                 });
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Err(PgError::Query(
             "PostgreSQL did not accept connections within 120 s".into(),

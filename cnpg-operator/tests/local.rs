@@ -473,6 +473,46 @@ fn a_hung_primary_is_killed_before_another_is_promoted() {
     assert_ne!(new, old);
 }
 
+/// The primary cut off (its PostgreSQL and status ports dropped on loopback): the
+/// operator fails over and kills it, writes resume on the new primary, and once the cut
+/// heals the old one rejoins as a replica. Never two primaries, nothing lost.
+#[test]
+fn a_primary_cut_off_is_failed_over_and_rejoins() {
+    use cnpg_operator::testkit::netcut::Cut;
+    if !nix::unistd::geteuid().is_root() {
+        println!("needs root (nftables on loopback); nothing to check");
+        return;
+    }
+    if let Err(why) = Cut::available() {
+        panic!("cannot cut the network here: {why}");
+    }
+    let c = Cluster::up("pgp");
+    let old = c.wait_converged(None, T);
+    let probe = c.probe();
+    let w = Writer::start(c.target());
+    w.wait_for_more(0, T);
+    let ports = &c.status()["ports"]["instances"][&old];
+    let ports: Vec<u16> = (0..2)
+        .map(|i| ports[i].as_u64().expect("port") as u16)
+        .collect();
+    let cut = Cut::ports(&ports).expect("cut");
+    let before = w.count();
+    w.wait_for_more(before, T);
+    drop(cut);
+    let new = c.wait_converged(Some(&old), T);
+    w.wait_for_more(w.count(), T);
+    let acked = w.finish();
+    let seen = probe.finish();
+    assert_eq!(
+        seen.split_rounds,
+        0,
+        "two primaries: {seen:?}\n{}",
+        c.logs()
+    );
+    assert_no_acked_row_missing(&c, &acked);
+    assert_ne!(new, old);
+}
+
 #[test]
 fn switchover_and_fencing_the_primary() {
     let c = Cluster::up("pgs");

@@ -339,26 +339,36 @@ impl LocalOperator {
             self.state.current_primary = Some(p);
         }
         let names = self.instances();
-        let mut instances = Vec::new();
-        for name in names {
-            let running = self.children.contains_key(&name) || self.adopted.contains_key(&name);
-            let status = match (running, self.ports.instances.get(&name)) {
-                (true, Some((_, sp))) => {
-                    match cnpg_instance::http::get(
-                        "127.0.0.1",
-                        *sp,
-                        "/pg/status",
-                        Duration::from_millis(500),
-                    )
-                    .await
-                    {
-                        Ok((_, body)) => serde_json::from_str::<InstanceStatus>(&body)
-                            .unwrap_or_else(|e| InstanceStatus::unreachable(&name, &e.to_string())),
-                        Err(e) => InstanceStatus::unreachable(&name, &e),
+        // Every instance at once: one that hangs costs the loop one timeout, not one each.
+        let asks = names.iter().map(|name| {
+            let running = self.children.contains_key(name) || self.adopted.contains_key(name);
+            let port = self.ports.instances.get(name).map(|(_, sp)| *sp);
+            async move {
+                match (running, port) {
+                    (true, Some(sp)) => {
+                        match cnpg_instance::http::get(
+                            "127.0.0.1",
+                            sp,
+                            "/pg/status",
+                            Duration::from_millis(500),
+                        )
+                        .await
+                        {
+                            Ok((_, body)) => serde_json::from_str::<InstanceStatus>(&body)
+                                .unwrap_or_else(|e| {
+                                    InstanceStatus::unreachable(name, &e.to_string())
+                                }),
+                            Err(e) => InstanceStatus::unreachable(name, &e),
+                        }
                     }
+                    _ => InstanceStatus::unreachable(name, "instance is not running"),
                 }
-                _ => InstanceStatus::unreachable(&name, "instance is not running"),
-            };
+            }
+        });
+        let statuses = futures::future::join_all(asks).await;
+        let mut instances = Vec::new();
+        for (name, status) in names.into_iter().zip(statuses) {
+            let running = self.children.contains_key(&name) || self.adopted.contains_key(&name);
             // A rolling restart was asked after this instance manager started: outdated.
             let outdated = self.restart_seen.as_ref().and_then(|(_, seen)| {
                 (self.spawned_at.get(&name).copied().unwrap_or(0) < *seen)
@@ -399,9 +409,11 @@ impl LocalOperator {
         if let Ok(target) = std::fs::read_to_string(self.layout.promote_request()) {
             let _ = std::fs::remove_file(self.layout.promote_request());
             let target = target.trim().to_owned();
-            if self.instances().contains(&target)
-                && self.state.current_primary.as_deref() != Some(target.as_str())
-            {
+            if !self.instances().contains(&target) {
+                self.event(format!(
+                    "Switchover to {target:?} refused: no such instance"
+                ));
+            } else if self.state.current_primary.as_deref() != Some(target.as_str()) {
                 self.state.target_primary = Some(target.clone());
                 self.event(format!("Switchover requested to {target}"));
             }

@@ -70,8 +70,10 @@ impl LocalAccess {
             .ok_or_else(|| PluginError::Usage(format!("{} is not a manifest", path.display())))
     }
 
+    /// Leaves a request for the operator, atomically: it polls the file, and must never
+    /// read it half written (an empty name was a request silently dropped).
     fn request(&self, path: PathBuf, instance: &str) -> Result<(), PluginError> {
-        std::fs::write(&path, instance)
+        cnpg_instance::view::write_atomically(&path, instance)
             .map_err(|e| PluginError::Usage(format!("{}: {e}", path.display())))
     }
 }

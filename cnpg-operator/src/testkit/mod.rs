@@ -13,6 +13,7 @@
 //!   installation, the shipped operator with its own ServiceAccount, the test kubelet.
 //! * [`writer`] — a client committing numbered rows through `-rw`, for failover tests and
 //!   benchmarks (no acknowledged row may go missing; how long do writes stop?).
+//! * [`netcut`] — a network partition on loopback: some ports' packets dropped (nftables).
 //! * [`probe`] — asks every instance directly, round after round, whether it accepts
 //!   writes, and counts the rounds in which two did (split brain).
 
@@ -20,5 +21,6 @@ pub mod control_plane;
 pub mod e2e;
 pub mod fakekube;
 pub mod kubelet;
+pub mod netcut;
 pub mod probe;
 pub mod writer;
