@@ -188,17 +188,7 @@ fn kill(pid: i32) {
 }
 
 fn parent(pid: i32) -> i32 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    cnpg_instance::proc::stat(pid).map_or(0, |s| s.parent)
 }
 
 fn report(label: &str, gaps: &[Duration], lost: usize) {

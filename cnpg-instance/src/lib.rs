@@ -34,6 +34,7 @@ pub mod manager;
 pub mod pg_bin;
 pub mod pgdata;
 pub mod ports;
+pub mod proc;
 pub mod query;
 pub mod runas;
 pub mod server;

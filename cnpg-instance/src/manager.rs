@@ -125,6 +125,14 @@ async fn wait(child: &mut Option<Child>) -> std::io::Result<ExitStatus> {
     }
 }
 
+/// Immediate shutdown of the postmaster (SIGQUIT), and its exit awaited.
+async fn quit(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
+    }
+    let _ = child.wait().await;
+}
+
 fn describe(status: &std::io::Result<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
@@ -516,10 +524,7 @@ impl Manager {
     /// the next start, which `pg_rewind` needs anyway).
     async fn kill_now(&mut self) {
         if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
-            }
-            let _ = child.wait().await;
+            quit(&mut child).await;
         }
         self.set(|s| {
             s.up = false;
@@ -563,17 +568,7 @@ impl Manager {
         else {
             return;
         };
-        let state = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit(')')
-                        .next()?
-                        .split_whitespace()
-                        .next()
-                        .map(str::to_owned)
-                })
-        };
+        let state = || crate::proc::stat(pid).map(|s| s.state);
         let ours = || {
             std::fs::read_link(format!("/proc/{pid}/cwd"))
                 .ok()
@@ -584,8 +579,8 @@ impl Manager {
         loop {
             match state() {
                 None => return,
-                Some(st) if st != "Z" && !ours() => return, // the pid was reused
-                Some(st) if st != "Z" && !signalled => {
+                Some(st) if st != 'Z' && !ours() => return, // the pid was reused
+                Some(st) if st != 'Z' && !signalled => {
                     tracing::warn!(instance = %self.cfg.instance, pid, "a postmaster left by an earlier instance manager still runs on this data: immediate shutdown");
                     let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
                     signalled = true;
@@ -635,10 +630,7 @@ impl Manager {
             .await
             .is_err()
         {
-            if let Some(pid) = child.id() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
-            }
-            let _ = child.wait().await;
+            quit(&mut child).await;
         }
         self.set(|s| {
             s.up = false;

@@ -425,17 +425,9 @@ fn kill9_of_the_primary_instance_manager_and_postmaster_together() {
 
 /// The parent of a process (an instance manager is the postmaster's).
 fn parent(pid: i32) -> i32 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .expect("parent pid")
+    cnpg_instance::proc::stat(pid)
+        .expect("a live process")
+        .parent
 }
 
 /// A hung node: every process of the primary stopped (SIGSTOP to its instance manager's
@@ -569,17 +561,7 @@ fn operator_killed_mid_failover_and_restarted() {
         .parse()
         .expect("pid");
     let pm = c.postmaster_pid(&old);
-    let ppid: i32 = std::fs::read_to_string(format!("/proc/{pm}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .expect("parent pid");
+    let ppid = parent(pm);
     kill(ppid);
     kill(pm);
     std::thread::sleep(Duration::from_millis(150)); // the failover has begun

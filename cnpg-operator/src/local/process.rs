@@ -18,18 +18,8 @@ pub fn tree(pid: i32) -> Vec<i32> {
         else {
             continue;
         };
-        let ppid = std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit(')')
-                    .next()?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse()
-                    .ok()
-            });
-        if let Some(ppid) = ppid {
-            children.entry(ppid).or_default().push(p);
+        if let Some(st) = cnpg_instance::proc::stat(p) {
+            children.entry(st.parent).or_default().push(p);
         }
     }
     let mut out = vec![pid];
