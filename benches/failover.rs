@@ -137,6 +137,9 @@ impl Cluster {
         }
     }
     fn postmaster(&self, inst: &str) -> i32 {
+        self.postmaster_now(inst).expect("postmaster.pid")
+    }
+    fn postmaster_now(&self, inst: &str) -> Option<i32> {
         std::fs::read_to_string(
             self.root()
                 .join("instances")
@@ -145,7 +148,6 @@ impl Cluster {
         )
         .ok()
         .and_then(|s| s.lines().next()?.trim().parse().ok())
-        .expect("postmaster.pid")
     }
     fn port(&self) -> u16 {
         self.status()["ports"]["rw"].as_u64().unwrap_or_default() as u16
@@ -452,8 +454,21 @@ fn main() {
                 c.wait_converged();
                 std::thread::sleep(Duration::from_millis(300));
                 let p = c.primary();
+                let pm = c.postmaster(&p);
                 let t = Instant::now();
                 inject(&c, fault, &p, trial);
+                // The fault must have taken effect before "converged" means anything: the
+                // primary moved, or (restarted in place) runs a new postmaster.
+                let start = Instant::now();
+                while c.primary() == p && c.postmaster_now(&p).is_none_or(|now| now == pm) {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(120),
+                        "{} had no effect: {}",
+                        fault.label(),
+                        c.status()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 // The outage: the longest time without an acknowledged commit from the
                 // fault until writes flow again (a commit already on its way may still be
                 // acknowledged right after the fault: the first ack would hide it).

@@ -70,9 +70,19 @@ pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
             s.replication_info = p.replication.clone();
         }
         _ => {
+            // The postmaster died a moment ago and the manager's loop has not seen it yet:
+            // it is about to restart it in place; say so now, or the operator would take
+            // a restart of a few hundred milliseconds for a failure and fail over.
+            let died = shared
+                .pid
+                .is_some_and(|p| crate::proc::stat(p as i32).is_none_or(|st| st.state == 'Z'));
+            if died && !shared.fenced {
+                s.restarting_after_crash = true;
+            }
             s.error = Some(match (&shared.last_exit, shared.fenced, shared.pid) {
                 (_, true, _) => "fenced: PostgreSQL is stopped".to_owned(),
                 (Some((why, _)), _, None) => why.clone(),
+                (_, _, Some(_)) if died => "the postmaster exited".to_owned(),
                 (_, _, Some(_)) => "PostgreSQL does not answer".to_owned(),
                 _ => "PostgreSQL is not running".to_owned(),
             });
