@@ -490,7 +490,9 @@ impl Manager {
                 self.kill_now().await;
                 return Err(PgError::Query(why));
             }
-            if let Ok(s) = self.query.snapshot().await {
+            if !data.postmaster_starting()
+                && let Ok(s) = self.query.snapshot().await
+            {
                 self.set(|sh| {
                     sh.up = true;
                     sh.snapshot = Some(s);

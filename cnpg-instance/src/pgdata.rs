@@ -95,6 +95,17 @@ impl DataDir {
         }
     }
 
+    /// Whether the postmaster says it does not accept connections yet: the status line of
+    /// `postmaster.pid` (`starting` until it is `ready`, or `standby` for a hot standby),
+    /// what `pg_ctl start -w` waits on. Reading it costs no connection attempt, where each
+    /// refused one during a long crash recovery is a FATAL line in PostgreSQL's log.
+    pub fn postmaster_starting(&self) -> bool {
+        std::fs::read_to_string(self.path.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().nth(7).map(|l| l.trim() == "starting"))
+            .unwrap_or(false)
+    }
+
     /// Checks PGDATA is ours, for this cluster and instance.
     pub fn verify(&self, cluster: &str, instance: &str) -> Result<(), PgDataError> {
         if !self.path.join("PG_VERSION").exists() {
@@ -176,6 +187,25 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lock_file_says_when_postgres_is_still_starting() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = DataDir::new(tmp.path());
+        assert!(!d.postmaster_starting(), "no lock file: try to connect");
+        let lock = |status: &str| {
+            format!(
+                "123\n{}\n1700000000\n5432\n/run\n*\n  1 2\n{status}\n",
+                tmp.path().display()
+            )
+        };
+        std::fs::write(tmp.path().join("postmaster.pid"), lock("starting")).expect("write");
+        assert!(d.postmaster_starting());
+        for status in ["ready   ", "standby "] {
+            std::fs::write(tmp.path().join("postmaster.pid"), lock(status)).expect("write");
+            assert!(!d.postmaster_starting(), "{status}");
+        }
+    }
 
     #[test]
     fn refuses_what_is_not_ours() {
