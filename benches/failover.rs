@@ -28,7 +28,7 @@
 
 use cnpg_instance::runas::{self, RunAs};
 use cnpg_operator::testkit::netcut::Cut;
-use cnpg_operator::testkit::probe::Probe;
+use cnpg_operator::testkit::probe::{Probe, local_targets};
 use cnpg_operator::testkit::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -310,15 +310,11 @@ impl Cluster {
     }
 
     fn probe(&self) -> Probe {
-        let targets = self
-            .instance_ports()
-            .into_iter()
-            .map(|(n, _, _)| {
-                let t = self.direct(&n);
-                (n, t)
-            })
-            .collect();
-        Probe::start(targets, Duration::from_millis(20))
+        let ports = serde_json::from_value(self.status()["ports"].clone()).expect("ports");
+        Probe::start(
+            local_targets(&ports, &self.target()),
+            Duration::from_millis(20),
+        )
     }
 
     fn operator_pid(&self) -> i32 {

@@ -4,7 +4,7 @@
 //! missing.
 
 use cnpg_instance::runas::{self, RunAs};
-use cnpg_operator::testkit::probe::Probe;
+use cnpg_operator::testkit::probe::{Probe, local_targets};
 use cnpg_operator::testkit::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +16,18 @@ fn kubectl_cnpg() -> &'static str {
 
 fn instance_bin() -> &'static Path {
     cnpg_instance::testkit::instance_binary(false)
+}
+
+/// `kubectl-cnpg local up -f MANIFEST --state-dir STATE` with the instance binary under test.
+fn local_up(manifest: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(kubectl_cnpg());
+    cmd.args(["local", "up", "-f"])
+        .arg(manifest)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--instance-bin")
+        .arg(instance_bin());
+    cmd
 }
 
 const MANIFEST: &str = "apiVersion: postgresql.cnpg.io/v1
@@ -49,13 +61,8 @@ impl Cluster {
         runas::own(RunAs::detect().expect("user"), state.path()).expect("own");
         let manifest = state.path().join("cluster.yaml");
         std::fs::write(&manifest, MANIFEST.replace("NAME", name)).expect("manifest");
-        let out = Command::new(kubectl_cnpg())
-            .args(["local", "up", "--detach", "-f"])
-            .arg(&manifest)
-            .arg("--state-dir")
-            .arg(state.path())
-            .arg("--instance-bin")
-            .arg(instance_bin())
+        let out = local_up(&manifest, state.path())
+            .arg("--detach")
             .output()
             .expect("kubectl-cnpg runs");
         // From here the cluster is stopped on drop, also when `up` failed (its operator
@@ -102,13 +109,8 @@ impl Cluster {
 
     /// Starts the operator again (after it was killed), on the same state.
     fn restart_operator(&self) {
-        let out = Command::new(kubectl_cnpg())
-            .args(["local", "up", "--detach", "-f"])
-            .arg(self.state.path().join("cluster.yaml"))
-            .arg("--state-dir")
-            .arg(self.state.path())
-            .arg("--instance-bin")
-            .arg(instance_bin())
+        let out = local_up(&self.state.path().join("cluster.yaml"), self.state.path())
+            .arg("--detach")
             .output()
             .expect("kubectl-cnpg runs");
         assert!(
@@ -166,18 +168,11 @@ impl Cluster {
 
     /// A probe asking every instance directly whether it accepts writes.
     fn probe(&self) -> Probe {
-        let s = self.status();
-        let targets = s["ports"]["instances"]
-            .as_object()
-            .expect("instance ports")
-            .iter()
-            .map(|(name, ports)| {
-                let mut t = self.target();
-                t.port = ports[0].as_u64().expect("a port") as u16;
-                (name.clone(), t)
-            })
-            .collect();
-        Probe::start(targets, Duration::from_millis(20))
+        let ports = serde_json::from_value(self.status()["ports"].clone()).expect("ports");
+        Probe::start(
+            local_targets(&ports, &self.target()),
+            Duration::from_millis(20),
+        )
     }
 
     fn cnpg(&self, args: &[&str]) -> String {
@@ -312,9 +307,16 @@ fn kill9_of_the_primary_postmaster_loses_no_acknowledged_row() {
             .contains(&format!("Primary instance:     {now}"))
     );
     // Restarted in place (well within the 5 s bound): no failover, never two primaries.
-    let events = c.status()["events"].to_string();
+    // Its manager counted the crash; the operator may not even have seen it (a restart
+    // can be over within one of its loops), so `PrimaryCrashed` is not required.
+    let status = c.status();
+    let events = status["events"].to_string();
     assert_eq!(now, old, "{events}\n{}", c.logs());
-    assert!(events.contains("PrimaryCrashed"), "{events}");
+    let primary = status["instances"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == now.as_str()))
+        .expect("the primary's line");
+    assert_eq!(primary["status"]["recentCrashes"], 1, "{primary}");
     for never in ["FailingOver", "MultiplePrimaries"] {
         assert!(!events.contains(never), "{never}: {events}");
     }
@@ -364,13 +366,7 @@ fn a_state_dir_postgres_cannot_enter_stops_local_up_at_once() {
     }
     let m = state.path().join("c.yaml");
     std::fs::write(&m, MANIFEST.replace("NAME", "closed")).expect("write");
-    let mut child = Command::new(kubectl_cnpg())
-        .args(["local", "up", "-f"])
-        .arg(&m)
-        .arg("--state-dir")
-        .arg(state.path())
-        .arg("--instance-bin")
-        .arg(instance_bin())
+    let mut child = local_up(&m, state.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -646,15 +642,7 @@ fn an_invalid_manifest_starts_nothing() {
         ),
     )
     .expect("write");
-    let out = Command::new(kubectl_cnpg())
-        .args(["local", "up", "-f"])
-        .arg(&m)
-        .arg("--state-dir")
-        .arg(state.path())
-        .arg("--instance-bin")
-        .arg(instance_bin())
-        .output()
-        .expect("runs");
+    let out = local_up(&m, state.path()).output().expect("runs");
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(

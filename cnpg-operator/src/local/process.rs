@@ -31,19 +31,14 @@ pub fn tree(pid: i32) -> Vec<i32> {
     out
 }
 
-/// Sends `signal` to the instance whose manager is `manager` (a process group leader):
-/// first the group (manager and postmaster: no new backend can be forked after that),
-/// then every process of its tree.
+/// Sends `signal` to every process of the instance whose manager is `manager` (a process
+/// group leader). The group (manager and postmaster) is stopped first, so no backend can
+/// be forked between listing the tree and signalling it; the tree holds the group's
+/// members too, so SIGCONT resumes them and SIGKILL ends them.
 pub fn signal_instance(manager: i32, signal: Signal) {
     let _ = killpg(Pid::from_raw(manager), Signal::SIGSTOP);
     for p in tree(manager) {
         let _ = kill(Pid::from_raw(p), signal);
-    }
-    if signal != Signal::SIGSTOP {
-        let _ = killpg(Pid::from_raw(manager), signal);
-        if signal != Signal::SIGKILL {
-            let _ = killpg(Pid::from_raw(manager), Signal::SIGCONT);
-        }
     }
 }
 

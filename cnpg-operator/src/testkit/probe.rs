@@ -26,6 +26,20 @@ pub struct Probe {
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The instances of a local cluster, each at its own PostgreSQL port, connected to as
+/// `base` is (user, password).
+pub fn local_targets(ports: &crate::local::Ports, base: &Target) -> Vec<(String, Target)> {
+    ports
+        .instances
+        .iter()
+        .map(|(name, (pg, _))| {
+            let mut t = base.clone();
+            t.port = *pg;
+            (name.clone(), t)
+        })
+        .collect()
+}
+
 /// How long one question may take: a hung instance must not stall the rounds.
 const ANSWER: Duration = Duration::from_millis(300);
 
