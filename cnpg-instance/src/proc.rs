@@ -21,6 +21,11 @@ pub fn stat(pid: i32) -> Option<Stat> {
     Some(Stat { state, parent })
 }
 
+/// The process has exited: no such process, a zombie not yet reaped, or dead.
+pub fn exited(pid: i32) -> bool {
+    stat(pid).is_none_or(|st| matches!(st.state, 'Z' | 'X' | 'x'))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -28,5 +33,7 @@ mod tests {
         let me = super::stat(std::process::id() as i32).expect("our stat");
         assert_eq!(me.parent, nix::unistd::getppid().as_raw());
         assert!(super::stat(i32::MAX).is_none());
+        assert!(super::exited(i32::MAX));
+        assert!(!super::exited(std::process::id() as i32));
     }
 }

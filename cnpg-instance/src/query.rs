@@ -15,7 +15,9 @@ pub struct Snapshot {
     /// Current timeline. On a standby: the newest it knows of, whether or not its WAL
     /// receiver runs (the one it streams, its last restartpoint's, or the newest timeline
     /// whose history file or WAL it holds: a standby that learned of a promotion follows
-    /// it, while its last restartpoint may still name an older one).
+    /// it, while its last restartpoint may still name an older one). The WAL directory is
+    /// read by name only (`pg_ls_dir`): `pg_ls_waldir` stats each file and fails the whole
+    /// query when a restartpoint recycles one between the listing and the stat.
     pub timeline: u32,
     /// `pg_current_wal_lsn()` (primary).
     pub current_lsn: Lsn,
@@ -104,7 +106,7 @@ impl PgQuery for PgClient {
                              THEN GREATEST((SELECT received_tli FROM pg_stat_wal_receiver),
                                            (SELECT timeline_id FROM pg_control_checkpoint()),
                                            (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int)
-                                              FROM pg_ls_waldir()
+                                              FROM pg_ls_dir('pg_wal') AS name
                                              WHERE name ~ '^[0-9A-F]{8}([0-9A-F]{16}|[.]history)$'))
                              ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
                         END,

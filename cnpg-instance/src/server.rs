@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -38,9 +39,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Builds the status report from the manager's state and a live snapshot (`None` when
-/// PostgreSQL is down or does not answer).
-pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
+/// Builds the status report from the manager's state and a live snapshot (or why there is
+/// none: PostgreSQL is down, or the query's error).
+pub fn report(state: &AppState, snapshot: Result<&Snapshot, &str>) -> InstanceStatus {
     let shared = state.shared.lock().expect("shared state lock").clone();
     let mut s = InstanceStatus {
         name: state.instance.clone(),
@@ -56,7 +57,7 @@ pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
         ..Default::default()
     };
     match snapshot {
-        Some(p) if shared.pid.is_some() => {
+        Ok(p) if shared.pid.is_some() => {
             s.is_pod_ready = true;
             s.is_primary = p.is_primary;
             s.timeline = p.timeline;
@@ -70,12 +71,11 @@ pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
             s.replication_info = p.replication.clone();
         }
         _ => {
+            let why = snapshot.err().unwrap_or("no postmaster");
             // The postmaster died a moment ago and the manager's loop has not seen it yet:
             // it is about to restart it in place; say so now, or the operator would take
             // a restart of a few hundred milliseconds for a failure and fail over.
-            let died = shared
-                .pid
-                .is_some_and(|p| crate::proc::stat(p as i32).is_none_or(|st| st.state == 'Z'));
+            let died = shared.pid.is_some_and(|p| crate::proc::exited(p as i32));
             if died && !shared.fenced {
                 s.restarting_after_crash = true;
             }
@@ -83,7 +83,7 @@ pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
                 (_, true, _) => "fenced: PostgreSQL is stopped".to_owned(),
                 (Some((why, _)), _, None) => why.clone(),
                 (_, _, Some(_)) if died => "the postmaster exited".to_owned(),
-                (_, _, Some(_)) => "PostgreSQL does not answer".to_owned(),
+                (_, _, Some(_)) => format!("PostgreSQL does not answer: {why}"),
                 _ => "PostgreSQL is not running".to_owned(),
             });
         }
@@ -91,7 +91,8 @@ pub fn report(state: &AppState, snapshot: Option<&Snapshot>) -> InstanceStatus {
     s
 }
 
-async fn live(state: &AppState) -> Option<Snapshot> {
+/// A snapshot of the running PostgreSQL, or why there is none.
+async fn live(state: &AppState) -> Result<Snapshot, String> {
     let running = state
         .shared
         .lock()
@@ -99,14 +100,50 @@ async fn live(state: &AppState) -> Option<Snapshot> {
         .pid
         .is_some();
     if !running {
-        return None;
+        return Err("PostgreSQL is not running".into());
     }
-    state.query.snapshot().await.ok()
+    state.query.snapshot().await.map_err(|e| e.to_string())
+}
+
+/// How long a status request gives a postmaster whose query just failed to be seen dead.
+/// One killed a moment ago may still be exiting — its connections already refused, its
+/// /proc entry not yet a zombie — and reported as "does not answer" it would be failed
+/// over instead of restarted in place (seen on a loaded machine). A postmaster that is
+/// alive and does not answer costs each status request this much more.
+const DEATH_SETTLE: Duration = Duration::from_millis(100);
+
+/// Waits up to [`DEATH_SETTLE`] for the postmaster to be seen dead (gone or a zombie).
+async fn settle_death(state: &AppState) {
+    let Some(pid) = state.shared.lock().expect("shared state lock").pid else {
+        return;
+    };
+    let start = std::time::Instant::now();
+    while start.elapsed() < DEATH_SETTLE {
+        if crate::proc::exited(pid as i32) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn status(State(state): State<AppState>) -> Response {
+    // What the manager was doing when the query began: a restart (in place after a crash,
+    // or asked for) may end while the query fails, and a report built from the state after
+    // it would show a failed query and no restart, which the operator takes for a dead
+    // primary and fails over from (seen on a loaded machine).
+    let (restarting, planned) = {
+        let s = state.shared.lock().expect("shared state lock");
+        (s.restarting_after_crash, s.planned_start)
+    };
     let snap = live(&state).await;
-    let report = report(&state, snap.as_ref());
+    if snap.is_err() {
+        settle_death(&state).await;
+    }
+    let mut report = report(&state, snap.as_ref().map_err(String::as_str));
+    if snap.is_err() && !report.is_fenced {
+        report.restarting_after_crash |= restarting;
+        report.might_be_unavailable |= planned;
+    }
     let code = if report.error.is_some() {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
@@ -121,8 +158,8 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match live(&state).await {
-        Some(_) => (StatusCode::OK, "OK").into_response(),
-        None => (
+        Ok(_) => (StatusCode::OK, "OK").into_response(),
+        Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "PostgreSQL is not accepting connections",
         )
@@ -132,7 +169,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn startupz(State(state): State<AppState>) -> Response {
     let rewinding = state.shared.lock().expect("shared state lock").rewinding;
-    if rewinding || live(&state).await.is_some() {
+    if rewinding || live(&state).await.is_ok() {
         (StatusCode::OK, "OK").into_response()
     } else {
         (StatusCode::INTERNAL_SERVER_ERROR, "starting").into_response()
@@ -231,7 +268,7 @@ type AtomicI64Wrapper = std::sync::atomic::AtomicI64;
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let snap = live(&state).await;
-    let report = report(&state, snap.as_ref());
+    let report = report(&state, snap.as_ref().map_err(String::as_str));
     let (archived, failed) = snap
         .map(|s| (s.archived_count, s.failed_count))
         .unwrap_or_default();
@@ -266,7 +303,7 @@ mod tests {
             shared,
             query: Arc::new(crate::query::MockPgQuery::new()),
         };
-        let r = report(&state, None);
+        let r = report(&state, Err("PostgreSQL is not running"));
         assert!(r.wal_disk_full && r.is_fenced && r.might_be_unavailable);
         assert_eq!(r.error.as_deref(), Some("fenced: PostgreSQL is stopped"));
         let json = serde_json::to_string(&r).expect("json");
