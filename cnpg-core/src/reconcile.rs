@@ -198,6 +198,12 @@ const SLOW: Duration = Duration::from_secs(10);
 
 struct Builder {
     plan: Plan,
+    /// The primary has not confirmed the synchronous configuration yet. A quorum-gated
+    /// failover is refused until it has, so the next look comes soon whatever the phase
+    /// asks: a host that looks again only on the healthy cadence would leave that window
+    /// open for its whole period (found on a real API server: a primary hung 20 s after a
+    /// switchover could not be failed over from).
+    confirm_soon: bool,
 }
 
 impl Builder {
@@ -219,7 +225,11 @@ impl Builder {
     ) -> Plan {
         self.plan.phase = phase;
         self.plan.phase_reason = reason.into();
-        self.plan.requeue = requeue;
+        self.plan.requeue = if self.confirm_soon {
+            Some(requeue.map_or(SOON, |r| r.min(SOON)))
+        } else {
+            requeue
+        };
         self.plan
     }
 }
@@ -261,6 +271,7 @@ pub fn reconcile(policy: &Policy, observed: &Observed, now: Timestamp) -> Plan {
             state: observed.state.clone(),
             ..empty_plan()
         },
+        confirm_soon: false,
     };
     if policy.reconciliation_disabled {
         return b.phase(
@@ -694,6 +705,7 @@ fn ready_set(statuses: &[InstanceStatus], current: &str) -> BTreeSet<String> {
 fn take(b: &mut Builder) -> Builder {
     Builder {
         plan: std::mem::replace(&mut b.plan, empty_plan()),
+        confirm_soon: b.confirm_soon,
     }
 }
 
@@ -709,6 +721,18 @@ fn empty_plan() -> Plan {
 }
 
 /// The current primary is not a reachable primary: decide whether to fail over.
+/// When the current primary started failing: stamped now the first time. A stamp later than
+/// `now` means the host's clock went back since it was taken (an NTP step, another operator
+/// with another clock); waiting for the clock to catch up would hold a failover for as long
+/// as the step, so the wait counts from now instead.
+fn failing_since(b: &mut Builder, now: Timestamp) -> Timestamp {
+    let since = b.plan.state.failing_since.get_or_insert(now);
+    if *since > now {
+        *since = now;
+    }
+    *since
+}
+
 fn primary_failing(
     b: &mut Builder,
     policy: &Policy,
@@ -746,7 +770,7 @@ fn primary_failing(
         // keeps every acknowledged commit and takes a fraction of a second, a failover
         // takes longer and may lose asynchronous commits. Wait for it, within a bound.
         if i.status.restarting_after_crash {
-            let since = *b.plan.state.failing_since.get_or_insert(now);
+            let since = failing_since(b, now);
             let bound = policy.crash_restart_bound.max(policy.failover_delay);
             let waited = now.since(since);
             let crashes = i.status.recent_crashes;
@@ -807,7 +831,7 @@ fn primary_failing(
         }
     }
     if !policy.failover_delay.is_zero() {
-        let since = *b.plan.state.failing_since.get_or_insert(now);
+        let since = failing_since(b, now);
         if now.since(since) < policy.failover_delay {
             let left = policy.failover_delay - now.since(since);
             return Some(take(b).phase(
@@ -903,6 +927,7 @@ fn apply_sync(
                     && desired.as_ref().is_some_and(|d| sync::same_quorum(p, d))
             });
             b.plan.state.published_sync = still.cloned();
+            b.confirm_soon = true;
             b.act(Action::ApplySyncStandbyNames {
                 value,
                 config: desired,

@@ -260,6 +260,29 @@ fn failover_delay_is_stamped_and_respected() {
     o2.state.failing_since = None;
 }
 
+#[test]
+fn a_failing_stamp_from_a_clock_that_went_back_counts_from_now() {
+    let (mut policy, mut o) = healthy();
+    policy.failover_delay = Duration::from_secs(30);
+    kill_primary(&mut o);
+    // Stamped an hour ahead of the clock the host now reads (its clock stepped back).
+    o.state.failing_since = Some(now().plus(Duration::from_secs(3600)));
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.failing_since, Some(now()));
+    o.state = p.state.clone();
+    let p = reconcile(&policy, &o, now().plus(Duration::from_secs(30)));
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+    // The same for a crashed primary restarting in place: its bound counts from now.
+    let (policy, mut o) = healthy();
+    crash_primary(&mut o, 1);
+    o.state.failing_since = Some(now().plus(Duration::from_secs(3600)));
+    let p = reconcile(&policy, &o, now().plus(policy.crash_restart_bound));
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-1"));
+    o.state = p.state.clone();
+    let p = reconcile(&policy, &o, now().plus(policy.crash_restart_bound * 2));
+    assert_eq!(p.state.target_primary.as_deref(), Some(PENDING));
+}
+
 fn crash_primary(o: &mut Observed, crashes: u32) {
     let mut s = InstanceStatus::unreachable("pg-1", "postmaster killed by signal 9");
     s.restarting_after_crash = true;
@@ -347,6 +370,22 @@ fn required(number: u32) -> SyncPolicy {
         durability: Durability::Required,
         failover_quorum: false,
     })
+}
+
+#[test]
+fn an_unconfirmed_synchronous_configuration_is_looked_at_again_soon() {
+    let (mut policy, mut o) = healthy();
+    policy.sync = required(1);
+    // The primary has not applied the value yet (just promoted, say).
+    o.sync_in_effect = Some(String::new());
+    let p = reconcile(&policy, &o, now());
+    assert!(p.state.published_sync.is_none());
+    assert!(p.requeue.is_some_and(|r| r <= SOON), "{:?}", p.requeue);
+    // Confirmed: the healthy cadence again.
+    o.sync_in_effect = Some(r#"ANY 1 ("pg-2","pg-3","pg-1")"#.into());
+    let p = reconcile(&policy, &o, now());
+    assert!(p.state.published_sync.is_some());
+    assert!(p.requeue.is_none_or(|r| r > SOON), "{:?}", p.requeue);
 }
 
 #[test]

@@ -7,9 +7,9 @@
 //! replica that cannot prove it still leads must not keep deciding failovers.
 
 use super::platform::KubePlatform;
+use crate::clock::now;
 use crate::platform::{PlatformError, reconcile_cluster};
 use cnpg_core::api::Cluster;
-use cnpg_core::time::Timestamp;
 use cnpg_instance::lease::{Attempt, LeaseLock};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -78,10 +78,6 @@ pub enum ControllerError {
 struct Ctx {
     platform: KubePlatform,
     metrics: Metrics,
-}
-
-fn now() -> Timestamp {
-    Timestamp(k8s_openapi::jiff::Timestamp::now().as_millisecond().max(0) as u64)
 }
 
 async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Ctx>) -> Result<Action, PlatformError> {

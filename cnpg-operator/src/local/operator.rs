@@ -9,6 +9,7 @@
 
 use super::layout::{InstanceLine, Layout, OperatorLock, Ports, StatusFile};
 use super::services::{Routes, Service};
+use crate::clock::now;
 use cnpg_core::api::Cluster;
 use cnpg_core::api::manifest::check_document;
 use cnpg_core::fencing::Fencing;
@@ -16,13 +17,12 @@ use cnpg_core::naming::Role;
 use cnpg_core::policy::Policy;
 use cnpg_core::reconcile::{self, Action, Bootstrap, ClusterState, Observed, ObservedInstance};
 use cnpg_core::status::InstanceStatus;
-use cnpg_core::time::Timestamp;
 use cnpg_instance::view::{Endpoint, FileView, ViewData, write_atomically};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -78,15 +78,6 @@ pub fn load_manifest(path: &Path) -> Result<Cluster, LocalError> {
         return Err(LocalError::Invalid(lines.join("\n")));
     }
     serde_json::from_value(doc).map_err(|e| LocalError::Invalid(e.to_string()))
-}
-
-fn now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-    )
 }
 
 /// A free port on 127.0.0.1, outside the ephemeral range, so no client socket takes it
