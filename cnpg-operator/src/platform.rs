@@ -74,6 +74,9 @@ pub trait Platform: Send + Sync {
     async fn stop_instance(&self, cluster: &Cluster, name: &str) -> Result<(), PlatformError>;
     /// Deletes an instance's pod and storage.
     async fn delete_instance(&self, cluster: &Cluster, name: &str) -> Result<(), PlatformError>;
+    /// Kills every process of an instance that does not answer but may still run, without
+    /// waiting for it to stop by itself, keeping its storage: what a node's watchdog does.
+    async fn kill_instance(&self, cluster: &Cluster, name: &str) -> Result<(), PlatformError>;
     /// Labels an instance's pod with a role.
     async fn set_role(
         &self,
@@ -261,12 +264,9 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
                 ha.restart = Some(format!("{name}@{}", now.0));
                 Ok(())
             }
-            // The operator cannot reach into a node whose pod does not answer; the Lease
-            // (a new primary takes it only once the old one's expired or was released) and
-            // the instance manager's own check of the target primary fence it instead.
             Action::KillInstance { name, reason } => {
-                tracing::warn!(instance = %name, "{reason}; on Kubernetes the primary Lease and its instance manager fence it");
-                Ok(())
+                tracing::warn!(instance = %name, "{reason}");
+                platform.kill_instance(cluster, name).await
             }
         };
         match result {

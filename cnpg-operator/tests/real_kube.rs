@@ -733,6 +733,30 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
     .await;
     assert_eq!(fourth, to);
 
+    // 4. The primary hangs: every process of its pod stopped (SIGSTOP), its kubelet still
+    //    answering. Its manager does not answer, so the operator fails over, and first
+    //    kills the hung pod (deleted with a one-second grace period) so that it cannot
+    //    wake up beside the new primary; the pod is made again on its storage and
+    //    rejoins as a replica.
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let hung = uid(&pods.get(&fourth).await.expect("the primary's pod"));
+    kubelet.signal_pod(&ns, &fourth, nix::sys::signal::Signal::SIGSTOP);
+    let fifth = moved_on(
+        &admin,
+        &ns,
+        op,
+        &writer,
+        "failover from a hung primary",
+        &fourth,
+    )
+    .await;
+    assert_ne!(
+        uid(&pods.get(&fourth).await.expect("the old primary's pod")),
+        hung,
+        "the hung pod was not killed and made again"
+    );
+    assert_ne!(fifth, fourth);
+
     // No acknowledged row is missing (dataDurability: required).
     no_acknowledged_row_lost(writer, target).await;
     // And the events tell the story.

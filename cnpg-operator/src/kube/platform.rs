@@ -587,6 +587,24 @@ impl Platform for KubePlatform {
         self.delete::<Pod>(c, name).await
     }
 
+    /// The pod deleted with a one-second grace period: its kubelet kills whatever still
+    /// runs in it (a hung process gets its SIGKILL a second later), and the Pod object
+    /// stays until the kubelet says its containers are gone, so no new pod takes the
+    /// instance's name and storage while the old one may run on a node that does not
+    /// answer (a grace period of 0 would remove the object at once). Behind that, the
+    /// primary Lease and the instance manager's own check of the target primary fence it.
+    async fn kill_instance(&self, c: &Cluster, name: &str) -> Result<(), PlatformError> {
+        match self
+            .api::<Pod>(c)
+            .delete(name, &DeleteParams::default().grace_period(1))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api_err(format!("killing Pod {name}"))(e)),
+        }
+    }
+
     async fn delete_instance(&self, c: &Cluster, name: &str) -> Result<(), PlatformError> {
         self.delete::<Pod>(c, name).await?;
         for p in self.instance_pvcs(c, name).await? {

@@ -135,6 +135,19 @@ impl Kubelet {
         out
     }
 
+    /// Sends `signal` to every process of one Pod's containers: SIGSTOP makes it a hung
+    /// node (nothing in it runs, nothing exits, its kubelet still answers), SIGCONT wakes
+    /// it.
+    pub fn signal_pod(&self, namespace: &str, name: &str, signal: nix::sys::signal::Signal) {
+        for p in self.pods.lock().expect("pods").values() {
+            if p.namespace == namespace && p.name == name {
+                for pid in p.pids.lock().expect("pids").iter() {
+                    crate::local::process::signal_instance(*pid, signal);
+                }
+            }
+        }
+    }
+
     /// Kills the processes of one Pod's containers (kill -9 of everything in it); the
     /// kubelet restarts them as its `restartPolicy` says.
     pub fn kill_pod(&self, namespace: &str, name: &str) {
