@@ -6,7 +6,10 @@
 //! kill -9 of its postmaster (restarted in place); kill -9 of its instance manager and
 //! postmaster (a node crash); `kubectl-cnpg promote` (switchover); SIGSTOP of all its
 //! processes for 10 s (a hung node); its ports dropped on loopback for 10 s (nftables, as
-//! root); a node crash with the operator killed 0-500 ms into the failover. Printed per
+//! root); a node crash with the operator killed 0-500 ms into the failover; a replica's
+//! disk filled for 10 s (each instance on a tmpfs of its own, as root); the wall clock of
+//! every process of the cluster stepped an hour, back or forward, while the failover from
+//! a hung primary waits out its `failoverDelay` (libfaketime). Printed per
 //! fault: trials, how long writes stopped (median, max), acknowledged
 //! rows lost, and probe rounds that saw two writable primaries; before the faults, the
 //! single-row commit latency through `-rw` and straight to the primary. Both with
@@ -27,8 +30,10 @@
 //! with `required` and in every switchover.
 
 use cnpg_instance::runas::{self, RunAs};
+use cnpg_operator::testkit::fakeclock::FakeClock;
 use cnpg_operator::testkit::netcut::Cut;
 use cnpg_operator::testkit::probe::{Probe, local_targets};
+use cnpg_operator::testkit::volume::Volume;
 use cnpg_operator::testkit::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,45 +60,114 @@ fn build() -> PathBuf {
 }
 
 fn manifest(name: &str, required: bool) -> String {
+    manifest_with(name, required, "")
+}
+
+/// The suite's manifest, with `extra` spec lines (two-space indented).
+fn manifest_with(name: &str, required: bool, extra: &str) -> String {
     let sync = if required {
         "    synchronous:\n      method: any\n      number: 1\n      dataDurability: required\n"
     } else {
         ""
     };
     format!(
-        "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata:\n  name: {name}\nspec:\n  instances: 3\n  postgresql:\n    parameters:\n      shared_buffers: 32MB\n      wal_retrieve_retry_interval: 200ms\n{sync}  storage:\n    size: 1Gi\n"
+        "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata:\n  name: {name}\nspec:\n  instances: 3\n  postgresql:\n    parameters:\n      shared_buffers: 32MB\n      wal_retrieve_retry_interval: 200ms\n{sync}{extra}  storage:\n    size: 1Gi\n"
     )
 }
 
 struct Cluster {
     bin: PathBuf,
     name: String,
+    /// Each instance's own tmpfs, by name (the `Volumes` rig); unmounted before the state
+    /// directory is removed (fields drop in order).
+    volumes: Vec<(String, Volume)>,
+    /// The clock every process of the cluster runs on (the `Clock` rig).
+    clock: Option<FakeClock>,
     state: tempfile::TempDir,
 }
 
+/// What a cluster of the suite runs on besides its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rig {
+    /// As users run it.
+    Plain,
+    /// Each instance's directory on a tmpfs of its own (mounted as root), so that one
+    /// replica's disk can be filled. tmpfs makes fsync free: this cluster's figures are not
+    /// comparable with the others'.
+    Volumes,
+    /// Every process of the cluster (operator, instance managers, PostgreSQL) under
+    /// libfaketime, its wall clock stepped through a file; `failoverDelay: 3` so that a
+    /// decision waits across a step. The monotonic clock is left alone, as an NTP step
+    /// leaves it.
+    Clock,
+}
+
+impl Rig {
+    /// Why it cannot be set up here, if it cannot.
+    fn unavailable(self) -> Option<String> {
+        match self {
+            Rig::Plain => None,
+            Rig::Volumes => Volume::available().err(),
+            Rig::Clock => FakeClock::library().err(),
+        }
+    }
+}
+
 impl Cluster {
-    fn up(bin: &Path, name: &str, required: bool) -> Cluster {
+    fn up(bin: &Path, name: &str, required: bool, rig: Rig) -> Cluster {
         let state = tempfile::tempdir().expect("tempdir");
-        runas::own(RunAs::detect().expect("user"), state.path()).expect("own");
+        let user = RunAs::detect().expect("user");
+        runas::own(user, state.path()).expect("own");
         let m = state.path().join("c.yaml");
-        std::fs::write(&m, manifest(name, required)).expect("manifest");
-        let out = Command::new(bin.join("kubectl-cnpg"))
-            .args(["local", "up", "--detach", "-f"])
+        let extra = if rig == Rig::Clock {
+            "  failoverDelay: 3\n"
+        } else {
+            ""
+        };
+        std::fs::write(&m, manifest_with(name, required, extra)).expect("manifest");
+        let mut volumes = Vec::new();
+        if rig == Rig::Volumes {
+            for i in 1..=3 {
+                let instance = format!("{name}-{i}");
+                let dir = state.path().join(name).join("instances").join(&instance);
+                let v = Volume::mount(&dir, "2g", user).expect("a volume");
+                volumes.push((instance, v));
+            }
+            runas::own(user, &state.path().join(name)).expect("own");
+            runas::own(user, &state.path().join(name).join("instances")).expect("own");
+        }
+        let clock = (rig == Rig::Clock).then(|| FakeClock::new(state.path()).expect("a clock"));
+        let mut cmd = Command::new(bin.join("kubectl-cnpg"));
+        cmd.args(["local", "up", "--detach", "-f"])
             .arg(&m)
             .arg("--state-dir")
-            .arg(state.path())
-            .output()
-            .expect("runs");
+            .arg(state.path());
+        if let Some(clock) = &clock {
+            clock.apply(&mut cmd);
+        }
+        let out = cmd.output().expect("runs");
+        let c = Cluster {
+            bin: bin.to_owned(),
+            name: name.into(),
+            state,
+            volumes,
+            clock,
+        };
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Cluster {
-            bin: bin.to_owned(),
-            name: name.into(),
-            state,
-        }
+        c
+    }
+
+    /// One instance's status as the operator last saw it.
+    fn instance_status(&self, name: &str) -> serde_json::Value {
+        self.status()["instances"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == name))
+            .map(|i| i["status"].clone())
+            .unwrap_or_default()
     }
     fn root(&self) -> PathBuf {
         self.state.path().join(&self.name)
@@ -158,6 +232,16 @@ impl Cluster {
             port: self.port(),
             user: "app".into(),
             password: self.password(),
+            more_ports: Vec::new(),
+        }
+    }
+    /// A multi-host connection straight to the instances (`target_session_attrs=read-write`).
+    fn multi_host(&self) -> Target {
+        let ports: Vec<u16> = self.instance_ports().iter().map(|(_, p, _)| *p).collect();
+        Target {
+            port: ports[0],
+            more_ports: ports[1..].to_vec(),
+            ..self.target()
         }
     }
     fn password(&self) -> String {
@@ -178,7 +262,11 @@ impl Drop for Cluster {
 }
 
 fn lost(c: &Cluster, acked: &[i64]) -> usize {
-    let present = c.target().rows();
+    lost_in(c, "rows", acked)
+}
+
+fn lost_in(c: &Cluster, table: &str, acked: &[i64]) -> usize {
+    let present = c.target().rows_in(table);
     acked.iter().filter(|n| !present.contains(n)).count()
 }
 
@@ -232,17 +320,33 @@ enum Fault {
     Partition,
     /// A node crash, and the operator killed 0–500 ms into the failover, then started again.
     OperatorKilled,
+    /// A replica's disk filled for 10 s (its own tmpfs, filled by a file), then freed.
+    DiskFull,
+    /// The primary hangs (SIGSTOP) and the wall clock of the whole cluster steps an hour
+    /// while the failover waits out its 3 s `failoverDelay`: forward on even trials (it
+    /// was set back an hour just before the fault), back on odd ones.
+    ClockStep,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 8] = [
         Fault::PostmasterKill,
         Fault::NodeCrash,
         Fault::Switchover,
         Fault::HungNode,
         Fault::Partition,
         Fault::OperatorKilled,
+        Fault::DiskFull,
+        Fault::ClockStep,
     ];
+
+    fn rig(self) -> Rig {
+        match self {
+            Fault::DiskFull => Rig::Volumes,
+            Fault::ClockStep => Rig::Clock,
+            _ => Rig::Plain,
+        }
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -252,6 +356,8 @@ impl Fault {
             Fault::HungNode => "hung node 10 s",
             Fault::Partition => "partition 10 s",
             Fault::OperatorKilled => "operator killed",
+            Fault::DiskFull => "replica disk full",
+            Fault::ClockStep => "clock step ±1 h",
         }
     }
 }
@@ -351,14 +457,60 @@ impl Cluster {
     }
 }
 
-/// Injects one fault into the primary `p`; returns once the fault is over (a hung node
-/// continued, a partition healed).
-fn inject(c: &Cluster, fault: Fault, p: &str, trial: usize) {
+/// Injects one fault into the primary `p` (a replica for a full disk); returns once the
+/// fault is over (a hung node continued, a partition healed, the disk freed), and whether
+/// the cluster's status showed it (a full disk: the replica reported `walDiskFull`).
+fn inject(c: &Cluster, fault: Fault, p: &str, trial: usize) -> bool {
     use cnpg_operator::local::process::signal_instance;
     use nix::sys::signal::Signal;
     let t = Instant::now();
     match fault {
         Fault::PostmasterKill => kill(c.postmaster(p)),
+        Fault::ClockStep => {
+            // A hung primary rather than a crashed one: a crashed node's manager is started
+            // again and may be back within the delay.
+            let clock = c.clock.as_ref().expect("a cluster on a fake clock");
+            let (before, during) = if trial.is_multiple_of(2) {
+                (-3600, 0)
+            } else {
+                (0, -3600)
+            };
+            clock.step(before);
+            std::thread::sleep(FakeClock::SEEN_WITHIN);
+            let manager = parent(c.postmaster(p));
+            signal_instance(manager, Signal::SIGSTOP);
+            let start = Instant::now();
+            while !c.status()["phaseReason"]
+                .as_str()
+                .is_some_and(|r| r.contains("(failoverDelay)"))
+                && start.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            clock.step(during);
+            let start = Instant::now();
+            while c.primary() == p && start.elapsed() < Duration::from_secs(120) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            signal_instance(manager, Signal::SIGCONT);
+            clock.step(0);
+        }
+        Fault::DiskFull => {
+            let r = c.a_replica(p);
+            let (_, volume) = c
+                .volumes
+                .iter()
+                .find(|(n, _)| *n == r)
+                .expect("the replica's volume");
+            let filled = volume.fill("filler");
+            let mut shown = false;
+            while t.elapsed() < Duration::from_secs(10) {
+                shown |= c.instance_status(&r)["walDiskFull"] == true;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(filled);
+            return shown;
+        }
         Fault::NodeCrash | Fault::OperatorKilled => {
             let pm = c.postmaster(p);
             kill(parent(pm));
@@ -398,6 +550,7 @@ fn inject(c: &Cluster, fault: Fault, p: &str, trial: usize) {
             drop(cut);
         }
     }
+    true
 }
 
 fn main() {
@@ -416,93 +569,141 @@ fn main() {
         return;
     }
     let only: Option<String> = std::env::var("FAULTS").ok();
+    let selected = |f: &Fault| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|x| f.label().starts_with(x.trim())))
+    };
     for required in [true, false] {
         let mode = if required { "required" } else { "async" };
-        let c = Cluster::up(&bin, if required { "bfr" } else { "bfa" }, required);
-        c.wait_converged();
-        let p = c.primary();
-        println!(
-            "{mode:>8} single-row commit: median {:.2} ms through -rw, {:.2} ms straight to the primary",
-            commit_latency(&c.target(), 300),
-            commit_latency(&c.direct(&p), 300)
-        );
-        let probe = c.probe();
-        let w = Writer::start(c.target());
-        std::thread::sleep(Duration::from_millis(500));
-        for fault in Fault::ALL {
-            if only
-                .as_deref()
-                .is_some_and(|o| !o.split(',').any(|f| fault.label().starts_with(f.trim())))
-            {
+        for rig in [Rig::Plain, Rig::Volumes, Rig::Clock] {
+            let faults: Vec<Fault> = Fault::ALL
+                .into_iter()
+                .filter(|f| f.rig() == rig && selected(f))
+                .collect();
+            if faults.is_empty() {
                 continue;
             }
-            if fault == Fault::Partition
-                && let Err(why) = Cut::available()
-            {
-                println!("{mode:>8} {:<16}: not injected: {why}", fault.label());
-                continue;
-            }
-            let lost_before = lost(&c, &w.acked());
-            let split_before = probe.seen().split_rounds;
-            let mut gaps = Vec::new();
-            let mut moved = 0;
-            for trial in 0..trials {
-                c.wait_converged();
-                std::thread::sleep(Duration::from_millis(300));
-                let p = c.primary();
-                let pm = c.postmaster(&p);
-                let t = Instant::now();
-                inject(&c, fault, &p, trial);
-                // The fault must have taken effect before "converged" means anything: the
-                // primary moved, or (restarted in place) runs a new postmaster.
-                let start = Instant::now();
-                while c.primary() == p && c.postmaster_now(&p).is_none_or(|now| now == pm) {
-                    assert!(
-                        start.elapsed() < Duration::from_secs(120),
-                        "{} had no effect: {}",
-                        fault.label(),
-                        c.status()
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
+            if let Some(why) = rig.unavailable() {
+                for f in faults {
+                    println!("{mode:>8} {:<16}: not injected: {why}", f.label());
                 }
-                // The outage: the longest time without an acknowledged commit from the
-                // fault until writes flow again (a commit already on its way may still be
-                // acknowledged right after the fault: the first ack would hide it).
-                c.wait_converged();
-                w.wait_for_more(w.count(), Duration::from_secs(60));
-                gaps.push(w.longest_gap(t, Instant::now()));
-                moved += usize::from(c.primary() != p);
+                continue;
             }
+            let suffix = match rig {
+                Rig::Plain => "",
+                Rig::Volumes => "v",
+                Rig::Clock => "c",
+            };
+            let name = format!("{}{suffix}", if required { "bfr" } else { "bfa" });
+            let c = Cluster::up(&bin, &name, required, rig);
             c.wait_converged();
-            let seen = probe.seen();
-            let lost_now = lost(&c, &w.acked()).saturating_sub(lost_before);
-            report_split(
-                &format!(
-                    "{mode:>8} {:<16} (primary moved {moved}/{trials})",
-                    fault.label()
-                ),
-                &gaps,
-                lost_now,
-                Some(seen.split_rounds - split_before),
-            );
-            if seen.split_rounds > split_before {
-                println!("         first split brain seen: {:?}", seen.first);
+            if rig == Rig::Plain {
+                let p = c.primary();
+                println!(
+                    "{mode:>8} single-row commit: median {:.2} ms through -rw, {:.2} ms straight to the primary",
+                    commit_latency(&c.target(), 300),
+                    commit_latency(&c.direct(&p), 300)
+                );
             }
+            run_faults(&c, mode, &faults, trials);
         }
-        let acked = w.finish();
-        c.wait_converged();
-        println!(
-            "{mode:>8} total: {} commits acknowledged, {} missing at the end; the probe asked every instance {} times",
-            acked.len(),
-            lost(&c, &acked),
-            probe.finish().rounds
-        );
     }
     println!(
-        "(writes stopped: the longest time without a commit acknowledged through -rw, from the fault until writes flow again; split brain: probe rounds in which two instances accepted writes)"
+        "(writes stopped: the longest time without a commit acknowledged through -rw (multi-host client: straight to the instances, target_session_attrs=read-write), from the fault until writes flow again; split brain: probe rounds in which two instances accepted writes; a full disk and clock steps run on clusters of their own: tmpfs volumes, libfaketime)"
     );
+}
+
+/// Trials of each fault on one cluster, a writer through `-rw` and the probe running
+/// throughout; one line per fault, and the totals.
+fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
+    let probe = c.probe();
+    let w = Writer::start(c.target());
+    // Side by side: a client failing over by itself, with a multi-host connection string.
+    let direct = Writer::start_into(c.multi_host(), "rows_direct");
+    std::thread::sleep(Duration::from_millis(500));
+    for &fault in faults {
+        if fault == Fault::Partition
+            && let Err(why) = Cut::available()
+        {
+            println!("{mode:>8} {:<16}: not injected: {why}", fault.label());
+            continue;
+        }
+        let lost_before = lost(c, &w.acked());
+        let direct_lost_before = lost_in(c, "rows_direct", &direct.acked());
+        let split_before = probe.seen().split_rounds;
+        let mut gaps = Vec::new();
+        let mut direct_gaps = Vec::new();
+        let (mut moved, mut shown) = (0, 0);
+        for trial in 0..trials {
+            c.wait_converged();
+            std::thread::sleep(Duration::from_millis(300));
+            let p = c.primary();
+            let pm = c.postmaster(&p);
+            let t = Instant::now();
+            shown += usize::from(inject(c, fault, &p, trial));
+            // A fault on the primary must have taken effect before "converged" means
+            // anything: the primary moved, or (restarted in place) runs a new postmaster.
+            let start = Instant::now();
+            while fault != Fault::DiskFull
+                && c.primary() == p
+                && c.postmaster_now(&p).is_none_or(|now| now == pm)
+            {
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "{} had no effect: {}",
+                    fault.label(),
+                    c.status()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // The outage: the longest time without an acknowledged commit from the fault
+            // until writes flow again (a commit already on its way may still be
+            // acknowledged right after the fault: the first ack would hide it).
+            c.wait_converged();
+            w.wait_for_more(w.count(), Duration::from_secs(60));
+            direct.wait_for_more(direct.count(), Duration::from_secs(60));
+            let now = Instant::now();
+            gaps.push(w.longest_gap(t, now));
+            direct_gaps.push(direct.longest_gap(t, now));
+            moved += usize::from(c.primary() != p);
+        }
+        c.wait_converged();
+        let seen = probe.seen();
+        let lost_now = lost(c, &w.acked()).saturating_sub(lost_before);
+        let shown = if fault == Fault::DiskFull {
+            format!(", reported full {shown}/{trials}")
+        } else {
+            String::new()
+        };
+        report_split(
+            &format!(
+                "{mode:>8} {:<16} (primary moved {moved}/{trials}{shown})",
+                fault.label()
+            ),
+            &gaps,
+            lost_now,
+            Some(seen.split_rounds - split_before),
+        );
+        report(
+            &format!("{mode:>8} {:<16}   multi-host client", fault.label()),
+            &direct_gaps,
+            lost_in(c, "rows_direct", &direct.acked()).saturating_sub(direct_lost_before),
+        );
+        if seen.split_rounds > split_before {
+            println!("         first split brain seen: {:?}", seen.first);
+        }
+    }
+    let direct_acked = direct.finish();
+    let acked = w.finish();
+    c.wait_converged();
     println!(
-        "not injected: a replica's full disk (it needs a WAL volume of its own to fill) and clock jumps (the machine's clock is shared); see the README"
+        "{mode:>8} total on {}: {} commits acknowledged through -rw, {} missing at the end; multi-host: {}, {} missing; the probe asked every instance {} times",
+        c.name,
+        acked.len(),
+        lost(c, &acked),
+        direct_acked.len(),
+        lost_in(c, "rows_direct", &direct_acked),
+        probe.finish().rounds
     );
 }
 

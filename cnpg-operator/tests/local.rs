@@ -4,7 +4,9 @@
 //! missing.
 
 use cnpg_instance::runas::{self, RunAs};
+use cnpg_operator::testkit::fakeclock::FakeClock;
 use cnpg_operator::testkit::probe::{Probe, local_targets};
+use cnpg_operator::testkit::volume::Volume;
 use cnpg_operator::testkit::writer::{Target, Writer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,23 +54,64 @@ spec:
 
 struct Cluster {
     name: String,
+    /// Each instance's own tmpfs, by name ([`Rig::volumes`]); unmounted before the state
+    /// directory goes (fields drop in order).
+    volumes: Vec<(String, Volume)>,
+    /// The clock every process of the cluster runs on ([`Rig::clock`]).
+    clock: Option<FakeClock>,
     state: tempfile::TempDir,
+}
+
+/// What a test's cluster runs on besides [`MANIFEST`].
+#[derive(Default)]
+struct Rig {
+    /// Each instance's directory on a tmpfs of its own, to fill one instance's disk.
+    volumes: bool,
+    /// Every process of the cluster on a wall clock that steps (libfaketime).
+    clock: bool,
+    /// Spec lines added to the manifest (two-space indented).
+    spec: &'static str,
 }
 
 impl Cluster {
     fn up(name: &str) -> Cluster {
+        Cluster::up_on(name, Rig::default())
+    }
+
+    fn up_on(name: &str, rig: Rig) -> Cluster {
         let state = tempfile::tempdir().expect("tempdir");
-        runas::own(RunAs::detect().expect("user"), state.path()).expect("own");
+        let user = RunAs::detect().expect("user");
+        runas::own(user, state.path()).expect("own");
         let manifest = state.path().join("cluster.yaml");
-        std::fs::write(&manifest, MANIFEST.replace("NAME", name)).expect("manifest");
-        let out = local_up(&manifest, state.path())
-            .arg("--detach")
-            .output()
-            .expect("kubectl-cnpg runs");
+        let text = MANIFEST
+            .replace("NAME", name)
+            .replace("  storage:", &format!("{}  storage:", rig.spec));
+        std::fs::write(&manifest, text).expect("manifest");
+        let mut volumes = Vec::new();
+        if rig.volumes {
+            let instances = state.path().join(name).join("instances");
+            for i in 1..=3 {
+                let instance = format!("{name}-{i}");
+                let v = Volume::mount(&instances.join(&instance), "1g", user).expect("a volume");
+                volumes.push((instance, v));
+            }
+            runas::own(user, &state.path().join(name)).expect("own");
+            runas::own(user, &instances).expect("own");
+        }
+        let clock = rig
+            .clock
+            .then(|| FakeClock::new(state.path()).unwrap_or_else(|e| panic!("{e}")));
+        let mut up = local_up(&manifest, state.path());
+        if let Some(clock) = &clock {
+            clock.apply(&mut up);
+        }
+        let out = up.arg("--detach").output().expect("kubectl-cnpg runs");
         // From here the cluster is stopped on drop, also when `up` failed (its operator
         // keeps trying in the background otherwise).
         let cluster = Cluster {
             name: name.into(),
+            volumes,
+            clock,
             state,
         };
         if !out.status.success() {
@@ -144,6 +187,7 @@ impl Cluster {
             port: self.rw_port(),
             user: "app".into(),
             password: self.password(),
+            more_ports: Vec::new(),
         }
     }
 
@@ -497,6 +541,115 @@ fn a_primary_cut_off_is_failed_over_and_rejoins() {
         "two primaries: {seen:?}\n{}",
         c.logs()
     );
+    assert_no_acked_row_missing(&c, &acked);
+    assert_ne!(new, old);
+}
+
+/// A replica's disk full (its own tmpfs, filled by a file): its status says so, the
+/// cluster says why it will not fail over meanwhile, the primary keeps committing (the
+/// other replica is a synchronous standby too), and once space is back the full one
+/// streams again. The same primary throughout, nothing lost.
+#[test]
+fn a_replica_with_a_full_disk_stops_no_write_and_recovers() {
+    if let Err(why) = Volume::available() {
+        println!("{why}; nothing to check");
+        return;
+    }
+    let rig = Rig {
+        volumes: true,
+        ..Rig::default()
+    };
+    let c = Cluster::up_on("pgd", rig);
+    let primary = c.wait_converged(None, T);
+    let replica = format!("pgd-{}", if primary == "pgd-1" { 2 } else { 1 });
+    let w = Writer::start(c.target());
+    w.wait_for_more(0, T);
+    let (_, volume) = c
+        .volumes
+        .iter()
+        .find(|(n, _)| *n == replica)
+        .expect("the replica's volume");
+    let filled = volume.fill("filler");
+    let start = Instant::now();
+    loop {
+        let s = c.status();
+        let full = s["instances"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == replica.as_str()))
+            .is_some_and(|i| i["status"]["walDiskFull"] == true);
+        if full && s["phase"] == "Not enough disk space" {
+            assert!(
+                s["phaseReason"].to_string().contains(&replica),
+                "{}",
+                s["phaseReason"]
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < T,
+            "no full disk reported: {s}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = w.count();
+    w.wait_for_more(before, T);
+    drop(filled);
+    let now = c.wait_converged(None, T);
+    w.wait_for_more(w.count(), T);
+    let acked = w.finish();
+    assert_no_acked_row_missing(&c, &acked);
+    assert_eq!(now, primary, "{}", c.status()["events"]);
+}
+
+/// The wall clock of every process of the cluster steps (an NTP correction) while a
+/// failover from a hung primary waits out its `failoverDelay`: an hour back, which would hold the failover
+/// for the hour if the wait were measured on the wall clock, then forward again. The
+/// failover happens after the delay, once, and nothing is lost.
+#[test]
+fn a_clock_step_during_a_failover_neither_stalls_nor_hurries_it() {
+    use cnpg_operator::local::process::signal_instance;
+    use nix::sys::signal::Signal;
+    let rig = Rig {
+        clock: true,
+        spec: "  failoverDelay: 5\n",
+        ..Rig::default()
+    };
+    let c = Cluster::up_on("pgt", rig);
+    let clock = c.clock.as_ref().expect("the cluster's clock");
+    let old = c.wait_converged(None, T);
+    let w = Writer::start(c.target());
+    w.wait_for_more(0, T);
+    // Forward an hour while healthy: nothing happens.
+    clock.step(3600);
+    std::thread::sleep(FakeClock::SEEN_WITHIN * 2);
+    assert_eq!(c.primary().as_deref(), Some(old.as_str()));
+    clock.step(0);
+    std::thread::sleep(FakeClock::SEEN_WITHIN);
+    // The primary hangs (a crashed node's manager would be started again and could
+    // come back within the delay); once the operator waits out the delay, the clock goes
+    // back.
+    let manager = parent(c.postmaster_pid(&old));
+    let hung = Instant::now();
+    signal_instance(manager, Signal::SIGSTOP);
+    while !c.status()["phaseReason"]
+        .as_str()
+        .is_some_and(|r| r.contains("(failoverDelay)"))
+    {
+        assert!(hung.elapsed() < T, "no failoverDelay: {}", c.status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    clock.step(-3600);
+    let new = c.wait_converged(Some(&old), T);
+    let took = hung.elapsed();
+    signal_instance(manager, Signal::SIGCONT); // killed before the failover
+    clock.step(0);
+    assert!(
+        took >= Duration::from_secs(5),
+        "failed over {took:?} after the primary hung, before its failoverDelay"
+    );
+    w.wait_for_more(w.count(), T);
+    let acked = w.finish();
     assert_no_acked_row_missing(&c, &acked);
     assert_ne!(new, old);
 }

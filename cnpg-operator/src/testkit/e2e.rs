@@ -241,6 +241,7 @@ pub async fn rw_target(admin: &kube::Client, ns: &str, cluster: &str) -> Result<
         port: 5432,
         user: value("username")?,
         password: value("password")?,
+        more_ports: Vec::new(),
     })
 }
 

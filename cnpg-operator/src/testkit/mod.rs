@@ -14,13 +14,18 @@
 //! * [`writer`] — a client committing numbered rows through `-rw`, for failover tests and
 //!   benchmarks (no acknowledged row may go missing; how long do writes stop?).
 //! * [`netcut`] — a network partition on loopback: some ports' packets dropped (nftables).
+//! * [`volume`] — a tmpfs of its own for one instance, to fill its disk.
+//! * [`fakeclock`] — a wall clock that steps, for every process of one cluster
+//!   (libfaketime).
 //! * [`probe`] — asks every instance directly, round after round, whether it accepts
 //!   writes, and counts the rounds in which two did (split brain).
 
 pub mod control_plane;
 pub mod e2e;
+pub mod fakeclock;
 pub mod fakekube;
 pub mod kubelet;
 pub mod netcut;
 pub mod probe;
+pub mod volume;
 pub mod writer;

@@ -19,15 +19,25 @@ pub struct Target {
     pub user: String,
     /// Password.
     pub password: String,
+    /// Further ports on `host` tried in order after `port`, keeping the first server that
+    /// accepts writes: a multi-host connection string with `target_session_attrs=read-write`
+    /// (straight to the instances, the way clients fail over without `-rw`). Empty: `port`
+    /// only.
+    pub more_ports: Vec<u16>,
 }
 
 impl Target {
     /// A connection (its driver runs on the current runtime).
     pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&self.host)
-            .port(self.port)
-            .user(&self.user)
+        cfg.host(&self.host).port(self.port);
+        for p in &self.more_ports {
+            cfg.host(&self.host).port(*p);
+        }
+        if !self.more_ports.is_empty() {
+            cfg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+        }
+        cfg.user(&self.user)
             .password(&self.password)
             .dbname(&self.user)
             .connect_timeout(Duration::from_secs(1));
@@ -38,8 +48,13 @@ impl Target {
         Ok(client)
     }
 
-    /// The numbers present in the table now (through `-rw`).
+    /// The numbers present in table `rows` now (through `-rw`).
     pub fn rows(&self) -> BTreeSet<i64> {
+        self.rows_in("rows")
+    }
+
+    /// The numbers present in `table` now (through `-rw`).
+    pub fn rows_in(&self, table: &str) -> BTreeSet<i64> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -50,7 +65,7 @@ impl Target {
             loop {
                 let attempt = async {
                     let c = self.connect().await?;
-                    c.query("SELECT n FROM rows", &[]).await
+                    c.query(&format!("SELECT n FROM {table}"), &[]).await
                 };
                 match attempt.await {
                     Ok(rows) => break rows.iter().map(|r| r.get(0)).collect(),
@@ -77,6 +92,12 @@ pub struct Writer {
 impl Writer {
     /// Starts writing 1, 2, 3, ... into table `rows`, one commit each.
     pub fn start(target: Target) -> Writer {
+        Writer::start_into(target, "rows")
+    }
+
+    /// Starts writing 1, 2, 3, ... into `table`, one commit each: several writers, each its
+    /// own table.
+    pub fn start_into(target: Target, table: &'static str) -> Writer {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, s) = (acked.clone(), stop.clone());
@@ -93,9 +114,9 @@ impl Writer {
                         match target.connect().await {
                             Ok(c) => {
                                 let _ = c
-                                    .batch_execute(
-                                        "CREATE TABLE IF NOT EXISTS rows (n bigint PRIMARY KEY)",
-                                    )
+                                    .batch_execute(&format!(
+                                        "CREATE TABLE IF NOT EXISTS {table} (n bigint PRIMARY KEY)"
+                                    ))
                                     .await;
                                 client = Some(c);
                             }
@@ -108,10 +129,8 @@ impl Writer {
                     let c = client.as_ref().expect("connected just above");
                     let n = next;
                     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&n];
-                    let insert = c.execute(
-                        "INSERT INTO rows VALUES ($1) ON CONFLICT DO NOTHING",
-                        &params,
-                    );
+                    let sql = format!("INSERT INTO {table} VALUES ($1) ON CONFLICT DO NOTHING");
+                    let insert = c.execute(&sql, &params);
                     match tokio::time::timeout(Duration::from_secs(3), insert).await {
                         Ok(Ok(_)) => {
                             a.lock().expect("acked lock").push((n, Instant::now()));
