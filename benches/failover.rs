@@ -288,6 +288,16 @@ fn report(label: &str, gaps: &[Duration], lost: usize) {
 /// One fault's line: trials, split-brain rounds, acknowledged rows lost, the write outage
 /// (median and max).
 fn report_split(label: &str, gaps: &[Duration], lost: usize, split: Option<u64>) {
+    let split = split.map_or(String::new(), |s| format!("; split brain: {s}"));
+    report_gaps(
+        label,
+        gaps,
+        &format!("; acknowledged rows lost: {lost}{split}"),
+    );
+}
+
+/// Trials and the write outage (median, min, max), then `rest`.
+fn report_gaps(label: &str, gaps: &[Duration], rest: &str) {
     let mut v = gaps.to_vec();
     v.sort();
     if v.is_empty() {
@@ -295,9 +305,8 @@ fn report_split(label: &str, gaps: &[Duration], lost: usize, split: Option<u64>)
         return;
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let split = split.map_or(String::new(), |s| format!("; split brain: {s}"));
     println!(
-        "{label}: {} trials; writes stopped: median {:.0} ms, min {:.0} ms, max {:.0} ms; acknowledged rows lost: {lost}{split}",
+        "{label}: {} trials; writes stopped: median {:.0} ms, min {:.0} ms, max {:.0} ms{rest}",
         v.len(),
         ms(v[v.len() / 2]),
         ms(v[0]),
@@ -634,6 +643,8 @@ fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
         let mut gaps = Vec::new();
         let mut direct_gaps = Vec::new();
         let (mut moved, mut shown) = (0, 0);
+        // The outages of trials that kept the primary and of those that moved it.
+        let (mut kept_gaps, mut moved_gaps) = (Vec::new(), Vec::new());
         for trial in 0..trials {
             c.wait_converged();
             std::thread::sleep(Duration::from_millis(300));
@@ -670,7 +681,13 @@ fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
                 let events = c.status()["events"].clone();
                 println!("         trial {trial}: the primary moved from {p}; events: {events}");
             }
-            moved += usize::from(c.primary() != p);
+            let gap = *gaps.last().expect("just pushed");
+            if c.primary() != p {
+                moved += 1;
+                moved_gaps.push(gap);
+            } else {
+                kept_gaps.push(gap);
+            }
         }
         c.wait_converged();
         let seen = probe.seen();
@@ -689,6 +706,20 @@ fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
             lost_now,
             Some(seen.split_rounds - split_before),
         );
+        // Mixed (a postmaster kill restarted in place, or failed over on a crash loop):
+        // each kind apart, or the median mixes two different things.
+        if !kept_gaps.is_empty() && !moved_gaps.is_empty() {
+            report_gaps(
+                &format!("{mode:>8} {:<16}   primary kept", fault.label()),
+                &kept_gaps,
+                "",
+            );
+            report_gaps(
+                &format!("{mode:>8} {:<16}   primary moved", fault.label()),
+                &moved_gaps,
+                "",
+            );
+        }
         report(
             &format!("{mode:>8} {:<16}   multi-host client", fault.label()),
             &direct_gaps,
