@@ -738,6 +738,22 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
     //    kills the hung pod (deleted with a one-second grace period) so that it cannot
     //    wake up beside the new primary; the pod is made again on its storage and
     //    rejoins as a replica.
+    // Only once the new primary has confirmed its synchronous configuration: before that a
+    //    quorum-gated failover is refused by design (upstream #8790), and the hung primary
+    //    would stay the primary.
+    wait_for(
+        "the synchronous configuration confirmed",
+        Duration::from_secs(120),
+        op,
+        || async {
+            let st = status_of(&clusters, "cluster-sync").await?;
+            match st.ha_state.and_then(|h| h.published_sync) {
+                Some(_) => Ok(()),
+                None => Err("not yet confirmed by the primary".to_owned()),
+            }
+        },
+    )
+    .await;
     let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
     let hung = uid(&pods.get(&fourth).await.expect("the primary's pod"));
     kubelet.signal_pod(&ns, &fourth, nix::sys::signal::Signal::SIGSTOP);
