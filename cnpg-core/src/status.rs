@@ -38,6 +38,10 @@ pub struct InstanceStatus {
     /// Whether a WAL receiver is streaming (`pg_stat_wal_receiver` not empty).
     #[serde(default)]
     pub is_wal_receiver_active: bool,
+    /// Why a standby does not stream: its WAL receiver's last failure to reach the primary
+    /// (a refused certificate, an unreachable host), from PostgreSQL's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_receiver_error: Option<String>,
     /// A parameter change waits for a restart.
     #[serde(default)]
     pub pending_restart: bool,

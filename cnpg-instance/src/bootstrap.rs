@@ -1,7 +1,9 @@
 //! Creating an instance's data: `initdb` for the first instance of a cluster (superuser,
 //! `streaming_replica`, application database and owner), `join` for the others
 //! (`pg_basebackup` from the primary). Passwords come from files, generated when absent,
-//! and a libpq password file lets replication and `pg_rewind` use them.
+//! as do the certificates ([`crate::tls`]) when the CA's key is at hand. Standbys clone,
+//! stream and rewind as `streaming_replica` with its client certificate; that role has no
+//! password.
 
 use crate::control::{PgControl, PgError};
 use crate::pgdata::DataDir;
@@ -29,9 +31,11 @@ impl Secrets {
     pub fn superuser(&self) -> PathBuf {
         self.dir.join("superuser-password")
     }
-    /// The `streaming_replica` password file.
-    pub fn replication(&self) -> PathBuf {
-        self.dir.join("replication-password")
+    /// The cluster's certificates, in the same directory.
+    pub fn tls(&self) -> crate::tls::Files {
+        crate::tls::Files {
+            dir: self.dir.clone(),
+        }
     }
     /// The application owner's password file.
     pub fn app(&self) -> PathBuf {
@@ -42,9 +46,16 @@ impl Secrets {
         self.dir.join("pgpass")
     }
 
-    /// Reads every password, generating the missing ones, and writes the libpq password
-    /// file; PostgreSQL's user owns them all (its walreceiver reads the password file).
-    pub fn ensure(&self, run_as: Option<RunAs>) -> Result<(), PgError> {
+    /// Reads every password, generating the missing ones, writes the libpq password file,
+    /// and issues the missing certificates (a server certificate for `names`) when the CA's
+    /// key is here; PostgreSQL's user owns them all (it reads the keys and its walreceiver
+    /// the client certificate).
+    pub fn ensure(
+        &self,
+        cluster: &str,
+        names: &[String],
+        run_as: Option<RunAs>,
+    ) -> Result<(), PgError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| PgError::Io { path, source }
@@ -63,13 +74,11 @@ impl Secrets {
             Ok(pw.trim().to_owned())
         };
         let su = read(self.superuser())?;
-        let repl = read(self.replication())?;
         let _ = read(self.app())?;
-        write_private(
-            &self.passfile(),
-            &format!("*:*:*:postgres:{su}\n*:*:*:streaming_replica:{repl}\n"),
-            run_as,
-        )
+        write_private(&self.passfile(), &format!("*:*:*:postgres:{su}\n"), run_as)?;
+        self.tls()
+            .ensure(cluster, names, run_as)
+            .map_err(|e| PgError::Query(format!("certificates: {e}")))
     }
 
     fn read(&self, path: &Path) -> Result<String, PgError> {
@@ -83,14 +92,19 @@ impl Secrets {
 }
 
 fn write_private(path: &Path, text: &str, run_as: Option<RunAs>) -> Result<(), PgError> {
-    let err = |source| PgError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    std::fs::write(path, text).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    runas::own(run_as, path).map_err(err)
+    crate::tls::write_private(path, text, run_as).map_err(|e| match e {
+        crate::tls::TlsError::Io { path, source } => PgError::Io { path, source },
+        other => PgError::Query(other.to_string()),
+    })
 }
+
+/// What `streaming_replica` may execute so pg_rewind can use it as its source (the
+/// functions PostgreSQL's documentation lists for a non-superuser pg_rewind).
+pub const REWIND_GRANTS: &str = "\
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO streaming_replica;\n\
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO streaming_replica;\n\
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO streaming_replica;\n\
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO streaming_replica;\n";
 
 fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -119,14 +133,16 @@ pub async fn initdb(
     ctl.initdb(&secrets.superuser(), &[]).await?;
     data.mark(cluster, instance, run_as)
         .map_err(|e| PgError::Query(e.to_string()))?;
-    let repl = secrets.read(&secrets.replication())?;
     let app_pw = secrets.read(&secrets.app())?;
     // Run once in single-user mode: no port, no socket, nothing to race with.
+    // `streaming_replica` logs in by certificate only (no password), and may read what
+    // pg_rewind reads from a source server, so a demoted primary rewinds as it.
     let sql = format!(
-        "CREATE ROLE streaming_replica LOGIN REPLICATION PASSWORD {};\n\
+        "CREATE ROLE streaming_replica LOGIN REPLICATION;\n\
+         {}\
          CREATE ROLE {} LOGIN PASSWORD {};\n\
          CREATE DATABASE {} OWNER {};\n",
-        sql_literal(&repl),
+        REWIND_GRANTS,
         sql_ident(app_owner),
         sql_literal(&app_pw),
         sql_ident(app_db),
@@ -149,8 +165,8 @@ pub async fn join(
     port: u16,
 ) -> Result<(), PgError> {
     let conninfo = format!(
-        "host={host} port={port} user=streaming_replica passfile={} application_name={instance} connect_timeout=10",
-        secrets.passfile().display()
+        "host={host} port={port} {} application_name={instance} connect_timeout=10",
+        secrets.tls().replication_conninfo()
     );
     let mut last = None;
     for _ in 0..3 {

@@ -2,10 +2,12 @@
 //! they are unit-tested without PostgreSQL):
 //! * `custom.conf`: defaults, then the user's parameters, then what the operator forces;
 //! * `override.conf`: how a standby follows its primary;
-//! * `pg_hba.conf` / `pg_ident.conf`: scram-sha-256 over TCP, never `trust`.
+//! * `pg_hba.conf` / `pg_ident.conf`: upstream's rules — `streaming_replica` only by client
+//!   certificate over TLS, then the user's lines, then scram-sha-256; never `trust`.
 //!
 //! `postgresql.conf` only includes the two `.conf` files.
 
+use crate::tls;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -30,6 +32,8 @@ pub struct Settings {
     pub pg_hba: Vec<String>,
     /// Extra `pg_ident.conf` lines from the user.
     pub pg_ident: Vec<String>,
+    /// The certificate files PostgreSQL serves and verifies clients with.
+    pub tls: tls::Files,
 }
 
 /// Operator defaults the user may change (reference §7.6).
@@ -73,6 +77,13 @@ pub fn custom_conf(s: &Settings) -> String {
             s.synchronous_standby_names.clone(),
         ),
         ("recovery_target_timeline", "latest".to_owned()),
+        // TLS as upstream: always on, TLS 1.3 only.
+        ("ssl", "on".to_owned()),
+        ("ssl_cert_file", s.tls.server_cert().display().to_string()),
+        ("ssl_key_file", s.tls.server_key().display().to_string()),
+        ("ssl_ca_file", s.tls.client_ca().display().to_string()),
+        ("ssl_min_protocol_version", "TLSv1.3".to_owned()),
+        ("ssl_max_protocol_version", "TLSv1.3".to_owned()),
     ] {
         params.insert(k, v);
     }
@@ -86,14 +97,12 @@ pub fn custom_conf(s: &Settings) -> String {
 /// Where a standby streams from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    /// Host of the primary (or of the `-rw` endpoint).
+    /// Host of the primary (or of the `-rw` endpoint): a name its certificate holds.
     pub host: String,
     /// Its port.
     pub port: u16,
-    /// User to stream as.
-    pub user: String,
-    /// A libpq password file for that user.
-    pub passfile: String,
+    /// The certificates to stream with (as `streaming_replica`, verifying the server).
+    pub tls: tls::Files,
 }
 
 /// `override.conf`: empty for a primary, `primary_conninfo` and friends for a standby.
@@ -101,8 +110,11 @@ pub fn override_conf(instance: &str, upstream: Option<&Upstream>) -> String {
     let mut out = String::from("# Written by cnpg-instance; edits are overwritten.\n");
     if let Some(u) = upstream {
         let conninfo = format!(
-            "host={} port={} user={} passfile={} application_name={} dbname=postgres connect_timeout=2 tcp_user_timeout=5000",
-            u.host, u.port, u.user, u.passfile, instance
+            "host={} port={} {} application_name={} dbname=postgres connect_timeout=2 tcp_user_timeout=5000",
+            u.host,
+            u.port,
+            u.tls.replication_conninfo(),
+            instance
         );
         let _ = writeln!(out, "primary_conninfo = {}", quote(&conninfo));
         let _ = writeln!(out, "recovery_target_timeline = 'latest'");
@@ -110,12 +122,30 @@ pub fn override_conf(instance: &str, upstream: Option<&Upstream>) -> String {
     out
 }
 
-/// `pg_hba.conf`: local peer through the `local` map, replication and everything else with
-/// scram-sha-256 passwords — never `trust` over TCP.
+/// The role PgBouncer authenticates as (by certificate), as upstream.
+pub const POOLER_USER: &str = "cnpg_pooler_pgbouncer";
+
+/// `pg_hba.conf`, in upstream's order: local peer through the `local` map;
+/// `streaming_replica` (and the pooler's role) only over TLS with a client certificate whose
+/// common name is the user; the user's lines; then scram-sha-256 passwords for everything
+/// else — never `trust` over TCP. Replication without TLS matches no line (`all` does not
+/// cover the `replication` database), so it is refused.
 pub fn pg_hba(s: &Settings) -> String {
     let mut out = String::from("# Written by cnpg-instance; edits are overwritten.\n");
     out.push_str("local all all peer map=local\n");
-    out.push_str("host replication streaming_replica all scram-sha-256\n");
+    let repl = tls::REPLICATION_USER;
+    let _ = writeln!(
+        out,
+        "hostssl postgres {repl} all cert map=cnpg_streaming_replica"
+    );
+    let _ = writeln!(
+        out,
+        "hostssl replication {repl} all cert map=cnpg_streaming_replica"
+    );
+    let _ = writeln!(
+        out,
+        "hostssl all {POOLER_USER} all cert map=cnpg_pooler_pgbouncer"
+    );
     for line in &s.pg_hba {
         out.push_str(line);
         out.push('\n');
@@ -124,12 +154,16 @@ pub fn pg_hba(s: &Settings) -> String {
     out
 }
 
-/// `pg_ident.conf`: the OS users that may connect locally as `postgres`.
+/// `pg_ident.conf`: the OS users that may connect locally as `postgres`, and the maps that
+/// tie a certificate's common name to its role.
 pub fn pg_ident(s: &Settings, os_users: &[&str]) -> String {
     let mut out = String::from("# Written by cnpg-instance; edits are overwritten.\n");
     for u in os_users {
         let _ = writeln!(out, "local {u} postgres");
     }
+    let repl = tls::REPLICATION_USER;
+    let _ = writeln!(out, "cnpg_streaming_replica {repl} {repl}");
+    let _ = writeln!(out, "cnpg_pooler_pgbouncer {POOLER_USER} {POOLER_USER}");
     for line in &s.pg_ident {
         out.push_str(line);
         out.push('\n');
@@ -160,6 +194,7 @@ mod tests {
             synchronous_standby_names: r#"ANY 1 ("pg-2","pg-3")"#.into(),
             pg_hba: vec!["host all app 10.0.0.0/8 scram-sha-256".into()],
             pg_ident: vec![],
+            tls: tls::Files { dir: "/s".into() },
         }
     }
 
@@ -181,6 +216,8 @@ mod tests {
             "quotes are escaped"
         );
         assert!(c.contains("restart_after_crash = 'off'"));
+        assert!(c.contains("ssl = 'on'") && c.contains("ssl_key_file = '/s/server.key'"));
+        assert!(c.contains("ssl_min_protocol_version = 'TLSv1.3'"));
     }
 
     #[test]
@@ -191,11 +228,14 @@ mod tests {
             Some(&Upstream {
                 host: "127.0.0.1".into(),
                 port: 5432,
-                user: "streaming_replica".into(),
-                passfile: "/s/pass".into(),
+                tls: tls::Files { dir: "/s".into() },
             }),
         );
-        assert!(o.contains("host=127.0.0.1 port=5432 user=streaming_replica passfile=/s/pass application_name=pg-2"), "{o}");
+        assert!(
+            o.contains("host=127.0.0.1 port=5432 user=streaming_replica sslmode=verify-full sslrootcert=/s/ca.crt sslcert=/s/streaming_replica.crt sslkey=/s/streaming_replica.key application_name=pg-2"),
+            "{o}"
+        );
+        assert!(!o.contains("pass"), "no password: {o}");
     }
 
     #[test]
@@ -208,6 +248,14 @@ mod tests {
                 .is_some_and(|l| l == "host all all all scram-sha-256")
         );
         assert!(h.contains("host all app 10.0.0.0/8 scram-sha-256"));
+        let lines: Vec<&str> = h.lines().skip(1).collect();
+        assert_eq!(lines[0], "local all all peer map=local");
+        assert!(lines[1].starts_with("hostssl postgres streaming_replica all cert"));
+        assert!(lines[2].starts_with("hostssl replication streaming_replica all cert"));
+        assert!(
+            !h.contains("host replication"),
+            "replication only by certificate"
+        );
         assert!(pg_ident(&settings(), &["root", "postgres"]).contains("local root postgres"));
     }
 }

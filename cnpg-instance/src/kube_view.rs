@@ -42,6 +42,7 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
     let status = c.status.clone().unwrap_or_default();
     let ha = status.ha_state.clone().unwrap_or_default();
     let annotations = c.metadata.annotations.clone().unwrap_or_default();
+    let pg = c.spec.postgresql.as_ref();
     let fenced = match Fencing::parse(
         annotations
             .get(naming::ANNOTATION_FENCED_INSTANCES)
@@ -62,12 +63,10 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
         synchronous_standby_names: ha.synchronous_standby_names.clone().unwrap_or_default(),
         instances: status.instance_names.clone(),
         endpoints: Default::default(),
-        parameters: c
-            .spec
-            .postgresql
-            .as_ref()
-            .map(|p| p.parameters.clone())
-            .unwrap_or_default(),
+        parameters: pg.map(|p| p.parameters.clone()).unwrap_or_default(),
+        pg_hba: pg.map(|p| p.pg_hba.clone()).unwrap_or_default(),
+        pg_ident: pg.map(|p| p.pg_ident.clone()).unwrap_or_default(),
+        superuser_access: Some(c.spec.enable_superuser_access.unwrap_or(false)),
         restart: ha.restart.clone(),
         reload: annotations.get("cnpg.io/reloadedAt").cloned(),
     }

@@ -40,4 +40,5 @@ pub mod runas;
 pub mod server;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;
 pub mod view;

@@ -34,10 +34,13 @@ pub struct ManagerConfig {
     pub pgdata: PathBuf,
     /// PostgreSQL settings (synchronous names come from the view).
     pub settings: Settings,
-    /// The libpq password file (superuser and `streaming_replica`).
-    pub passfile: PathBuf,
     /// Where PostgreSQL's own log goes.
     pub log_file: PathBuf,
+    /// A mounted volume of certificates to copy in when they change (Kubernetes).
+    pub certificates_from: Option<PathBuf>,
+    /// The file holding `postgres`'s password, set on a primary while the cluster
+    /// enables superuser access (and removed while it does not).
+    pub superuser_password: PathBuf,
     /// Run PostgreSQL as this user (when we are root).
     pub run_as: Option<RunAs>,
     /// How often to look when nothing happens.
@@ -77,6 +80,8 @@ pub struct Shared {
     pub snapshot: Option<Snapshot>,
     /// The WAL volume has no room for two more segments.
     pub wal_disk_full: bool,
+    /// Why this standby's WAL receiver does not stream (from PostgreSQL's log).
+    pub wal_receiver_error: Option<String>,
     /// Changes on every start of the manager.
     pub session_id: String,
 }
@@ -108,6 +113,12 @@ pub struct Manager {
     applied_sync: Option<String>,
     applied_upstream: Option<Endpoint>,
     applied_parameters: Option<std::collections::BTreeMap<String, String>>,
+    /// The user's `pg_hba`/`pg_ident` lines last written.
+    applied_access: Option<(Vec<String>, Vec<String>)>,
+    /// The digest of the certificate files PostgreSQL last loaded.
+    applied_tls: Option<u64>,
+    /// Superuser access as last applied on this primary.
+    applied_superuser: Option<bool>,
     applied_restart: Option<Option<String>>,
     applied_reload: Option<Option<String>>,
     last_view: ViewData,
@@ -145,6 +156,30 @@ fn describe(status: &std::io::Result<ExitStatus>) -> String {
     }
 }
 
+/// The last error of the WAL receiver in PostgreSQL's log (its tail): why a standby cannot
+/// reach its primary, e.g. `SSL error: tlsv1 alert unknown ca` for a certificate the
+/// primary refuses.
+fn last_wal_receiver_error(log: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 64 * 1024;
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut buf = Vec::new();
+    f.take(TAIL).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.lines()
+        .rev()
+        .find(|l| {
+            l.contains("could not connect to the primary server")
+                || l.contains("could not receive data from WAL stream")
+        })
+        .map(|l| {
+            let msg = l.split_once("FATAL:").map_or(l, |(_, m)| m).trim();
+            msg.to_owned()
+        })
+}
+
 impl Manager {
     /// A manager (nothing runs until [`Manager::run`]).
     pub fn new(
@@ -169,6 +204,9 @@ impl Manager {
             applied_sync: None,
             applied_upstream: None,
             applied_parameters: None,
+            applied_access: None,
+            applied_tls: None,
+            applied_superuser: None,
             applied_restart: None,
             applied_reload: None,
             last_view: ViewData::default(),
@@ -274,6 +312,10 @@ impl Manager {
             tracing::info!(instance = %me, action = ?decision.action, "{}", decision.reason);
         }
         let wal_disk_full = data.check_wal_space(16).is_err();
+        let wal_receiver_error = snapshot
+            .as_ref()
+            .filter(|s| !s.is_primary && !s.wal_receiver_active)
+            .and_then(|_| last_wal_receiver_error(&self.cfg.log_file));
         // A crashed PostgreSQL is restarted in place only while this instance should run it;
         // otherwise the operator must not wait for a restart that will not come.
         let restarting = !running && matches!(decision.action, InstanceAction::Start);
@@ -281,6 +323,7 @@ impl Manager {
             s.restarting_after_crash &= restarting;
             s.fenced = fenced;
             s.wal_disk_full = wal_disk_full;
+            s.wal_receiver_error = wal_receiver_error;
             s.decision = decision.reason.clone();
             s.up = running && snapshot.is_some();
             s.snapshot = snapshot.clone();
@@ -383,8 +426,7 @@ impl Manager {
         view.upstream().map(|e| Upstream {
             host: e.host.clone(),
             port: e.port,
-            user: "streaming_replica".into(),
-            passfile: self.cfg.passfile.display().to_string(),
+            tls: self.cfg.settings.tls.clone(),
         })
     }
 
@@ -399,6 +441,8 @@ impl Manager {
     fn write_config(&mut self, view: &ViewData) -> Result<(), PgError> {
         let mut settings = self.cfg.settings.clone();
         settings.synchronous_standby_names = view.synchronous_standby_names.clone();
+        settings.pg_hba.extend(view.pg_hba.iter().cloned());
+        settings.pg_ident.extend(view.pg_ident.iter().cloned());
         for (k, v) in &view.parameters {
             if cnpg_core::parameters::fixed_parameter(k).is_none() {
                 settings.parameters.insert(k.clone(), v.clone());
@@ -432,6 +476,8 @@ impl Manager {
         }
         self.applied_sync = Some(view.synchronous_standby_names.clone());
         self.applied_parameters = Some(view.parameters.clone());
+        self.applied_access = Some((view.pg_hba.clone(), view.pg_ident.clone()));
+        self.applied_tls = Some(self.cfg.settings.tls.digest());
         self.applied_upstream = if standby { view.upstream() } else { None };
         Ok(())
     }
@@ -685,12 +731,14 @@ impl Manager {
         self.ensure_slots(view).await
     }
 
-    fn superuser_conninfo(&self, e: &Endpoint) -> String {
+    /// pg_rewind's source: the primary, as `streaming_replica` with its certificate (the
+    /// role may read what pg_rewind needs; see `bootstrap::REWIND_GRANTS`).
+    fn rewind_conninfo(&self, e: &Endpoint) -> String {
         format!(
-            "host={} port={} user=postgres dbname=postgres passfile={} connect_timeout=5",
+            "host={} port={} {} dbname=postgres connect_timeout=5",
             e.host,
             e.port,
-            self.cfg.passfile.display()
+            self.cfg.settings.tls.replication_conninfo()
         )
     }
 
@@ -710,7 +758,7 @@ impl Manager {
                 path: marker.clone(),
                 source,
             })?;
-            self.ctl.rewind(&self.superuser_conninfo(&endpoint)).await?;
+            self.ctl.rewind(&self.rewind_conninfo(&endpoint)).await?;
             // pg_rewind copied the source's files, its marker and configuration included.
             std::fs::write(&marker, saved)
                 .and_then(|_| runas::own(self.cfg.run_as, &marker))
@@ -769,13 +817,27 @@ impl Manager {
         let sync_changed =
             self.applied_sync.as_deref() != Some(view.synchronous_standby_names.as_str());
         let upstream_changed = standby && self.applied_upstream != view.upstream();
-        let params_changed = self.applied_parameters.as_ref() != Some(&view.parameters);
+        let params_changed = self.applied_parameters.as_ref() != Some(&view.parameters)
+            || self
+                .applied_access
+                .as_ref()
+                .is_none_or(|(h, i)| h != &view.pg_hba || i != &view.pg_ident);
+        // A renewed or rotated certificate is loaded by a reload, without a restart.
+        if let Some(from) = &self.cfg.certificates_from
+            && let Err(e) = self.cfg.settings.tls.sync_from(from, self.cfg.run_as)
+        {
+            tracing::warn!(instance = %self.cfg.instance, "certificates from {}: {e}", from.display());
+        }
+        let tls_changed = self.applied_tls != Some(self.cfg.settings.tls.digest());
+        if tls_changed {
+            tracing::info!(instance = %self.cfg.instance, "certificates changed: reloading PostgreSQL");
+        }
         let reload_asked = self
             .applied_reload
             .as_ref()
             .is_some_and(|r| r != &view.reload);
         self.applied_reload = Some(view.reload.clone());
-        if sync_changed || upstream_changed || params_changed || reload_asked {
+        if sync_changed || upstream_changed || params_changed || tls_changed || reload_asked {
             self.write_config(view)?;
             if let Some(pid) = self.child.as_ref().and_then(Child::id) {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
@@ -783,7 +845,48 @@ impl Manager {
         }
         if snapshot.is_some_and(|s| s.is_primary) {
             self.ensure_slots(view).await?;
+            self.ensure_superuser_access(view).await?;
         }
+        Ok(())
+    }
+
+    /// `enableSuperuserAccess` as upstream: `postgres` gets its password while it is on,
+    /// and none (`PASSWORD NULL`: no network login at all) while it is off. Statement
+    /// logging is off for this session, so the password never reaches PostgreSQL's log;
+    /// the commit is local, or it would wait for a synchronous standby that this very
+    /// loop has yet to configure (`dataDurability: required` with no standby yet).
+    async fn ensure_superuser_access(&mut self, view: &ViewData) -> Result<(), PgError> {
+        let Some(want) = view.superuser_access else {
+            return Ok(());
+        };
+        if self.applied_superuser == Some(want) {
+            return Ok(());
+        }
+        let password = if want {
+            let pw = std::fs::read_to_string(&self.cfg.superuser_password).map_err(|source| {
+                PgError::Io {
+                    path: self.cfg.superuser_password.clone(),
+                    source,
+                }
+            })?;
+            format!("'{}'", pw.trim().replace('\'', "''"))
+        } else {
+            "NULL".to_owned()
+        };
+        self.query
+            .execute(&format!(
+                "SET log_statement = 'none'; SET log_min_duration_statement = -1; \
+                 SET synchronous_commit = local; SET statement_timeout = '5s'; \
+                 ALTER ROLE postgres PASSWORD {password};"
+            ))
+            .await?;
+        tracing::info!(
+            instance = %self.cfg.instance,
+            "superuser access {}: postgres {}",
+            if want { "enabled" } else { "disabled" },
+            if want { "has its password" } else { "has no password (no network login)" }
+        );
+        self.applied_superuser = Some(want);
         Ok(())
     }
 

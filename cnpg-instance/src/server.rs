@@ -65,6 +65,7 @@ pub fn report(state: &AppState, snapshot: Result<&Snapshot, &str>) -> InstanceSt
             s.received_lsn = p.received_lsn;
             s.replay_lsn = p.replay_lsn;
             s.is_wal_receiver_active = p.wal_receiver_active;
+            s.wal_receiver_error = shared.wal_receiver_error.clone();
             s.pending_restart = p.pending_restart;
             s.system_id = p.system_id.clone();
             s.synchronous_standby_names = Some(p.synchronous_standby_names.clone());

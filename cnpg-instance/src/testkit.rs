@@ -148,7 +148,9 @@ impl Harness {
         let secrets = Secrets {
             dir: root.path().join("secrets"),
         };
-        secrets.ensure(run_as).expect("secrets");
+        secrets
+            .ensure(cluster, &crate::tls::local_names(&[]), run_as)
+            .expect("secrets");
         let view = MemoryView::new(ViewData::default());
         Harness {
             root,
@@ -218,6 +220,25 @@ impl Harness {
         .unwrap_or_else(|e| panic!("initdb of {name}: {e}"));
     }
 
+    /// `name` made and started as the cluster's primary (the view says so), once it
+    /// reports itself primary.
+    pub async fn running_primary(&mut self, name: &str) {
+        self.view.update(|v| {
+            v.target_primary = Some(name.into());
+            v.current_primary = Some(name.into());
+        });
+        self.initdb(name).await;
+        self.start(name).await;
+        self.wait_until(&format!("{name} up"), Duration::from_secs(60), async |h| {
+            if h.status(name).await.is_primary {
+                Ok(())
+            } else {
+                Err("down".into())
+            }
+        })
+        .await;
+    }
+
     /// Clone a standby from `source`.
     pub async fn join(&mut self, name: &str, source: &str) {
         self.prepare(name);
@@ -256,6 +277,7 @@ impl Harness {
             synchronous_standby_names: String::new(),
             pg_hba: vec![],
             pg_ident: vec![],
+            tls: self.secrets.tls(),
         };
         let ctl = self.ctl(name);
         let log_file = dir.join("postgres.log");
@@ -264,8 +286,9 @@ impl Harness {
             instance: name.to_owned(),
             pgdata: ctl.pgdata.clone(),
             settings,
-            passfile: self.secrets.passfile(),
             log_file: log_file.clone(),
+            certificates_from: None,
+            superuser_password: self.secrets.superuser(),
             run_as: self.run_as,
             tick: Duration::from_millis(100),
             stop_timeout: Duration::from_secs(20),
@@ -376,6 +399,16 @@ impl Harness {
         }
     }
 
+    /// Runs `sql` with the real `psql` on `conninfo` as PostgreSQL's user (libpq reads a
+    /// client key only when its owner runs it): see [`psql`].
+    pub async fn psql(&self, conninfo: &str, sql: &str) -> Result<String, String> {
+        let (conninfo, sql, run_as) = (conninfo.to_owned(), sql.to_owned(), self.run_as);
+        let home = self.root.path().to_owned();
+        tokio::task::spawn_blocking(move || psql(&conninfo, &sql, run_as, &home))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
     /// A superuser connection to an instance over TCP (scram-sha-256).
     pub async fn connect(&self, name: &str) -> tokio_postgres::Client {
         let pw = std::fs::read_to_string(self.secrets.superuser()).expect("superuser password");
@@ -418,6 +451,43 @@ fn tail(path: &PathBuf) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Runs `sql` with the real `psql` (libpq, so every TLS option works as for users) on
+/// `conninfo`, as `run_as` when given, with `home` as its home (libpq looks for default
+/// certificates in `~/.postgresql`); its output (unaligned, tuples only), or its error.
+pub fn psql(
+    conninfo: &str,
+    sql: &str,
+    run_as: Option<RunAs>,
+    home: &std::path::Path,
+) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
+    let bin = Search::standard(None)
+        .find()
+        .map_err(|e| format!("PostgreSQL's programs are needed: {e}"))?;
+    let mut cmd = std::process::Command::new(bin.dir.join("psql"));
+    cmd.args([
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+        conninfo,
+    ])
+    .env("PGCONNECT_TIMEOUT", "5")
+    .env("HOME", home);
+    if let Some(r) = run_as {
+        cmd.uid(r.uid).gid(r.gid);
+    }
+    let out = cmd.output().map_err(|e| format!("psql: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
 }
 
 /// A GET on 127.0.0.1 for tests ([`crate::http::get`], 5 s deadline).

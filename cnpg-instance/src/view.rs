@@ -45,6 +45,17 @@ pub struct ViewData {
     /// PostgreSQL parameters from the cluster spec (over the command line's).
     #[serde(default)]
     pub parameters: std::collections::BTreeMap<String, String>,
+    /// The user's `pg_hba.conf` lines (`spec.postgresql.pg_hba`), between the fixed rules
+    /// and the final password rule.
+    #[serde(default)]
+    pub pg_hba: Vec<String>,
+    /// The user's `pg_ident.conf` lines (`spec.postgresql.pg_ident`).
+    #[serde(default)]
+    pub pg_ident: Vec<String>,
+    /// `spec.enableSuperuserAccess`: whether `postgres` has a password (logins over the
+    /// network); `None` leaves it as it is.
+    #[serde(default)]
+    pub superuser_access: Option<bool>,
     /// A restart request: when this changes, the instance restarts PostgreSQL in place
     /// (a parameter that needs a restart, or `kubectl cnpg restart`).
     #[serde(default)]

@@ -245,21 +245,27 @@ fn initdb_run_status_and_clean_stop() {
     );
 }
 
-/// The pod init container's step: the program and the passwords land in the shared volume,
-/// runnable and private.
+/// The pod init container's step: the program, the passwords and the certificates land in
+/// the shared volume, runnable and private; a CA's key is never taken.
 #[test]
 fn install_copies_the_program_and_the_passwords() {
     use std::os::unix::fs::PermissionsExt;
     let to = tempdir();
     let passwords = tempdir();
-    for f in ["superuser-password", "replication-password", "app-password"] {
+    for f in ["superuser-password", "app-password"] {
         std::fs::write(passwords.path().join(f), format!("{f}-value")).expect("write");
+    }
+    let certificates = tempdir();
+    for f in ["ca.crt", "ca.key", "server.crt", "server.key"] {
+        std::fs::write(certificates.path().join(f), format!("{f}-value")).expect("write");
     }
     let o = bin()
         .args(["install", "--to"])
         .arg(to.path())
         .arg("--passwords")
         .arg(passwords.path())
+        .arg("--certificates")
+        .arg(certificates.path())
         .output()
         .expect("runs");
     assert!(o.status.success(), "{}", text(&o));
@@ -274,16 +280,20 @@ fn install_copies_the_program_and_the_passwords() {
         .output()
         .expect("the copy runs");
     assert!(version.status.success());
-    let secret = to.path().join("secrets").join("replication-password");
-    assert_eq!(
-        std::fs::read_to_string(&secret).expect("copied"),
-        "replication-password-value"
-    );
-    let mode = std::fs::metadata(&secret)
-        .expect("secret")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    for (file, value) in [
+        ("superuser-password", "superuser-password-value"),
+        ("server.key", "server.key-value"),
+        ("ca.crt", "ca.crt-value"),
+    ] {
+        let secret = to.path().join("secrets").join(file);
+        assert_eq!(std::fs::read_to_string(&secret).expect("copied"), value);
+        let mode = std::fs::metadata(&secret)
+            .expect("secret")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    assert!(!to.path().join("secrets/ca.key").exists());
     for d in ["run", "tmp", "log"] {
         assert!(to.path().join(d).is_dir(), "{d}");
     }

@@ -18,24 +18,6 @@ async fn insert(h: &Harness, on: &str, n: i32) {
         .expect("insert");
 }
 
-/// pg-1 made and started as the cluster's primary.
-async fn running_primary(h: &mut Harness) {
-    h.view.update(|v| {
-        v.target_primary = Some("pg-1".into());
-        v.current_primary = Some("pg-1".into());
-    });
-    h.initdb("pg-1").await;
-    h.start("pg-1").await;
-    h.wait_until("pg-1 up", T, async |h| {
-        if h.status("pg-1").await.is_primary {
-            Ok(())
-        } else {
-            Err("down".into())
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_two_replicas_sync_names_promotion_and_rewind() {
     let mut h = Harness::new("pg");
@@ -183,7 +165,7 @@ async fn primary_two_replicas_sync_names_promotion_and_rewind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_stops_postgres_and_keeps_it_stopped() {
     let mut h = Harness::new("pg");
-    running_primary(&mut h).await;
+    h.running_primary("pg-1").await;
     h.view.update(|v| v.fenced = vec!["pg-1".into()]);
     h.wait_until("PostgreSQL stopped by fencing", T, async |h| {
         let s = h.status("pg-1").await;
@@ -235,7 +217,7 @@ async fn fencing_stops_postgres_and_keeps_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_postmaster_is_reported_at_once_and_restarted() {
     let mut h = Harness::new("pg");
-    running_primary(&mut h).await;
+    h.running_primary("pg-1").await;
     let shared = h.instances["pg-1"].shared.clone();
     let pid = shared.lock().expect("lock").pid.expect("postmaster pid");
     let killed = std::time::SystemTime::now();
@@ -300,7 +282,7 @@ async fn a_killed_postmaster_is_reported_at_once_and_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameters_reload_or_wait_for_an_in_place_restart() {
     let mut h = Harness::new("pg");
-    running_primary(&mut h).await;
+    h.running_primary("pg-1").await;
     // A reloadable parameter applies at once; one needing a restart waits for it.
     h.view.update(|v| {
         v.parameters.insert("work_mem".into(), "8MB".into());
@@ -465,7 +447,7 @@ async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() 
 async fn a_stopping_primary_cuts_its_smart_shutdown_short_when_a_failover_begins() {
     let mut h = Harness::new("pg");
     h.smart_timeout = Duration::from_secs(600);
-    running_primary(&mut h).await;
+    h.running_primary("pg-1").await;
     // An open session: a smart shutdown waits for it.
     let session = h.connect("pg-1").await;
     session.batch_execute("SELECT 1").await.expect("session");

@@ -877,6 +877,51 @@ async fn rbac_grants_exactly_what_the_code_uses() {
         },
         ..Default::default()
     });
+    // The user's own client CA and replication certificate (cert-manager's, say): read by
+    // name, never written.
+    let ca = cnpg_instance::tls::issue_ca("users-ca", 1_780_000_000_000).expect("ca");
+    let leaf = cnpg_instance::tls::issue_leaf(
+        &ca.cert,
+        &ca.key,
+        "streaming_replica",
+        vec![],
+        true,
+        1_780_000_000_000,
+    )
+    .expect("leaf");
+    for (name, data) in [
+        (
+            "users-client-ca",
+            [("ca.crt", &ca.cert), ("ca.key", &ca.key)],
+        ),
+        (
+            "users-replication",
+            [("tls.crt", &leaf.cert), ("tls.key", &leaf.key)],
+        ),
+    ] {
+        w.fake.put(&Secret {
+            metadata: kube::core::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(NS.into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| {
+                        (
+                            (*k).to_owned(),
+                            k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                        )
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        });
+    }
+    w.patch_cluster(|c| {
+        c["spec"]["certificates"] =
+            json!({"clientCASecret": "users-client-ca", "replicationTLSSecret": "users-replication"})
+    });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let health = free_addr();
     let config = ControllerConfig {
@@ -954,6 +999,20 @@ async fn rbac_grants_exactly_what_the_code_uses() {
         n += 1;
         assert!(n < 500, "no scale down");
     }
+    // The user's replication certificate is what the pods mount, untouched.
+    let pod: Pod = w.fake.get(NS, "pg-2").expect("pg-2");
+    let projected = serde_json::to_string(&pod.spec.expect("spec").volumes).expect("json");
+    assert!(
+        projected.contains("users-replication") && projected.contains("users-client-ca"),
+        "{projected}"
+    );
+    assert!(!projected.contains("pg-replication"), "{projected}");
+    let kept: Secret = w.fake.get(NS, "users-replication").expect("kept");
+    assert_eq!(
+        kept.data.expect("data")["tls.crt"].0,
+        leaf.cert.as_bytes(),
+        "the user's Secret is never rewritten"
+    );
     let _ = stop.send(());
     operator
         .await

@@ -894,3 +894,164 @@ fn rolling_restart_replicas_first_primary_last_then_reload_and_report() {
             .contains("password")
     }));
 }
+
+/// Runs `sql` with the real `psql` on `conninfo` (as us: the files are ours).
+fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
+    cnpg_instance::testkit::psql(conninfo, sql, None, &std::env::temp_dir())
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn tls_through_every_service_a_client_certificate_and_no_secret_leaks() {
+    let c = Cluster::up_on(
+        "pgt",
+        Rig {
+            spec: "    pg_hba:\n    - hostssl app alice 127.0.0.1/32 cert\n  enableSuperuserAccess: true\n",
+            ..Default::default()
+        },
+    );
+    let primary = c.wait_converged(None, T);
+    let secrets = c.root().join("secrets");
+
+    // The strings `local up` prints: verify-full against the CA, no password in them.
+    let ready = std::fs::read_to_string(c.root().join("ready")).expect("connection strings");
+    assert!(!ready.contains(&c.password()), "{ready}");
+    let uris: Vec<&str> = ready
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(uris.len(), 3, "{ready}");
+    for uri in &uris {
+        assert!(uri.contains("sslmode=verify-full"), "{uri}");
+        let ssl = psql(
+            uri,
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .unwrap_or_else(|e| panic!("{uri}: {e}"));
+        assert_eq!(ssl, "t|TLSv1.3", "{uri}");
+    }
+
+    // A client certificate from `kubectl-cnpg certificate` logs in where pg_hba says `cert`.
+    let su = std::fs::read_to_string(secrets.join("superuser-password")).expect("superuser");
+    let rw = c.rw_port();
+    let ca = secrets.join("ca.crt");
+    psql(
+        &format!(
+            "host=127.0.0.1 port={rw} dbname=app user=postgres password={} sslmode=verify-full sslrootcert={}",
+            su.trim(),
+            ca.display()
+        ),
+        "CREATE ROLE alice LOGIN",
+    )
+    .expect("create alice");
+    let printed = c.cnpg(&[
+        "certificate",
+        "alice-cert",
+        "--cnpg-cluster",
+        "pgt",
+        "--cnpg-user",
+        "alice",
+    ]);
+    let conn = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("connect with: "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    let who = psql(
+        &format!("host=127.0.0.1 port={rw} dbname=app {conn}"),
+        "SELECT current_user",
+    )
+    .expect("alice logs in by certificate");
+    assert_eq!(who, "alice");
+    let without = psql(
+        &format!(
+            "host=127.0.0.1 port={rw} dbname=app user=alice sslmode=verify-full sslrootcert={}",
+            ca.display()
+        ),
+        "SELECT 1",
+    )
+    .expect_err("no certificate, no entry");
+    assert!(without.contains("certificate"), "{without}");
+    // Replication without TLS matches no rule at all.
+    let plain = psql(
+        &format!("host=127.0.0.1 port={rw} dbname=postgres user=streaming_replica replication=true sslmode=disable"),
+        "SELECT 1",
+    )
+    .expect_err("refused");
+    assert!(plain.contains("no pg_hba.conf entry"), "{plain}");
+
+    // A switchover and a report, then: no password and no private key anywhere in the logs,
+    // the status, the events or the report.
+    let other = if primary == "pgt-1" { "pgt-2" } else { "pgt-1" };
+    c.cnpg(&["promote", "pgt", other]);
+    c.wait_converged(Some(&primary), T);
+    let report = c.state.path().join("report");
+    c.cnpg(&["report", "pgt", "--output", report.to_str().expect("utf-8")]);
+    let status = c.cnpg(&["status", "pgt"]);
+    let mut secrets_known: Vec<(String, String)> = Vec::new();
+    for f in files_under(&secrets)
+        .into_iter()
+        .chain(files_under(&c.root().join("certificates")))
+    {
+        let name = f.display().to_string();
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        if name.ends_with("-password") {
+            secrets_known.push((name, text.trim().to_owned()));
+        } else if text.contains("PRIVATE KEY") {
+            // The key's body, line by line: a leak of any part of it shows.
+            for l in text.lines().filter(|l| !l.starts_with("-----")) {
+                secrets_known.push((name.clone(), l.to_owned()));
+            }
+        }
+    }
+    assert!(secrets_known.len() > 10, "{secrets_known:?}");
+    let mut looked_at = vec![("kubectl-cnpg status".to_owned(), status)];
+    for f in files_under(&c.root())
+        .into_iter()
+        .chain(files_under(&report))
+        .filter(|f| !f.starts_with(&secrets) && !f.starts_with(c.root().join("certificates")))
+        .filter(|f| {
+            !f.starts_with(c.root().join("instances")) || !f.to_string_lossy().contains("/data/")
+        })
+    {
+        if let Ok(text) = std::fs::read_to_string(&f) {
+            looked_at.push((f.display().to_string(), text));
+        }
+    }
+    assert!(
+        looked_at.iter().any(|(n, _)| n.ends_with("operator.log"))
+            && looked_at.iter().any(|(n, _)| n.ends_with("manager.log"))
+            && looked_at.iter().any(|(n, _)| n.ends_with("status.json")),
+        "{:?}",
+        looked_at.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    for (where_, text) in &looked_at {
+        for (what, secret) in &secrets_known {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{where_} holds a secret from {what}"
+            );
+        }
+    }
+    // And every file holding one is private.
+    for (what, _) in &secrets_known {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(what)
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{what} is readable by others: {mode:o}");
+    }
+}

@@ -179,7 +179,31 @@ fn validate_cluster_spec(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
     check_replica(spec, errs);
     check_probes(spec, errs);
     check_lease(spec, errs);
+    check_certificates(spec, errs);
     check_misc(spec, errs);
+}
+
+/// A user's certificate needs the CA that verifies it: clients check the server's with
+/// `serverCASecret`, PostgreSQL checks the replication one with `clientCASecret`.
+fn check_certificates(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(c) = &spec.certificates else {
+        return;
+    };
+    let given = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+    if given(&c.server_tls_secret) && !given(&c.server_ca_secret) {
+        errs.push(FieldError::invalid(
+            "spec.certificates.serverCASecret",
+            "is required with serverTLSSecret: name the Secret holding the CA (ca.crt) that \
+             signed the server certificate, so clients and standbys can verify it",
+        ));
+    }
+    if given(&c.replication_tls_secret) && !given(&c.client_ca_secret) {
+        errs.push(FieldError::invalid(
+            "spec.certificates.clientCASecret",
+            "is required with replicationTLSSecret: name the Secret holding the CA (ca.crt) \
+             that signed the replication certificate, so PostgreSQL can verify it",
+        ));
+    }
 }
 
 fn check_legacy_sync(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {

@@ -10,6 +10,7 @@ use cnpg_instance::pgdata::DataDir;
 use cnpg_instance::query::PgClient;
 use cnpg_instance::runas::{self, RunAs};
 use cnpg_instance::server::{self, AppState};
+use cnpg_instance::tls;
 use cnpg_instance::view::{ClusterView, FileView};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -119,6 +120,10 @@ enum Command {
         /// Seconds a fast shutdown may take (demotion, fencing), before an immediate one.
         #[arg(long, default_value_t = 60)]
         stop_timeout: u64,
+        /// A mounted volume of certificates (the cluster's Secrets): copied into the
+        /// secrets directory whenever they change, and PostgreSQL reloaded.
+        #[arg(long, value_name = "DIR")]
+        certificates_from: Option<PathBuf>,
     },
     /// Print an instance's status (GET /pg/status).
     Status {
@@ -140,6 +145,11 @@ enum Command {
         /// Directory holding the password files (a mounted Secret).
         #[arg(long, value_name = "DIR")]
         passwords: Option<PathBuf>,
+        /// Directory holding the certificates (mounted Secrets: `ca.crt`, `server.crt`,
+        /// `server.key`, `streaming_replica.crt`, `streaming_replica.key`, optionally
+        /// `client-ca.crt`).
+        #[arg(long, value_name = "DIR")]
+        certificates: Option<PathBuf>,
     },
 }
 
@@ -169,8 +179,13 @@ fn main() -> ExitCode {
     if let Command::Status { status_port, host } = &cli.command {
         return status(host, *status_port);
     }
-    if let Command::Install { to, passwords } = &cli.command {
-        return install(to, passwords.as_deref());
+    if let Command::Install {
+        to,
+        passwords,
+        certificates,
+    } = &cli.command
+    {
+        return install(to, passwords.as_deref(), certificates.as_deref());
     }
     let bin = match Search::standard(cli.pg_bin.clone()).find() {
         Ok(b) => b,
@@ -289,6 +304,7 @@ fn main() -> ExitCode {
                 log_file,
                 smart_shutdown_timeout,
                 stop_timeout,
+                certificates_from,
             } => {
                 let source = match (kubernetes, cluster_status) {
                     (true, _) => ViewSource::Kubernetes { namespace },
@@ -314,6 +330,7 @@ fn main() -> ExitCode {
                     parameters,
                     log_file,
                     timeouts,
+                    certificates_from,
                 )
                 .await
             }
@@ -350,7 +367,9 @@ fn prepare(i: &Instance, secrets: &Secrets, run_as: Option<RunAs>) -> Result<(),
         .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     runas::own(run_as, &parent)
         .map_err(|e| format!("cannot give {} to postgres: {e}", parent.display()))?;
-    secrets.ensure(run_as).map_err(|e| format!("secrets: {e}"))
+    secrets
+        .ensure(&i.cluster, &tls::local_names(&[]), run_as)
+        .map_err(|e| format!("secrets: {e}"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -367,6 +386,7 @@ async fn run(
     parameters: Vec<String>,
     log_file: Option<PathBuf>,
     (smart_timeout, stop_timeout): (Duration, Duration),
+    certificates_from: Option<PathBuf>,
 ) -> ExitCode {
     let data = DataDir::new(&instance.pgdata);
     if let Err(e) = data
@@ -419,7 +439,16 @@ async fn run(
     let secrets = Secrets {
         dir: instance.secrets.clone(),
     };
-    if let Err(e) = secrets.ensure(run_as) {
+    if let Some(from) = &certificates_from
+        && let Err(e) = secrets.tls().sync_from(from, run_as)
+    {
+        return fail(format!("certificates from {}: {e}", from.display()));
+    }
+    if let Err(e) = secrets.ensure(
+        &instance.cluster,
+        &tls::local_names(&[listen.as_str()]),
+        run_as,
+    ) {
         return fail(format!("secrets: {e}"));
     }
     let listener = match tokio::net::TcpListener::bind((status_listen.as_str(), status_port)).await
@@ -445,9 +474,11 @@ async fn run(
             synchronous_standby_names: String::new(),
             pg_hba: vec![],
             pg_ident: vec![],
+            tls: secrets.tls(),
         },
-        passfile: secrets.passfile(),
         log_file: log_file.unwrap_or_else(|| base.join("postgres.log")),
+        certificates_from,
+        superuser_password: secrets.superuser(),
         run_as,
         tick: Duration::from_millis(200),
         stop_timeout,
@@ -566,8 +597,13 @@ enum ViewSource {
     },
 }
 
-/// Copies this program to `<to>/cnpg-instance` and the password files to `<to>/secrets`.
-fn install(to: &std::path::Path, passwords: Option<&std::path::Path>) -> ExitCode {
+/// Copies this program to `<to>/cnpg-instance` and the password and certificate files to
+/// `<to>/secrets` (0600: a Secret volume's files are readable by the pod's group).
+fn install(
+    to: &std::path::Path,
+    passwords: Option<&std::path::Path>,
+    certificates: Option<&std::path::Path>,
+) -> ExitCode {
     use std::os::unix::fs::PermissionsExt;
     let result = (|| -> std::io::Result<()> {
         let me = std::env::current_exe()?;
@@ -581,7 +617,7 @@ fn install(to: &std::path::Path, passwords: Option<&std::path::Path>) -> ExitCod
             let secrets = to.join("secrets");
             std::fs::create_dir_all(&secrets)?;
             std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))?;
-            for f in ["superuser-password", "replication-password", "app-password"] {
+            for f in ["superuser-password", "app-password"] {
                 let src = p.join(f);
                 if src.exists() {
                     std::fs::copy(&src, secrets.join(f))?;
@@ -591,6 +627,14 @@ fn install(to: &std::path::Path, passwords: Option<&std::path::Path>) -> ExitCod
                     )?;
                 }
             }
+        }
+        if let Some(c) = certificates {
+            let files = tls::Files {
+                dir: to.join("secrets"),
+            };
+            std::fs::create_dir_all(&files.dir)?;
+            std::fs::set_permissions(&files.dir, std::fs::Permissions::from_mode(0o700))?;
+            files.sync_from(c, None).map_err(std::io::Error::other)?;
         }
         Ok(())
     })();

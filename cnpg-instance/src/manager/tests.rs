@@ -34,9 +34,13 @@ fn cfg(dir: &std::path::Path) -> ManagerConfig {
             synchronous_standby_names: String::new(),
             pg_hba: vec![],
             pg_ident: vec![],
+            tls: crate::tls::Files {
+                dir: dir.to_owned(),
+            },
         },
-        passfile: dir.join("pgpass"),
         log_file: dir.join("log"),
+        certificates_from: None,
+        superuser_password: dir.join("superuser-password"),
         run_as: None,
         tick: Duration::from_secs(3600),
         stop_timeout: Duration::from_secs(5),
@@ -214,7 +218,9 @@ async fn old_primary_rewinds_after_a_crash_and_becomes_a_standby() {
         .returning(|| Ok(()));
     let d = dir.path().to_owned();
     ctl.expect_rewind()
-        .withf(|c| c.contains("host=127.0.0.1 port=6000 user=postgres"))
+        .withf(|c| {
+            c.contains("host=127.0.0.1 port=6000 user=streaming_replica sslmode=verify-full")
+        })
         .times(1)
         .returning(move |_| {
             // pg_rewind copies the source's marker: the manager must put ours back.

@@ -39,7 +39,7 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
         &["list", "watch", "create", "delete"],
     ),
     ("", "services", &["list", "watch", "create", "patch"]),
-    ("", "secrets", &["list", "watch", "create", "update"]),
+    ("", "secrets", &["list", "watch", "get", "create", "update"]),
     ("", "serviceaccounts", &["create", "patch"]),
     (
         "policy",

@@ -339,6 +339,18 @@ impl KubePlatform {
             .into_iter()
             .map(|s| (s.name_any(), s))
             .collect();
+        // The user's certificate Secrets (cert-manager's, say) carry none of our labels.
+        let mut secrets = secrets;
+        for (_, name) in secrets::CertificateSecrets::of(c).user {
+            if let Some(s) = self
+                .api::<Secret>(c)
+                .get_opt(&name)
+                .await
+                .map_err(api_err(format!("reading secret {name}")))?
+            {
+                secrets.insert(name, s);
+            }
+        }
         let due = secrets::due(c, &secrets, now_ms())
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let mut all = secrets.clone();

@@ -1,6 +1,7 @@
 //! The Secrets of a cluster: the application owner's and the superuser's credentials (with
 //! connection URIs, as upstream), the CA, the server certificate, the `streaming_replica`
-//! client certificate, and the passwords the instance managers read.
+//! client certificate (standbys authenticate with it: that role has no password), and the
+//! passwords the instance managers read.
 //!
 //! Secrets are made once and then left alone (regenerating a password would lock clients
 //! out), so unlike the other objects they are created, not applied, and only when missing.
@@ -8,21 +9,16 @@
 
 use cnpg_core::api::Cluster;
 use cnpg_core::naming;
+pub use cnpg_instance::tls::{Issued, VALIDITY_DAYS, issue_ca, issue_leaf};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use std::collections::BTreeMap;
 
 use super::meta::{cluster_labels, owner};
 
 /// Annotation on certificate Secrets: when the certificate expires (RFC 3339).
 pub const ANNOTATION_EXPIRATION: &str = "cnpg.io/certificateExpiration";
-/// How long the certificates we issue last.
-pub const VALIDITY_DAYS: i64 = 90;
 
 /// The Secret the instance managers read their passwords from.
 pub fn passwords_secret(cluster: &str) -> String {
@@ -32,12 +28,22 @@ pub fn passwords_secret(cluster: &str) -> String {
 /// A secret could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    /// rcgen refused.
-    #[error("cannot issue a certificate: {0}")]
-    Certificate(#[from] rcgen::Error),
+    /// A certificate could not be issued.
+    #[error(transparent)]
+    Certificate(#[from] cnpg_instance::tls::TlsError),
     /// No randomness.
     #[error("no randomness for a password: {0}")]
     Random(String),
+    /// A Secret named in `spec.certificates` cannot be used.
+    #[error("spec.certificates.{field}: secret {secret:?} cannot be used: {why}")]
+    UserSecret {
+        /// The field naming it.
+        field: &'static str,
+        /// The Secret.
+        secret: String,
+        /// Why.
+        why: String,
+    },
     /// A Secret lacks a key.
     #[error("secret {secret} has no {key:?}")]
     Missing {
@@ -88,87 +94,6 @@ pub fn value(s: &Secret, key: &str) -> Result<String, SecretError> {
             secret: s.metadata.name.clone().unwrap_or_default(),
             key: key.to_owned(),
         })
-}
-
-fn days_from_now(now_ms: i64, days: i64) -> jiff::Timestamp {
-    jiff::Timestamp::from_millisecond(now_ms + days * 86_400_000).unwrap_or(jiff::Timestamp::MAX)
-}
-
-fn set_validity(p: &mut CertificateParams, now_ms: i64) -> jiff::Timestamp {
-    let start = days_from_now(now_ms, -1);
-    let end = days_from_now(now_ms, VALIDITY_DAYS);
-    let ymd = |t: jiff::Timestamp| {
-        let d = t.to_zoned(jiff::tz::TimeZone::UTC).date();
-        rcgen::date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
-    };
-    p.not_before = ymd(start);
-    p.not_after = ymd(end);
-    end
-}
-
-/// A freshly issued certificate and its key, in PEM.
-pub struct Issued {
-    /// The certificate.
-    pub cert: String,
-    /// The private key.
-    pub key: String,
-    /// When it expires.
-    pub expires: jiff::Timestamp,
-}
-
-/// Issues the cluster's CA.
-pub fn issue_ca(cluster: &str, now_ms: i64) -> Result<Issued, SecretError> {
-    let key = KeyPair::generate()?;
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, cluster);
-    p.distinguished_name
-        .push(DnType::OrganizationalUnitName, "cnpg-rs");
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let expires = set_validity(&mut p, now_ms);
-    let cert = p.self_signed(&key)?;
-    Ok(Issued {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-        expires,
-    })
-}
-
-/// Issues a certificate signed by the CA (PEM cert and key): a server certificate for
-/// `dns_names`, or a client certificate for the user `common_name`.
-pub fn issue_leaf(
-    ca_cert: &str,
-    ca_key: &str,
-    common_name: &str,
-    dns_names: Vec<String>,
-    client: bool,
-    now_ms: i64,
-) -> Result<Issued, SecretError> {
-    let ca_key = KeyPair::from_pem(ca_key)?;
-    let issuer = Issuer::from_ca_cert_pem(ca_cert, ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut p = CertificateParams::new(dns_names)?;
-    p.distinguished_name.push(DnType::CommonName, common_name);
-    p.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    p.extended_key_usages = vec![if client {
-        ExtendedKeyUsagePurpose::ClientAuth
-    } else {
-        ExtendedKeyUsagePurpose::ServerAuth
-    }];
-    let expires = set_validity(&mut p, now_ms);
-    let cert = p.signed_by(&key, &issuer)?;
-    Ok(Issued {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-        expires,
-    })
 }
 
 /// The DNS names of the server certificate: every Service, short and qualified.
@@ -281,7 +206,6 @@ pub fn due(
                 "Opaque",
                 BTreeMap::from([
                     ("superuser-password".to_owned(), password()?),
-                    ("replication-password".to_owned(), password()?),
                     ("app-password".to_owned(), password()?),
                 ]),
                 BTreeMap::new(),
@@ -329,39 +253,143 @@ fn expiring(s: &Secret, now_ms: i64) -> bool {
     exp.is_none_or(|e| e.as_millisecond() < now_ms + RENEW_BEFORE_DAYS * 86_400_000)
 }
 
-/// The certificate Secrets to write (given every Secret of the cluster, by name): the
-/// CA when it is missing or expires within [`RENEW_BEFORE_DAYS`], and then every
-/// certificate it signs; a server or replication certificate alone when it is missing or
-/// expiring. Passwords never change.
+/// Which Secret holds each part of the cluster's TLS: the user's (`spec.certificates`, e.g.
+/// from cert-manager) or the operator's (`<cluster>-ca`, `-server`, `-replication`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSecrets {
+    /// The CA clients verify the server with (`ca.crt`; `ca.key` too when we issue the
+    /// server certificate with it).
+    pub server_ca: String,
+    /// The server certificate (`tls.crt`, `tls.key`).
+    pub server_tls: String,
+    /// The CA PostgreSQL verifies client certificates with (`ca.crt`; `ca.key` too when we
+    /// issue the replication certificate with it).
+    pub client_ca: String,
+    /// The `streaming_replica` client certificate (`tls.crt`, `tls.key`).
+    pub replication_tls: String,
+    /// The Secrets the user gave, by the field that names them.
+    pub user: Vec<(&'static str, String)>,
+}
+
+impl CertificateSecrets {
+    /// The Secrets of `c`.
+    pub fn of(c: &Cluster) -> Self {
+        let cluster = c.metadata.name.clone().unwrap_or_default();
+        let spec = c.spec.certificates.clone().unwrap_or_default();
+        let mut user = Vec::new();
+        let mut pick = |field: &'static str, given: Option<String>, ours: String| match given {
+            Some(g) if !g.is_empty() => {
+                user.push((field, g.clone()));
+                g
+            }
+            _ => ours,
+        };
+        let server_ca = pick(
+            "serverCASecret",
+            spec.server_ca_secret,
+            naming::secret_ca(&cluster),
+        );
+        let server_tls = pick(
+            "serverTLSSecret",
+            spec.server_tls_secret,
+            naming::secret_server(&cluster),
+        );
+        let client_ca = pick(
+            "clientCASecret",
+            spec.client_ca_secret,
+            naming::secret_ca(&cluster),
+        );
+        let replication_tls = pick(
+            "replicationTLSSecret",
+            spec.replication_tls_secret,
+            naming::secret_replication(&cluster),
+        );
+        CertificateSecrets {
+            server_ca,
+            server_tls,
+            client_ca,
+            replication_tls,
+            user,
+        }
+    }
+
+    fn is_user(&self, name: &str) -> Option<&'static str> {
+        self.user.iter().find(|(_, n)| n == name).map(|(f, _)| *f)
+    }
+}
+
+/// The certificate Secrets to write (given every Secret of the cluster and the user's
+/// certificate Secrets, by name): our CA when it is missing or expires within
+/// [`RENEW_BEFORE_DAYS`], and then every certificate it signs; a server or replication
+/// certificate alone when it is missing or expiring. The user's Secrets are never written:
+/// their certificates are theirs to renew (we reload them when they change); a missing one
+/// is an error naming its field. Passwords never change.
 fn certificates(
     c: &Cluster,
     existing: &BTreeMap<String, Secret>,
     now_ms: i64,
 ) -> Result<Vec<Secret>, SecretError> {
     let cluster = c.metadata.name.clone().unwrap_or_default();
+    let names = CertificateSecrets::of(c);
+    for (field, name) in &names.user {
+        if !existing.contains_key(name) {
+            return Err(SecretError::UserSecret {
+                field,
+                secret: name.clone(),
+                why: "it does not exist".into(),
+            });
+        }
+    }
     let due = |name: &str| existing.get(name).is_none_or(|s| expiring(s, now_ms));
     let mut out = Vec::new();
     let ca_name = naming::secret_ca(&cluster);
-    let new_ca = due(&ca_name);
-    let (ca_cert, ca_key) = match existing.get(&ca_name) {
-        Some(ca) if !new_ca => (value(ca, "ca.crt")?, value(ca, "ca.key")?),
-        _ => {
-            let ca = issue_ca(&cluster, now_ms)?;
-            out.push(secret(
-                c,
-                &ca_name,
-                "Opaque",
-                BTreeMap::from([
-                    ("ca.crt".to_owned(), ca.cert.clone()),
-                    ("ca.key".to_owned(), ca.key.clone()),
-                ]),
-                BTreeMap::from([(ANNOTATION_EXPIRATION.to_owned(), ca.expires.to_string())]),
-            ));
-            (ca.cert, ca.key)
+    let mut issued_ca: Option<(String, String)> = None;
+    let ours_needed = names.server_ca == ca_name || names.client_ca == ca_name;
+    if ours_needed && due(&ca_name) {
+        let ca = issue_ca(&cluster, now_ms)?;
+        out.push(secret(
+            c,
+            &ca_name,
+            "Opaque",
+            BTreeMap::from([
+                ("ca.crt".to_owned(), ca.cert.clone()),
+                ("ca.key".to_owned(), ca.key.clone()),
+            ]),
+            BTreeMap::from([(ANNOTATION_EXPIRATION.to_owned(), ca.expires.to_string())]),
+        ));
+        issued_ca = Some((ca.cert, ca.key));
+    }
+    // A CA's certificate and key: the one just issued, or one that exists (the user's must
+    // hold `ca.key` when we are to sign with it).
+    let ca_pair = |name: &str, for_what: &str| -> Result<(String, String), SecretError> {
+        if name == ca_name
+            && let Some(pair) = &issued_ca
+        {
+            return Ok(pair.clone());
         }
+        let s = existing.get(name).ok_or_else(|| SecretError::Missing {
+            secret: name.to_owned(),
+            key: "ca.crt".into(),
+        })?;
+        let key = value(s, "ca.key").map_err(|_| match names.is_user(name) {
+            Some(field) => SecretError::UserSecret {
+                field,
+                secret: name.to_owned(),
+                why: format!(
+                    "it has no ca.key, and the operator needs it to issue {for_what}; give that                      certificate too, or the CA's key"
+                ),
+            },
+            None => SecretError::Missing {
+                secret: name.to_owned(),
+                key: "ca.key".into(),
+            },
+        })?;
+        Ok((value(s, "ca.crt")?, key))
     };
-    let server = naming::secret_server(&cluster);
-    if new_ca || due(&server) {
+    let new_ca = issued_ca.is_some();
+    let server = &names.server_tls;
+    if names.is_user(server).is_none() && (due(server) || (new_ca && names.server_ca == ca_name)) {
+        let (ca_cert, ca_key) = ca_pair(&names.server_ca, "the server certificate")?;
         let issued = issue_leaf(
             &ca_cert,
             &ca_key,
@@ -370,12 +398,15 @@ fn certificates(
             false,
             now_ms,
         )?;
-        out.push(tls_secret(c, &server, &issued, Some(&ca_cert)));
+        out.push(tls_secret(c, server, &issued, Some(&ca_cert)));
     }
-    let replication = naming::secret_replication(&cluster);
-    if new_ca || due(&replication) {
+    let replication = &names.replication_tls;
+    if names.is_user(replication).is_none()
+        && (due(replication) || (new_ca && names.client_ca == ca_name))
+    {
+        let (ca_cert, ca_key) = ca_pair(&names.client_ca, "the replication certificate")?;
         let issued = issue_leaf(&ca_cert, &ca_key, "streaming_replica", vec![], true, now_ms)?;
-        out.push(tls_secret(c, &replication, &issued, None));
+        out.push(tls_secret(c, replication, &issued, None));
     }
     Ok(out)
 }

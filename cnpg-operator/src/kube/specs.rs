@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 use super::meta::{cluster_labels, cluster_name, meta};
-use super::secrets::{app_names, passwords_secret};
+use super::secrets::{CertificateSecrets, app_names, passwords_secret};
 
 /// The image used when the Cluster names none.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/cloudnative-pg/postgresql:18.1-system-trixie";
@@ -151,6 +151,90 @@ fn port(name: &str, p: i32) -> ContainerPort {
     }
 }
 
+/// Where the cluster's certificates are mounted (read-only; the instance manager copies
+/// them into its secrets directory, private, and again whenever they change).
+const CERTIFICATES: &str = "/projected/certificates";
+
+/// The certificates an instance needs, from the Secrets that hold them (the user's or the
+/// operator's), under the names `cnpg-instance` expects — and never a CA's key.
+fn certificates_volume(c: &Cluster) -> Volume {
+    use k8s_openapi::api::core::v1::{
+        KeyToPath, ProjectedVolumeSource, SecretProjection, VolumeProjection,
+    };
+    let names = CertificateSecrets::of(c);
+    let project = |secret: &str, items: &[(&str, &str)]| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: secret.to_owned(),
+            items: Some(
+                items
+                    .iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: (*key).into(),
+                        path: (*path).into(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
+            optional: None,
+        }),
+        ..Default::default()
+    };
+    Volume {
+        name: "certificates".into(),
+        projected: Some(ProjectedVolumeSource {
+            // Readable by the pod's group only; the manager's copies are 0600.
+            default_mode: Some(0o440),
+            sources: Some(vec![
+                project(&names.server_ca, &[("ca.crt", "ca.crt")]),
+                project(
+                    &names.server_tls,
+                    &[("tls.crt", "server.crt"), ("tls.key", "server.key")],
+                ),
+                project(&names.client_ca, &[("ca.crt", "client-ca.crt")]),
+                project(
+                    &names.replication_tls,
+                    &[
+                        ("tls.crt", "streaming_replica.crt"),
+                        ("tls.key", "streaming_replica.key"),
+                    ],
+                ),
+            ]),
+        }),
+        ..Default::default()
+    }
+}
+
+fn runtime_default() -> k8s_openapi::api::core::v1::SeccompProfile {
+    k8s_openapi::api::core::v1::SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+/// Upstream's hardened default for every container, unless the user gives
+/// `spec.securityContext`: no privilege escalation, every capability dropped, not
+/// privileged, the runtime's seccomp profile, and a read-only root filesystem (PostgreSQL
+/// and the manager write only to their volumes — PGDATA, `/controller` with its socket and
+/// temporary directories — and to the `/dev/shm` every container runtime mounts).
+fn container_security_context(c: &Cluster) -> k8s_openapi::api::core::v1::SecurityContext {
+    use k8s_openapi::api::core::v1::{Capabilities, SecurityContext};
+    c.spec
+        .security_context
+        .clone()
+        .unwrap_or_else(|| SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(runtime_default()),
+            ..Default::default()
+        })
+}
+
 /// The instance manager's common arguments.
 fn instance_args(c: &Cluster, instance: &str) -> Vec<String> {
     vec![
@@ -177,7 +261,11 @@ pub fn instance_pod(
 ) -> Pod {
     let name = cluster_name(c);
     let controller = mount("scratch-data", "/controller");
-    let mut mounts = vec![controller.clone(), mount("pgdata", PGDATA_MOUNT)];
+    let mut mounts = vec![
+        controller.clone(),
+        mount("pgdata", PGDATA_MOUNT),
+        mount("certificates", CERTIFICATES),
+    ];
     let mut volumes = vec![
         Volume {
             name: "scratch-data".into(),
@@ -200,6 +288,7 @@ pub fn instance_pod(
             }),
             ..Default::default()
         },
+        certificates_volume(c),
     ];
     if c.spec.wal_storage.is_some() {
         mounts.push(mount("pg-wal", "/var/lib/postgresql/wal"));
@@ -258,6 +347,8 @@ pub fn instance_pod(
         c.spec.smart_shutdown_timeout.to_string(),
         "--stop-timeout".into(),
         c.spec.switchover_delay.to_string(),
+        "--certificates-from".into(),
+        CERTIFICATES.into(),
     ]);
     let probes = c.spec.probes.clone().unwrap_or_default();
     let start_threshold = (c.spec.start_delay.max(10) + 9) / 10;
@@ -291,7 +382,7 @@ pub fn instance_pod(
         readiness_probe: Some(probe("/readyz", probes.readiness.as_ref(), 3)),
         liveness_probe: Some(probe("/healthz", liveness.as_ref(), liveness_threshold)),
         resources: c.spec.resources.clone(),
-        security_context: c.spec.security_context.clone(),
+        security_context: Some(container_security_context(c)),
         volume_mounts: Some(mounts.clone()),
         ..Default::default()
     };
@@ -305,9 +396,15 @@ pub fn instance_pod(
             "/controller".into(),
             "--passwords".into(),
             "/passwords".into(),
+            "--certificates".into(),
+            CERTIFICATES.into(),
         ]),
-        volume_mounts: Some(vec![controller, mount("passwords", "/passwords")]),
-        security_context: c.spec.security_context.clone(),
+        volume_mounts: Some(vec![
+            controller,
+            mount("passwords", "/passwords"),
+            mount("certificates", CERTIFICATES),
+        ]),
+        security_context: Some(container_security_context(c)),
         ..Default::default()
     }];
     let bootstrap = match source {
@@ -344,7 +441,7 @@ pub fn instance_pod(
             env: Some(envs),
             volume_mounts: Some(mounts),
             resources: c.spec.resources.clone(),
-            security_context: c.spec.security_context.clone(),
+            security_context: Some(container_security_context(c)),
             ..Default::default()
         });
     }
@@ -366,6 +463,7 @@ pub fn instance_pod(
                 run_as_group: Some(c.spec.postgres_gid),
                 fs_group: Some(c.spec.postgres_gid),
                 run_as_non_root: Some(true),
+                seccomp_profile: Some(runtime_default()),
                 ..Default::default()
             }
         })),
@@ -739,6 +837,54 @@ mod tests {
                 .and_then(|p| p.failure_threshold),
             Some(360)
         );
+        // Hardened as upstream: every container, and the pod.
+        for c in init.iter().chain(&spec.containers) {
+            let sc = c.security_context.as_ref().expect("security context");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+            assert_eq!(
+                sc.capabilities.as_ref().and_then(|k| k.drop.clone()),
+                Some(vec!["ALL".to_owned()])
+            );
+            assert_eq!(
+                sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+                Some("RuntimeDefault")
+            );
+        }
+        let psc = spec
+            .security_context
+            .as_ref()
+            .expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(26));
+        // The certificates come from the cluster's Secrets, renamed, without a CA key.
+        let certs = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "certificates")
+            .and_then(|v| v.projected.clone())
+            .expect("certificates volume");
+        let paths: Vec<(String, String, String)> = certs
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|s| s.secret.clone())
+            .flat_map(|s| {
+                s.items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |i| (s.name.clone(), i.key, i.path))
+            })
+            .collect();
+        assert!(paths.contains(&("pg-ca".into(), "ca.crt".into(), "ca.crt".into())));
+        assert!(paths.contains(&("pg-server".into(), "tls.key".into(), "server.key".into())));
+        assert!(paths.contains(&(
+            "pg-replication".into(),
+            "tls.crt".into(),
+            "streaming_replica.crt".into()
+        )));
+        assert!(paths.iter().all(|(_, key, _)| key != "ca.key"), "{paths:?}");
         let labels = pod.metadata.labels.expect("labels");
         assert_eq!(labels["cnpg.io/instanceRole"], "replica");
         assert_eq!(labels["role"], "replica");

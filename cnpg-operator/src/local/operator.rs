@@ -247,18 +247,35 @@ impl LocalOperator {
         self.manifest.policy()
     }
 
-    /// The connection strings of the services.
+    /// The connection strings of the services: TLS verified against the cluster's CA
+    /// (`sslmode=verify-full`; the server certificate names 127.0.0.1 and localhost), the
+    /// password in a libpq password file beside the other secrets (0600), so the strings
+    /// can be printed and logged without giving it away.
     pub fn connection_strings(&self) -> String {
-        let pw =
-            std::fs::read_to_string(self.layout.secrets().join("app-password")).unwrap_or_default();
-        let db = "app";
-        format!(
-            "read-write: postgresql://app:{pw}@127.0.0.1:{}/{db}\nread-only:  postgresql://app:{pw}@127.0.0.1:{}/{db}\nany:        postgresql://app:{pw}@127.0.0.1:{}/{db}",
-            self.ports.rw,
-            self.ports.ro,
-            self.ports.r,
-            pw = pw.trim()
-        )
+        let secrets = self.layout.secrets();
+        let pw = std::fs::read_to_string(secrets.join("app-password")).unwrap_or_default();
+        let passfile = secrets.join("app.pgpass");
+        if let Err(e) = cnpg_instance::tls::write_private(
+            &passfile,
+            &format!("*:*:*:app:{}\n", pw.trim()),
+            None,
+        ) {
+            tracing::warn!(cluster = %self.cluster, "cannot write the password file: {e}");
+        }
+        let ca = secrets.join("ca.crt");
+        let line = |label: &str, port: u16| {
+            format!(
+                "{label} postgresql://app@127.0.0.1:{port}/app?sslmode=verify-full&sslrootcert={}&passfile={}",
+                ca.display(),
+                passfile.display()
+            )
+        };
+        [
+            line("read-write:", self.ports.rw),
+            line("read-only: ", self.ports.ro),
+            line("any:       ", self.ports.r),
+        ]
+        .join("\n")
     }
 
     fn save_ports(&self) -> Result<(), LocalError> {
@@ -518,6 +535,7 @@ impl LocalOperator {
             Fencing::All => vec!["*".into()],
             Fencing::Instances(s) => s.iter().cloned().collect(),
         };
+        let pg = self.manifest.spec.postgresql.as_ref();
         let view = ViewData {
             current_primary: None, // published by the instance managers themselves
             target_primary: self.state.target_primary.clone(),
@@ -542,13 +560,10 @@ impl LocalOperator {
                     )
                 })
                 .collect(),
-            parameters: self
-                .manifest
-                .spec
-                .postgresql
-                .as_ref()
-                .map(|p| p.parameters.clone())
-                .unwrap_or_default(),
+            parameters: pg.map(|p| p.parameters.clone()).unwrap_or_default(),
+            pg_hba: pg.map(|p| p.pg_hba.clone()).unwrap_or_default(),
+            pg_ident: pg.map(|p| p.pg_ident.clone()).unwrap_or_default(),
+            superuser_access: Some(self.manifest.spec.enable_superuser_access.unwrap_or(false)),
             restart: self.restart.clone(),
             reload: self.reload.clone(),
         };

@@ -173,9 +173,11 @@ pub enum Command {
         #[arg(long = "reusePVC")]
         reuse_pvc: bool,
     },
-    /// Create a client certificate Secret signed by a Cluster's CA (Kubernetes).
+    /// Create a client certificate signed by the cluster's client CA: a `kubernetes.io/tls`
+    /// Secret on Kubernetes; locally, a directory of that name (`tls.crt`, `tls.key`,
+    /// `ca.crt`) under the cluster's state.
     Certificate {
-        /// The Secret to create.
+        /// The Secret (or local directory) to create.
         secret: String,
         /// The cluster whose CA signs it.
         #[arg(long = "cnpg-cluster")]
@@ -183,6 +185,9 @@ pub enum Command {
         /// The PostgreSQL user (the certificate's common name).
         #[arg(long = "cnpg-user")]
         cnpg_user: String,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Check manifests against the API schema and the admission rules, reporting every
     /// problem with its field path. Exits 0 when every document is valid, 1 otherwise.

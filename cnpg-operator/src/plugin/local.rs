@@ -313,13 +313,16 @@ pub(crate) fn client(
 ) -> Result<i32, PluginError> {
     let s = access.read_status()?;
     let port = if replica { s.ports.ro } else { s.ports.rw };
-    let pw =
-        std::fs::read_to_string(access.layout().secrets().join("app-password")).unwrap_or_default();
+    let secrets = access.layout().secrets();
+    let pw = std::fs::read_to_string(secrets.join("app-password")).unwrap_or_default();
     let status = std::process::Command::new(program)
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
         .args(args)
         .arg("app")
         .env("PGPASSWORD", pw.trim())
+        // As every client should: TLS, the server's certificate and name verified.
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", secrets.join("ca.crt"))
         .status()
         .map_err(|e| {
             PluginError::Usage(format!(

@@ -96,7 +96,14 @@ where
             secret,
             cnpg_cluster,
             cnpg_user,
+            state_dir,
         } => block_on(async {
+            let explicit = target.kubeconfig.is_some()
+                || target.context.is_some()
+                || target.namespace.is_some();
+            if !explicit && let Some(local) = LocalAccess::find(state_dir, &cnpg_cluster) {
+                return on_local::certificate(&local, &secret, &cnpg_user, out);
+            }
             let access = KubeAccess::connect(&target, &cnpg_cluster).await?;
             on_kube::certificate(&access, &secret, &cnpg_user, out).await
         }),

@@ -399,15 +399,11 @@ pub async fn certificate(
     let c = access.cluster().await?;
     let name = &access.name;
     let secrets_api: Api<Secret> = Api::namespaced(access.client.clone(), &access.ns);
-    let ca = secrets_api
-        .get_opt(&naming::secret_ca(name))
-        .await?
-        .ok_or_else(|| {
-            PluginError::Usage(format!(
-                "the CA secret {} does not exist yet",
-                naming::secret_ca(name)
-            ))
-        })?;
+    // Signed by the CA PostgreSQL verifies clients with: the user's clientCASecret, or ours.
+    let ca_name = secrets::CertificateSecrets::of(&c).client_ca;
+    let ca = secrets_api.get_opt(&ca_name).await?.ok_or_else(|| {
+        PluginError::Usage(format!("the client CA secret {ca_name} does not exist yet"))
+    })?;
     let s = secrets::client_certificate(
         &c,
         &ca,

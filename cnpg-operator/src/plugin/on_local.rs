@@ -200,3 +200,66 @@ impl ClusterAccess for LocalAccess {
         Ok(())
     }
 }
+
+/// `certificate NAME --cnpg-cluster C --cnpg-user U` on a local cluster: a client
+/// certificate for `user` signed by the cluster's CA, written to `<cluster>/certificates/
+/// NAME/` (`tls.crt`, `tls.key` private to whoever runs this, `ca.crt` to verify the
+/// server with). It logs in where a `hostssl … cert` line of `spec.postgresql.pg_hba`
+/// admits the user.
+pub fn certificate(
+    access: &LocalAccess,
+    name: &str,
+    user: &str,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    use cnpg_instance::tls;
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(PluginError::Usage(format!(
+            "{name:?} is not a usable certificate name: use letters, digits, '-' or '_'"
+        )));
+    }
+    let files = tls::Files {
+        dir: access.layout.secrets(),
+    };
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).map_err(|e| {
+            PluginError::Usage(format!(
+                "{}: {e} (the cluster's CA is made when it first starts: kubectl-cnpg local up)",
+                p.display()
+            ))
+        })
+    };
+    let ca = read(files.server_ca())?;
+    let ca_key = read(files.ca_key())?;
+    let dir = access.layout.root.join("certificates").join(name);
+    if dir.exists() {
+        return Err(PluginError::Usage(format!(
+            "{} exists already; remove it or choose another name",
+            dir.display()
+        )));
+    }
+    let now = jiff::Timestamp::now().as_millisecond();
+    let issued = tls::issue_leaf(&ca, &ca_key, user, vec![], true, now)
+        .map_err(|e| PluginError::Usage(e.to_string()))?;
+    std::fs::create_dir_all(&dir)?;
+    let write = |file: &str, text: &str| {
+        tls::write_private(&dir.join(file), text, None)
+            .map_err(|e| PluginError::Usage(e.to_string()))
+    };
+    write("tls.key", &issued.key)?;
+    write("tls.crt", &issued.cert)?;
+    write("ca.crt", &ca)?;
+    writeln!(
+        out,
+        "certificate {name} created in {} (client certificate for {user}, signed by {}'s CA, valid until {})",
+        dir.display(),
+        access.name,
+        issued.expires
+    )?;
+    writeln!(
+        out,
+        "connect with: sslmode=verify-full sslrootcert={d}/ca.crt sslcert={d}/tls.crt sslkey={d}/tls.key user={user}",
+        d = dir.display()
+    )?;
+    Ok(())
+}

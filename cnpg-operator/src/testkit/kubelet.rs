@@ -927,8 +927,18 @@ impl PodRunner {
                 .get(&sec.name)
                 .await
                 .map_err(|e| format!("secret {}: {e}", sec.name))?;
-            for (k, v) in s.data.iter().flatten() {
-                files.push((k.clone(), v.0.clone()));
+            let data = s.data.unwrap_or_default();
+            match &sec.items {
+                // Only the keys listed, each at its path.
+                Some(items) => {
+                    for item in items {
+                        let v = data
+                            .get(&item.key)
+                            .ok_or_else(|| format!("secret {} has no {}", sec.name, item.key))?;
+                        files.push((item.path.clone(), v.0.clone()));
+                    }
+                }
+                None => files.extend(data.into_iter().map(|(k, v)| (k, v.0))),
             }
         }
         Ok(files)

@@ -556,3 +556,29 @@ fn backup_and_schedule_rules() {
     );
     assert!(s.validate().iter().any(|e| e.path == "spec.schedule"));
 }
+
+#[test]
+fn a_users_certificate_needs_its_ca() {
+    let mut c = base();
+    c.spec.certificates = Some(CertificatesConfiguration {
+        server_tls_secret: Some("pg-cert-manager".into()),
+        replication_tls_secret: Some("pg-repl".into()),
+        ..Default::default()
+    });
+    has(
+        &c,
+        "spec.certificates.serverCASecret",
+        "required with serverTLSSecret",
+    );
+    has(
+        &c,
+        "spec.certificates.clientCASecret",
+        "required with replicationTLSSecret",
+    );
+    c.spec.certificates = Some(CertificatesConfiguration {
+        server_tls_secret: Some("pg-cert-manager".into()),
+        server_ca_secret: Some("pg-issuer".into()),
+        ..Default::default()
+    });
+    assert_eq!(errs(&c), Vec::<String>::new());
+}

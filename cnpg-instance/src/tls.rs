@@ -1,0 +1,390 @@
+//! The cluster's certificates: issued (ECDSA P-256, rcgen), kept as files beside the
+//! passwords, and used by PostgreSQL (`ssl = on`, client certificates for
+//! `streaming_replica`) and by everything that connects to it.
+//!
+//! Who issues them: on Kubernetes the operator (Secrets `<cluster>-ca`, `-server`,
+//! `-replication`, or the user's own, e.g. from cert-manager); locally the first program
+//! that finds them missing in the cluster's secrets directory — the local operator before
+//! it starts any instance, or `cnpg-instance` run by hand — exactly as passwords are made.
+//! The CA's key stays where it was made; an instance never needs it.
+
+use crate::runas::{self, RunAs};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// How long the certificates we issue last.
+pub const VALIDITY_DAYS: i64 = 90;
+
+/// The user standbys authenticate as, by certificate.
+pub const REPLICATION_USER: &str = "streaming_replica";
+
+/// A certificate or key could not be issued, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rcgen refused.
+    #[error("cannot issue a certificate: {0}")]
+    Issue(#[from] rcgen::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A certificate is missing and there is no CA key here to issue it.
+    #[error(
+        "{path} is missing and {dir} has no ca.key to issue it: copy the cluster's certificates \
+         there (on Kubernetes they come from the Secrets the operator mounts)",
+        dir = .path.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+    )]
+    Missing {
+        /// The missing file.
+        path: PathBuf,
+    },
+}
+
+/// A freshly issued certificate and its key, in PEM.
+pub struct Issued {
+    /// The certificate.
+    pub cert: String,
+    /// The private key.
+    pub key: String,
+    /// When it expires.
+    pub expires: jiff::Timestamp,
+}
+
+impl std::fmt::Debug for Issued {
+    // Never print a private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+fn days_from_now(now_ms: i64, days: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(now_ms + days * 86_400_000).unwrap_or(jiff::Timestamp::MAX)
+}
+
+fn set_validity(p: &mut CertificateParams, now_ms: i64) -> jiff::Timestamp {
+    // A day of slack before now: a node whose clock lags still accepts a new certificate.
+    let start = days_from_now(now_ms, -1);
+    let end = days_from_now(now_ms, VALIDITY_DAYS);
+    let ymd = |t: jiff::Timestamp| {
+        let d = t.to_zoned(jiff::tz::TimeZone::UTC).date();
+        rcgen::date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
+    };
+    p.not_before = ymd(start);
+    p.not_after = ymd(end);
+    end
+}
+
+/// Issues a CA named `common_name`.
+pub fn issue_ca(common_name: &str, now_ms: i64) -> Result<Issued, TlsError> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.distinguished_name
+        .push(DnType::OrganizationalUnitName, "cnpg-rs");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let expires = set_validity(&mut p, now_ms);
+    let cert = p.self_signed(&key)?;
+    Ok(Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+        expires,
+    })
+}
+
+/// Issues a certificate signed by the CA: a server certificate for `names` (host names and
+/// IP addresses), or a client certificate for the PostgreSQL user `common_name` (PostgreSQL's
+/// `cert` authentication matches the user against the common name).
+pub fn issue_leaf(
+    ca_cert: &str,
+    ca_key: &str,
+    common_name: &str,
+    names: Vec<String>,
+    client: bool,
+    now_ms: i64,
+) -> Result<Issued, TlsError> {
+    let ca_key = KeyPair::from_pem(ca_key)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_cert, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(names)?;
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let expires = set_validity(&mut p, now_ms);
+    let cert = p.signed_by(&key, &issuer)?;
+    Ok(Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+        expires,
+    })
+}
+
+/// The certificate files an instance takes from a mounted volume: no CA key among them.
+pub const MOUNTED: &[&str] = &[
+    "ca.crt",
+    "client-ca.crt",
+    "server.crt",
+    "server.key",
+    "streaming_replica.crt",
+    "streaming_replica.key",
+];
+
+/// The certificate files of a cluster, in one directory (the instance's secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl Files {
+    /// The CA that signed the server certificate: what clients verify the server with.
+    pub fn server_ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    /// The CA's key (only where certificates are issued: the local platform).
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    /// The CA client certificates must be signed by (`ssl_ca_file`); the server CA when
+    /// the user gave no other.
+    pub fn client_ca(&self) -> PathBuf {
+        let own = self.dir.join("client-ca.crt");
+        if own.exists() { own } else { self.server_ca() }
+    }
+    /// PostgreSQL's certificate.
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+    /// Its key.
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+    /// The `streaming_replica` client certificate.
+    pub fn replication_cert(&self) -> PathBuf {
+        self.dir.join("streaming_replica.crt")
+    }
+    /// Its key.
+    pub fn replication_key(&self) -> PathBuf {
+        self.dir.join("streaming_replica.key")
+    }
+
+    /// libpq's parameters to connect as `streaming_replica` with its certificate,
+    /// verifying the server's certificate and name against the cluster's CA.
+    pub fn replication_conninfo(&self) -> String {
+        format!(
+            "user={REPLICATION_USER} sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+            self.server_ca().display(),
+            self.replication_cert().display(),
+            self.replication_key().display()
+        )
+    }
+
+    /// Copies the certificate files `source` holds (a mounted Secret volume, named as
+    /// [`MOUNTED`]) over ours where they differ, private and owned by `run_as`; whether
+    /// any changed. A Secret volume is refreshed in place when its Secret changes (a
+    /// renewal, a user's rotation): copied here, the change reaches PostgreSQL by reload.
+    pub fn sync_from(&self, source: &Path, run_as: Option<RunAs>) -> Result<bool, TlsError> {
+        let mut changed = false;
+        for name in MOUNTED {
+            let from = source.join(name);
+            let Ok(text) = std::fs::read_to_string(&from) else {
+                continue;
+            };
+            let to = self.dir.join(name);
+            if std::fs::read_to_string(&to).ok().as_deref() != Some(text.as_str()) {
+                write_private(&to, &text, run_as)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// A digest of every certificate file: it changes when one is replaced (a renewal, a
+    /// rotated Secret), and then PostgreSQL must reload.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in [
+            self.server_ca(),
+            self.client_ca(),
+            self.server_cert(),
+            self.server_key(),
+            self.replication_cert(),
+            self.replication_key(),
+        ] {
+            std::fs::read(&p).unwrap_or_default().hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Issues what is missing, when the CA's key is here (or there is no CA yet): the CA,
+    /// a server certificate for `names`, the `streaming_replica` certificate. Keys are
+    /// 0600 and, like the certificates, owned by PostgreSQL's user (PostgreSQL refuses a
+    /// key others can read). Without the CA's key, a missing file is an error that says
+    /// where it should come from.
+    pub fn ensure(
+        &self,
+        cluster: &str,
+        names: &[String],
+        run_as: Option<RunAs>,
+    ) -> Result<(), TlsError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TlsError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let (ca_crt, ca_key) = (self.server_ca(), self.ca_key());
+        if !ca_crt.exists() && !ca_key.exists() {
+            let ca = issue_ca(cluster, now_ms)?;
+            write_private(&ca_key, &ca.key, None)?;
+            write_private(&ca_crt, &ca.cert, run_as)?;
+        }
+        let leaves = [
+            (self.server_cert(), self.server_key(), false),
+            (self.replication_cert(), self.replication_key(), true),
+        ];
+        for (crt, key, client) in leaves {
+            if crt.exists() && key.exists() {
+                continue;
+            }
+            if !ca_key.exists() || !ca_crt.exists() {
+                return Err(TlsError::Missing {
+                    path: if crt.exists() { key } else { crt },
+                });
+            }
+            let ca_cert = std::fs::read_to_string(&ca_crt).map_err(io(&ca_crt))?;
+            let ca_secret = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
+            let issued = if client {
+                issue_leaf(&ca_cert, &ca_secret, REPLICATION_USER, vec![], true, now_ms)?
+            } else {
+                issue_leaf(&ca_cert, &ca_secret, cluster, names.to_vec(), false, now_ms)?
+            };
+            write_private(&key, &issued.key, run_as)?;
+            write_private(&crt, &issued.cert, run_as)?;
+        }
+        Ok(())
+    }
+}
+
+/// The names a locally issued server certificate holds: the loopback names and addresses
+/// every local instance and proxy listens on, and `extra` (an instance's own address).
+pub fn local_names(extra: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    // `listen_addresses` style: a comma-separated list.
+    for e in extra.iter().flat_map(|e| e.split(',')).map(str::trim) {
+        if !e.is_empty() && e != "*" && !names.iter().any(|n| n == e) {
+            names.push(e.to_owned());
+        }
+    }
+    names
+}
+
+/// Writes a file only its owner can read (0600 from the start: no window where others can),
+/// owned by `run_as` when given.
+pub fn write_private(path: &Path, text: &str, run_as: Option<RunAs>) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    drop(f);
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    runas::own(run_as, &tmp).map_err(err)?;
+    // Renamed into place: PostgreSQL reloading at that moment sees the old file or the new.
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_set_is_issued_once_and_keys_are_private() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let files = Files {
+            dir: dir.path().join("s"),
+        };
+        files
+            .ensure("pg", &local_names(&["127.0.0.5"]), None)
+            .expect("issued");
+        let digest = files.digest();
+        for p in [files.ca_key(), files.server_key(), files.replication_key()] {
+            let mode = std::fs::metadata(&p).expect("key").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+        }
+        files.ensure("pg", &local_names(&[]), None).expect("again");
+        assert_eq!(files.digest(), digest, "nothing is reissued");
+        assert_eq!(files.client_ca(), files.server_ca());
+        // A mounted volume's files replace ours, once.
+        let mounted = dir.path().join("mounted");
+        std::fs::create_dir_all(&mounted).expect("dir");
+        std::fs::write(mounted.join("client-ca.crt"), "other CA").expect("write");
+        assert!(files.sync_from(&mounted, None).expect("sync"));
+        assert!(!files.sync_from(&mounted, None).expect("again"));
+        assert_eq!(files.client_ca(), files.dir.join("client-ca.crt"));
+        assert_ne!(files.digest(), digest);
+        let conn = files.replication_conninfo();
+        assert!(
+            conn.contains("sslmode=verify-full") && conn.contains("streaming_replica.key"),
+            "{conn}"
+        );
+    }
+
+    #[test]
+    fn without_the_ca_key_a_missing_certificate_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let files = Files {
+            dir: dir.path().to_owned(),
+        };
+        files.ensure("pg", &local_names(&[]), None).expect("issued");
+        std::fs::remove_file(files.ca_key()).expect("rm");
+        std::fs::remove_file(files.server_cert()).expect("rm");
+        let e = files
+            .ensure("pg", &local_names(&[]), None)
+            .expect_err("cannot issue")
+            .to_string();
+        assert!(e.contains("server.crt is missing"), "{e}");
+    }
+
+    #[test]
+    fn the_debug_form_never_shows_a_key() {
+        let ca = issue_ca("pg", 1_780_000_000_000).expect("ca");
+        let shown = format!("{ca:?}");
+        assert!(!shown.contains("PRIVATE"), "{shown}");
+    }
+}
