@@ -233,6 +233,8 @@ impl Cluster {
             user: "app".into(),
             password: self.password(),
             more_ports: Vec::new(),
+            // Over TLS, verifying the server as `local up`'s connection strings do.
+            ca: Some(self.root().join("secrets/ca.crt")),
         }
     }
     /// A multi-host connection straight to the instances (`target_session_attrs=read-write`).
@@ -609,7 +611,7 @@ fn main() {
             if rig == Rig::Plain {
                 let p = c.primary();
                 println!(
-                    "{mode:>8} single-row commit: median {:.2} ms through -rw, {:.2} ms straight to the primary",
+                    "{mode:>8} single-row commit: median {:.2} ms through -rw, {:.2} ms straight to the primary (standbys stream over TLS 1.3 with client certificates; this client connects without TLS)",
                     commit_latency(&c.target(), 300),
                     commit_latency(&c.direct(&p), 300)
                 );

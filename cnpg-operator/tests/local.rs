@@ -188,6 +188,8 @@ impl Cluster {
             user: "app".into(),
             password: self.password(),
             more_ports: Vec::new(),
+            // Over TLS, verifying the server as `local up`'s connection strings do.
+            ca: Some(self.root().join("secrets/ca.crt")),
         }
     }
 

@@ -491,6 +491,93 @@ async fn three_instances_run_with_synchronous_replication() {
     drop(client);
 
     plugin_commands(cp, &ns, op).await;
+
+    // After all that: no Secret's content in any log (the operator's, every container's,
+    // PostgreSQL's), event, or the Cluster and its status.
+    let secrets = secret_contents(&admin, &ns).await;
+    let mut texts: Vec<(String, String)> = files_under(_tmp.path())
+        .into_iter()
+        .filter(|f| {
+            let s = f.to_string_lossy();
+            // Volumes hold the Secrets themselves, PVCs the databases.
+            !s.contains("/volumes/") && !s.contains("/pgdata/")
+        })
+        .filter_map(|f| Some((f.display().to_string(), std::fs::read_to_string(&f).ok()?)))
+        .collect();
+    assert!(
+        texts.iter().any(|(n, _)| n.contains("operator-under-test"))
+            && texts.iter().any(|(n, _)| n.ends_with("/logs/postgres.log")),
+        "{:?}",
+        texts.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    texts.push((
+        "events".into(),
+        serde_json::to_string(&events.items).expect("json"),
+    ));
+    let cluster = clusters.get("cluster-sync").await.expect("cluster");
+    texts.push((
+        "the Cluster".into(),
+        serde_json::to_string(&cluster).expect("json"),
+    ));
+    assert_none_holds(&secrets, &texts);
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// What must never be shown, from every Secret of the namespace: each password, and each
+/// line of each private key (a leak of any part of one shows), by `secret/key`.
+async fn secret_contents(admin: &kube::Client, ns: &str) -> Vec<(String, String)> {
+    let all = Api::<Secret>::namespaced(admin.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("secrets")
+        .items;
+    let mut out = Vec::new();
+    for sec in &all {
+        let name = sec.metadata.name.clone().unwrap_or_default();
+        for (key, value) in sec.data.iter().flatten() {
+            let text = String::from_utf8_lossy(&value.0);
+            if text.contains("PRIVATE KEY") {
+                out.extend(
+                    text.lines()
+                        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                        .map(|l| (format!("{name}/{key}"), l.to_owned())),
+                );
+            } else if key.contains("password") && text.trim().len() >= 16 {
+                out.push((format!("{name}/{key}"), text.trim().to_owned()));
+            }
+        }
+    }
+    assert!(out.len() > 5, "the cluster's Secrets: {out:?}");
+    out
+}
+
+/// Fails naming where a secret shows, and which.
+fn assert_none_holds(secrets: &[(String, String)], texts: &[(String, String)]) {
+    for (where_, text) in texts {
+        for (what, secret) in secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{where_} holds the content of {what}"
+            );
+        }
+    }
 }
 
 /// The rest of `kubectl-cnpg` on the running cluster: fencing, restart, reload, report,
@@ -537,34 +624,8 @@ async fn plugin_commands(cp: &ControlPlane, ns: &str, op: &Operator) {
         assert!(report.contains(part), "{part} in the report");
     }
     // No Secret's content in it: no password, no line of a private key.
-    let all_secrets = Api::<Secret>::namespaced(admin.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .expect("secrets")
-        .items;
-    let mut leaked = Vec::new();
-    for sec in &all_secrets {
-        for (key, value) in sec.data.iter().flatten() {
-            let text = String::from_utf8_lossy(&value.0);
-            let parts: Vec<&str> = if text.contains("PRIVATE KEY") {
-                text.lines().filter(|l| !l.starts_with("-----")).collect()
-            } else if key.contains("password") {
-                vec![text.trim()]
-            } else {
-                vec![]
-            };
-            if parts.iter().any(|p| p.len() >= 16 && report.contains(p)) {
-                leaked.push(format!(
-                    "{}/{key}",
-                    sec.metadata.name.clone().unwrap_or_default()
-                ));
-            }
-        }
-    }
-    assert!(
-        leaked.is_empty(),
-        "the report holds Secret content: {leaked:?}"
-    );
+    let secrets = secret_contents(&admin, ns).await;
+    assert_none_holds(&secrets, &[("the report".to_owned(), report.clone())]);
 
     // A client certificate signed by the cluster's CA.
     ok(plugin(

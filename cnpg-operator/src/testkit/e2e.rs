@@ -242,6 +242,8 @@ pub async fn rw_target(admin: &kube::Client, ns: &str, cluster: &str) -> Result<
         user: value("username")?,
         password: value("password")?,
         more_ports: Vec::new(),
+        // Through the ClusterIP, which the server certificate does not name.
+        ca: None,
     })
 }
 

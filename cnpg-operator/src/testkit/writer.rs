@@ -24,6 +24,30 @@ pub struct Target {
     /// (straight to the instances, the way clients fail over without `-rw`). Empty: `port`
     /// only.
     pub more_ports: Vec<u16>,
+    /// The cluster's CA: connect over TLS and verify the server's certificate and name
+    /// (`host`) with it, as a careful client does (`sslmode=verify-full`). `None`: no TLS.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// A TLS connector trusting only `ca` (rustls checks the chain and the host name).
+fn verifying(ca: &std::path::Path) -> tokio_postgres_rustls::MakeRustlsConnect {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .unwrap_or_else(|e| panic!("{}: {e}", ca.display()))
+        .flatten()
+    {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .expect("TLS 1.3 with ring")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
 impl Target {
@@ -41,7 +65,15 @@ impl Target {
             .password(&self.password)
             .dbname(&self.user)
             .connect_timeout(Duration::from_secs(1));
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        let Some(ca) = &self.ca else {
+            let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            return Ok(client);
+        };
+        cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+        let (client, conn) = cfg.connect(verifying(ca)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
