@@ -19,6 +19,25 @@ use std::path::{Path, PathBuf};
 /// How long the certificates we issue last.
 pub const VALIDITY_DAYS: i64 = 90;
 
+/// Certificates are renewed this long before they expire (as upstream).
+pub const RENEW_BEFORE_DAYS: i64 = 7;
+
+/// When a PEM certificate expires, if it can be read.
+pub fn expires(pem: &str) -> Option<jiff::Timestamp> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    jiff::Timestamp::from_second(cert.validity().not_after.timestamp()).ok()
+}
+
+/// Whether the certificate in `path` is missing, unreadable, or expires within
+/// [`RENEW_BEFORE_DAYS`] of `now_ms`.
+fn due(path: &Path, now_ms: i64) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|pem| expires(&pem))
+        .is_none_or(|e| e.as_millisecond() < now_ms + RENEW_BEFORE_DAYS * 86_400_000)
+}
+
 /// The user standbys authenticate as, by certificate.
 pub const REPLICATION_USER: &str = "streaming_replica";
 
@@ -249,24 +268,56 @@ impl Files {
         names: &[String],
         run_as: Option<RunAs>,
     ) -> Result<(), TlsError> {
+        self.renew(
+            cluster,
+            names,
+            run_as,
+            jiff::Timestamp::now().as_millisecond(),
+            false,
+        )
+        .map(|_| ())
+    }
+
+    /// [`Files::ensure`], and — where the CA's key is (the local platform, its own issuer)
+    /// — renews what expires within [`RENEW_BEFORE_DAYS`] of `now_ms`: the CA and then
+    /// everything it signs, or a certificate alone. The names of what was issued; running
+    /// instances load them by reload when they see the files change.
+    pub fn renew(
+        &self,
+        cluster: &str,
+        names: &[String],
+        run_as: Option<RunAs>,
+        now_ms: i64,
+        expiring_too: bool,
+    ) -> Result<Vec<&'static str>, TlsError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| TlsError::Io { path, source }
         };
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let mut issued = Vec::new();
         let (ca_crt, ca_key) = (self.server_ca(), self.ca_key());
-        if !ca_crt.exists() && !ca_key.exists() {
+        let new_ca = (!ca_crt.exists() && !ca_key.exists())
+            || (expiring_too && ca_key.exists() && due(&ca_crt, now_ms));
+        if new_ca {
             let ca = issue_ca(cluster, now_ms)?;
             write_private(&ca_key, &ca.key, None)?;
             write_private(&ca_crt, &ca.cert, run_as)?;
+            issued.push("ca.crt");
         }
         let leaves = [
-            (self.server_cert(), self.server_key(), false),
-            (self.replication_cert(), self.replication_key(), true),
+            (self.server_cert(), self.server_key(), false, "server.crt"),
+            (
+                self.replication_cert(),
+                self.replication_key(),
+                true,
+                "streaming_replica.crt",
+            ),
         ];
-        for (crt, key, client) in leaves {
-            if crt.exists() && key.exists() {
+        for (crt, key, client, name) in leaves {
+            let present = crt.exists() && key.exists();
+            let renew = new_ca || (expiring_too && ca_key.exists() && due(&crt, now_ms));
+            if present && !renew {
                 continue;
             }
             if !ca_key.exists() || !ca_crt.exists() {
@@ -276,15 +327,16 @@ impl Files {
             }
             let ca_cert = std::fs::read_to_string(&ca_crt).map_err(io(&ca_crt))?;
             let ca_secret = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
-            let issued = if client {
+            let leaf = if client {
                 issue_leaf(&ca_cert, &ca_secret, REPLICATION_USER, vec![], true, now_ms)?
             } else {
                 issue_leaf(&ca_cert, &ca_secret, cluster, names.to_vec(), false, now_ms)?
             };
-            write_private(&key, &issued.key, run_as)?;
-            write_private(&crt, &issued.cert, run_as)?;
+            write_private(&key, &leaf.key, run_as)?;
+            write_private(&crt, &leaf.cert, run_as)?;
+            issued.push(name);
         }
-        Ok(())
+        Ok(issued)
     }
 }
 
@@ -379,6 +431,53 @@ mod tests {
             .expect_err("cannot issue")
             .to_string();
         assert!(e.contains("server.crt is missing"), "{e}");
+    }
+
+    #[test]
+    fn the_local_issuer_renews_a_week_before_expiry() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let files = Files {
+            dir: dir.path().to_owned(),
+        };
+        let day = 86_400_000;
+        let now = jiff::Timestamp::now().as_millisecond();
+        // Issued 80 days ago: ten days left, nothing to do.
+        let names = local_names(&[]);
+        files
+            .renew("pg", &names, None, now - 80 * day, true)
+            .expect("issued");
+        let left = |p: PathBuf| {
+            let pem = std::fs::read_to_string(p).expect("pem");
+            (expires(&pem).expect("readable").as_millisecond() - now) / day
+        };
+        assert_eq!(
+            left(files.server_cert()),
+            9,
+            "90 days from then, to the day"
+        );
+        assert!(
+            files
+                .renew("pg", &names, None, now, true)
+                .expect("none")
+                .is_empty()
+        );
+        // Five days later only five are left: the CA and what it signs are renewed.
+        let renewed = files
+            .renew("pg", &names, None, now + 5 * day, true)
+            .expect("renewed");
+        assert_eq!(
+            renewed,
+            vec!["ca.crt", "server.crt", "streaming_replica.crt"]
+        );
+        assert!(left(files.replication_cert()) > 90);
+        // Without the CA's key (certificates from the operator) nothing is touched.
+        std::fs::remove_file(files.ca_key()).expect("rm");
+        assert!(
+            files
+                .renew("pg", &names, None, now + 200 * day, true)
+                .expect("left alone")
+                .is_empty()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use cnpg_core::api::Cluster;
 use cnpg_core::naming;
-pub use cnpg_instance::tls::{Issued, VALIDITY_DAYS, issue_ca, issue_leaf};
+pub use cnpg_instance::tls::{Issued, RENEW_BEFORE_DAYS, VALIDITY_DAYS, issue_ca, issue_leaf};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -238,9 +238,6 @@ pub fn due(
     out.extend(certificates(c, existing, now_ms)?);
     Ok(out)
 }
-
-/// Certificates are renewed this long before they expire (as upstream).
-pub const RENEW_BEFORE_DAYS: i64 = 7;
 
 fn expiring(s: &Secret, now_ms: i64) -> bool {
     let exp = s

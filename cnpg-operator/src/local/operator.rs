@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -62,6 +62,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
         source,
     }
 }
+
+/// How often the local issuer looks for certificates about to expire.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(3600);
 
 /// Reads and validates a Cluster manifest: every problem, or the typed Cluster.
 pub fn load_manifest(path: &Path) -> Result<Cluster, LocalError> {
@@ -222,6 +225,7 @@ impl LocalOperator {
         }
         let mut healthy = Some(healthy);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut certificates_checked: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -229,6 +233,10 @@ impl LocalOperator {
             }
             if *stop.borrow() {
                 break;
+            }
+            if certificates_checked.is_none_or(|t| t.elapsed() > CERTIFICATE_CHECK) {
+                certificates_checked = Some(Instant::now());
+                self.renew_certificates();
             }
             let phase = self.step().await;
             if phase == cnpg_core::phase::ClusterPhase::Healthy
@@ -284,6 +292,26 @@ impl LocalOperator {
             &serde_json::to_string_pretty(&self.ports).expect("ports serialize"),
         )
         .map_err(io(&self.layout.ports()))
+    }
+
+    /// The local platform is its own issuer: certificates expiring within a week are
+    /// renewed in the secrets directory (the instance managers see them change and reload
+    /// PostgreSQL), as the operator renews its Secrets on Kubernetes.
+    fn renew_certificates(&mut self) {
+        let files = cnpg_instance::tls::Files {
+            dir: self.layout.secrets(),
+        };
+        let run_as = cnpg_instance::runas::RunAs::detect().ok().flatten();
+        let names = cnpg_instance::tls::local_names(&[]);
+        match files.renew(&self.cluster, &names, run_as, now().millis() as i64, true) {
+            Ok(renewed) if !renewed.is_empty() => self.event(format!(
+                "CertificateRenewed: {} (expiring within {} days)",
+                renewed.join(", "),
+                cnpg_instance::tls::RENEW_BEFORE_DAYS
+            )),
+            Ok(_) => {}
+            Err(e) => self.event(format!("CertificateRenewalFailed: {e}")),
+        }
     }
 
     fn event(&mut self, text: String) {
