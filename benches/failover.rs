@@ -13,7 +13,9 @@
 //! fault: trials, how long writes stopped (median, max), acknowledged
 //! rows lost, and probe rounds that saw two writable primaries; before the faults, the
 //! single-row commit latency through `-rw` and straight to the primary. Both with
-//! `dataDurability: required` and with asynchronous replication.
+//! `dataDurability: required` and with asynchronous replication. Everything is over TLS
+//! as a user runs it: the clients verify the server (`verify-full`), standbys stream with
+//! client certificates.
 //!
 //! `cargo bench -p cnpg-benches --bench failover` (builds the release binaries first).
 //! TRIALS sets the trials per fault (default 5); FAULTS=node,hung (label prefixes) picks
@@ -611,7 +613,7 @@ fn main() {
             if rig == Rig::Plain {
                 let p = c.primary();
                 println!(
-                    "{mode:>8} single-row commit: median {:.2} ms through -rw, {:.2} ms straight to the primary (standbys stream over TLS 1.3 with client certificates; this client connects without TLS)",
+                    "{mode:>8} single-row commit: median {:.2} ms through -rw, {:.2} ms straight to the primary (this client over TLS, verify-full; standbys stream over TLS 1.3 with client certificates)",
                     commit_latency(&c.target(), 300),
                     commit_latency(&c.direct(&p), 300)
                 );
