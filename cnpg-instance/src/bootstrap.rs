@@ -41,6 +41,27 @@ impl Secrets {
     pub fn app(&self) -> PathBuf {
         self.dir.join("app-password")
     }
+    /// The bearer token the instance managers' `/pg/status` requires, where it exists
+    /// (the local platform makes it; pods have none yet).
+    pub fn status_token(&self) -> PathBuf {
+        self.dir.join("status-token")
+    }
+
+    /// The status token, made (0600) when missing.
+    pub fn ensure_status_token(&self, run_as: Option<RunAs>) -> Result<String, PgError> {
+        let path = self.status_token();
+        if !path.exists() {
+            std::fs::create_dir_all(&self.dir).map_err(|source| PgError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+            let token =
+                random_password().map_err(|e| PgError::Query(format!("no randomness: {e}")))?;
+            write_private(&path, &token, run_as)?;
+        }
+        self.read(&path)
+    }
+
     /// The libpq password file built from the others.
     pub fn passfile(&self) -> PathBuf {
         self.dir.join("pgpass")

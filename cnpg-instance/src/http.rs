@@ -16,6 +16,17 @@ pub async fn get(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    get_authorized(host, port, path, timeout, None).await
+}
+
+/// [`get`] with `Authorization: Bearer <token>` when a token is given.
+pub async fn get_authorized(
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -27,8 +38,13 @@ pub async fn get(
     let client: Client<_, String> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http();
+    let mut request = http::Request::get(uri);
+    if let Some(t) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let request = request.body(String::new()).map_err(|e| e.to_string())?;
     let fetch = async {
-        let response = client.get(uri).await.map_err(|e| e.to_string())?;
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
         let code = response.status().as_u16();
         let body = response
             .into_body()

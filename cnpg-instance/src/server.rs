@@ -26,6 +26,9 @@ pub struct AppState {
     pub shared: SharedState,
     /// Live queries.
     pub query: Arc<dyn PgQuery>,
+    /// The bearer token `/pg/status` requires (the local platform's `status-token`);
+    /// `None`: it answers anyone who reaches it. The probes never need it.
+    pub token: Option<String>,
 }
 
 /// The router.
@@ -127,7 +130,29 @@ async fn settle_death(state: &AppState) {
     }
 }
 
-async fn status(State(state): State<AppState>) -> Response {
+async fn status(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in full whatever it holds: the time taken says nothing of the token.
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required: the status-token file in the cluster's secrets \
+                 directory (the local operator sends it)",
+            )
+                .into_response();
+        }
+    }
     // What the manager was doing when the query began: a restart (in place after a crash,
     // or asked for) may end while the query fails, and a report built from the state after
     // it would show a failed query and no restart, which the operator takes for a dead
@@ -300,6 +325,7 @@ mod tests {
             ));
         }
         let state = AppState {
+            token: None,
             instance: "pg-1".into(),
             shared,
             query: Arc::new(crate::query::MockPgQuery::new()),

@@ -130,6 +130,9 @@ pub struct Harness {
     pub instances: BTreeMap<String, Instance>,
     /// The smart shutdown budget of managers started from now on (zero: fast at once).
     pub smart_timeout: Duration,
+    /// The bearer token the status servers of managers started from now on require
+    /// ([`Harness::require_status_token`]); `status` sends it.
+    pub status_token: Option<String>,
     ports: BTreeMap<String, u16>,
 }
 
@@ -161,6 +164,7 @@ impl Harness {
             cluster: cluster.to_owned(),
             instances: BTreeMap::new(),
             smart_timeout: Duration::ZERO,
+            status_token: None,
             ports: BTreeMap::new(),
         }
     }
@@ -314,6 +318,7 @@ impl Harness {
             instance: name.to_owned(),
             shared: shared.clone(),
             query,
+            token: self.status_token.clone(),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", status_port))
             .await
@@ -362,12 +367,29 @@ impl Harness {
         i.tasks.drain(..).collect()
     }
 
-    /// `GET /pg/status` of an instance.
+    /// Managers started from now on want the cluster's status token (made as the local
+    /// platform makes it) on `/pg/status`.
+    pub fn require_status_token(&mut self) {
+        let token = self
+            .secrets
+            .ensure_status_token(self.run_as)
+            .expect("a status token");
+        self.status_token = Some(token);
+    }
+
+    /// `GET /pg/status` of an instance (with the status token, when required).
     pub async fn status(&self, name: &str) -> InstanceStatus {
         let port = self.instances[name].status_port;
-        http_get_json(port, "/pg/status")
-            .await
-            .unwrap_or_else(|e| InstanceStatus::unreachable(name, &e))
+        let got = crate::http::get_authorized(
+            "127.0.0.1",
+            port,
+            "/pg/status",
+            Duration::from_secs(5),
+            self.status_token.as_deref(),
+        )
+        .await
+        .and_then(|(_, body)| serde_json::from_str(&body).map_err(|e| format!("{e}: {body}")));
+        got.unwrap_or_else(|e| InstanceStatus::unreachable(name, &e))
     }
 
     /// Waits (polling every 50 ms) until `f` holds, or panics with what was last seen.
@@ -493,9 +515,4 @@ pub fn psql(
 /// A GET on 127.0.0.1 for tests ([`crate::http::get`], 5 s deadline).
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     crate::http::get("127.0.0.1", port, path, Duration::from_secs(5)).await
-}
-
-async fn http_get_json(port: u16, path: &str) -> Result<InstanceStatus, String> {
-    let (_, body) = http_get(port, path).await?;
-    serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
 }

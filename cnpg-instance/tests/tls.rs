@@ -216,6 +216,37 @@ async fn superuser_access_off_leaves_postgres_without_a_password() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_endpoint_wants_the_status_token_and_the_probes_do_not() {
+    use cnpg_instance::testkit::http_get;
+    let mut h = Harness::new("pg");
+    h.require_status_token();
+    h.running_primary("pg-1").await;
+    let port = h.instances["pg-1"].status_port;
+    let (code, body) = http_get(port, "/pg/status").await.expect("answers");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("status-token"), "{body}");
+    let token = h.status_token.clone().expect("token");
+    let wrong = cnpg_instance::http::get_authorized(
+        "127.0.0.1",
+        port,
+        "/pg/status",
+        Duration::from_secs(5),
+        Some(&token.replace(|c: char| c.is_ascii_digit(), "x")),
+    )
+    .await
+    .expect("answers");
+    assert_eq!(wrong.0, 401);
+    assert!(h.status("pg-1").await.is_primary, "with the token");
+    for probe in ["/healthz", "/readyz", "/startupz"] {
+        let (code, _) = http_get(port, probe).await.expect("answers");
+        assert_eq!(code, 200, "{probe}");
+    }
+    let files = std::fs::metadata(h.secrets.status_token()).expect("token file");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(files.permissions().mode() & 0o777, 0o600);
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -133,6 +133,9 @@ enum Command {
         /// Host of its status server.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
+        /// The cluster's `status-token` file, when it has one (a local cluster's secrets).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Show which PostgreSQL installation would be used, and why.
     FindPostgres,
@@ -176,8 +179,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Command::Status { status_port, host } = &cli.command {
-        return status(host, *status_port);
+    if let Command::Status {
+        status_port,
+        host,
+        token_file,
+    } = &cli.command
+    {
+        let token = match token_file.as_ref().map(std::fs::read_to_string) {
+            None => None,
+            Some(Ok(t)) => Some(t.trim().to_owned()),
+            Some(Err(e)) => return fail(format!("--token-file: {e}")),
+        };
+        return status(host, *status_port, token.as_deref());
     }
     if let Command::Install {
         to,
@@ -507,10 +520,15 @@ async fn run(
         }
     };
     let manager = Manager::new(cfg, Arc::new(ctl), query.clone(), view);
+    // Where the cluster has a status token (the local platform), /pg/status wants it.
+    let token = std::fs::read_to_string(secrets.status_token())
+        .ok()
+        .map(|t| t.trim().to_owned());
     let app = server::router(AppState {
         instance: instance.name.clone(),
         shared: manager.shared(),
         query,
+        token,
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut srx = rx.clone();
@@ -647,17 +665,18 @@ fn install(
     }
 }
 
-fn status(host: &str, port: u16) -> ExitCode {
+fn status(host: &str, port: u16, token: Option<&str>) -> ExitCode {
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            rt.block_on(cnpg_instance::http::get(
+            rt.block_on(cnpg_instance::http::get_authorized(
                 host,
                 port,
                 "/pg/status",
                 Duration::from_secs(30),
+                token,
             ))
         });
     let body = match answer {

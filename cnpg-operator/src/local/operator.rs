@@ -113,6 +113,9 @@ pub struct LocalOperator {
     last_election: Option<String>,
     manifest: Cluster,
     last_view: String,
+    /// What the instance managers' `/pg/status` wants from us (`secrets/status-token`):
+    /// their status servers listen on loopback, and nobody else on the machine needs it.
+    status_token: String,
     /// `operator.pid`, locked for as long as this operator lives.
     _lock: OperatorLock,
 }
@@ -180,6 +183,11 @@ impl LocalOperator {
             })?;
             listeners.push((svc, l));
         }
+        let status_token = cnpg_instance::bootstrap::Secrets {
+            dir: layout.secrets(),
+        }
+        .ensure_status_token(None)
+        .map_err(|e| LocalError::Other(format!("the status token: {e}")))?;
         let saved: Option<StatusFile> = std::fs::read_to_string(layout.status())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
@@ -202,6 +210,7 @@ impl LocalOperator {
             last_election: None,
             manifest,
             last_view: String::new(),
+            status_token,
             _lock: lock,
         };
         op.save_ports()?;
@@ -379,14 +388,16 @@ impl LocalOperator {
         let asks = names.iter().map(|name| {
             let running = self.children.contains_key(name) || self.adopted.contains_key(name);
             let port = self.ports.instances.get(name).map(|(_, sp)| *sp);
+            let token = self.status_token.as_str();
             async move {
                 match (running, port) {
                     (true, Some(sp)) => {
-                        match cnpg_instance::http::get(
+                        match cnpg_instance::http::get_authorized(
                             "127.0.0.1",
                             sp,
                             "/pg/status",
                             Duration::from_millis(500),
+                            Some(token),
                         )
                         .await
                         {
