@@ -119,6 +119,8 @@ pub struct Manager {
     applied_tls: Option<u64>,
     /// Superuser access as last applied on this primary.
     applied_superuser: Option<bool>,
+    /// `streaming_replica` checked (certificate only, rewind grants) on this primary.
+    replication_role_checked: bool,
     applied_restart: Option<Option<String>>,
     applied_reload: Option<Option<String>>,
     last_view: ViewData,
@@ -207,6 +209,7 @@ impl Manager {
             applied_access: None,
             applied_tls: None,
             applied_superuser: None,
+            replication_role_checked: false,
             applied_restart: None,
             applied_reload: None,
             last_view: ViewData::default(),
@@ -845,8 +848,28 @@ impl Manager {
         }
         if snapshot.is_some_and(|s| s.is_primary) {
             self.ensure_slots(view).await?;
+            self.ensure_replication_role().await?;
             self.ensure_superuser_access(view).await?;
         }
+        Ok(())
+    }
+
+    /// Once per manager on a primary: `streaming_replica` logs in by certificate only (no
+    /// password: clusters made before certificates had one) and may serve as pg_rewind's
+    /// source (the grants new clusters get at initdb). Idempotent, and a local commit: the
+    /// loop must never wait for a standby it has yet to configure.
+    async fn ensure_replication_role(&mut self) -> Result<(), PgError> {
+        if self.replication_role_checked {
+            return Ok(());
+        }
+        self.query
+            .execute(&format!(
+                "SET synchronous_commit = local; SET statement_timeout = '5s'; \
+                 ALTER ROLE streaming_replica PASSWORD NULL;\n{}",
+                crate::bootstrap::REWIND_GRANTS
+            ))
+            .await?;
+        self.replication_role_checked = true;
         Ok(())
     }
 
