@@ -512,6 +512,20 @@ pub fn psql(
     }
 }
 
+/// Every file under `dir`, recursively (what a test greps for leaked secrets).
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// A GET on 127.0.0.1 for tests ([`crate::http::get`], 5 s deadline).
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     crate::http::get("127.0.0.1", port, path, Duration::from_secs(5)).await

@@ -902,20 +902,6 @@ fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
     cnpg_instance::testkit::psql(conninfo, sql, None, &std::env::temp_dir())
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn tls_through_every_service_a_client_certificate_and_no_secret_leaks() {
     let c = Cluster::up_on(
@@ -1003,9 +989,11 @@ fn tls_through_every_service_a_client_certificate_and_no_secret_leaks() {
     c.cnpg(&["report", "pgt", "--output", report.to_str().expect("utf-8")]);
     let status = c.cnpg(&["status", "pgt"]);
     let mut secrets_known: Vec<(String, String)> = Vec::new();
-    for f in files_under(&secrets)
+    for f in cnpg_instance::testkit::files_under(&secrets)
         .into_iter()
-        .chain(files_under(&c.root().join("certificates")))
+        .chain(cnpg_instance::testkit::files_under(
+            &c.root().join("certificates"),
+        ))
     {
         let name = f.display().to_string();
         let text = std::fs::read_to_string(&f).unwrap_or_default();
@@ -1020,9 +1008,9 @@ fn tls_through_every_service_a_client_certificate_and_no_secret_leaks() {
     }
     assert!(secrets_known.len() > 10, "{secrets_known:?}");
     let mut looked_at = vec![("kubectl-cnpg status".to_owned(), status)];
-    for f in files_under(&c.root())
+    for f in cnpg_instance::testkit::files_under(&c.root())
         .into_iter()
-        .chain(files_under(&report))
+        .chain(cnpg_instance::testkit::files_under(&report))
         .filter(|f| !f.starts_with(&secrets) && !f.starts_with(c.root().join("certificates")))
         .filter(|f| {
             !f.starts_with(c.root().join("instances")) || !f.to_string_lossy().contains("/data/")

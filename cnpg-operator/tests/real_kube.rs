@@ -495,7 +495,7 @@ async fn three_instances_run_with_synchronous_replication() {
     // After all that: no Secret's content in any log (the operator's, every container's,
     // PostgreSQL's), event, or the Cluster and its status.
     let secrets = secret_contents(&admin, &ns).await;
-    let mut texts: Vec<(String, String)> = files_under(_tmp.path())
+    let mut texts: Vec<(String, String)> = cnpg_instance::testkit::files_under(_tmp.path())
         .into_iter()
         .filter(|f| {
             let s = f.to_string_lossy();
@@ -524,20 +524,6 @@ async fn three_instances_run_with_synchronous_replication() {
         serde_json::to_string(&cluster).expect("json"),
     ));
     assert_none_holds(&secrets, &texts);
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// What must never be shown, from every Secret of the namespace: each password, and each
