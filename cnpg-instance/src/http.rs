@@ -27,11 +27,7 @@ pub async fn get_authorized(
     timeout: Duration,
     token: Option<&str>,
 ) -> Result<(u16, String), String> {
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let authority = authority(host, port);
     let uri: http::Uri = format!("http://{authority}{path}")
         .parse()
         .map_err(|e| format!("bad address {authority}{path}: {e}"))?;
@@ -45,18 +41,36 @@ pub async fn get_authorized(
     let request = request.body(String::new()).map_err(|e| e.to_string())?;
     let fetch = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;
-        let code = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((code, String::from_utf8_lossy(&body).into_owned()))
+        answer(response).await
     };
     tokio::time::timeout(timeout, fetch)
         .await
         .map_err(|_| "timed out".to_owned())?
+}
+
+/// `host:port` as a `Host` header and a URI write it (IPv6 in brackets).
+pub(crate) fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A response's status code and its whole body as text.
+pub(crate) async fn answer<B>(response: http::Response<B>) -> Result<(u16, String), String>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Display,
+{
+    let code = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[cfg(test)]

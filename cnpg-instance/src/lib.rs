@@ -26,6 +26,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod https;
 #[cfg(feature = "kubernetes")]
 pub mod kube_view;
 #[cfg(feature = "kubernetes")]

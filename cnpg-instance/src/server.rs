@@ -2,13 +2,14 @@
 //! upstream's field names, from `cnpg_core::status::InstanceStatus`), the probes
 //! `/healthz`, `/readyz`, `/startupz`, and `/metrics` in Prometheus text.
 
+use crate::https::Peer;
 use crate::manager::SharedState;
 use crate::query::{PgQuery, Snapshot};
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use cnpg_core::status::InstanceStatus;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
@@ -26,9 +27,14 @@ pub struct AppState {
     pub shared: SharedState,
     /// Live queries.
     pub query: Arc<dyn PgQuery>,
-    /// The bearer token `/pg/status` requires (the local platform's `status-token`);
-    /// `None`: it answers anyone who reaches it. The probes never need it.
+    /// The token `/pg/status` takes (the cluster's `status-token`: the local operator
+    /// sends it, and `kubectl cnpg status` through the API server's pod proxy).
     pub token: Option<String>,
+    /// Served over HTTPS with the operator's CA ([`crate::https`]): `/pg/status` takes a
+    /// connection whose client certificate the operator's CA signed, or the token.
+    /// Neither a token nor this: `/pg/status` answers anyone who reaches it. The probes
+    /// and `/metrics` never need either.
+    pub operator_tls: bool,
 }
 
 /// The router.
@@ -130,28 +136,55 @@ async fn settle_death(state: &AppState) {
     }
 }
 
-async fn status(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(token) = &state.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        // Compared in full whatever it holds: the time taken says nothing of the token.
-        let ok = given.is_some_and(|g| {
-            g.len() == token.len()
-                && g.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
+/// Whether a request may read `/pg/status`: see [`AppState::token`] and
+/// [`AppState::operator_tls`].
+fn authorized(state: &AppState, headers: &axum::http::HeaderMap, peer: Peer) -> bool {
+    if state.token.is_none() && !state.operator_tls {
+        return true;
+    }
+    if state.operator_tls && peer.operator {
+        return true;
+    }
+    let Some(token) = &state.token else {
+        return false;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| {
+            headers
+                .get(crate::https::TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
         });
-        if !ok {
-            return (
-                StatusCode::UNAUTHORIZED,
+    // Compared in full whatever it holds: the time taken says nothing of the token.
+    given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
+async fn status(
+    State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
+    if !authorized(&state, &headers, peer) {
+        let how = match (state.operator_tls, state.token.is_some()) {
+            (true, true) => {
+                "the operator's client certificate or the cluster's status token is required"
+            }
+            (true, false) => "the operator's client certificate is required",
+            _ => {
                 "a bearer token is required: the status-token file in the cluster's secrets \
-                 directory (the local operator sends it)",
-            )
-                .into_response();
-        }
+                 directory (the local operator sends it)"
+            }
+        };
+        return (StatusCode::UNAUTHORIZED, how).into_response();
     }
     // What the manager was doing when the query began: a restart (in place after a crash,
     // or asked for) may end while the query fails, and a report built from the state after
@@ -326,6 +359,7 @@ mod tests {
         }
         let state = AppState {
             token: None,
+            operator_tls: false,
             instance: "pg-1".into(),
             shared,
             query: Arc::new(crate::query::MockPgQuery::new()),

@@ -133,6 +133,10 @@ pub struct Harness {
     /// The bearer token the status servers of managers started from now on require
     /// ([`Harness::require_status_token`]); `status` sends it.
     pub status_token: Option<String>,
+    /// The operator's client certificate and key (PEM), when the status servers of
+    /// managers started from now on serve HTTPS ([`Harness::serve_status_over_tls`]);
+    /// `status` presents it.
+    pub operator_client: Option<(String, String)>,
     ports: BTreeMap<String, u16>,
 }
 
@@ -165,6 +169,7 @@ impl Harness {
             instances: BTreeMap::new(),
             smart_timeout: Duration::ZERO,
             status_token: None,
+            operator_client: None,
             ports: BTreeMap::new(),
         }
     }
@@ -319,17 +324,25 @@ impl Harness {
             shared: shared.clone(),
             query,
             token: self.status_token.clone(),
+            operator_tls: self.operator_client.is_some(),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", status_port))
             .await
             .expect("status port");
         let mut srx = rx.clone();
+        let tls = self.operator_client.is_some().then(|| self.secrets.tls());
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = srx.wait_for(|stop| *stop).await;
-                })
-                .await;
+            let stopped = async move {
+                let _ = srx.wait_for(|stop| *stop).await;
+            };
+            match tls {
+                Some(files) => crate::https::serve(listener, app, files, stopped).await,
+                None => {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
+                }
+            }
         });
         let task = tokio::spawn(manager.run(rx));
         self.instances.insert(
@@ -377,18 +390,44 @@ impl Harness {
         self.status_token = Some(token);
     }
 
-    /// `GET /pg/status` of an instance (with the status token, when required).
+    /// Managers started from now on serve their status over HTTPS and take the operator
+    /// by a client certificate, as in a pod: an operator CA is issued, its certificate
+    /// written as `operator-ca.crt` among the secrets, and one client certificate kept in
+    /// [`Harness::operator_client`].
+    pub fn serve_status_over_tls(&mut self) {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let ca = crate::tls::issue_ca("pg-operator", now).expect("an operator CA");
+        let leaf = crate::tls::issue_leaf(&ca.cert, &ca.key, "cnpg-operator", vec![], true, now)
+            .expect("an operator certificate");
+        let files = self.secrets.tls();
+        crate::tls::write_private(&files.operator_ca(), &ca.cert, self.run_as)
+            .expect("operator-ca.crt");
+        self.operator_client = Some((leaf.cert, leaf.key));
+    }
+
+    /// How a client reaches a status server over HTTPS: verifying it against the
+    /// cluster's CA, presenting `identity` (a certificate and key, PEM) when given.
+    pub fn status_tls(&self, identity: Option<(&str, &str)>) -> crate::https::ClientTls {
+        let ca = std::fs::read_to_string(self.secrets.tls().server_ca()).expect("ca.crt");
+        crate::https::ClientTls::new(&ca, identity, "localhost").expect("a client")
+    }
+
+    /// `GET /pg/status` of an instance (with the status token, when required; over HTTPS
+    /// as the operator, when served so).
     pub async fn status(&self, name: &str) -> InstanceStatus {
         let port = self.instances[name].status_port;
-        let got = crate::http::get_authorized(
-            "127.0.0.1",
-            port,
-            "/pg/status",
-            Duration::from_secs(5),
-            self.status_token.as_deref(),
-        )
-        .await
-        .and_then(|(_, body)| serde_json::from_str(&body).map_err(|e| format!("{e}: {body}")));
+        let (timeout, token) = (Duration::from_secs(5), self.status_token.as_deref());
+        let got = match &self.operator_client {
+            Some((cert, key)) => {
+                let tls = self.status_tls(Some((cert, key)));
+                crate::https::get("127.0.0.1", port, "/pg/status", timeout, &tls, token).await
+            }
+            None => {
+                crate::http::get_authorized("127.0.0.1", port, "/pg/status", timeout, token).await
+            }
+        };
+        let got = got
+            .and_then(|(_, body)| serde_json::from_str(&body).map_err(|e| format!("{e}: {body}")));
         got.unwrap_or_else(|e| InstanceStatus::unreachable(name, &e))
     }
 

@@ -55,6 +55,14 @@ pub enum TlsError {
         /// Why.
         source: std::io::Error,
     },
+    /// A certificate or key is unusable.
+    #[error("{what}: {why}")]
+    Invalid {
+        /// What (a file, a Secret's key).
+        what: String,
+        /// Why.
+        why: String,
+    },
     /// A certificate is missing and there is no CA key here to issue it.
     #[error(
         "{path} is missing and {dir} has no ca.key to issue it: copy the cluster's certificates \
@@ -167,6 +175,7 @@ pub const MOUNTED: &[&str] = &[
     "server.key",
     "streaming_replica.crt",
     "streaming_replica.key",
+    "operator-ca.crt",
 ];
 
 /// The certificate files of a cluster, in one directory (the instance's secrets).
@@ -206,6 +215,11 @@ impl Files {
     /// Its key.
     pub fn replication_key(&self) -> PathBuf {
         self.dir.join("streaming_replica.key")
+    }
+    /// The CA of the operator's client certificate: the status endpoint over HTTPS
+    /// ([`crate::https`]) takes a client it signed for the operator (Kubernetes only).
+    pub fn operator_ca(&self) -> PathBuf {
+        self.dir.join("operator-ca.crt")
     }
 
     /// libpq's parameters to connect as `streaming_replica` with its certificate,
@@ -251,6 +265,7 @@ impl Files {
             self.server_key(),
             self.replication_cert(),
             self.replication_key(),
+            self.operator_ca(),
         ] {
             std::fs::read(&p).unwrap_or_default().hash(&mut h);
         }

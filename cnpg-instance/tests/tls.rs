@@ -247,6 +247,86 @@ async fn the_status_endpoint_wants_the_status_token_and_the_probes_do_not() {
     assert_eq!(files.permissions().mode() & 0o777, 0o600);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_status_answers_the_operator_or_the_token_and_the_probes_anyone() {
+    use cnpg_instance::https;
+    let mut h = Harness::new("pg");
+    h.require_status_token();
+    h.serve_status_over_tls();
+    // Started and awaited through `status`: over HTTPS, with the operator's certificate.
+    h.running_primary("pg-1").await;
+    let port = h.instances["pg-1"].status_port;
+    let get = async |tls: &https::ClientTls, path: &str, token: Option<&str>| {
+        https::get("127.0.0.1", port, path, Duration::from_secs(5), tls, token).await
+    };
+    // Plain HTTP gets no answer at all.
+    let plain = cnpg_instance::testkit::http_get(port, "/healthz").await;
+    assert!(plain.is_err(), "{plain:?}");
+    // No client certificate: the probes and metrics answer, the status does not.
+    let anonymous = h.status_tls(None);
+    for probe in ["/healthz", "/readyz", "/startupz", "/metrics"] {
+        let (code, _) = get(&anonymous, probe, None).await.expect("answers");
+        assert_eq!(code, 200, "{probe}");
+    }
+    let (code, body) = get(&anonymous, "/pg/status", None).await.expect("answers");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("client certificate"), "{body}");
+    // The cluster's status token (how `kubectl cnpg status` comes, through the pod proxy).
+    let token = h.status_token.clone().expect("token");
+    let (code, _) = get(&anonymous, "/pg/status", Some(&token))
+        .await
+        .expect("answers");
+    assert_eq!(code, 200);
+    // A certificate named like the operator's from another CA: refused by TLS itself.
+    let now = now_ms();
+    let other = tls::issue_ca("impostor", now).expect("ca");
+    let fake =
+        tls::issue_leaf(&other.cert, &other.key, "cnpg-operator", vec![], true, now).expect("leaf");
+    let refused = get(
+        &h.status_tls(Some((&fake.cert, &fake.key))),
+        "/pg/status",
+        None,
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(e) if e.starts_with("TLS:")),
+        "{refused:?}"
+    );
+    // The operator's own certificate.
+    let (cert, key) = h.operator_client.clone().expect("operator");
+    let operator = h.status_tls(Some((&cert, &key)));
+    let (code, body) = get(&operator, "/pg/status", None).await.expect("answers");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"isPrimary\":true"), "{body}");
+    // The server verifies as the cluster's: a client expecting another name refuses it.
+    let ca = std::fs::read_to_string(h.secrets.tls().server_ca()).expect("ca");
+    let misnamed =
+        https::ClientTls::new(&ca, Some((&cert, &key)), "elsewhere.example").expect("client");
+    let wrong = get(&misnamed, "/pg/status", None).await;
+    assert!(
+        matches!(&wrong, Err(e) if e.starts_with("TLS:")),
+        "{wrong:?}"
+    );
+    // A renewed operator CA is taken from the next connection on, without a restart:
+    // the old certificate is refused, the new one accepted.
+    let renewed = tls::issue_ca("pg-operator", now).expect("ca");
+    let leaf = tls::issue_leaf(
+        &renewed.cert,
+        &renewed.key,
+        "cnpg-operator",
+        vec![],
+        true,
+        now,
+    )
+    .expect("leaf");
+    tls::write_private(&h.secrets.tls().operator_ca(), &renewed.cert, h.run_as).expect("write");
+    let old = get(&operator, "/pg/status", None).await;
+    assert!(matches!(&old, Err(e) if e.starts_with("TLS:")), "{old:?}");
+    let new = h.status_tls(Some((&leaf.cert, &leaf.key)));
+    let (code, _) = get(&new, "/pg/status", None).await.expect("answers");
+    assert_eq!(code, 200);
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -124,6 +124,12 @@ enum Command {
         /// secrets directory whenever they change, and PostgreSQL reloaded.
         #[arg(long, value_name = "DIR")]
         certificates_from: Option<PathBuf>,
+        /// Serve the status server over HTTPS (TLS 1.3, the server certificate), and let
+        /// `/pg/status` answer only the operator (a client certificate its CA,
+        /// `operator-ca.crt` among the certificates, signed) or the cluster's status
+        /// token. The probes and `/metrics` stay open.
+        #[arg(long)]
+        status_tls: bool,
     },
     /// Print an instance's status (GET /pg/status).
     Status {
@@ -133,9 +139,17 @@ enum Command {
         /// Host of its status server.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
-        /// The cluster's `status-token` file, when it has one (a local cluster's secrets).
+        /// The cluster's `status-token` file, when it has one (a local cluster's secrets,
+        /// or `/controller/secrets/status-token` in a pod).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Over HTTPS (an instance run with --status-tls), verifying the server against
+        /// this CA (`ca.crt` among the certificates).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// The name the server's certificate must hold (with --ca; default: the host).
+        #[arg(long, value_name = "NAME", requires = "ca")]
+        server_name: Option<String>,
     },
     /// Show which PostgreSQL installation would be used, and why.
     FindPostgres,
@@ -183,6 +197,8 @@ fn main() -> ExitCode {
         status_port,
         host,
         token_file,
+        ca,
+        server_name,
     } = &cli.command
     {
         let token = match token_file.as_ref().map(std::fs::read_to_string) {
@@ -190,7 +206,19 @@ fn main() -> ExitCode {
             Some(Ok(t)) => Some(t.trim().to_owned()),
             Some(Err(e)) => return fail(format!("--token-file: {e}")),
         };
-        return status(host, *status_port, token.as_deref());
+        let tls = match ca.as_ref().map(std::fs::read_to_string) {
+            None => None,
+            Some(Err(e)) => return fail(format!("--ca: {e}")),
+            Some(Ok(pem)) => match cnpg_instance::https::ClientTls::new(
+                &pem,
+                None,
+                server_name.as_deref().unwrap_or(host),
+            ) {
+                Ok(t) => Some(t),
+                Err(e) => return fail(format!("--ca: {e}")),
+            },
+        };
+        return status(host, *status_port, token.as_deref(), tls.as_ref());
     }
     if let Command::Install {
         to,
@@ -318,6 +346,7 @@ fn main() -> ExitCode {
                 smart_shutdown_timeout,
                 stop_timeout,
                 certificates_from,
+                status_tls,
             } => {
                 let source = match (kubernetes, cluster_status) {
                     (true, _) => ViewSource::Kubernetes { namespace },
@@ -343,7 +372,7 @@ fn main() -> ExitCode {
                     parameters,
                     log_file,
                     timeouts,
-                    certificates_from,
+                    (certificates_from, status_tls),
                 )
                 .await
             }
@@ -399,7 +428,7 @@ async fn run(
     parameters: Vec<String>,
     log_file: Option<PathBuf>,
     (smart_timeout, stop_timeout): (Duration, Duration),
-    certificates_from: Option<PathBuf>,
+    (certificates_from, status_tls): (Option<PathBuf>, bool),
 ) -> ExitCode {
     let data = DataDir::new(&instance.pgdata);
     if let Err(e) = data
@@ -520,24 +549,38 @@ async fn run(
         }
     };
     let manager = Manager::new(cfg, Arc::new(ctl), query.clone(), view);
-    // Where the cluster has a status token (the local platform), /pg/status wants it.
+    // Where the cluster has a status token (the local platform, and pods: from the
+    // instance passwords Secret), /pg/status wants it.
     let token = std::fs::read_to_string(secrets.status_token())
         .ok()
         .map(|t| t.trim().to_owned());
+    let tls_files = secrets.tls();
+    if status_tls && let Err(e) = cnpg_instance::https::server_config(&tls_files) {
+        return fail(format!(
+            "--status-tls: {e} (the server certificate and the operator's CA, operator-ca.crt, \
+             come with --certificates-from)"
+        ));
+    }
     let app = server::router(AppState {
         instance: instance.name.clone(),
         shared: manager.shared(),
         query,
         token,
+        operator_tls: status_tls,
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut srx = rx.clone();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = srx.wait_for(|s| *s).await;
-            })
-            .await;
+        let stopped = async move {
+            let _ = srx.wait_for(|s| *s).await;
+        };
+        if status_tls {
+            cnpg_instance::https::serve(listener, app, tls_files, stopped).await;
+        } else {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await;
+        }
     });
     let signals = tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -635,7 +678,7 @@ fn install(
             let secrets = to.join("secrets");
             std::fs::create_dir_all(&secrets)?;
             std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))?;
-            for f in ["superuser-password", "app-password"] {
+            for f in ["superuser-password", "app-password", "status-token"] {
                 let src = p.join(f);
                 if src.exists() {
                     std::fs::copy(&src, secrets.join(f))?;
@@ -665,19 +708,36 @@ fn install(
     }
 }
 
-fn status(host: &str, port: u16, token: Option<&str>) -> ExitCode {
+fn status(
+    host: &str,
+    port: u16,
+    token: Option<&str>,
+    tls: Option<&cnpg_instance::https::ClientTls>,
+) -> ExitCode {
+    let timeout = Duration::from_secs(30);
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            rt.block_on(cnpg_instance::http::get_authorized(
-                host,
-                port,
-                "/pg/status",
-                Duration::from_secs(30),
-                token,
-            ))
+            rt.block_on(async {
+                match tls {
+                    Some(tls) => {
+                        cnpg_instance::https::get(host, port, "/pg/status", timeout, tls, token)
+                            .await
+                    }
+                    None => {
+                        cnpg_instance::http::get_authorized(
+                            host,
+                            port,
+                            "/pg/status",
+                            timeout,
+                            token,
+                        )
+                        .await
+                    }
+                }
+            })
         });
     let body = match answer {
         Ok((_, body)) => body,
