@@ -70,7 +70,11 @@ struct Fleet {
 
 #[async_trait]
 impl InstanceClient for Fleet {
-    async fn status(&self, pod: &Pod) -> InstanceStatus {
+    async fn status(
+        &self,
+        pod: &Pod,
+        _access: &cnpg_operator::kube::platform::InstanceAccess,
+    ) -> InstanceStatus {
         let name = pod.name_any();
         let s = self.state.lock().expect("fleet");
         let (Some(pg), Some(disk)) = (s.pgs.get(&name), s.disks.get(&name)) else {

@@ -363,23 +363,12 @@ async fn three_instances_run_with_synchronous_replication() {
         .expect("a write through -rw commits (a synchronous standby acknowledged it)");
     // Every replica streams from the primary, one of them synchronously: the primary's
     // own report, read at its pod address as the operator reads it.
-    let pod = Api::<Pod>::namespaced(admin.clone(), &ns)
-        .get("cluster-sync-1")
-        .await
-        .expect("primary pod");
-    let ip = pod
-        .status
-        .and_then(|s| s.pod_ip)
-        .expect("the primary's pod address");
     let report = wait_for(
         "two streaming standbys",
         Duration::from_secs(60),
         op,
         || async {
-            let (_, body) =
-                cnpg_instance::http::get(&ip, 8000, "/pg/status", Duration::from_secs(2)).await?;
-            let st: cnpg_core::status::InstanceStatus =
-                serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            let st = pod_report(&admin, &ns, "cluster-sync-1").await?;
             let streaming = st
                 .replication_info
                 .iter()
@@ -401,6 +390,30 @@ async fn three_instances_run_with_synchronous_replication() {
         "{:?}",
         report.replication_info
     );
+    // The instance managers speak HTTPS with the cluster's server certificate, and answer
+    // `/pg/status` only to the operator (above: its client certificate) or the status
+    // token (the plugin, below); the probes answer anyone, as the kubelet needs.
+    let ip = Api::<Pod>::namespaced(admin.clone(), &ns)
+        .get("cluster-sync-1")
+        .await
+        .expect("primary pod")
+        .status
+        .and_then(|s| s.pod_ip)
+        .expect("an address");
+    let plain = cnpg_instance::http::get(&ip, 8000, "/healthz", Duration::from_secs(5)).await;
+    assert!(plain.is_err(), "plain HTTP: {plain:?}");
+    let ca = secret_value(&admin, &ns, "cluster-sync-ca", "ca.crt").await;
+    let anonymous =
+        cnpg_instance::https::ClientTls::new(&ca, None, "cluster-sync-rw").expect("a client");
+    let get = async |path: &str| {
+        cnpg_instance::https::get(&ip, 8000, path, Duration::from_secs(5), &anonymous, None)
+            .await
+            .expect("answers over HTTPS, verified against the cluster's CA")
+    };
+    let (code, body) = get("/pg/status").await;
+    assert_eq!(code, 401, "an unauthenticated request is refused: {body}");
+    assert_eq!(get("/readyz").await.0, 200);
+
     // `kubectl-cnpg status`, as a user runs it.
     let (code, out, err) = plugin(cp, &ns, &["status", "cluster-sync"]).await;
     assert_eq!(code, 0, "{err}");
@@ -526,6 +539,15 @@ async fn three_instances_run_with_synchronous_replication() {
     assert_none_holds(&secrets, &texts);
 }
 
+/// One key of a Secret, as text.
+async fn secret_value(admin: &kube::Client, ns: &str, secret: &str, key: &str) -> String {
+    let s = Api::<Secret>::namespaced(admin.clone(), ns)
+        .get(secret)
+        .await
+        .unwrap_or_else(|e| panic!("secret {secret}: {e}"));
+    cnpg_operator::kube::secrets::value(&s, key).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// What must never be shown, from every Secret of the namespace: each password, and each
 /// line of each private key (a leak of any part of one shows), by `secret/key`.
 async fn secret_contents(admin: &kube::Client, ns: &str) -> Vec<(String, String)> {
@@ -545,7 +567,8 @@ async fn secret_contents(admin: &kube::Client, ns: &str) -> Vec<(String, String)
                         .filter(|l| !l.starts_with("-----") && l.len() >= 16)
                         .map(|l| (format!("{name}/{key}"), l.to_owned())),
                 );
-            } else if key.contains("password") && text.trim().len() >= 16 {
+            } else if (key.contains("password") || key == "status-token") && text.trim().len() >= 16
+            {
                 out.push((format!("{name}/{key}"), text.trim().to_owned()));
             }
         }
@@ -682,6 +705,97 @@ async fn plugin_commands(cp: &ControlPlane, ns: &str, op: &Operator) {
             assert_eq!(who, "app");
         }
     }
+
+    // A rotated server certificate (as cert-manager rotates one) reaches PostgreSQL and
+    // the status servers of every instance without a restart: the kubelet refreshes the
+    // projected volume, the managers copy it and reload. The new one also names
+    // `rotated.example`, which is how a client tells it from the old.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    let ca_secret = secrets.get("cluster-sync-ca").await.expect("the CA");
+    let value = |s: &Secret, key: &str| {
+        cnpg_operator::kube::secrets::value(s, key).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (ca_crt, ca_key) = (value(&ca_secret, "ca.crt"), value(&ca_secret, "ca.key"));
+    let cluster = Api::<Cluster>::namespaced(admin.clone(), ns)
+        .get("cluster-sync")
+        .await
+        .expect("cluster");
+    let mut names = cnpg_operator::kube::secrets::server_names(&cluster);
+    names.push("rotated.example".into());
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let leaf =
+        cnpg_instance::tls::issue_leaf(&ca_crt, &ca_key, "cluster-sync-rw", names, false, now)
+            .expect("a new server certificate");
+    let rw = services
+        .get("cluster-sync-rw")
+        .await
+        .expect("service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let started = || {
+        psql(
+            &format!(
+                "host=cluster-sync-rw hostaddr={rw} port=5432 user=app dbname=app password={password} sslmode=verify-full sslrootcert={ca}"
+            ),
+            "SELECT pg_postmaster_start_time()",
+        )
+        .expect("the primary answers")
+    };
+    let before = started();
+    let mut server = secrets.get("cluster-sync-server").await.expect("server");
+    let data = server.data.get_or_insert_default();
+    data.insert(
+        "tls.crt".into(),
+        k8s_openapi::ByteString(leaf.cert.into_bytes()),
+    );
+    data.insert(
+        "tls.key".into(),
+        k8s_openapi::ByteString(leaf.key.into_bytes()),
+    );
+    secrets
+        .replace("cluster-sync-server", &PostParams::default(), &server)
+        .await
+        .expect("rotated");
+    let rotated =
+        cnpg_instance::https::ClientTls::new(&ca_crt, None, "rotated.example").expect("a client");
+    for i in 1..=3 {
+        let pod = format!("cluster-sync-{i}");
+        let ip = pods
+            .get(&pod)
+            .await
+            .expect("pod")
+            .status
+            .and_then(|s| s.pod_ip)
+            .expect("an address");
+        wait_for(
+            &format!("{pod} to serve the rotated certificate"),
+            Duration::from_secs(60),
+            op,
+            || async {
+                let probe = cnpg_instance::https::get(
+                    &ip,
+                    8000,
+                    "/healthz",
+                    Duration::from_secs(5),
+                    &rotated,
+                    None,
+                )
+                .await
+                .map_err(|e| format!("status server: {e}"))?;
+                assert_eq!(probe.0, 200);
+                psql(
+                    &format!(
+                        "host=rotated.example hostaddr={ip} port=5432 user=app dbname=app password={password} sslmode=verify-full sslrootcert={ca}"
+                    ),
+                    "SELECT 1",
+                )
+                .map_err(|e| format!("PostgreSQL: {e}"))
+            },
+        )
+        .await;
+    }
+    assert_eq!(started(), before, "reloaded, not restarted");
 
     // The maintenance window, set and unset on the Cluster.
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), ns);

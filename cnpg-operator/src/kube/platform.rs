@@ -33,15 +33,19 @@ use std::time::Duration;
 /// The field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "cnpg-operator";
 
+/// How the operator proves itself to a cluster's instance managers, from the cluster's
+/// Secrets ([`secrets::status_access`]): each way to try, in order, or why there is none.
+pub type InstanceAccess = Result<Vec<cnpg_instance::https::ClientTls>, String>;
+
 /// How the operator reads an instance's `/pg/status`.
 #[async_trait]
 pub trait InstanceClient: Send + Sync {
-    /// The status of the instance running in `pod`; an unreachable status (with `error`)
-    /// when it cannot be read.
-    async fn status(&self, pod: &Pod) -> InstanceStatus;
+    /// The status of the instance running in `pod`, reached with `access`; an unreachable
+    /// status (with `error`) when it cannot be read.
+    async fn status(&self, pod: &Pod, access: &InstanceAccess) -> InstanceStatus;
 }
 
-/// `GET http://<pod IP>:8000/pg/status`.
+/// `GET https://<pod IP>:8000/pg/status` with the operator's client certificate.
 #[derive(Debug, Clone)]
 pub struct HttpInstanceClient {
     /// How long one request may take.
@@ -58,14 +62,23 @@ impl Default for HttpInstanceClient {
 
 #[async_trait]
 impl InstanceClient for HttpInstanceClient {
-    async fn status(&self, pod: &Pod) -> InstanceStatus {
+    async fn status(&self, pod: &Pod, access: &InstanceAccess) -> InstanceStatus {
         let name = pod.name_any();
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
             return InstanceStatus::unreachable(&name, "the pod has no IP yet");
         };
-        match cnpg_instance::http::get(&ip, specs::STATUS_PORT as u16, "/pg/status", self.timeout)
-            .await
-        {
+        let answer = if serves_https(pod) {
+            match access {
+                Ok(ways) => read_status(&ip, ways, self.timeout).await,
+                Err(why) => return InstanceStatus::unreachable(&name, why),
+            }
+        } else {
+            // A pod made before its manager served HTTPS (an operator upgrade): read as
+            // it serves until the rolling update replaces it.
+            let port = specs::STATUS_PORT as u16;
+            cnpg_instance::http::get(&ip, port, "/pg/status", self.timeout).await
+        };
+        match answer {
             Ok((200, body)) => serde_json::from_str::<InstanceStatus>(&body).unwrap_or_else(|e| {
                 InstanceStatus::unreachable(&name, &format!("bad status: {e}"))
             }),
@@ -75,6 +88,55 @@ impl InstanceClient for HttpInstanceClient {
             Err(e) => InstanceStatus::unreachable(&name, &e),
         }
     }
+}
+
+/// Whether the instance manager of `pod` serves its status over HTTPS (`--status-tls`).
+pub fn serves_https(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .any(|c| c.args.iter().flatten().any(|a| a == specs::STATUS_TLS_FLAG))
+}
+
+/// `GET https://<ip>:8000/pg/status` as the operator: with each client certificate of
+/// `ways` in turn while the instance refuses it (the TLS alert of an unknown certificate,
+/// or a 401: a pod that has not seen a renewal yet takes the previous one). The status
+/// code and body, or why there is none.
+pub async fn read_status(
+    ip: &str,
+    ways: &[cnpg_instance::https::ClientTls],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let port = specs::STATUS_PORT as u16;
+    let mut answer = Err("no client certificate".to_owned());
+    for tls in ways {
+        answer = cnpg_instance::https::get(ip, port, "/pg/status", timeout, tls, None).await;
+        let refused = match &answer {
+            Ok((401, _)) => true,
+            Err(e) => e.starts_with("TLS:"),
+            Ok(_) => false,
+        };
+        if !refused {
+            break;
+        }
+    }
+    answer
+}
+
+/// How to reach a cluster's instance managers as the operator: its server CA and the
+/// operator's client certificate, from `api` (the cluster's namespace); read each loop,
+/// as they change on renewal.
+pub async fn instance_access(api: &Api<Secret>, c: &Cluster) -> InstanceAccess {
+    let ca_name = secrets::CertificateSecrets::of(c).server_ca;
+    let operator_name = secrets::operator_client_secret(&c.name_any());
+    let (ca, operator) = futures::join!(api.get_opt(&ca_name), api.get_opt(&operator_name));
+    let read = |r: Result<Option<Secret>, kube::Error>, name: &str| match r {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(format!("secret {name} does not exist yet")),
+        Err(e) => Err(format!("reading secret {name}: {e}")),
+    };
+    let (ca, operator) = (read(ca, &ca_name)?, read(operator, &operator_name)?);
+    secrets::status_access(c, &ca, &operator).map_err(|e| e.to_string())
 }
 
 /// The operator's [`Platform`] on a Kubernetes API server.
@@ -366,17 +428,29 @@ impl KubePlatform {
                         .replace(&name, &PostParams::default(), &s)
                         .await
                         .map_err(api_err(format!("renewing certificate {name}")))?;
-                    self.note(
-                        c,
-                        "CertificateRenewed",
-                        &format!("renewed the certificate in {name}"),
-                    )
-                    .await;
+                    let certificate = s
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(secrets::ANNOTATION_EXPIRATION));
+                    if certificate {
+                        self.note(
+                            c,
+                            "CertificateRenewed",
+                            &format!("renewed the certificate in {name}"),
+                        )
+                        .await;
+                    }
                 }
             }
             all.insert(name, s);
         }
         Ok(secrets::expirations(all.values()))
+    }
+
+    /// See [`instance_access`].
+    async fn instance_access(&self, c: &Cluster) -> InstanceAccess {
+        instance_access(&self.api::<Secret>(c), c).await
     }
 
     /// A Normal event on the Cluster; best effort.
@@ -408,11 +482,13 @@ impl KubePlatform {
 impl Platform for KubePlatform {
     async fn observe(&self, c: &Cluster) -> Result<Vec<ObservedInstance>, PlatformError> {
         let cluster = c.metadata.name.clone().unwrap_or_default();
-        let pods = self
-            .api::<Pod>(c)
-            .list(&Self::selector(c, ",cnpg.io/podRole=instance"))
-            .await
-            .map_err(api_err("listing pods"))?;
+        let (pod_api, pod_selector) = (
+            self.api::<Pod>(c),
+            Self::selector(c, ",cnpg.io/podRole=instance"),
+        );
+        let (pods, access) = futures::join!(pod_api.list(&pod_selector), self.instance_access(c));
+        let pods = pods.map_err(api_err("listing pods"))?;
+        let access = &access;
         let pvcs = self
             .api::<PersistentVolumeClaim>(c)
             .list(&Self::selector(c, ",cnpg.io/pvcRole=PG_DATA"))
@@ -459,7 +535,7 @@ impl Platform for KubePlatform {
                 .find(|p| &p.name_any() == name)
                 .filter(|p| pod_active(p))
             {
-                Some(p) => self.instances.status(p).await,
+                Some(p) => self.instances.status(p, access).await,
                 None => InstanceStatus::unreachable(name, "no pod"),
             }
         }))

@@ -25,6 +25,20 @@ pub fn passwords_secret(cluster: &str) -> String {
     format!("{cluster}-instance-passwords")
 }
 
+/// The Secret of the operator's client certificate for one cluster (`tls.crt`, `tls.key`)
+/// and of the CA that signed it (`ca.crt`; its key is dropped once the certificate is
+/// issued, so no other certificate can ever pass). The instance managers get only
+/// `ca.crt`, and take a client it signed for the operator (`cnpg_instance::https`).
+/// After a renewal the previous pair stays as `previous.crt`/`previous.key`: pods see a
+/// changed Secret only when their kubelet refreshes the volume, and until then the
+/// operator still proves itself with the old one.
+pub fn operator_client_secret(cluster: &str) -> String {
+    format!("{cluster}-operator-client")
+}
+
+/// The common name of the operator's client certificate.
+pub const OPERATOR_CLIENT_NAME: &str = "cnpg-operator";
+
 /// A secret could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -207,6 +221,7 @@ pub fn due(
                 BTreeMap::from([
                     ("superuser-password".to_owned(), password()?),
                     ("app-password".to_owned(), password()?),
+                    ("status-token".to_owned(), password()?),
                 ]),
                 BTreeMap::new(),
             );
@@ -214,6 +229,21 @@ pub fn due(
             s
         }
     };
+    // A cluster made before instance managers took a status token: add one (the
+    // passwords are kept as they are).
+    if value(&passwords, "status-token").is_err() {
+        let mut with_token = passwords.clone();
+        with_token
+            .data
+            .get_or_insert_default()
+            .insert("status-token".into(), ByteString(password()?.into_bytes()));
+        if !out
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some(&passwords_name))
+        {
+            out.push(with_token);
+        }
+    }
     let (db, owner) = app_names(c);
     let app = naming::secret_app(&cluster);
     if !existing.contains_key(&app) {
@@ -405,6 +435,66 @@ fn certificates(
         let issued = issue_leaf(&ca_cert, &ca_key, "streaming_replica", vec![], true, now_ms)?;
         out.push(tls_secret(c, replication, &issued, None));
     }
+    let operator = operator_client_secret(&cluster);
+    if due(&operator) {
+        out.push(operator_client(c, existing.get(&operator), now_ms)?);
+    }
+    Ok(out)
+}
+
+/// A new operator client certificate and the CA that signed it, keeping the one it
+/// replaces (see [`operator_client_secret`]).
+fn operator_client(c: &Cluster, old: Option<&Secret>, now_ms: i64) -> Result<Secret, SecretError> {
+    let cluster = c.metadata.name.clone().unwrap_or_default();
+    let ca = issue_ca(&format!("{cluster}-operator"), now_ms)?;
+    let leaf = issue_leaf(
+        &ca.cert,
+        &ca.key,
+        OPERATOR_CLIENT_NAME,
+        vec![],
+        true,
+        now_ms,
+    )?;
+    let mut s = tls_secret(c, &operator_client_secret(&cluster), &leaf, Some(&ca.cert));
+    if let Some(old) = old
+        && let (Ok(cert), Ok(key)) = (value(old, "tls.crt"), value(old, "tls.key"))
+    {
+        let data = s.data.get_or_insert_default();
+        data.insert("previous.crt".into(), ByteString(cert.into_bytes()));
+        data.insert("previous.key".into(), ByteString(key.into_bytes()));
+    }
+    Ok(s)
+}
+
+/// How the operator reaches the instance managers of a cluster over HTTPS: verifying them
+/// against the server CA (`<cluster>-rw` is in every server certificate, the operator's
+/// or the user's) and presenting its client certificate — then, when that one is refused
+/// (a pod that has not seen a renewal yet), the previous one.
+pub fn status_access(
+    c: &Cluster,
+    server_ca: &Secret,
+    operator: &Secret,
+) -> Result<Vec<cnpg_instance::https::ClientTls>, SecretError> {
+    let cluster = c.metadata.name.clone().unwrap_or_default();
+    let ca = value(server_ca, "ca.crt")?;
+    let name = naming::service_rw(&cluster);
+    let mut out = Vec::new();
+    for (cert, key) in [("tls.crt", "tls.key"), ("previous.crt", "previous.key")] {
+        let (Ok(cert), Ok(key)) = (value(operator, cert), value(operator, key)) else {
+            continue;
+        };
+        out.push(cnpg_instance::https::ClientTls::new(
+            &ca,
+            Some((&cert, &key)),
+            &name,
+        )?);
+    }
+    if out.is_empty() {
+        return Err(SecretError::Missing {
+            secret: operator.metadata.name.clone().unwrap_or_default(),
+            key: "tls.crt".into(),
+        });
+    }
     Ok(out)
 }
 
@@ -468,7 +558,8 @@ mod tests {
                 "pg-superuser",
                 "pg-ca",
                 "pg-server",
-                "pg-replication"
+                "pg-replication",
+                "pg-operator-client"
             ]
         );
         let app = &made[1];
@@ -492,16 +583,58 @@ mod tests {
                 .is_empty()
         );
         let exp = expirations(made.iter());
-        assert_eq!(exp.len(), 3, "{exp:?}");
+        assert_eq!(exp.len(), 4, "{exp:?}");
         assert!(exp["pg-server"].starts_with("2026-"), "{exp:?}");
         // 85 days later the leaves and the CA are within a week of expiring.
         let later = 1_780_000_000_000 + 85 * 86_400_000;
-        let renewed: Vec<String> = due(&c, &existing, later)
-            .expect("renewals")
+        let renewals = due(&c, &existing, later).expect("renewals");
+        let renewed: Vec<String> = renewals
             .iter()
             .filter_map(|s| s.metadata.name.clone())
             .collect();
-        assert_eq!(renewed, vec!["pg-ca", "pg-server", "pg-replication"]);
+        assert_eq!(
+            renewed,
+            vec!["pg-ca", "pg-server", "pg-replication", "pg-operator-client"]
+        );
+        // The operator reaches instances with its certificate, then (a pod that has not
+        // seen the renewal yet) with the one it replaced.
+        let operator = &existing["pg-operator-client"];
+        assert_eq!(
+            status_access(&c, &existing["pg-ca"], operator)
+                .expect("access")
+                .len(),
+            1
+        );
+        let renewed_operator = &renewals[3];
+        assert_eq!(
+            value(renewed_operator, "previous.crt").expect("previous"),
+            value(operator, "tls.crt").expect("old")
+        );
+        assert_ne!(
+            value(renewed_operator, "ca.crt").expect("new CA"),
+            value(operator, "ca.crt").expect("old CA")
+        );
+        assert_eq!(
+            status_access(&c, &existing["pg-ca"], renewed_operator)
+                .expect("access")
+                .len(),
+            2
+        );
+        // A cluster made before status tokens gets one; its passwords stay.
+        let mut old = existing.clone();
+        let passwords = old.get_mut("pg-instance-passwords").expect("passwords");
+        passwords
+            .data
+            .as_mut()
+            .expect("data")
+            .remove("status-token");
+        let upgraded = due(&c, &old, 1_780_000_000_000).expect("upgrade");
+        assert_eq!(upgraded.len(), 1);
+        assert!(value(&upgraded[0], "status-token").is_ok());
+        assert_eq!(
+            value(&upgraded[0], "app-password").expect("kept"),
+            value(&existing["pg-instance-passwords"], "app-password").expect("app")
+        );
         let client = client_certificate(
             &c,
             &existing["pg-ca"],

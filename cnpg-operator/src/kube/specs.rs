@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 use super::meta::{cluster_labels, cluster_name, meta};
-use super::secrets::{CertificateSecrets, app_names, passwords_secret};
+use super::secrets::{CertificateSecrets, app_names, operator_client_secret, passwords_secret};
 
 /// The image used when the Cluster names none.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/cloudnative-pg/postgresql:18.1-system-trixie";
@@ -98,6 +98,9 @@ fn probe(path: &str, spec: Option<&ProbeWithStrategy>, failure_threshold: i32) -
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::Int(STATUS_PORT),
+            // The status server speaks only HTTPS; a kubelet does not verify a probe's
+            // certificate, and the probes need no client certificate.
+            scheme: Some("HTTPS".into()),
             ..Default::default()
         }),
         initial_delay_seconds: s.initial_delay_seconds,
@@ -151,6 +154,10 @@ fn port(name: &str, p: i32) -> ContainerPort {
     }
 }
 
+/// The instance manager's flag to serve its status over HTTPS, taking the operator by its
+/// client certificate.
+pub const STATUS_TLS_FLAG: &str = "--status-tls";
+
 /// Where the cluster's certificates are mounted (read-only; the instance manager copies
 /// them into its secrets directory, private, and again whenever they change).
 const CERTIFICATES: &str = "/projected/certificates";
@@ -197,6 +204,12 @@ fn certificates_volume(c: &Cluster) -> Volume {
                         ("tls.crt", "streaming_replica.crt"),
                         ("tls.key", "streaming_replica.key"),
                     ],
+                ),
+                // Only the CA of the operator's client certificate: its key is the
+                // operator's alone.
+                project(
+                    &operator_client_secret(&c.metadata.name.clone().unwrap_or_default()),
+                    &[("ca.crt", "operator-ca.crt")],
                 ),
             ]),
         }),
@@ -349,6 +362,7 @@ pub fn instance_pod(
         c.spec.switchover_delay.to_string(),
         "--certificates-from".into(),
         CERTIFICATES.into(),
+        STATUS_TLS_FLAG.into(),
     ]);
     let probes = c.spec.probes.clone().unwrap_or_default();
     let start_threshold = (c.spec.start_delay.max(10) + 9) / 10;
@@ -803,8 +817,9 @@ mod tests {
             Role::Replica,
             &DataSource::Join,
         );
+        assert!(crate::kube::platform::serves_https(&pod));
         let spec = pod.spec.expect("spec");
-        let init = spec.init_containers.expect("init containers");
+        let init = spec.init_containers.clone().expect("init containers");
         assert_eq!(init[0].name, "bootstrap-controller");
         assert_eq!(init[1].name, "bootstrap");
         assert!(
@@ -885,6 +900,31 @@ mod tests {
             "streaming_replica.crt".into()
         )));
         assert!(paths.iter().all(|(_, key, _)| key != "ca.key"), "{paths:?}");
+        // The status over HTTPS, probes too.
+        let postgres = &spec.containers[0];
+        for p in [
+            &postgres.readiness_probe,
+            &postgres.liveness_probe,
+            &postgres.startup_probe,
+        ] {
+            let get = p
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .expect("HTTP probe");
+            assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+        }
+        // The operator's CA, never its client key.
+        assert!(paths.contains(&(
+            "pg-operator-client".into(),
+            "ca.crt".into(),
+            "operator-ca.crt".into()
+        )));
+        assert!(
+            !paths
+                .iter()
+                .any(|(s, key, _)| s == "pg-operator-client" && key != "ca.crt"),
+            "{paths:?}"
+        );
         let labels = pod.metadata.labels.expect("labels");
         assert_eq!(labels["cnpg.io/instanceRole"], "replica");
         assert_eq!(labels["role"], "replica");

@@ -228,8 +228,12 @@ impl ClusterAccess for KubeAccess {
         let pods = self.pods().await?;
         // Each instance's own report, through the API server's pod proxy (as upstream),
         // all at once: one unreachable pod must not hold up the others.
-        let reports =
-            futures::future::join_all(pods.iter().map(|p| instance_status(&self.client, p))).await;
+        let access = self.status_access(&c).await;
+        let reports = futures::future::join_all(
+            pods.iter()
+                .map(|p| instance_status(&self.client, p, &access)),
+        )
+        .await;
         Ok(StatusReport {
             name: format!("{}/{}", self.ns, self.name),
             image: Some(specs::image(&c)),
@@ -309,21 +313,67 @@ impl ClusterAccess for KubeAccess {
     }
 }
 
-/// `GET /pg/status` of an instance through the pod proxy; an unreachable status with the
-/// reason when it cannot be read (no `pods/proxy` permission, instance down, ...).
+/// What `status` needs to read the instance managers' `/pg/status`: the cluster's status
+/// token (from `<cluster>-instance-passwords`; reading it needs `get` on that Secret) and,
+/// to reach a pod directly, its server CA. What is missing is said in the instances'
+/// errors, not here: the rest of the status is still worth printing.
+struct StatusAccess {
+    token: Result<String, String>,
+    tls: Result<cnpg_instance::https::ClientTls, String>,
+}
+
+impl KubeAccess {
+    async fn status_access(&self, c: &Cluster) -> StatusAccess {
+        let api = Api::<Secret>::namespaced(self.client.clone(), &self.ns);
+        let read = async |name: String, key: &str| -> Result<String, String> {
+            let s = api
+                .get(&name)
+                .await
+                .map_err(|e| format!("cannot read secret {name}: {e}"))?;
+            secrets::value(&s, key).map_err(|e| e.to_string())
+        };
+        let token = read(secrets::passwords_secret(&self.name), "status-token").await;
+        let tls = read(secrets::CertificateSecrets::of(c).server_ca, "ca.crt")
+            .await
+            .and_then(|ca| {
+                cnpg_instance::https::ClientTls::new(
+                    &ca,
+                    None,
+                    &cnpg_core::naming::service_rw(&self.name),
+                )
+                .map_err(|e| e.to_string())
+            });
+        StatusAccess { token, tls }
+    }
+}
+
+/// `GET /pg/status` of an instance through the pod proxy (over HTTPS, with the status
+/// token); an unreachable status with the reason when it cannot be read (no `pods/proxy`
+/// permission, no token, instance down, ...).
 ///
 /// When the API server cannot proxy to the pod (it refuses some pod addresses, loopback
 /// ones among them, and a private cluster may not route to pods at all), the pod's own
 /// address is tried directly: that works wherever the plugin runs inside the pod network.
-async fn instance_status(client: &Client, pod: &Pod) -> cnpg_core::status::InstanceStatus {
+async fn instance_status(
+    client: &Client,
+    pod: &Pod,
+    access: &StatusAccess,
+) -> cnpg_core::status::InstanceStatus {
     use cnpg_core::status::InstanceStatus;
     let name = pod.name_any();
+    let token = match &access.token {
+        Ok(t) => t.as_str(),
+        Err(e) => return InstanceStatus::unreachable(&name, e),
+    };
     let ns = pod.namespace().unwrap_or_default();
     let path = format!(
-        "/api/v1/namespaces/{ns}/pods/{name}:{}/proxy/pg/status",
+        "/api/v1/namespaces/{ns}/pods/https:{name}:{}/proxy/pg/status",
         specs::STATUS_PORT
     );
-    let request = match http::Request::get(path).body(Vec::new()) {
+    let request = match http::Request::get(path)
+        .header(cnpg_instance::https::TOKEN_HEADER, token)
+        .body(Vec::new())
+    {
         Ok(r) => r,
         Err(e) => return InstanceStatus::unreachable(&name, &e.to_string()),
     };
@@ -338,11 +388,19 @@ async fn instance_status(client: &Client, pod: &Pod) -> cnpg_core::status::Insta
     let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
         return InstanceStatus::unreachable(&name, &proxied);
     };
-    match cnpg_instance::http::get(
+    let tls = match &access.tls {
+        Ok(t) => t,
+        Err(e) => {
+            return InstanceStatus::unreachable(&name, &format!("{proxied}; directly: {e}"));
+        }
+    };
+    match cnpg_instance::https::get(
         &ip,
         specs::STATUS_PORT as u16,
         "/pg/status",
         std::time::Duration::from_secs(5),
+        tls,
+        Some(token),
     )
     .await
     {

@@ -8,7 +8,9 @@ use super::control_plane::{ControlPlane, apply_yaml};
 use super::kubelet::{Kubelet, KubeletConfig};
 use super::writer::Target;
 use cnpg_core::api::{Cluster, ClusterStatus};
+use cnpg_core::naming;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -247,21 +249,36 @@ pub async fn rw_target(admin: &kube::Client, ns: &str, cluster: &str) -> Result<
     })
 }
 
-/// An instance's own report, read at its pod's address as the operator reads it.
+/// An instance's own report, read at its pod's address as the operator reads it (over
+/// HTTPS, with the operator's client certificate).
 pub async fn pod_report(
     admin: &kube::Client,
     ns: &str,
     pod: &str,
 ) -> Result<cnpg_core::status::InstanceStatus, String> {
-    let ip = Api::<Pod>::namespaced(admin.clone(), ns)
+    let pod = Api::<Pod>::namespaced(admin.clone(), ns)
         .get(pod)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let name = pod.name_any();
+    let ip = pod
         .status
-        .and_then(|s| s.pod_ip)
-        .ok_or_else(|| format!("{pod} has no address"))?;
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .ok_or_else(|| format!("{name} has no address"))?;
+    let cluster = pod
+        .labels()
+        .get(naming::LABEL_CLUSTER)
+        .cloned()
+        .ok_or_else(|| format!("{name} has no cluster label"))?;
+    let c = Api::<Cluster>::namespaced(admin.clone(), ns)
+        .get(&cluster)
+        .await
+        .map_err(|e| e.to_string())?;
+    let access =
+        crate::kube::platform::instance_access(&Api::namespaced(admin.clone(), ns), &c).await?;
     let (_, body) =
-        cnpg_instance::http::get(&ip, 8000, "/pg/status", Duration::from_secs(2)).await?;
+        crate::kube::platform::read_status(&ip, &access, Duration::from_secs(2)).await?;
     serde_json::from_str(&body).map_err(|e| e.to_string())
 }
 

@@ -792,7 +792,7 @@ async fn handle(State(fake): State<FakeKube>, req: Request) -> Response {
     }
 }
 
-/// `GET /api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/<path>`, recorded as a `get` of
+/// `GET /api/v1/namespaces/<ns>/pods/[https:]<pod>:<port>/proxy/<path>`, recorded as a `get` of
 /// `pods/proxy`.
 fn proxy(
     fake: &FakeKube,
@@ -803,6 +803,8 @@ fn proxy(
     let rest = path.strip_prefix("/api/v1/namespaces/")?;
     let (ns, rest) = rest.split_once("/pods/")?;
     let (target, sub) = rest.split_once("/proxy")?;
+    // `https:<pod>:<port>` asks the API server to reach the pod over TLS.
+    let target = target.strip_prefix("https:").unwrap_or(target);
     let (pod, port) = target.split_once(':')?;
     let port: u16 = port.parse().ok()?;
     let _ = fake.record(Recorded {

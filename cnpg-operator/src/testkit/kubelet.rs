@@ -9,11 +9,12 @@
 //! * runs a bound Pod's init containers in order, then its containers, each as a process in
 //!   private mount and PID namespaces (`unshare`): volumes are directories bind-mounted at
 //!   the container paths (emptyDir, PVC — kept as long as its claim —, Secret, and the
-//!   projected ServiceAccount token, CA and namespace that admission adds), and a
-//!   `/etc/hosts` naming the Services; the command, args and env of the spec (`$(VAR)` expansion, the downward API,
+//!   projected ServiceAccount token, CA and namespace that admission adds; Secret and
+//!   ConfigMap contents are refreshed in place while the Pod runs, as a kubelet's sync
+//!   does), and a `/etc/hosts` naming the Services; the command, args and env of the spec (`$(VAR)` expansion, the downward API,
 //!   Secret keys, the in-cluster API address);
 //! * gives each Pod an address from `127.97.0.0/16` and reports it, the containers' states
-//!   and readiness (startup, readiness and liveness HTTP probes) in the Pod status;
+//!   and readiness (startup, readiness and liveness HTTP/HTTPS probes) in the Pod status;
 //! * restarts containers as `restartPolicy` says, and deletes a Pod with its grace period:
 //!   SIGTERM to each container's first process, SIGKILL to the whole namespace after it;
 //! * forwards each Service's ClusterIP (`127.96.0.0/16`) and port to the ready Pods it
@@ -63,6 +64,10 @@ pub struct KubeletConfig {
     /// directories (as `fsGroup` would make them its own). Here: the machine's `postgres`.
     pub image_user: Option<(u32, u32)>,
 }
+
+/// How often a running Pod's Secret and ConfigMap volumes are brought up to date (a
+/// kubelet's sync takes up to a minute or two; tests need not wait that long).
+const VOLUME_REFRESH: Duration = Duration::from_secs(2);
 
 /// A running test kubelet; dropping it kills every container it started.
 pub struct Kubelet {
@@ -678,7 +683,14 @@ impl PodRunner {
             .map(Running::new)
             .collect();
         let mut last_report = String::new();
+        let mut next_refresh = Instant::now() + VOLUME_REFRESH;
         loop {
+            if Instant::now() >= next_refresh {
+                next_refresh = Instant::now() + VOLUME_REFRESH;
+                if let Err(e) = self.refresh_volumes().await {
+                    tracing::debug!(pod = %self.pod.name_any(), "volume refresh: {e}");
+                }
+            }
             let terminating = *self.terminate.borrow();
             if let Some(grace) = terminating {
                 self.stop_all(&mut containers, grace).await;
@@ -863,6 +875,47 @@ impl PodRunner {
             out.insert(v.name.clone(), path);
         }
         Ok(out)
+    }
+
+    /// Writes again the Secret and ConfigMap volumes (plain and projected) whose source
+    /// changed, file by file and atomically, as a kubelet does on its sync: a renewed
+    /// certificate or a rotated Secret reaches running containers without a restart.
+    /// ServiceAccount tokens are left as they were written.
+    async fn refresh_volumes(&self) -> Result<(), String> {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let ns = self.pod.namespace().unwrap_or_default();
+        let dir = self.dir().join("volumes");
+        for v in spec.volumes.iter().flatten() {
+            let path = dir.join(&v.name);
+            let mut files = Vec::new();
+            if let Some(secret) = &v.secret {
+                let name = secret.secret_name.clone().unwrap_or_default();
+                let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
+                let s = api
+                    .get(&name)
+                    .await
+                    .map_err(|e| format!("secret {name}: {e}"))?;
+                files.extend(s.data.into_iter().flatten().map(|(k, v)| (k, v.0)));
+            } else if let Some(projected) = &v.projected {
+                for source in projected.sources.iter().flatten() {
+                    if source.secret.is_none() && source.config_map.is_none() {
+                        continue;
+                    }
+                    files.extend(self.projection(source).await?);
+                }
+            }
+            for (file, content) in files {
+                let to = path.join(&file);
+                if std::fs::read(&to).ok().as_deref() == Some(content.as_slice()) {
+                    continue;
+                }
+                let tmp = path.join(format!(".{file}.refresh"));
+                std::fs::write(&tmp, &content)
+                    .and_then(|_| std::fs::rename(&tmp, &to))
+                    .map_err(|e| format!("{}: {e}", to.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// The files one source of a projected volume gives: (path, content).
@@ -1234,10 +1287,16 @@ impl PodRunner {
         };
         let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
         let path = get.path.clone().unwrap_or_else(|| "/".into());
-        matches!(
-            cnpg_instance::http::get(&self.ip.to_string(), port, &path, timeout).await,
-            Ok((code, _)) if (200..400).contains(&code)
-        )
+        let host = self.ip.to_string();
+        let answer = if get.scheme.as_deref() == Some("HTTPS") {
+            match cnpg_instance::https::ClientTls::from_config(probe_tls(), &host) {
+                Ok(tls) => cnpg_instance::https::get(&host, port, &path, timeout, &tls, None).await,
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            cnpg_instance::http::get(&host, port, &path, timeout).await
+        };
+        matches!(answer, Ok((code, _)) if (200..400).contains(&code))
     }
 
     /// Writes the Pod status: phase, addresses, conditions, containers.
@@ -1555,5 +1614,67 @@ mod tests {
         assert_eq!(expand("$(NOPE)", &env), "$(NOPE)");
         assert_eq!(expand("$$(POD_IP)", &env), "$(POD_IP)");
         assert_eq!(expand("plain", &env), "plain");
+    }
+}
+
+/// A kubelet's HTTPS probe: TLS without verifying the server's certificate (as a kubelet
+/// does) and without a client certificate.
+fn probe_tls() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the provider's protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Accepts any server certificate; still checks the handshake's signatures.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
