@@ -11,7 +11,8 @@
 //!   the container paths (emptyDir, PVC — kept as long as its claim —, Secret, and the
 //!   projected ServiceAccount token, CA and namespace that admission adds; Secret and
 //!   ConfigMap contents are refreshed in place while the Pod runs, as a kubelet's sync
-//!   does), and a `/etc/hosts` naming the Services; the command, args and env of the spec (`$(VAR)` expansion, the downward API,
+//!   does) and everything else is read-only for a container with `readOnlyRootFilesystem`,
+//!   and a `/etc/hosts` naming the Services; the command, args and env of the spec (`$(VAR)` expansion, the downward API,
 //!   Secret keys, the in-cluster API address);
 //! * gives each Pod an address from `127.97.0.0/16` and reports it, the containers' states
 //!   and readiness (startup, readiness and liveness HTTP/HTTPS probes) in the Pod status;
@@ -1112,7 +1113,8 @@ impl PodRunner {
     }
 
     /// Starts a container: `unshare` (mount, PID namespaces) runs a shell that bind-mounts
-    /// the volumes at their paths and then execs the command.
+    /// the volumes at their paths, makes the rest read-only when the container asks for a
+    /// read-only root filesystem, and then execs the command.
     async fn spawn(
         &self,
         c: &Container,
@@ -1147,6 +1149,16 @@ impl PodRunner {
                 }
             }
             script.push_str(&format!("mount --bind '{}' '{dst}'\n", src.display()));
+        }
+        // `readOnlyRootFilesystem`: everything but the volumes is read-only for this
+        // container (the volumes, bound before, keep their own mounts' flags).
+        let read_only = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false);
+        if read_only {
+            script.push_str("mount -o remount,bind,ro /\n");
         }
         // Then the container's user: a non-root runAsUser is the image's user. Changing
         // user clears the parent-death signal `unshare --kill-child` set: set it again.
