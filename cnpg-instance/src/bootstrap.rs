@@ -154,6 +154,12 @@ pub async fn initdb(
     ctl.initdb(&secrets.superuser(), &[]).await?;
     data.mark(cluster, instance, run_as)
         .map_err(|e| PgError::Query(e.to_string()))?;
+    // A new cluster's first archive checks that its destination holds no WAL yet.
+    write_private(
+        &data.path.join(crate::archive::CHECK_EMPTY_MARK),
+        "",
+        run_as,
+    )?;
     let app_pw = secrets.read(&secrets.app())?;
     // Run once in single-user mode: no port, no socket, nothing to race with.
     // `streaming_replica` logs in by certificate only (no password), and may read what
@@ -215,6 +221,9 @@ pub async fn join(
     if let Some(e) = last {
         return Err(e);
     }
+    // Copied from a primary that has not archived yet: this instance continues that
+    // cluster's archive, it does not start one.
+    let _ = std::fs::remove_file(data.path.join(crate::archive::CHECK_EMPTY_MARK));
     data.mark(cluster, instance, run_as)
         .map_err(|e| PgError::Query(e.to_string()))?;
     data.set_standby(run_as).map_err(|source| PgError::Io {

@@ -34,6 +34,19 @@ pub struct Settings {
     pub pg_ident: Vec<String>,
     /// The certificate files PostgreSQL serves and verifies clients with.
     pub tls: tls::Files,
+    /// WAL archiving, when the cluster has an object store (`archive_mode` stays off
+    /// otherwise).
+    pub archive: Option<Archive>,
+}
+
+/// How PostgreSQL archives WAL: `archive_command` runs `program wal-archive --config
+/// config %p` ([`crate::archive`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    /// This program, as the postgres user can run it.
+    pub program: std::path::PathBuf,
+    /// The archive configuration file.
+    pub config: std::path::PathBuf,
 }
 
 /// Operator defaults the user may change (reference §7.6).
@@ -50,6 +63,17 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("wal_receiver_timeout", "5s"),
     ("wal_sender_timeout", "5s"),
 ];
+
+/// A word for `sh` (PostgreSQL runs `archive_command` through it).
+fn shell_word(w: &str) -> String {
+    if w.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@".contains(&b))
+    {
+        w.to_owned()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
 
 fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
@@ -86,6 +110,21 @@ pub fn custom_conf(s: &Settings) -> String {
         ("ssl_max_protocol_version", "TLSv1.3".to_owned()),
     ] {
         params.insert(k, v);
+    }
+    if let Some(a) = &s.archive {
+        // Upstream's default bound on how old the newest archived WAL may be.
+        params
+            .entry("archive_timeout")
+            .or_insert_with(|| "5min".to_owned());
+        params.insert("archive_mode", "on".to_owned());
+        params.insert(
+            "archive_command",
+            format!(
+                "{} wal-archive --config {} %p",
+                shell_word(&a.program.display().to_string()),
+                shell_word(&a.config.display().to_string())
+            ),
+        );
     }
     let mut out = String::from("# Written by cnpg-instance; edits are overwritten.\n");
     for (k, v) in params {
@@ -195,7 +234,28 @@ mod tests {
             pg_hba: vec!["host all app 10.0.0.0/8 scram-sha-256".into()],
             pg_ident: vec![],
             tls: tls::Files { dir: "/s".into() },
+            archive: None,
         }
+    }
+
+    #[test]
+    fn archiving_runs_our_wal_archive_through_the_shell() {
+        let mut s = settings();
+        assert!(!custom_conf(&s).contains("archive_command"));
+        s.archive = Some(Archive {
+            program: "/controller/cnpg-instance".into(),
+            config: "/controller/secrets/it's archive.json".into(),
+        });
+        let c = custom_conf(&s);
+        assert!(c.contains("archive_mode = 'on'"), "{c}");
+        assert!(c.contains("archive_timeout = '5min'"), "{c}");
+        // The conf's quotes (doubled) around the shell's (escaped).
+        assert!(
+            c.contains(
+                r#"archive_command = '/controller/cnpg-instance wal-archive --config ''/controller/secrets/it''\''''s archive.json'' %p'"#
+            ),
+            "{c}"
+        );
     }
 
     #[test]

@@ -137,6 +137,8 @@ pub struct Harness {
     /// managers started from now on serve HTTPS ([`Harness::serve_status_over_tls`]);
     /// `status` presents it.
     pub operator_client: Option<(String, String)>,
+    /// WAL archiving for managers started from now on.
+    pub archive: Option<crate::config::Archive>,
     ports: BTreeMap<String, u16>,
 }
 
@@ -170,6 +172,7 @@ impl Harness {
             smart_timeout: Duration::ZERO,
             status_token: None,
             operator_client: None,
+            archive: None,
             ports: BTreeMap::new(),
         }
     }
@@ -287,6 +290,7 @@ impl Harness {
             pg_hba: vec![],
             pg_ident: vec![],
             tls: self.secrets.tls(),
+            archive: self.archive.clone(),
         };
         let ctl = self.ctl(name);
         let log_file = dir.join("postgres.log");
@@ -568,4 +572,81 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
 /// A GET on 127.0.0.1 for tests ([`crate::http::get`], 5 s deadline).
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     crate::http::get("127.0.0.1", port, path, Duration::from_secs(5)).await
+}
+
+/// A real S3 API server on loopback for archive and backup tests: moto's (from PyPI,
+/// `pip install 'moto[server]'`; `.ci/run` installs it), on a free port, killed when
+/// dropped. It takes any credentials.
+pub struct S3Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, the `endpointURL` to give.
+    pub endpoint: String,
+    port: u16,
+}
+
+impl S3Server {
+    /// Starts one and waits until it answers; panics saying what to install when it
+    /// cannot.
+    pub fn start() -> S3Server {
+        let port = free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("these tests run moto's S3 server: python3: {e}"));
+        let mut server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(st)) = server.child.try_wait() {
+                panic!(
+                    "moto's S3 server exited ({st}): install it with pip install 'moto[server]' \
+                     (.ci/run does)"
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto's S3 server did not listen on 127.0.0.1:{port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// Creates a bucket (moto takes an unsigned request).
+    pub fn create_bucket(&self, name: &str) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("moto");
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("request");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "creating bucket {name}: {answer}"
+        );
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

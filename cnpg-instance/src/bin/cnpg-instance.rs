@@ -151,6 +151,18 @@ enum Command {
         #[arg(long, value_name = "NAME", requires = "ca")]
         server_name: Option<String>,
     },
+    /// PostgreSQL's `archive_command`: store a WAL file in the object store, as
+    /// barman-cloud lays it out (and, with `maxParallel`, the next ready ones).
+    WalArchive {
+        /// The archive configuration (JSON, written by the operator; holds credentials).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// PGDATA (default: the current directory, where PostgreSQL runs the command).
+        #[arg(long, value_name = "DIR")]
+        pgdata: Option<PathBuf>,
+        /// The file to archive (`%p`).
+        wal: PathBuf,
+    },
     /// Show which PostgreSQL installation would be used, and why.
     FindPostgres,
     /// Pod init container: copy this program into a shared volume (so any PostgreSQL
@@ -219,6 +231,14 @@ fn main() -> ExitCode {
             },
         };
         return status(host, *status_port, token.as_deref(), tls.as_ref());
+    }
+    if let Command::WalArchive {
+        config,
+        pgdata,
+        wal,
+    } = &cli.command
+    {
+        return wal_archive(config, pgdata.as_deref(), wal);
     }
     if let Command::Install {
         to,
@@ -376,7 +396,10 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Status { .. } | Command::FindPostgres | Command::Install { .. } => {
+            Command::Status { .. }
+            | Command::FindPostgres
+            | Command::Install { .. }
+            | Command::WalArchive { .. } => {
                 unreachable!("handled above")
             }
         }
@@ -517,6 +540,7 @@ async fn run(
             pg_hba: vec![],
             pg_ident: vec![],
             tls: secrets.tls(),
+            archive: None,
         },
         log_file: log_file.unwrap_or_else(|| base.join("postgres.log")),
         certificates_from,
@@ -656,6 +680,32 @@ enum ViewSource {
         /// Its namespace.
         namespace: String,
     },
+}
+
+/// `wal-archive`: PostgreSQL logs what it prints, and retries while it fails.
+fn wal_archive(
+    config: &std::path::Path,
+    pgdata: Option<&std::path::Path>,
+    wal: &std::path::Path,
+) -> ExitCode {
+    let pgdata = match pgdata {
+        Some(p) => p.to_owned(),
+        None => match std::env::current_dir() {
+            Ok(d) => d,
+            Err(e) => return fail(format!("wal-archive: no current directory: {e}")),
+        },
+    };
+    let result = cnpg_instance::archive::read_config(config).and_then(|cfg| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| cnpg_instance::archive::ArchiveError::Config(e.to_string()))?
+            .block_on(cnpg_instance::archive::archive(&cfg, &pgdata, wal))
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("wal-archive {}: {e}", wal.display())),
+    }
 }
 
 /// Copies this program to `<to>/cnpg-instance` and the password and certificate files to

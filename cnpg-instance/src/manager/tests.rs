@@ -37,6 +37,7 @@ fn cfg(dir: &std::path::Path) -> ManagerConfig {
             tls: crate::tls::Files {
                 dir: dir.to_owned(),
             },
+            archive: None,
         },
         log_file: dir.join("log"),
         certificates_from: None,

@@ -1,0 +1,526 @@
+//! WAL archiving to object storage, laid out exactly as barman-cloud lays it out, so the
+//! tools people already run against CloudNativePG's archives read ours (and the other way
+//! round): `<path>/<serverName>/wals/<timeline+log>/<segment>[.gz]`, history files directly
+//! under `wals/`.
+//!
+//! PostgreSQL's `archive_command` runs `cnpg-instance wal-archive --config FILE %p` (a new
+//! process per segment, as upstream's manager): it reads [`ArchiveConfig`] (written by the
+//! operator, 0600, credentials included), uploads the segment, and with `maxParallel` > 1
+//! also the next segments PostgreSQL has marked ready, leaving a mark in the spool so the
+//! calls for those return at once. It succeeds only once the object is stored: a failure
+//! leaves the WAL where it is, and PostgreSQL retries it.
+//!
+//! The first archive of a new cluster refuses a destination that already holds WAL
+//! (`.check-empty-wal-archive` in PGDATA asks for the check, as upstream): two clusters
+//! writing one archive would make both unrecoverable.
+
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The file in PGDATA that asks the next archive to check the destination is empty.
+pub const CHECK_EMPTY_MARK: &str = ".check-empty-wal-archive";
+
+/// How WAL is compressed on its way to the store (`wal.compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip, as barman-cloud's `--gzip` (suffix `.gz`).
+    Gzip,
+}
+
+impl Compression {
+    fn suffix(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".gz",
+        }
+    }
+}
+
+/// S3 credentials (`s3Credentials`), resolved from the Secrets the manifest names.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Credentials {
+    /// `accessKeyId`.
+    pub access_key_id: String,
+    /// `secretAccessKey`.
+    pub secret_access_key: String,
+    /// `sessionToken`, for temporary credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
+    /// `region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    // Never print a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where and how to archive: `spec.backup.barmanObjectStore` with its Secrets resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveConfig {
+    /// `destinationPath`: `s3://BUCKET[/PATH]`, or (our extension, for the local platform)
+    /// `file:///DIR`.
+    pub destination_path: String,
+    /// `serverName` (the cluster's name by default).
+    pub server_name: String,
+    /// `endpointURL`, for S3-compatible stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// `endpointCA`: a PEM file of the CA the endpoint's certificate is signed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_ca: Option<PathBuf>,
+    /// `wal.compression`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// `wal.encryption`: `AES256` or `aws:kms` (server-side encryption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// `wal.maxParallel`: segments uploaded at once (1: only the one asked for).
+    #[serde(default = "one")]
+    pub max_parallel: usize,
+    /// `s3Credentials`; none: the environment's (`AWS_*`, an instance role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Credentials>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Archiving failed; PostgreSQL keeps the segment and retries.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The configuration cannot be used.
+    #[error("archive configuration: {0}")]
+    Config(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store refused or could not be reached.
+    #[error("{action} {location}: {source}")]
+    Store {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        location: String,
+        /// Why (object_store's error: never credentials).
+        source: Box<object_store::Error>,
+    },
+    /// A new cluster's first archive found WAL already there.
+    #[error(
+        "{location} already holds WAL, from another cluster or an earlier one of this name: \
+         archiving there would mix two histories; give this cluster another destinationPath \
+         or serverName, or empty that one"
+    )]
+    NotEmpty {
+        /// The WAL folder.
+        location: String,
+    },
+    /// Not a WAL file name PostgreSQL archives.
+    #[error("{0:?} is not a WAL segment, history, backup label or partial file name")]
+    BadName(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError {
+    let path = path.to_owned();
+    move |source| ArchiveError::Io { path, source }
+}
+
+fn store_err(
+    action: &'static str,
+    location: impl std::fmt::Display,
+) -> impl FnOnce(object_store::Error) -> ArchiveError {
+    let location = location.to_string();
+    move |e| ArchiveError::Store {
+        action,
+        location,
+        source: Box::new(e),
+    }
+}
+
+/// Whether `name` is a file PostgreSQL archives, and the folder barman-cloud puts it in:
+/// the first 16 hex digits (timeline and log) of a segment, a `.partial` segment or a
+/// `.backup` label; none (directly under `wals/`) for a timeline `.history` file.
+pub fn hash_dir(name: &str) -> Result<&str, ArchiveError> {
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    let bad = || ArchiveError::BadName(name.to_owned());
+    if let Some(tli) = name.strip_suffix(".history") {
+        return if tli.len() == 8 && hex(tli) {
+            Ok("")
+        } else {
+            Err(bad())
+        };
+    }
+    let segment = name.get(..24).ok_or_else(bad)?;
+    let rest = &name[24..];
+    let label = rest
+        .strip_prefix('.')
+        .and_then(|r| r.strip_suffix(".backup"))
+        .is_some_and(|offset| offset.len() == 8 && hex(offset));
+    if hex(segment) && (rest.is_empty() || rest == ".partial" || label) {
+        Ok(&name[..16])
+    } else {
+        Err(bad())
+    }
+}
+
+/// A configured store and the path inside it the destination starts at.
+pub struct Destination {
+    store: Arc<dyn ObjectStore>,
+    base: String,
+    /// Where keys start, for messages: `s3://BUCKET` or `file:///DIR`.
+    root: String,
+    config: ArchiveConfig,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Destination {
+    /// Opens the destination `config` names (no request is made yet).
+    pub fn open(config: &ArchiveConfig) -> Result<Self, ArchiveError> {
+        let url = config.destination_path.trim_end_matches('/').to_owned();
+        let bad = |why: &str| ArchiveError::Config(format!("destinationPath {url:?}: {why}"));
+        if config.server_name.is_empty() || config.server_name.contains('/') {
+            return Err(ArchiveError::Config(format!(
+                "serverName {:?}: give a name without '/'",
+                config.server_name
+            )));
+        }
+        if config.max_parallel == 0 {
+            return Err(ArchiveError::Config(
+                "wal.maxParallel: give at least 1".into(),
+            ));
+        }
+        let (store, base, root): (Arc<dyn ObjectStore>, String, String) =
+            if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("no bucket: write s3://BUCKET[/PATH]"));
+                }
+                (
+                    Arc::new(s3(config, bucket)?),
+                    path.to_owned(),
+                    format!("s3://{bucket}"),
+                )
+            } else if let Some(dir) = url.strip_prefix("file://") {
+                if !dir.starts_with('/') {
+                    return Err(bad("write file:///ABSOLUTE/PATH"));
+                }
+                std::fs::create_dir_all(dir).map_err(io(Path::new(dir)))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(store_err("opening", &url))?;
+                (Arc::new(fs), String::new(), url.clone())
+            } else {
+                return Err(bad(
+                    "only s3:// (and file:// on the local platform) are supported",
+                ));
+            };
+        Ok(Destination {
+            store,
+            base,
+            root,
+            config: config.clone(),
+        })
+    }
+
+    /// `key` as a person finds it: `s3://BUCKET/KEY`.
+    pub fn display(&self, key: &str) -> String {
+        format!("{}/{key}", self.root)
+    }
+
+    /// The WAL folder of the server: `<path>/<serverName>/wals`.
+    pub fn wals(&self) -> String {
+        let mut p = self.base.trim_matches('/').to_owned();
+        if !p.is_empty() {
+            p.push('/');
+        }
+        p.push_str(&self.config.server_name);
+        p.push_str("/wals");
+        p
+    }
+
+    /// The object a WAL file is stored as.
+    pub fn key(&self, name: &str) -> Result<String, ArchiveError> {
+        let dir = hash_dir(name)?;
+        let suffix = self.config.compression.map_or("", Compression::suffix);
+        Ok(if dir.is_empty() {
+            format!("{}/{name}{suffix}", self.wals())
+        } else {
+            format!("{}/{dir}/{name}{suffix}", self.wals())
+        })
+    }
+
+    /// Whether the server's WAL folder holds anything.
+    pub async fn has_wal(&self) -> Result<bool, ArchiveError> {
+        use futures::StreamExt;
+        let prefix = ObjectPath::from(self.wals());
+        let mut listing = self.store.list(Some(&prefix));
+        match listing.next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(store_err("listing", self.display(prefix.as_ref()))(e)),
+        }
+    }
+
+    /// Every object key under the server's WAL folder (for checks and tests).
+    pub async fn list_wal(&self) -> Result<Vec<String>, ArchiveError> {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from(self.wals());
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(store_err("listing", self.display(prefix.as_ref())))?;
+        let mut keys: Vec<String> = objects
+            .into_iter()
+            .map(|o| o.location.to_string())
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Uploads one WAL file (read from `path`) under its barman-cloud key.
+    pub async fn upload(&self, path: &Path) -> Result<String, ArchiveError> {
+        let name = file_name(path)?;
+        let key = self.key(&name)?;
+        let data = std::fs::read(path).map_err(io(path))?;
+        let body = match self.config.compression {
+            None => data,
+            Some(Compression::Gzip) => {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&data)
+                    .and_then(|_| gz.finish())
+                    .map_err(io(path))?
+            }
+        };
+        let location = ObjectPath::from(key.as_str());
+        self.store
+            .put(&location, body.into())
+            .await
+            .map_err(store_err("uploading", self.display(&key)))?;
+        Ok(key)
+    }
+}
+
+fn file_name(path: &Path) -> Result<String, ArchiveError> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| ArchiveError::BadName(path.display().to_string()))
+}
+
+fn s3(config: &ArchiveConfig, bucket: &str) -> Result<object_store::aws::AmazonS3, ArchiveError> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    // The environment first (AWS_* variables, as barman-cloud's boto3 reads them), then
+    // what the manifest gives.
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(creds) = &config.s3 {
+        b = b
+            .with_access_key_id(&creds.access_key_id)
+            .with_secret_access_key(&creds.secret_access_key);
+        if let Some(t) = &creds.session_token {
+            b = b.with_token(t);
+        }
+        if let Some(r) = &creds.region {
+            b = b.with_region(r);
+        }
+    }
+    if let Some(endpoint) = &config.endpoint_url {
+        b = b
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    if let Some(ca) = &config.endpoint_ca {
+        let pem = std::fs::read(ca).map_err(io(ca))?;
+        let cert = object_store::Certificate::from_pem(&pem)
+            .map_err(|e| ArchiveError::Config(format!("endpointCA {}: {e}", ca.display())))?;
+        b = b.with_client_options(object_store::ClientOptions::new().with_root_certificate(cert));
+    }
+    match config.encryption.as_deref() {
+        None => {}
+        // barman-cloud's `--encryption` values, which are S3's header values.
+        Some(kind @ ("AES256" | "aws:kms")) => {
+            let key: AmazonS3ConfigKey = "aws_server_side_encryption"
+                .parse()
+                .map_err(|e| ArchiveError::Config(format!("wal.encryption: {e}")))?;
+            b = b.with_config(key, kind);
+        }
+        Some(other) => {
+            return Err(ArchiveError::Config(format!(
+                "wal.encryption {other:?}: give AES256 or aws:kms"
+            )));
+        }
+    }
+    b.build()
+        .map_err(|e| ArchiveError::Config(format!("destinationPath s3://{bucket}: {e}")))
+}
+
+/// Where segments uploaded ahead of PostgreSQL's request are marked.
+fn spool(pgdata: &Path) -> PathBuf {
+    pgdata.parent().unwrap_or(pgdata).join("wal-archive-spool")
+}
+
+/// What `archive_command` does for `wal` (as PostgreSQL gives `%p`: relative to `pgdata`).
+/// Returns the keys uploaded by this call (empty when a parallel upload had done it).
+pub async fn archive(
+    config: &ArchiveConfig,
+    pgdata: &Path,
+    wal: &Path,
+) -> Result<Vec<String>, ArchiveError> {
+    let path = if wal.is_absolute() {
+        wal.to_owned()
+    } else {
+        pgdata.join(wal)
+    };
+    let name = file_name(&path)?;
+    hash_dir(&name)?;
+    let spool = spool(pgdata);
+    // Uploaded already, by an earlier call that went ahead.
+    if std::fs::remove_file(spool.join(&name)).is_ok() {
+        return Ok(vec![]);
+    }
+    let dest = Destination::open(config)?;
+    let check = pgdata.join(CHECK_EMPTY_MARK);
+    if check.exists() && dest.has_wal().await? {
+        return Err(ArchiveError::NotEmpty {
+            location: dest.display(&dest.wals()),
+        });
+    }
+    // The segments PostgreSQL will ask for next, uploaded alongside this one.
+    let mut batch = vec![path.clone()];
+    if config.max_parallel > 1 && name.len() == 24 {
+        let status = pgdata.join("pg_wal").join("archive_status");
+        let mut ready: Vec<String> = std::fs::read_dir(&status)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                    .filter_map(|n| n.strip_suffix(".ready").map(str::to_owned))
+                    .filter(|n| n.len() == 24 && *n != name && hash_dir(n).is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ready.sort();
+        batch.extend(
+            ready
+                .into_iter()
+                .filter(|n| n.as_str() > name.as_str())
+                .take(config.max_parallel - 1)
+                .map(|n| pgdata.join("pg_wal").join(n)),
+        );
+    }
+    let results = futures::future::join_all(batch.iter().map(|p| dest.upload(p))).await;
+    let mut keys = Vec::new();
+    for (p, result) in batch.iter().zip(results) {
+        match result {
+            Ok(key) => {
+                if *p != path {
+                    // Marked only once stored: PostgreSQL's call for it returns at once.
+                    std::fs::create_dir_all(&spool).map_err(io(&spool))?;
+                    let mark = spool.join(file_name(p)?);
+                    std::fs::write(&mark, b"").map_err(io(&mark))?;
+                }
+                keys.push(key);
+            }
+            // The one asked for must be stored; the others are retried when asked for.
+            Err(e) if *p == path => return Err(e),
+            Err(e) => tracing::warn!("archiving {} ahead: {e}", p.display()),
+        }
+    }
+    if check.exists() {
+        std::fs::remove_file(&check).map_err(io(&check))?;
+    }
+    Ok(keys)
+}
+
+/// Reads a configuration file (JSON).
+pub fn read_config(path: &Path) -> Result<ArchiveConfig, ArchiveError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ArchiveError::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_go_where_barman_cloud_puts_them() {
+        assert_eq!(
+            hash_dir("000000010000000000000003").expect("segment"),
+            "0000000100000000"
+        );
+        assert_eq!(hash_dir("00000002.history").expect("history"), "");
+        assert_eq!(
+            hash_dir("000000010000000000000003.partial").expect("partial"),
+            "0000000100000000"
+        );
+        assert_eq!(
+            hash_dir("000000010000000000000003.00000028.backup").expect("label"),
+            "0000000100000000"
+        );
+        for bad in [
+            "pg_control",
+            "00000001.history.x",
+            "00000001000000000000000G",
+            "",
+        ] {
+            assert!(hash_dir(bad).is_err(), "{bad}");
+        }
+        let config = ArchiveConfig {
+            destination_path: "s3://bucket/some/path/".into(),
+            server_name: "pg".into(),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            endpoint_ca: None,
+            compression: Some(Compression::Gzip),
+            encryption: None,
+            max_parallel: 1,
+            s3: Some(S3Credentials {
+                access_key_id: "id".into(),
+                secret_access_key: "very-secret".into(),
+                session_token: None,
+                region: Some("us-east-1".into()),
+            }),
+        };
+        let dest = Destination::open(&config).expect("opens");
+        assert_eq!(
+            dest.key("000000020000000100000003").expect("key"),
+            "some/path/pg/wals/0000000200000001/000000020000000100000003.gz"
+        );
+        assert_eq!(
+            dest.key("00000002.history").expect("key"),
+            "some/path/pg/wals/00000002.history.gz"
+        );
+        assert!(!format!("{config:?}").contains("very-secret"));
+        let e = Destination::open(&ArchiveConfig {
+            destination_path: "gs://bucket".into(),
+            ..config.clone()
+        })
+        .expect_err("unsupported")
+        .to_string();
+        assert!(e.contains("destinationPath") && e.contains("s3://"), "{e}");
+    }
+}
