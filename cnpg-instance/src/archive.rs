@@ -245,6 +245,20 @@ impl Destination {
         })
     }
 
+    /// Whether `config` can be used, without touching the store (what the operator checks
+    /// before it hands a configuration to the instances).
+    pub fn check(config: &ArchiveConfig) -> Result<(), ArchiveError> {
+        match config.destination_path.strip_prefix("file://") {
+            Some(dir) if dir.starts_with('/') => Ok(()),
+            Some(_) => Err(ArchiveError::Config(format!(
+                "destinationPath {:?}: write file:///ABSOLUTE/PATH",
+                config.destination_path
+            ))),
+            // Opening an S3 destination makes no request.
+            None => Self::open(config).map(|_| ()),
+        }
+    }
+
     /// `key` as a person finds it: `s3://BUCKET/KEY`.
     pub fn display(&self, key: &str) -> String {
         format!("{}/{key}", self.root)

@@ -644,6 +644,33 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// How to reach `destination` here (gzip, one segment at a time), as `key_id` with
+    /// `secret`.
+    pub fn archive_config(
+        &self,
+        destination: &str,
+        server_name: &str,
+        (key_id, secret): (&str, &str),
+    ) -> crate::archive::ArchiveConfig {
+        crate::archive::ArchiveConfig {
+            destination_path: destination.to_owned(),
+            server_name: server_name.to_owned(),
+            endpoint_url: Some(self.endpoint.clone()),
+            endpoint_ca: None,
+            compression: Some(crate::archive::Compression::Gzip),
+            encryption: None,
+            max_parallel: 1,
+            s3: Some(crate::archive::S3Credentials {
+                access_key_id: key_id.to_owned(),
+                secret_access_key: secret.to_owned(),
+                session_token: None,
+                region: Some("us-east-1".into()),
+            }),
+        }
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -167,8 +167,11 @@ pub fn issue_leaf(
     })
 }
 
-/// The certificate files an instance takes from a mounted volume: no CA key among them.
+/// The files an instance takes from its mounted volume of certificates: no CA key among
+/// them; and the WAL archive's configuration, when the cluster archives.
 pub const MOUNTED: &[&str] = &[
+    "archive.json",
+    "archive-ca.crt",
     "ca.crt",
     "client-ca.crt",
     "server.crt",

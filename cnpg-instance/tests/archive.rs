@@ -1,7 +1,7 @@
 //! WAL archiving from real PostgreSQL to a real S3 API server (moto's), read back by
 //! barman-cloud's own tools (Debian's `barman-cli-cloud`): the layout is theirs.
 
-use cnpg_instance::archive::{ArchiveConfig, Compression, Destination, S3Credentials};
+use cnpg_instance::archive::{ArchiveConfig, Destination};
 use cnpg_instance::config::Archive;
 use cnpg_instance::testkit::{Harness, S3Server, instance_binary};
 use std::path::Path;
@@ -11,19 +11,12 @@ const T: Duration = Duration::from_secs(60);
 
 fn config(s3: &S3Server, bucket: &str) -> ArchiveConfig {
     ArchiveConfig {
-        destination_path: format!("s3://{bucket}/cnpg"),
-        server_name: "pg".into(),
-        endpoint_url: Some(s3.endpoint.clone()),
-        endpoint_ca: None,
-        compression: Some(Compression::Gzip),
-        encryption: None,
         max_parallel: 4,
-        s3: Some(S3Credentials {
-            access_key_id: "test-key".into(),
-            secret_access_key: "test-secret".into(),
-            session_token: None,
-            region: Some("us-east-1".into()),
-        }),
+        ..s3.archive_config(
+            &format!("s3://{bucket}/cnpg"),
+            "pg",
+            ("test-key", "test-secret"),
+        )
     }
 }
 

@@ -70,7 +70,9 @@ struct Rig {
     /// Every process of the cluster on a wall clock that steps (libfaketime).
     clock: bool,
     /// Spec lines added to the manifest (two-space indented).
-    spec: &'static str,
+    spec: String,
+    /// Documents added after the Cluster (Secrets it names).
+    docs: String,
 }
 
 impl Cluster {
@@ -85,7 +87,8 @@ impl Cluster {
         let manifest = state.path().join("cluster.yaml");
         let text = MANIFEST
             .replace("NAME", name)
-            .replace("  storage:", &format!("{}  storage:", rig.spec));
+            .replace("  storage:", &format!("{}  storage:", rig.spec))
+            + &rig.docs;
         std::fs::write(&manifest, text).expect("manifest");
         let mut volumes = Vec::new();
         if rig.volumes {
@@ -614,7 +617,7 @@ fn a_clock_step_during_a_failover_neither_stalls_nor_hurries_it() {
     use nix::sys::signal::Signal;
     let rig = Rig {
         clock: true,
-        spec: "  failoverDelay: 5\n",
+        spec: "  failoverDelay: 5\n".into(),
         ..Rig::default()
     };
     let c = Cluster::up_on("pgt", rig);
@@ -907,7 +910,8 @@ fn tls_through_every_service_a_client_certificate_and_no_secret_leaks() {
     let c = Cluster::up_on(
         "pgt",
         Rig {
-            spec: "    pg_hba:\n    - hostssl app alice 127.0.0.1/32 cert\n  enableSuperuserAccess: true\n",
+            spec: "    pg_hba:\n    - hostssl app alice 127.0.0.1/32 cert\n  enableSuperuserAccess: true\n"
+                .into(),
             ..Default::default()
         },
     );
@@ -1044,4 +1048,55 @@ fn tls_through_every_service_a_client_certificate_and_no_secret_leaks() {
             .mode();
         assert_eq!(mode & 0o077, 0, "{what} is readable by others: {mode:o}");
     }
+}
+
+/// WAL archiving locally, as on Kubernetes: the object store of the manifest's
+/// `spec.backup`, with credentials from a Secret in the same file; the archive is where
+/// barman-cloud looks.
+#[test]
+fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
+    let s3 = cnpg_instance::testkit::S3Server::start();
+    s3.create_bucket("local-archive");
+    let spec = format!(
+        "  backup:\n    barmanObjectStore:\n      destinationPath: s3://local-archive/here\n      endpointURL: {}\n      s3Credentials:\n        accessKeyId: {{name: creds, key: ID}}\n        secretAccessKey: {{name: creds, key: SECRET}}\n        region: {{name: creds, key: REGION}}\n      wal: {{compression: gzip, maxParallel: 2}}\n",
+        s3.endpoint
+    );
+    let docs = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {ID: local-key, SECRET: local-secret-key, REGION: us-east-1}\n";
+    let c = Cluster::up_on(
+        "arch",
+        Rig {
+            spec,
+            docs: docs.into(),
+            ..Default::default()
+        },
+    );
+    let archive = cnpg_instance::archive::Destination::open(&s3.archive_config(
+        "s3://local-archive/here",
+        "arch",
+        ("local-key", "local-secret-key"),
+    ))
+    .expect("the archive");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // The standbys' base backups switch WAL: the first segments are archived.
+    let first = "here/arch/wals/0000000100000000/000000010000000000000001.gz";
+    loop {
+        let keys = rt.block_on(archive.list_wal()).unwrap_or_default();
+        if keys.iter().any(|k| k == first) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{first} not archived: {keys:?}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let config = std::fs::metadata(c.root().join("secrets").join("archive.json"))
+        .expect("the archive configuration");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(config.permissions().mode() & 0o777, 0o600);
 }

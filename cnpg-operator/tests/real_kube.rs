@@ -93,6 +93,7 @@ async fn deployed(
     cp: &ControlPlane,
     prefix: &str,
     identities: &[&str],
+    archive_to: Option<&str>,
 ) -> (
     tempfile::TempDir,
     String,
@@ -113,12 +114,17 @@ async fn deployed(
             op
         })
         .collect();
-    apply_cluster(cp, &ns).await;
+    apply_cluster(cp, &ns, archive_to).await;
     (tmp, ns, kubelet, ops)
 }
 
-/// The example Cluster, in `namespace`.
-async fn apply_cluster(cp: &ControlPlane, namespace: &str) {
+/// The bucket a test cluster archives its WAL to, and the credentials the S3 server takes.
+const ARCHIVE_BUCKET: &str = "archive";
+
+/// The example Cluster, in `namespace`; archiving its WAL to the S3 server at
+/// `archive_to` (`s3://archive/<namespace>`, gzip, two at a time) when given, with
+/// credentials from a Secret of its own as a user gives them.
+async fn apply_cluster(cp: &ControlPlane, namespace: &str, archive_to: Option<&str>) {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster-sync-required.yaml"),
     )
@@ -128,6 +134,23 @@ async fn apply_cluster(cp: &ControlPlane, namespace: &str) {
     // The application owner logs in to `postgres` with a client certificate (`kubectl cnpg
     // certificate`); to `app` with its password, as before.
     doc["spec"]["postgresql"]["pg_hba"] = serde_json::json!(["hostssl postgres app all cert"]);
+    if let Some(endpoint) = archive_to {
+        let creds = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "archive-creds", "namespace": namespace},
+            "stringData": {"ID": "test-key", "SECRET": "test-secret-key", "REGION": "us-east-1"}
+        });
+        apply_yaml(&cp.admin().await, &creds.to_string(), "test-user").await;
+        let sel = |key: &str| serde_json::json!({"name": "archive-creds", "key": key});
+        doc["spec"]["backup"] = serde_json::json!({"barmanObjectStore": {
+            "destinationPath": format!("s3://{ARCHIVE_BUCKET}/{namespace}"),
+            "endpointURL": endpoint,
+            "s3Credentials": {
+                "accessKeyId": sel("ID"), "secretAccessKey": sel("SECRET"), "region": sel("REGION")
+            },
+            "wal": {"compression": "gzip", "maxParallel": 2}
+        }});
+    }
     let yaml = serde_json::to_string(&doc).expect("json is yaml");
     apply_yaml(&cp.admin().await, &yaml, "test-user").await;
 }
@@ -140,7 +163,7 @@ async fn the_operator_sets_up_a_cluster_with_its_own_rbac() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (ns, kubeconfig) = installed(cp, "bootstrap", tmp.path()).await;
     let op = Operator::start(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path());
-    apply_cluster(cp, &ns).await;
+    apply_cluster(cp, &ns, None).await;
 
     let admin = cp.admin().await;
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), &ns);
@@ -293,7 +316,7 @@ async fn a_refused_permission_is_in_the_status_from_the_first_loop() {
     let kubeconfig = tmp.path().join("limited.kubeconfig");
     cp.kubeconfig_for(&ns, "limited", &kubeconfig).await;
     let op = Operator::start(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path());
-    apply_cluster(cp, &ns).await;
+    apply_cluster(cp, &ns, None).await;
 
     let clusters: Api<Cluster> = Api::namespaced(client_from(&cp.kubeconfig()).await, &ns);
     let reason = wait_for(
@@ -326,7 +349,7 @@ async fn three_instances_run_with_synchronous_replication() {
     let Some(cp) = ControlPlane::shared("three_instances_run_with_synchronous_replication") else {
         return;
     };
-    let (_tmp, ns, _kubelet, ops) = deployed(cp, "e2e", &["operator-under-test"]).await;
+    let (_tmp, ns, _kubelet, ops) = deployed(cp, "e2e", &["operator-under-test"], None).await;
     let op = &ops[0];
     let admin = cp.admin().await;
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), &ns);
@@ -880,8 +903,16 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
     };
     // Two operator replicas, as `install generate --replicas 2` deploys: one acts, the
     // other waits for the leader Lease.
-    let (_tmp, ns, kubelet, mut ops) =
-        deployed(cp, "failover", &["operator-a", "operator-b"]).await;
+    // The cluster archives its WAL to a real S3 server (moto's) all along.
+    let s3 = cnpg_instance::testkit::S3Server::start();
+    s3.create_bucket(ARCHIVE_BUCKET);
+    let (_tmp, ns, kubelet, mut ops) = deployed(
+        cp,
+        "failover",
+        &["operator-a", "operator-b"],
+        Some(&s3.endpoint),
+    )
+    .await;
     let op = &ops[0];
     let admin = cp.admin().await;
     let first = settled(&admin, &ns, "cluster-sync", op, "bootstrap", None).await;
@@ -1012,6 +1043,62 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
 
     // No acknowledged row is missing (dataDurability: required).
     no_acknowledged_row_lost(writer, target).await;
+    // The archive went on across every promotion: each new primary archived its
+    // timeline's history file where barman-cloud looks for it, and WAL of the first
+    // timeline is there, in barman-cloud's layout (`barman-cloud-wal-restore` reads it).
+    let archive = cnpg_instance::archive::Destination::open(&s3.archive_config(
+        &format!("s3://{ARCHIVE_BUCKET}/{ns}"),
+        "cluster-sync",
+        ("test-key", "test-secret-key"),
+    ))
+    .expect("the archive");
+    let prefix = format!("{ns}/cluster-sync/wals");
+    let keys = wait_for(
+        "four timelines' history archived",
+        Duration::from_secs(120),
+        op,
+        || async {
+            let keys = archive.list_wal().await.map_err(|e| e.to_string())?;
+            let missing: Vec<String> = (2..=5)
+                .map(|t| format!("{prefix}/{t:08X}.history.gz"))
+                .filter(|h| !keys.contains(h))
+                .collect();
+            if missing.is_empty() {
+                Ok(keys)
+            } else {
+                Err(format!("missing {missing:?} in {keys:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("{prefix}/0000000100000000/00000001"))),
+        "{keys:?}"
+    );
+    let restored = tempfile::tempdir().expect("tmp");
+    let history = restored.path().join("00000005.history");
+    let out = std::process::Command::new("barman-cloud-wal-restore")
+        .args(["--endpoint-url", &s3.endpoint])
+        .arg(format!("s3://{ARCHIVE_BUCKET}/{ns}"))
+        .args(["cluster-sync", "00000005.history"])
+        .arg(&history)
+        .env("AWS_ACCESS_KEY_ID", "test-key")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("barman-cloud-wal-restore (apt-get install barman-cli-cloud)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&history).expect("history");
+    assert_eq!(
+        text.lines().filter(|l| !l.trim().is_empty()).count(),
+        4,
+        "four switch points: {text}"
+    );
     // And the events tell the story.
     let reasons = event_reasons(&admin, &ns).await;
     for r in ["FailingOver", "Switchover"] {
@@ -1037,7 +1124,7 @@ async fn rolling_updates_and_scaling_lose_no_acknowledged_write() {
     else {
         return;
     };
-    let (_tmp, ns, _kubelet, ops) = deployed(cp, "rolling", &["operator-under-test"]).await;
+    let (_tmp, ns, _kubelet, ops) = deployed(cp, "rolling", &["operator-under-test"], None).await;
     let op = &ops[0];
     let admin = cp.admin().await;
     settled(&admin, &ns, "cluster-sync", op, "bootstrap", None).await;

@@ -525,6 +525,17 @@ async fn run(
             ));
         }
     };
+    // The cluster archives WAL when its configuration came with the certificates (the
+    // operator writes it from spec.backup.barmanObjectStore).
+    let archive_config = secrets.dir.join("archive.json");
+    let archive = match (archive_config.exists(), std::env::current_exe()) {
+        (false, _) => None,
+        (true, Ok(program)) => Some(cnpg_instance::config::Archive {
+            program,
+            config: archive_config,
+        }),
+        (true, Err(e)) => return fail(format!("archive_command needs this program's path: {e}")),
+    };
     let cfg = ManagerConfig {
         cluster: instance.cluster.clone(),
         instance: instance.name.clone(),
@@ -540,7 +551,7 @@ async fn run(
             pg_hba: vec![],
             pg_ident: vec![],
             tls: secrets.tls(),
-            archive: None,
+            archive,
         },
         log_file: log_file.unwrap_or_else(|| base.join("postgres.log")),
         certificates_from,

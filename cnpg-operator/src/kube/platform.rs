@@ -415,6 +415,7 @@ impl KubePlatform {
         }
         let due = secrets::due(c, &secrets, now_ms())
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        self.ensure_archive(c, &secrets).await?;
         let mut all = secrets.clone();
         for mut s in due {
             let name = s.name_any();
@@ -446,6 +447,56 @@ impl KubePlatform {
             all.insert(name, s);
         }
         Ok(secrets::expirations(all.values()))
+    }
+
+    /// The archive configuration's Secret as the spec and the Secrets it names say
+    /// (removed when the spec has no object store any more); one that cannot be made is
+    /// a Warning event.
+    async fn ensure_archive(
+        &self,
+        c: &Cluster,
+        ours: &BTreeMap<String, Secret>,
+    ) -> Result<(), PlatformError> {
+        let api = self.api::<Secret>(c);
+        let mut user = BTreeMap::new();
+        for name in secrets::archive_sources(c) {
+            if let Some(s) = api
+                .get_opt(&name)
+                .await
+                .map_err(api_err(format!("reading secret {name}")))?
+            {
+                user.insert(name, s);
+            }
+        }
+        let name = secrets::archive_secret(&c.name_any());
+        // A configuration that cannot be used is said, and holds nothing else up: a
+        // failover never waits on the backup settings.
+        let want = match secrets::archive(c, &user) {
+            Ok(w) => w,
+            Err(e) => {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "ArchiveConfiguration",
+                    message: format!("WAL archiving is not configured: {e}"),
+                };
+                if let Err(e) = self.record_event(c, &event).await {
+                    tracing::warn!("cannot record event: {e}");
+                }
+                return Ok(());
+            }
+        };
+        match (want, ours.get(&name)) {
+            (Some(s), None) => self.create::<Secret>(c, &s).await,
+            (Some(mut s), Some(old)) if s.data != old.data => {
+                s.metadata.resource_version = old.metadata.resource_version.clone();
+                api.replace(&name, &PostParams::default(), &s)
+                    .await
+                    .map_err(api_err(format!("updating secret {name}")))?;
+                Ok(())
+            }
+            (None, Some(_)) => self.delete::<Secret>(c, &name).await,
+            _ => Ok(()),
+        }
     }
 
     /// See [`instance_access`].

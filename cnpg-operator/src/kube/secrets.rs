@@ -14,6 +14,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use super::meta::{cluster_labels, owner};
 
@@ -56,6 +57,14 @@ pub enum SecretError {
         /// The Secret.
         secret: String,
         /// Why.
+        why: String,
+    },
+    /// A field asks for what cannot be done yet.
+    #[error("spec.{field}: {why}")]
+    Unsupported {
+        /// The field.
+        field: &'static str,
+        /// Why, and what to do.
         why: String,
     },
     /// A Secret lacks a key.
@@ -466,6 +475,155 @@ fn operator_client(c: &Cluster, old: Option<&Secret>, now_ms: i64) -> Result<Sec
     Ok(s)
 }
 
+/// The Secret of a cluster's WAL archive configuration: `archive.json` (what
+/// `cnpg-instance wal-archive` reads: `spec.backup.barmanObjectStore` with the S3
+/// credentials copied from the Secrets it names) and `archive-ca.crt` (its `endpointCA`).
+/// Pods mount it with their certificates; it is rewritten whenever its content changes.
+pub fn archive_secret(cluster: &str) -> String {
+    format!("{cluster}-archive")
+}
+
+/// Where an instance pod keeps its copy of `archive-ca.crt` (the manager copies the
+/// mounted files into its private directory).
+const ARCHIVE_CA_IN_POD: &str = "/controller/secrets/archive-ca.crt";
+
+/// `spec.backup.barmanObjectStore`, when there is one.
+fn object_store(c: &Cluster) -> Option<&cnpg_core::api::barman::BarmanObjectStoreConfiguration> {
+    c.spec.backup.as_ref()?.barman_object_store.as_ref()
+}
+
+/// The Secrets `spec.backup.barmanObjectStore` names (credentials, endpoint CA).
+pub fn archive_sources(c: &Cluster) -> Vec<String> {
+    let Some(store) = object_store(c) else {
+        return vec![];
+    };
+    let s3 = store.s3_credentials.as_ref();
+    let mut names: Vec<String> = [
+        s3.and_then(|s| s.access_key_id.as_ref()),
+        s3.and_then(|s| s.secret_access_key.as_ref()),
+        s3.and_then(|s| s.session_token.as_ref()),
+        s3.and_then(|s| s.region.as_ref()),
+        store.endpoint_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|k| k.name.clone())
+    .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The archive Secret as it should be (none without an object store), from the user's
+/// Secrets by name. What cannot be archived to yet is an error naming the field.
+pub fn archive(
+    c: &Cluster,
+    user: &BTreeMap<String, Secret>,
+) -> Result<Option<Secret>, SecretError> {
+    let cluster = c.metadata.name.clone().unwrap_or_default();
+    let Some((config, ca)) = archive_config(c, user, Path::new(ARCHIVE_CA_IN_POD))? else {
+        return Ok(None);
+    };
+    let mut data = BTreeMap::new();
+    if let Some(ca) = ca {
+        data.insert("archive-ca.crt".to_owned(), ca);
+    }
+    data.insert(
+        "archive.json".to_owned(),
+        serde_json::to_string(&config).map_err(|e| SecretError::Unsupported {
+            field: "backup",
+            why: e.to_string(),
+        })?,
+    );
+    Ok(Some(secret(
+        c,
+        &archive_secret(&cluster),
+        "Opaque",
+        data,
+        BTreeMap::new(),
+    )))
+}
+
+/// What `cnpg-instance wal-archive` is to read for `c` (none without an object store), and
+/// the endpoint's CA (PEM) to put at `ca_path`, from the user's Secrets by name.
+pub fn archive_config(
+    c: &Cluster,
+    user: &BTreeMap<String, Secret>,
+    ca_path: &Path,
+) -> Result<Option<(cnpg_instance::archive::ArchiveConfig, Option<String>)>, SecretError> {
+    use cnpg_core::api::barman::{CompressionType, EncryptionType};
+    use cnpg_instance::archive::{ArchiveConfig, Compression, S3Credentials};
+    let Some(store) = object_store(c) else {
+        return Ok(None);
+    };
+    let cluster = c.metadata.name.clone().unwrap_or_default();
+    let field = |f: &'static str, why: String| SecretError::Unsupported { field: f, why };
+    let pick = |sel: &cnpg_core::api::common::SecretKeySelector| -> Result<String, SecretError> {
+        let s = user.get(&sel.name).ok_or_else(|| SecretError::Missing {
+            secret: sel.name.clone(),
+            key: sel.key.clone(),
+        })?;
+        value(s, &sel.key)
+    };
+    if store.azure_credentials.is_some() || store.google_credentials.is_some() {
+        return Err(field(
+            "backup.barmanObjectStore",
+            "only S3 (and S3-compatible stores) can be archived to yet".into(),
+        ));
+    }
+    let s3 = match &store.s3_credentials {
+        Some(cr) if cr.inherit_from_iam_role != Some(true) => {
+            let need = |sel: Option<&cnpg_core::api::common::SecretKeySelector>,
+                        name: &'static str|
+             -> Result<String, SecretError> {
+                sel.ok_or_else(|| {
+                    field(
+                        "backup.barmanObjectStore.s3Credentials",
+                        format!("{name} is required unless inheritFromIAMRole is true"),
+                    )
+                })
+                .and_then(pick)
+            };
+            Some(S3Credentials {
+                access_key_id: need(cr.access_key_id.as_ref(), "accessKeyId")?,
+                secret_access_key: need(cr.secret_access_key.as_ref(), "secretAccessKey")?,
+                session_token: cr.session_token.as_ref().map(pick).transpose()?,
+                region: cr.region.as_ref().map(pick).transpose()?,
+            })
+        }
+        _ => None,
+    };
+    let wal = store.wal.clone().unwrap_or_default();
+    let compression = match wal.compression {
+        None => None,
+        Some(CompressionType::Gzip) => Some(Compression::Gzip),
+        Some(other) => {
+            return Err(field(
+                "backup.barmanObjectStore.wal.compression",
+                format!("{other:?} is not supported yet: use gzip, or none"),
+            ));
+        }
+    };
+    let ca = store.endpoint_ca.as_ref().map(pick).transpose()?;
+    let config = ArchiveConfig {
+        destination_path: store.destination_path.clone(),
+        server_name: store.server_name.clone().unwrap_or_else(|| cluster.clone()),
+        endpoint_url: store.endpoint_url.clone(),
+        endpoint_ca: ca.as_ref().map(|_| ca_path.to_owned()),
+        compression,
+        encryption: wal.encryption.map(|e| match e {
+            EncryptionType::Aes256 => "AES256".to_owned(),
+            EncryptionType::AwsKms => "aws:kms".to_owned(),
+        }),
+        max_parallel: wal.max_parallel.unwrap_or(1).max(1) as usize,
+        s3,
+    };
+    // Checked here, where the user sees the error, not first in an archive_command.
+    cnpg_instance::archive::Destination::check(&config)
+        .map_err(|e| field("backup.barmanObjectStore", e.to_string()))?;
+    Ok(Some((config, ca)))
+}
+
 /// How the operator reaches the instance managers of a cluster over HTTPS: verifying them
 /// against the server CA (`<cluster>-rw` is in every server certificate, the operator's
 /// or the user's) and presenting its client certificate — then, when that one is refused
@@ -648,5 +806,54 @@ mod tests {
                 .expect("crt")
                 .contains("BEGIN CERTIFICATE")
         );
+    }
+
+    #[test]
+    fn the_archive_configuration_comes_from_the_spec_and_the_secrets_it_names() {
+        let c: Cluster = serde_saphyr::from_str(
+            "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: pg, namespace: db}\nspec:\n  instances: 3\n  backup:\n    barmanObjectStore:\n      destinationPath: s3://bucket/path\n      endpointURL: http://127.0.0.1:9000\n      s3Credentials:\n        accessKeyId: {name: creds, key: ID}\n        secretAccessKey: {name: creds, key: SECRET}\n      wal: {compression: gzip, maxParallel: 4}\n",
+        )
+        .expect("parses");
+        assert_eq!(archive_sources(&c), vec!["creds".to_owned()]);
+        let missing = archive(&c, &BTreeMap::new())
+            .expect_err("no credentials")
+            .to_string();
+        assert!(
+            missing.contains("creds") && missing.contains("ID"),
+            "{missing}"
+        );
+        let creds = secret(
+            &c,
+            "creds",
+            "Opaque",
+            BTreeMap::from([
+                ("ID".to_owned(), "key-id".to_owned()),
+                ("SECRET".to_owned(), "key-secret".to_owned()),
+            ]),
+            BTreeMap::new(),
+        );
+        let user = BTreeMap::from([("creds".to_owned(), creds)]);
+        let made = archive(&c, &user).expect("made").expect("archives");
+        assert_eq!(made.metadata.name.as_deref(), Some("pg-archive"));
+        let config: cnpg_instance::archive::ArchiveConfig =
+            serde_json::from_str(&value(&made, "archive.json").expect("json")).expect("config");
+        assert_eq!(config.server_name, "pg");
+        assert_eq!(config.max_parallel, 4);
+        assert_eq!(
+            config.s3.as_ref().map(|s| s.secret_access_key.as_str()),
+            Some("key-secret")
+        );
+        let mut zstd = c.clone();
+        if let Some(w) = zstd
+            .spec
+            .backup
+            .as_mut()
+            .and_then(|b| b.barman_object_store.as_mut())
+            .and_then(|s| s.wal.as_mut())
+        {
+            w.compression = Some(cnpg_core::api::barman::CompressionType::Zstd);
+        }
+        let e = archive(&zstd, &user).expect_err("not yet").to_string();
+        assert!(e.contains("wal.compression"), "{e}");
     }
 }

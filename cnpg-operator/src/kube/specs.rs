@@ -22,7 +22,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 use super::meta::{cluster_labels, cluster_name, meta};
-use super::secrets::{CertificateSecrets, app_names, operator_client_secret, passwords_secret};
+use super::secrets::{
+    CertificateSecrets, app_names, archive_secret, operator_client_secret, passwords_secret,
+};
 
 /// The image used when the Cluster names none.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/cloudnative-pg/postgresql:18.1-system-trixie";
@@ -162,14 +164,13 @@ pub const STATUS_TLS_FLAG: &str = "--status-tls";
 /// them into its secrets directory, private, and again whenever they change).
 const CERTIFICATES: &str = "/projected/certificates";
 
-/// The certificates an instance needs, from the Secrets that hold them (the user's or the
-/// operator's), under the names `cnpg-instance` expects — and never a CA's key.
-fn certificates_volume(c: &Cluster) -> Volume {
-    use k8s_openapi::api::core::v1::{
-        KeyToPath, ProjectedVolumeSource, SecretProjection, VolumeProjection,
-    };
-    let names = CertificateSecrets::of(c);
-    let project = |secret: &str, items: &[(&str, &str)]| VolumeProjection {
+/// These keys of a Secret, each at its path in a projected volume.
+fn secret_projection(
+    secret: &str,
+    items: &[(&str, &str)],
+) -> k8s_openapi::api::core::v1::VolumeProjection {
+    use k8s_openapi::api::core::v1::{KeyToPath, SecretProjection, VolumeProjection};
+    VolumeProjection {
         secret: Some(SecretProjection {
             name: secret.to_owned(),
             items: Some(
@@ -185,33 +186,60 @@ fn certificates_volume(c: &Cluster) -> Volume {
             optional: None,
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// The WAL archive's configuration, when the cluster archives: `archive.json` and the
+/// endpoint's CA, from [`archive_secret`].
+fn archive_projection(c: &Cluster) -> Option<k8s_openapi::api::core::v1::VolumeProjection> {
+    let store = c.spec.backup.as_ref()?.barman_object_store.as_ref()?;
+    let mut items = vec![("archive.json", "archive.json")];
+    if store.endpoint_ca.is_some() {
+        items.push(("archive-ca.crt", "archive-ca.crt"));
+    }
+    Some(secret_projection(
+        &archive_secret(&c.metadata.name.clone().unwrap_or_default()),
+        &items,
+    ))
+}
+
+/// The certificates an instance needs, from the Secrets that hold them (the user's or the
+/// operator's), under the names `cnpg-instance` expects — and never a CA's key.
+fn certificates_volume(c: &Cluster) -> Volume {
+    use k8s_openapi::api::core::v1::ProjectedVolumeSource;
+    let names = CertificateSecrets::of(c);
+    let project = secret_projection;
     Volume {
         name: "certificates".into(),
         projected: Some(ProjectedVolumeSource {
             // Readable by the pod's group only; the manager's copies are 0600.
             default_mode: Some(0o440),
-            sources: Some(vec![
-                project(&names.server_ca, &[("ca.crt", "ca.crt")]),
-                project(
-                    &names.server_tls,
-                    &[("tls.crt", "server.crt"), ("tls.key", "server.key")],
-                ),
-                project(&names.client_ca, &[("ca.crt", "client-ca.crt")]),
-                project(
-                    &names.replication_tls,
-                    &[
-                        ("tls.crt", "streaming_replica.crt"),
-                        ("tls.key", "streaming_replica.key"),
-                    ],
-                ),
-                // Only the CA of the operator's client certificate: its key is the
-                // operator's alone.
-                project(
-                    &operator_client_secret(&c.metadata.name.clone().unwrap_or_default()),
-                    &[("ca.crt", "operator-ca.crt")],
-                ),
-            ]),
+            sources: Some(
+                vec![
+                    project(&names.server_ca, &[("ca.crt", "ca.crt")]),
+                    project(
+                        &names.server_tls,
+                        &[("tls.crt", "server.crt"), ("tls.key", "server.key")],
+                    ),
+                    project(&names.client_ca, &[("ca.crt", "client-ca.crt")]),
+                    project(
+                        &names.replication_tls,
+                        &[
+                            ("tls.crt", "streaming_replica.crt"),
+                            ("tls.key", "streaming_replica.key"),
+                        ],
+                    ),
+                    // Only the CA of the operator's client certificate: its key is the
+                    // operator's alone.
+                    project(
+                        &operator_client_secret(&c.metadata.name.clone().unwrap_or_default()),
+                        &[("ca.crt", "operator-ca.crt")],
+                    ),
+                ]
+                .into_iter()
+                .chain(archive_projection(c))
+                .collect(),
+            ),
         }),
         ..Default::default()
     }

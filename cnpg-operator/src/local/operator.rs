@@ -83,11 +83,71 @@ pub fn load_manifest(path: &Path) -> Result<Cluster, LocalError> {
     serde_json::from_value(doc).map_err(|e| LocalError::Invalid(e.to_string()))
 }
 
+/// The Secrets a manifest file carries beside its Cluster (what its `secretKeyRef`s and
+/// `s3Credentials` name: there is no API server to hold them locally), by name.
+pub fn manifest_secrets(path: &Path) -> BTreeMap<String, k8s_openapi::api::core::v1::Secret> {
+    use k8s_openapi::ByteString;
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return BTreeMap::new();
+    };
+    let docs = crate::manifests::parse_documents(&text).unwrap_or_default();
+    docs.into_iter()
+        .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("Secret"))
+        .filter_map(|d| serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(d).ok())
+        .filter_map(|mut s| {
+            // `stringData` is written into `data`, as the API server does.
+            let strings = s.string_data.take().unwrap_or_default();
+            let data = s.data.get_or_insert_default();
+            for (k, v) in strings {
+                data.insert(k, ByteString(v.into_bytes()));
+            }
+            Some((s.metadata.name.clone()?, s))
+        })
+        .collect()
+}
+
 /// A free port on 127.0.0.1, outside the ephemeral range, so no client socket takes it
 /// before the server that owns it binds it ([`cnpg_instance::ports`]).
 pub fn free_port() -> Result<u16, LocalError> {
     cnpg_instance::ports::free_port()
         .map_err(|e| LocalError::Other(format!("no free port on 127.0.0.1: {e}")))
+}
+
+/// Writes the WAL archive's configuration among the cluster's secrets (0600) when the
+/// manifest asks for an object store, as the operator does on Kubernetes, with the
+/// credentials from the Secrets the manifest file carries; removes it when it no longer
+/// does. Instance managers archive with it from their next start.
+fn write_archive(layout: &Layout, cluster: &Cluster) -> Result<(), LocalError> {
+    let secrets = layout.secrets();
+    let (json, ca) = (secrets.join("archive.json"), secrets.join("archive-ca.crt"));
+    let user = manifest_secrets(&layout.manifest());
+    let made = crate::kube::secrets::archive_config(cluster, &user, &ca)
+        .map_err(|e| LocalError::Invalid(e.to_string()))?;
+    let write = |path: &Path, text: &str| -> Result<(), LocalError> {
+        if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&secrets).map_err(io(&secrets))?;
+        // PostgreSQL's user runs archive_command: the file is its, as the passwords are.
+        let run_as = cnpg_instance::runas::RunAs::detect().ok().flatten();
+        cnpg_instance::tls::write_private(path, text, run_as)
+            .map_err(|e| LocalError::Other(e.to_string()))
+    };
+    match made {
+        None => {
+            let _ = std::fs::remove_file(&json);
+            let _ = std::fs::remove_file(&ca);
+        }
+        Some((config, ca_pem)) => {
+            let text =
+                serde_json::to_string(&config).map_err(|e| LocalError::Other(e.to_string()))?;
+            write(&json, &text)?;
+            if let Some(pem) = ca_pem {
+                write(&ca, &pem)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A running local cluster.
@@ -110,6 +170,8 @@ pub struct LocalOperator {
     /// The last `kubectl.kubernetes.io/restartedAt` seen, and when it was first seen.
     restart_seen: Option<(String, u64)>,
     events: VecDeque<String>,
+    /// The last reason the archive configuration could not be written.
+    archive_problem: Option<String>,
     last_election: Option<String>,
     manifest: Cluster,
     last_view: String,
@@ -188,6 +250,7 @@ impl LocalOperator {
         }
         .ensure_status_token(None)
         .map_err(|e| LocalError::Other(format!("the status token: {e}")))?;
+        write_archive(&layout, &manifest)?;
         let saved: Option<StatusFile> = std::fs::read_to_string(layout.status())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
@@ -207,6 +270,7 @@ impl LocalOperator {
             spawned_at: BTreeMap::new(),
             restart_seen: None,
             events: VecDeque::new(),
+            archive_problem: None,
             last_election: None,
             manifest,
             last_view: String::new(),
@@ -448,6 +512,14 @@ impl LocalOperator {
         // The manifest may have changed (fencing, hibernation, parameters, scale).
         if let Ok(m) = load_manifest(&self.layout.manifest()) {
             self.manifest = m;
+            // Said once per new problem, not every loop.
+            let problem = write_archive(&self.layout, &self.manifest)
+                .err()
+                .map(|e| format!("WAL archiving is not configured: {e}"));
+            if problem.is_some() && problem != self.archive_problem {
+                self.event(problem.clone().unwrap_or_default());
+            }
+            self.archive_problem = problem;
         }
         let (policy, warning) = self.policy();
         if let Some(w) = warning {
