@@ -3,8 +3,10 @@
 //! round): `<path>/<serverName>/wals/<timeline+log>/<segment>[.gz]`, history files directly
 //! under `wals/`.
 //!
-//! PostgreSQL's `archive_command` runs `cnpg-instance wal-archive --config FILE %p` (a new
-//! process per segment, as upstream's manager): it reads [`ArchiveConfig`] (written by the
+//! PostgreSQL's `archive_command` runs `cnpg-wal-archive --config FILE %p` (a new process
+//! per segment, as upstream's manager; a program of its own, installed beside
+//! `cnpg-instance`, so the object-store client never weighs on the manager's memory): it
+//! reads [`ArchiveConfig`] (written by the
 //! operator, 0600, credentials included), uploads the segment, and with `maxParallel` > 1
 //! also the next segments PostgreSQL has marked ready, leaving a mark in the spool so the
 //! calls for those return at once. It succeeds only once the object is stored: a failure
@@ -20,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The archiver's program name (`src/bin/cnpg-wal-archive.rs`), beside `cnpg-instance`.
+pub const PROGRAM: &str = "cnpg-wal-archive";
 
 /// The file in PGDATA that asks the next archive to check the destination is empty.
 pub const CHECK_EMPTY_MARK: &str = ".check-empty-wal-archive";

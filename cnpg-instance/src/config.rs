@@ -39,11 +39,11 @@ pub struct Settings {
     pub archive: Option<Archive>,
 }
 
-/// How PostgreSQL archives WAL: `archive_command` runs `program wal-archive --config
-/// config %p` ([`crate::archive`]).
+/// How PostgreSQL archives WAL: `archive_command` runs `program --config config %p`
+/// (`cnpg-wal-archive`, [`crate::archive`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Archive {
-    /// This program, as the postgres user can run it.
+    /// `cnpg-wal-archive`, as the postgres user can run it.
     pub program: std::path::PathBuf,
     /// The archive configuration file.
     pub config: std::path::PathBuf,
@@ -120,7 +120,7 @@ pub fn custom_conf(s: &Settings) -> String {
         params.insert(
             "archive_command",
             format!(
-                "{} wal-archive --config {} %p",
+                "{} --config {} %p",
                 shell_word(&a.program.display().to_string()),
                 shell_word(&a.config.display().to_string())
             ),
@@ -239,11 +239,11 @@ mod tests {
     }
 
     #[test]
-    fn archiving_runs_our_wal_archive_through_the_shell() {
+    fn archiving_runs_our_archiver_through_the_shell() {
         let mut s = settings();
         assert!(!custom_conf(&s).contains("archive_command"));
         s.archive = Some(Archive {
-            program: "/controller/cnpg-instance".into(),
+            program: "/controller/cnpg-wal-archive".into(),
             config: "/controller/secrets/it's archive.json".into(),
         });
         let c = custom_conf(&s);
@@ -252,7 +252,7 @@ mod tests {
         // The conf's quotes (doubled) around the shell's (escaped).
         assert!(
             c.contains(
-                r#"archive_command = '/controller/cnpg-instance wal-archive --config ''/controller/secrets/it''\''''s archive.json'' %p'"#
+                r#"archive_command = '/controller/cnpg-wal-archive --config ''/controller/secrets/it''\''''s archive.json'' %p'"#
             ),
             "{c}"
         );

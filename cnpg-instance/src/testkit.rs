@@ -40,6 +40,8 @@ pub fn instance_binary(release: bool) -> &'static std::path::Path {
             "cnpg-instance",
             "--bin",
             "cnpg-instance",
+            "--bin",
+            "cnpg-wal-archive",
         ]);
         if release {
             cmd.arg("--release");

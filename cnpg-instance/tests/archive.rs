@@ -26,9 +26,14 @@ fn archive_with(h: &mut Harness, cfg: &ArchiveConfig) {
     cnpg_instance::tls::write_private(&path, &serde_json::to_string(cfg).expect("json"), h.run_as)
         .expect("archive.json");
     h.archive = Some(Archive {
-        program: instance_binary(false).to_owned(),
+        program: archiver(),
         config: path,
     });
+}
+
+/// `cnpg-wal-archive`, built beside `cnpg-instance`.
+fn archiver() -> std::path::PathBuf {
+    instance_binary(false).with_file_name(cnpg_instance::archive::PROGRAM)
 }
 
 /// Runs one of barman-cloud's tools against `s3`; its exit status and output.
@@ -187,8 +192,8 @@ fn a_missing_bucket_fails_naming_it_and_the_wal_stays() {
         serde_json::to_string(&config(&s3, "no-such-bucket")).expect("json"),
     )
     .expect("config");
-    let out = std::process::Command::new(instance_binary(false))
-        .args(["wal-archive", "--config"])
+    let out = std::process::Command::new(archiver())
+        .arg("--config")
         .arg(&cfg_path)
         .arg("--pgdata")
         .arg(&pgdata)

@@ -151,18 +151,6 @@ enum Command {
         #[arg(long, value_name = "NAME", requires = "ca")]
         server_name: Option<String>,
     },
-    /// PostgreSQL's `archive_command`: store a WAL file in the object store, as
-    /// barman-cloud lays it out (and, with `maxParallel`, the next ready ones).
-    WalArchive {
-        /// The archive configuration (JSON, written by the operator; holds credentials).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// PGDATA (default: the current directory, where PostgreSQL runs the command).
-        #[arg(long, value_name = "DIR")]
-        pgdata: Option<PathBuf>,
-        /// The file to archive (`%p`).
-        wal: PathBuf,
-    },
     /// Show which PostgreSQL installation would be used, and why.
     FindPostgres,
     /// Pod init container: copy this program into a shared volume (so any PostgreSQL
@@ -231,14 +219,6 @@ fn main() -> ExitCode {
             },
         };
         return status(host, *status_port, token.as_deref(), tls.as_ref());
-    }
-    if let Command::WalArchive {
-        config,
-        pgdata,
-        wal,
-    } = &cli.command
-    {
-        return wal_archive(config, pgdata.as_deref(), wal);
     }
     if let Command::Install {
         to,
@@ -396,10 +376,7 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Status { .. }
-            | Command::FindPostgres
-            | Command::Install { .. }
-            | Command::WalArchive { .. } => {
+            Command::Status { .. } | Command::FindPostgres | Command::Install { .. } => {
                 unreachable!("handled above")
             }
         }
@@ -528,13 +505,24 @@ async fn run(
     // The cluster archives WAL when its configuration came with the certificates (the
     // operator writes it from spec.backup.barmanObjectStore).
     let archive_config = secrets.dir.join("archive.json");
-    let archive = match (archive_config.exists(), std::env::current_exe()) {
-        (false, _) => None,
-        (true, Ok(program)) => Some(cnpg_instance::config::Archive {
-            program,
-            config: archive_config,
-        }),
-        (true, Err(e)) => return fail(format!("archive_command needs this program's path: {e}")),
+    let archive = if archive_config.exists() {
+        let program =
+            std::env::current_exe().map(|me| me.with_file_name(cnpg_instance::archive::PROGRAM));
+        match program {
+            Ok(p) if p.exists() => Some(cnpg_instance::config::Archive {
+                program: p,
+                config: archive_config,
+            }),
+            Ok(p) => {
+                return fail(format!(
+                    "the cluster archives WAL, and {} is missing: install it beside this program",
+                    p.display()
+                ));
+            }
+            Err(e) => return fail(format!("archive_command needs this program's path: {e}")),
+        }
+    } else {
+        None
     };
     let cfg = ManagerConfig {
         cluster: instance.cluster.clone(),
@@ -693,32 +681,6 @@ enum ViewSource {
     },
 }
 
-/// `wal-archive`: PostgreSQL logs what it prints, and retries while it fails.
-fn wal_archive(
-    config: &std::path::Path,
-    pgdata: Option<&std::path::Path>,
-    wal: &std::path::Path,
-) -> ExitCode {
-    let pgdata = match pgdata {
-        Some(p) => p.to_owned(),
-        None => match std::env::current_dir() {
-            Ok(d) => d,
-            Err(e) => return fail(format!("wal-archive: no current directory: {e}")),
-        },
-    };
-    let result = cnpg_instance::archive::read_config(config).and_then(|cfg| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| cnpg_instance::archive::ArchiveError::Config(e.to_string()))?
-            .block_on(cnpg_instance::archive::archive(&cfg, &pgdata, wal))
-    });
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => fail(format!("wal-archive {}: {e}", wal.display())),
-    }
-}
-
 /// Copies this program to `<to>/cnpg-instance` and the password and certificate files to
 /// `<to>/secrets` (0600: a Secret volume's files are readable by the pod's group).
 fn install(
@@ -735,6 +697,13 @@ fn install(
         let target = to.join("cnpg-instance");
         std::fs::copy(&me, &target)?;
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        // The archive_command, a program of its own (the manager stays small).
+        let archiver = me.with_file_name(cnpg_instance::archive::PROGRAM);
+        if archiver.exists() {
+            let target = to.join(cnpg_instance::archive::PROGRAM);
+            std::fs::copy(&archiver, &target)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        }
         if let Some(p) = passwords {
             let secrets = to.join("secrets");
             std::fs::create_dir_all(&secrets)?;

@@ -476,7 +476,7 @@ fn operator_client(c: &Cluster, old: Option<&Secret>, now_ms: i64) -> Result<Sec
 }
 
 /// The Secret of a cluster's WAL archive configuration: `archive.json` (what
-/// `cnpg-instance wal-archive` reads: `spec.backup.barmanObjectStore` with the S3
+/// `cnpg-wal-archive` reads: `spec.backup.barmanObjectStore` with the S3
 /// credentials copied from the Secrets it names) and `archive-ca.crt` (its `endpointCA`).
 /// Pods mount it with their certificates; it is rewritten whenever its content changes.
 pub fn archive_secret(cluster: &str) -> String {
@@ -544,7 +544,7 @@ pub fn archive(
     )))
 }
 
-/// What `cnpg-instance wal-archive` is to read for `c` (none without an object store), and
+/// What `cnpg-wal-archive` is to read for `c` (none without an object store), and
 /// the endpoint's CA (PEM) to put at `ca_path`, from the user's Secrets by name.
 pub fn archive_config(
     c: &Cluster,
