@@ -893,6 +893,7 @@ async fn rbac_grants_exactly_what_the_code_uses() {
         1_780_000_000_000,
     )
     .expect("leaf");
+    let (key_id, key_secret) = ("key-id".to_owned(), "key-secret".to_owned());
     for (name, data) in [
         (
             "users-client-ca",
@@ -902,6 +903,7 @@ async fn rbac_grants_exactly_what_the_code_uses() {
             "users-replication",
             [("tls.crt", &leaf.cert), ("tls.key", &leaf.key)],
         ),
+        ("s3-creds", [("ID", &key_id), ("SECRET", &key_secret)]),
     ] {
         w.fake.put(&Secret {
             metadata: kube::core::ObjectMeta {
@@ -925,6 +927,17 @@ async fn rbac_grants_exactly_what_the_code_uses() {
     w.patch_cluster(|c| {
         c["spec"]["certificates"] =
             json!({"clientCASecret": "users-client-ca", "replicationTLSSecret": "users-replication"})
+    });
+    // WAL archiving, with the user's S3 credentials (s3-creds, above): read, copied into
+    // pg-archive.
+    w.patch_cluster(|c| {
+        c["spec"]["backup"] = json!({"barmanObjectStore": {
+            "destinationPath": "s3://bucket/pg",
+            "s3Credentials": {
+                "accessKeyId": {"name": "s3-creds", "key": "ID"},
+                "secretAccessKey": {"name": "s3-creds", "key": "SECRET"}
+            }
+        }})
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let health = free_addr();
@@ -1011,6 +1024,16 @@ async fn rbac_grants_exactly_what_the_code_uses() {
         "{projected}"
     );
     assert!(!projected.contains("pg-replication"), "{projected}");
+    assert!(projected.contains("pg-archive"), "{projected}");
+    // Without an object store the archive's configuration, credentials and all, goes.
+    assert!(w.fake.get::<Secret>(NS, "pg-archive").is_some());
+    w.patch_cluster(|c| c["spec"]["backup"] = serde_json::Value::Null);
+    n = 0;
+    while w.fake.get::<Secret>(NS, "pg-archive").is_some() {
+        tick(&w).await;
+        n += 1;
+        assert!(n < 500, "pg-archive not removed");
+    }
     let kept: Secret = w.fake.get(NS, "users-replication").expect("kept");
     assert_eq!(
         kept.data.expect("data")["tls.crt"].0,

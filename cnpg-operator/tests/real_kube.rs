@@ -734,11 +734,10 @@ async fn plugin_commands(cp: &ControlPlane, ns: &str, op: &Operator) {
     // projected volume, the managers copy it and reload. The new one also names
     // `rotated.example`, which is how a client tells it from the old.
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
-    let ca_secret = secrets.get("cluster-sync-ca").await.expect("the CA");
-    let value = |s: &Secret, key: &str| {
-        cnpg_operator::kube::secrets::value(s, key).unwrap_or_else(|e| panic!("{e}"))
-    };
-    let (ca_crt, ca_key) = (value(&ca_secret, "ca.crt"), value(&ca_secret, "ca.key"));
+    let (ca_crt, ca_key) = (
+        secret_value(&admin, ns, "cluster-sync-ca", "ca.crt").await,
+        secret_value(&admin, ns, "cluster-sync-ca", "ca.key").await,
+    );
     let cluster = Api::<Cluster>::namespaced(admin.clone(), ns)
         .get("cluster-sync")
         .await
@@ -1099,6 +1098,25 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         4,
         "four switch points: {text}"
     );
+    // Without an object store the archive's configuration goes, with the credentials it
+    // held (the operator's own RBAC lets it delete a Secret).
+    patch_spec(&admin, &ns, serde_json::json!({ "backup": null })).await;
+    wait_for(
+        "the archive configuration removed",
+        Duration::from_secs(60),
+        op,
+        || async {
+            match Api::<Secret>::namespaced(admin.clone(), &ns)
+                .get_opt("cluster-sync-archive")
+                .await
+            {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err("still there".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await;
     // And the events tell the story.
     let reasons = event_reasons(&admin, &ns).await;
     for r in ["FailingOver", "Switchover"] {

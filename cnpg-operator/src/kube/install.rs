@@ -39,7 +39,11 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
         &["list", "watch", "create", "delete"],
     ),
     ("", "services", &["list", "watch", "create", "patch"]),
-    ("", "secrets", &["list", "watch", "get", "create", "update"]),
+    (
+        "",
+        "secrets",
+        &["list", "watch", "get", "create", "update", "delete"],
+    ),
     ("", "serviceaccounts", &["create", "patch"]),
     (
         "policy",

@@ -415,7 +415,11 @@ impl KubePlatform {
         }
         let due = secrets::due(c, &secrets, now_ms())
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
-        self.ensure_archive(c, &secrets).await?;
+        // WAL archiving's configuration never holds up the rest (a failover among it).
+        if let Err(e) = self.ensure_archive(c, &secrets).await {
+            self.warn(c, "ArchiveConfiguration", &format!("WAL archiving: {e}"))
+                .await;
+        }
         let mut all = secrets.clone();
         for mut s in due {
             let name = s.name_any();
@@ -450,8 +454,7 @@ impl KubePlatform {
     }
 
     /// The archive configuration's Secret as the spec and the Secrets it names say
-    /// (removed when the spec has no object store any more); one that cannot be made is
-    /// a Warning event.
+    /// (removed when the spec has no object store any more).
     async fn ensure_archive(
         &self,
         c: &Cluster,
@@ -469,22 +472,7 @@ impl KubePlatform {
             }
         }
         let name = secrets::archive_secret(&c.name_any());
-        // A configuration that cannot be used is said, and holds nothing else up: a
-        // failover never waits on the backup settings.
-        let want = match secrets::archive(c, &user) {
-            Ok(w) => w,
-            Err(e) => {
-                let event = Event {
-                    type_: EventType::Warning,
-                    reason: "ArchiveConfiguration",
-                    message: format!("WAL archiving is not configured: {e}"),
-                };
-                if let Err(e) = self.record_event(c, &event).await {
-                    tracing::warn!("cannot record event: {e}");
-                }
-                return Ok(());
-            }
-        };
+        let want = secrets::archive(c, &user).map_err(|e| PlatformError::Invalid(e.to_string()))?;
         match (want, ours.get(&name)) {
             (Some(s), None) => self.create::<Secret>(c, &s).await,
             (Some(mut s), Some(old)) if s.data != old.data => {
@@ -504,10 +492,19 @@ impl KubePlatform {
         instance_access(&self.api::<Secret>(c), c).await
     }
 
+    /// A Warning event on the Cluster; best effort.
+    async fn warn(&self, c: &Cluster, reason: &'static str, message: &str) {
+        self.event(c, EventType::Warning, reason, message).await;
+    }
+
     /// A Normal event on the Cluster; best effort.
     async fn note(&self, c: &Cluster, reason: &'static str, message: &str) {
+        self.event(c, EventType::Normal, reason, message).await;
+    }
+
+    async fn event(&self, c: &Cluster, type_: EventType, reason: &'static str, message: &str) {
         let event = Event {
-            type_: EventType::Normal,
+            type_,
             reason,
             message: message.to_owned(),
         };
