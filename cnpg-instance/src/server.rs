@@ -122,9 +122,10 @@ async fn live(state: &AppState) -> Result<Snapshot, String> {
 /// alive and does not answer costs each status request this much more.
 const DEATH_SETTLE: Duration = Duration::from_millis(100);
 
-/// Waits up to [`DEATH_SETTLE`] for the postmaster to be seen dead (gone or a zombie).
-async fn settle_death(state: &AppState) {
-    let Some(pid) = state.shared.lock().expect("shared state lock").pid else {
+/// Waits up to [`DEATH_SETTLE`] for the postmaster that was queried (`pid`) to be seen
+/// dead (gone or a zombie).
+async fn settle_death(pid: Option<u32>) {
+    let Some(pid) = pid else {
         return;
     };
     let start = std::time::Instant::now();
@@ -190,13 +191,23 @@ async fn status(
     // or asked for) may end while the query fails, and a report built from the state after
     // it would show a failed query and no restart, which the operator takes for a dead
     // primary and fails over from (seen on a loaded machine).
-    let (restarting, planned) = {
+    let (mut restarting, planned, deaths, pid) = {
         let s = state.shared.lock().expect("shared state lock");
-        (s.restarting_after_crash, s.planned_start)
+        (s.restarting_after_crash, s.planned_start, s.deaths, s.pid)
     };
-    let snap = live(&state).await;
+    let mut snap = live(&state).await;
     if snap.is_err() {
-        settle_death(&state).await;
+        settle_death(pid).await;
+        // The postmaster died while it was being queried, and the manager may already
+        // have restarted it — even finished its crash recovery — before this report is
+        // built: the failure describes the crash, not the instance now. Ask again, and if
+        // that fails too the instance is restarting (CI saw the operator fail over from
+        // a primary whose restart in place had ended while its status request failed).
+        let crashed = state.shared.lock().expect("shared state lock").deaths != deaths;
+        if crashed {
+            restarting = true;
+            snap = live(&state).await;
+        }
     }
     let mut report = report(&state, snap.as_ref().map_err(String::as_str));
     if snap.is_err() && !report.is_fenced {
