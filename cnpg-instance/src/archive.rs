@@ -3,7 +3,7 @@
 //! round): `<path>/<serverName>/wals/<timeline+log>/<segment>[.gz]`, history files directly
 //! under `wals/`.
 //!
-//! PostgreSQL's `archive_command` runs `cnpg-wal-archive --config FILE %p` (a new process
+//! PostgreSQL's `archive_command` runs `cnpg-cloud wal-archive --config FILE %p` (a new process
 //! per segment, as upstream's manager; a program of its own, installed beside
 //! `cnpg-instance`, so the object-store client never weighs on the manager's memory): it
 //! reads [`ArchiveConfig`] (written by the
@@ -23,8 +23,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The archiver's program name (`src/bin/cnpg-wal-archive.rs`), beside `cnpg-instance`.
-pub const PROGRAM: &str = "cnpg-wal-archive";
+/// The archiver's program name (`src/bin/cnpg-cloud.rs`), beside `cnpg-instance`.
+pub const PROGRAM: &str = "cnpg-cloud";
 
 /// The file in PGDATA that asks the next archive to check the destination is empty.
 pub const CHECK_EMPTY_MARK: &str = ".check-empty-wal-archive";
@@ -97,10 +97,46 @@ pub struct ArchiveConfig {
     /// `s3Credentials`; none: the environment's (`AWS_*`, an instance role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Credentials>,
+    /// `data`: how base backups are written ([`crate::backup`]).
+    #[serde(default)]
+    pub data: DataConfig,
+}
+
+/// Base backups' settings (`barmanObjectStore.data`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataConfig {
+    /// `data.compression`: the tarballs are `data.tar.gz` instead of `data.tar`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// `data.encryption`: `AES256` or `aws:kms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// `data.jobs`: parts uploaded at once (upstream's default, 2).
+    #[serde(default = "two")]
+    pub jobs: usize,
+    /// `data.immediateCheckpoint`: start with a fast checkpoint instead of a spread one.
+    #[serde(default)]
+    pub immediate_checkpoint: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            compression: None,
+            encryption: None,
+            jobs: two(),
+            immediate_checkpoint: false,
+        }
+    }
 }
 
 fn one() -> usize {
     1
+}
+
+fn two() -> usize {
+    2
 }
 
 /// Archiving failed; PostgreSQL keeps the segment and retries.
@@ -142,12 +178,12 @@ pub enum ArchiveError {
     BadName(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError {
     let path = path.to_owned();
     move |source| ArchiveError::Io { path, source }
 }
 
-fn store_err(
+pub(crate) fn store_err(
     action: &'static str,
     location: impl std::fmt::Display,
 ) -> impl FnOnce(object_store::Error) -> ArchiveError {
@@ -269,15 +305,33 @@ impl Destination {
         format!("{}/{key}", self.root)
     }
 
-    /// The WAL folder of the server: `<path>/<serverName>/wals`.
-    pub fn wals(&self) -> String {
+    /// The server's folder: `<path>/<serverName>`.
+    pub fn server(&self) -> String {
         let mut p = self.base.trim_matches('/').to_owned();
         if !p.is_empty() {
             p.push('/');
         }
         p.push_str(&self.config.server_name);
-        p.push_str("/wals");
         p
+    }
+
+    /// The WAL folder of the server: `<path>/<serverName>/wals`.
+    pub fn wals(&self) -> String {
+        format!("{}/wals", self.server())
+    }
+
+    /// The object store itself, for what is not WAL (base backups).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The same destination with the store opened for base backups: `data.encryption`
+    /// instead of `wal.encryption`.
+    pub fn for_data(config: &ArchiveConfig) -> Result<Self, ArchiveError> {
+        Self::open(&ArchiveConfig {
+            encryption: config.data.encryption.clone(),
+            ..config.clone()
+        })
     }
 
     /// The object a WAL file is stored as.
@@ -523,6 +577,7 @@ mod tests {
                 session_token: None,
                 region: Some("us-east-1".into()),
             }),
+            data: DataConfig::default(),
         };
         let dest = Destination::open(&config).expect("opens");
         assert_eq!(

@@ -39,11 +39,11 @@ pub struct Settings {
     pub archive: Option<Archive>,
 }
 
-/// How PostgreSQL archives WAL: `archive_command` runs `program --config config %p`
-/// (`cnpg-wal-archive`, [`crate::archive`]).
+/// How PostgreSQL archives WAL: `archive_command` runs `program wal-archive --config config %p`
+/// (`cnpg-cloud`, [`crate::archive`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Archive {
-    /// `cnpg-wal-archive`, as the postgres user can run it.
+    /// `cnpg-cloud`, as the postgres user can run it.
     pub program: std::path::PathBuf,
     /// The archive configuration file.
     pub config: std::path::PathBuf,
@@ -120,7 +120,7 @@ pub fn custom_conf(s: &Settings) -> String {
         params.insert(
             "archive_command",
             format!(
-                "{} --config {} %p",
+                "{} wal-archive --config {} %p",
                 shell_word(&a.program.display().to_string()),
                 shell_word(&a.config.display().to_string())
             ),
@@ -243,7 +243,7 @@ mod tests {
         let mut s = settings();
         assert!(!custom_conf(&s).contains("archive_command"));
         s.archive = Some(Archive {
-            program: "/controller/cnpg-wal-archive".into(),
+            program: "/controller/cnpg-cloud".into(),
             config: "/controller/secrets/it's archive.json".into(),
         });
         let c = custom_conf(&s);
@@ -252,7 +252,7 @@ mod tests {
         // The conf's quotes (doubled) around the shell's (escaped).
         assert!(
             c.contains(
-                r#"archive_command = '/controller/cnpg-wal-archive --config ''/controller/secrets/it''\''''s archive.json'' %p'"#
+                r#"archive_command = '/controller/cnpg-cloud wal-archive --config ''/controller/secrets/it''\''''s archive.json'' %p'"#
             ),
             "{c}"
         );

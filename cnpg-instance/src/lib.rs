@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod backup;
 pub mod bootstrap;
 pub mod config;
 pub mod control;

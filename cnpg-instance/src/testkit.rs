@@ -41,7 +41,7 @@ pub fn instance_binary(release: bool) -> &'static std::path::Path {
             "--bin",
             "cnpg-instance",
             "--bin",
-            "cnpg-wal-archive",
+            "cnpg-cloud",
         ]);
         if release {
             cmd.arg("--release");
@@ -669,6 +669,7 @@ impl S3Server {
                 session_token: None,
                 region: Some("us-east-1".into()),
             }),
+            data: crate::archive::DataConfig::default(),
         }
     }
 }

@@ -31,7 +31,7 @@ fn archive_with(h: &mut Harness, cfg: &ArchiveConfig) {
     });
 }
 
-/// `cnpg-wal-archive`, built beside `cnpg-instance`.
+/// `cnpg-cloud`, built beside `cnpg-instance`.
 fn archiver() -> std::path::PathBuf {
     instance_binary(false).with_file_name(cnpg_instance::archive::PROGRAM)
 }
@@ -193,7 +193,7 @@ fn a_missing_bucket_fails_naming_it_and_the_wal_stays() {
     )
     .expect("config");
     let out = std::process::Command::new(archiver())
-        .arg("--config")
+        .args(["wal-archive", "--config"])
         .arg(&cfg_path)
         .arg("--pgdata")
         .arg(&pgdata)

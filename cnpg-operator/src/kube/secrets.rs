@@ -476,7 +476,7 @@ fn operator_client(c: &Cluster, old: Option<&Secret>, now_ms: i64) -> Result<Sec
 }
 
 /// The Secret of a cluster's WAL archive configuration: `archive.json` (what
-/// `cnpg-wal-archive` reads: `spec.backup.barmanObjectStore` with the S3
+/// `cnpg-cloud` reads: `spec.backup.barmanObjectStore` with the S3
 /// credentials copied from the Secrets it names) and `archive-ca.crt` (its `endpointCA`).
 /// Pods mount it with their certificates; it is rewritten whenever its content changes.
 pub fn archive_secret(cluster: &str) -> String {
@@ -544,7 +544,7 @@ pub fn archive(
     )))
 }
 
-/// What `cnpg-wal-archive` is to read for `c` (none without an object store), and
+/// What `cnpg-cloud` is to read for `c` (none without an object store), and
 /// the endpoint's CA (PEM) to put at `ca_path`, from the user's Secrets by name.
 pub fn archive_config(
     c: &Cluster,
@@ -552,7 +552,7 @@ pub fn archive_config(
     ca_path: &Path,
 ) -> Result<Option<(cnpg_instance::archive::ArchiveConfig, Option<String>)>, SecretError> {
     use cnpg_core::api::barman::{CompressionType, EncryptionType};
-    use cnpg_instance::archive::{ArchiveConfig, Compression, S3Credentials};
+    use cnpg_instance::archive::{ArchiveConfig, Compression, DataConfig, S3Credentials};
     let Some(store) = object_store(c) else {
         return Ok(None);
     };
@@ -604,6 +604,21 @@ pub fn archive_config(
             ));
         }
     };
+    let data = store.data.clone().unwrap_or_default();
+    let data_compression = match data.compression {
+        None => None,
+        Some(CompressionType::Gzip) => Some(Compression::Gzip),
+        Some(other) => {
+            return Err(field(
+                "backup.barmanObjectStore.data.compression",
+                format!("{other:?} is not supported yet: use gzip, or none"),
+            ));
+        }
+    };
+    let sse = |e: EncryptionType| match e {
+        EncryptionType::Aes256 => "AES256".to_owned(),
+        EncryptionType::AwsKms => "aws:kms".to_owned(),
+    };
     let ca = store.endpoint_ca.as_ref().map(pick).transpose()?;
     let config = ArchiveConfig {
         destination_path: store.destination_path.clone(),
@@ -611,12 +626,15 @@ pub fn archive_config(
         endpoint_url: store.endpoint_url.clone(),
         endpoint_ca: ca.as_ref().map(|_| ca_path.to_owned()),
         compression,
-        encryption: wal.encryption.map(|e| match e {
-            EncryptionType::Aes256 => "AES256".to_owned(),
-            EncryptionType::AwsKms => "aws:kms".to_owned(),
-        }),
+        encryption: wal.encryption.map(sse),
         max_parallel: wal.max_parallel.unwrap_or(1).max(1) as usize,
         s3,
+        data: DataConfig {
+            compression: data_compression,
+            encryption: data.encryption.map(sse),
+            jobs: data.jobs.unwrap_or(2).max(1) as usize,
+            immediate_checkpoint: data.immediate_checkpoint.unwrap_or(false),
+        },
     };
     // Checked here, where the user sees the error, not first in an archive_command.
     cnpg_instance::archive::Destination::check(&config)

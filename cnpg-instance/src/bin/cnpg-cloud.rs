@@ -1,0 +1,217 @@
+//! `cnpg-cloud`: what reaches the cluster's object store, in barman-cloud's layout.
+//! - `wal-archive`: PostgreSQL's `archive_command` (`cnpg-cloud wal-archive --config FILE
+//!   %p`) stores one WAL file (and, with `maxParallel`, the next ready ones): see
+//!   `cnpg_instance::archive`. PostgreSQL logs what it prints and retries while it fails.
+//! - `backup`: a base backup of the local instance (`cnpg_instance::backup`), started by
+//!   the instance manager when the operator asks for one.
+//! - `backup-list`: the backups in the store, as `barman-cloud-backup-list` lists them.
+//!
+//! A program of its own, installed beside `cnpg-instance`, so that the object-store client
+//! is never loaded into the instance manager.
+
+use clap::{Parser, Subcommand};
+use cnpg_instance::archive::{ArchiveConfig, ArchiveError, read_config};
+use cnpg_instance::backup::{self, BackupInfo};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The cluster's object store: WAL archiving and base backups.
+#[derive(Parser)]
+#[command(name = "cnpg-cloud", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Store a WAL file in the object store (PostgreSQL's archive_command).
+    WalArchive {
+        /// The archive configuration (JSON, written by the operator; holds credentials).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// PGDATA (default: the current directory, where PostgreSQL runs the command).
+        #[arg(long, value_name = "DIR")]
+        pgdata: Option<PathBuf>,
+        /// The file to archive (`%p`).
+        wal: PathBuf,
+    },
+    /// Take a base backup of the local instance into the object store.
+    Backup {
+        /// The archive configuration (JSON; `data` says how backups are written).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// PGDATA.
+        #[arg(long, value_name = "DIR")]
+        pgdata: PathBuf,
+        /// The directory of PostgreSQL's socket.
+        #[arg(long, value_name = "DIR")]
+        socket_dir: PathBuf,
+        /// PostgreSQL's port.
+        #[arg(long, default_value_t = 5432)]
+        port: u16,
+        /// The backup's friendly name (`backup_name`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Start with an immediate checkpoint (default: `data.immediateCheckpoint`).
+        #[arg(long)]
+        immediate_checkpoint: bool,
+        /// Where to keep the backup's progress (JSON, replaced as it goes).
+        #[arg(long, value_name = "FILE")]
+        status: Option<PathBuf>,
+    },
+    /// List the base backups in the object store.
+    BackupList {
+        /// The archive configuration (JSON).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ArchiveError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ArchiveError::Config(e.to_string()))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let (what, result) = match args.command {
+        Command::WalArchive {
+            config,
+            pgdata,
+            wal,
+        } => (
+            format!("wal-archive {}", wal.display()),
+            wal_archive(&config, pgdata, &wal),
+        ),
+        Command::Backup {
+            config,
+            pgdata,
+            socket_dir,
+            port,
+            name,
+            immediate_checkpoint,
+            status,
+        } => {
+            let req = backup::Request {
+                pgdata,
+                socket_dir,
+                port,
+                name,
+                immediate_checkpoint: immediate_checkpoint.then_some(true),
+            };
+            (
+                "backup".to_owned(),
+                take_backup(&config, &req, status.as_deref()),
+            )
+        }
+        Command::BackupList { config, json } => ("backup-list".to_owned(), list(&config, json)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cnpg-cloud {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn wal_archive(config: &Path, pgdata: Option<PathBuf>, wal: &Path) -> Result<(), String> {
+    let pgdata = match pgdata {
+        Some(p) => p,
+        None => std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?,
+    };
+    let cfg = read_config(config).map_err(|e| e.to_string())?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(cnpg_instance::archive::archive(&cfg, &pgdata, wal))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Writes `info` to `path` whole (a reader never sees half of it).
+fn write_status(path: &Path, info: &BackupInfo) {
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_string(info).unwrap_or_default();
+    if std::fs::write(&tmp, json).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+fn take_backup(config: &Path, req: &backup::Request, status: Option<&Path>) -> Result<(), String> {
+    let cfg: ArchiveConfig = read_config(config).map_err(|e| e.to_string())?;
+    let progress = |i: &BackupInfo| {
+        if let Some(p) = status {
+            write_status(p, i);
+        }
+    };
+    let result = runtime()
+        .map_err(|e| e.to_string())?
+        .block_on(backup::take(&cfg, req, &progress));
+    match result {
+        Ok(info) => {
+            println!("{}", serde_json::to_string(&info).unwrap_or_default());
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(p) = status {
+                // The status file may hold an earlier step: say how it ended.
+                let mut last = std::fs::read(p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<BackupInfo>(&b).ok())
+                    .unwrap_or_default();
+                last.status = "FAILED".into();
+                last.error = Some(e.to_string());
+                write_status(p, &last);
+            }
+            Err(e.to_string())
+        }
+    }
+}
+
+fn list(config: &Path, json: bool) -> Result<(), String> {
+    let cfg = read_config(config).map_err(|e| e.to_string())?;
+    let backups = runtime()
+        .map_err(|e| e.to_string())?
+        .block_on(backup::list(&cfg))
+        .map_err(|e| e.to_string())?;
+    let mut good = Vec::new();
+    for b in backups {
+        match b {
+            Ok(b) => good.push(b),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&good).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<20} {:<25} {:<10} {:<8}",
+        "Backup ID", "End Time", "Begin Wal", "Status", "Name"
+    );
+    for b in good {
+        println!(
+            "{:<16} {:<20} {:<25} {:<10} {:<8}",
+            b.backup_id,
+            b.end_time
+                .as_deref()
+                .map_or("", |t| t.get(..19).unwrap_or(t)),
+            b.begin_wal.as_deref().unwrap_or(""),
+            b.status,
+            b.backup_name.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}

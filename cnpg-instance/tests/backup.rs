@@ -1,0 +1,292 @@
+//! Base backups against a real S3 API server (moto, on loopback) and real PostgreSQL,
+//! judged by barman-cloud's own tools: they list ours and restore it into a PostgreSQL
+//! that replays our archived WAL to the end; we list theirs.
+
+use cnpg_instance::archive::{ArchiveConfig, Compression};
+use cnpg_instance::backup::BackupInfo;
+use cnpg_instance::config::Archive;
+use cnpg_instance::testkit::{Harness, S3Server, free_port, instance_binary};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(90);
+
+fn cloud() -> PathBuf {
+    instance_binary(false).with_file_name(cnpg_instance::archive::PROGRAM)
+}
+
+fn config(s3: &S3Server) -> ArchiveConfig {
+    let mut c = s3.archive_config("s3://backups/cnpg", "pg", ("test-key", "test-secret"));
+    c.max_parallel = 4;
+    c.data.compression = Some(Compression::Gzip);
+    // A spread checkpoint may take minutes (checkpoint_completion_target of 5 min).
+    c.data.immediate_checkpoint = true;
+    c
+}
+
+fn archive_with(h: &mut Harness, cfg: &ArchiveConfig) -> PathBuf {
+    let path = h.secrets.dir.join("archive.json");
+    cnpg_instance::tls::write_private(&path, &serde_json::to_string(cfg).expect("json"), h.run_as)
+        .expect("archive.json");
+    h.archive = Some(Archive {
+        program: cloud(),
+        config: path.clone(),
+    });
+    path
+}
+
+/// A command run as the user PostgreSQL runs as, with the store's credentials.
+fn as_postgres(h: &Harness, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.env("AWS_ACCESS_KEY_ID", "test-key")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .env("AWS_DEFAULT_REGION", "us-east-1");
+    if let Some(r) = h.run_as {
+        r.apply(&mut cmd);
+    }
+    cmd
+}
+
+async fn run(cmd: &mut tokio::process::Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e} (barman-cli-cloud: .ci/run installs it)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what}: {text}");
+    assert!(
+        !text.contains("test-secret"),
+        "{what} printed the secret: {text}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `cnpg-cloud backup` of `name`; what it reports.
+async fn backup(h: &Harness, cfg: &Path, name: &str, label: &str) -> BackupInfo {
+    let i = &h.instances[name];
+    let out = run(
+        as_postgres(h, cloud())
+            .arg("backup")
+            .arg("--config")
+            .arg(cfg)
+            .arg("--pgdata")
+            .arg(&i.pgdata)
+            .arg("--socket-dir")
+            .arg(h.root.path().join(name).join("run"))
+            .args(["--port", &i.port.to_string(), "--name", label]),
+        "cnpg-cloud backup",
+    )
+    .await;
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+async fn count(h: &Harness, name: &str) -> i64 {
+    h.connect(name)
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_of_primary_and_standby_are_restored_by_barman_cloud_and_theirs_are_listed() {
+    let s3 = S3Server::start();
+    s3.create_bucket("backups");
+    let cfg = config(&s3);
+    let mut h = Harness::new("pg");
+    let cfg_path = archive_with(&mut h, &cfg);
+    h.running_primary("pg-1").await;
+    let db = h.connect("pg-1").await;
+    db.batch_execute(
+        "CREATE TABLE t (n int, pad text); \
+         INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g",
+    )
+    .await
+    .expect("data");
+    h.join("pg-2", "pg-1").await;
+    h.start("pg-2").await;
+
+    // From the primary, compressed.
+    let first = backup(&h, &cfg_path, "pg-1", "from-primary").await;
+    assert_eq!(first.status, "DONE", "{first:?}");
+    assert_eq!(first.backup_name.as_deref(), Some("from-primary"));
+    assert!(
+        first.begin_wal.is_some() && first.end_wal.is_some(),
+        "{first:?}"
+    );
+    assert!(first.size.unwrap_or(0) > 10 << 20, "{first:?}");
+
+    // Written after the backup: only the archived WAL brings these back.
+    db.batch_execute(
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1, 1000) g; SELECT pg_switch_wal()",
+    )
+    .await
+    .expect("more");
+    let want = count(&h, "pg-1").await;
+    assert_eq!(want, 101_000);
+
+    // From the standby, not compressed; a second later, so its id differs.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let plain = {
+        let mut c = cfg.clone();
+        c.data.compression = None;
+        let p = h.root.path().join("plain.json");
+        cnpg_instance::tls::write_private(&p, &serde_json::to_string(&c).expect("json"), h.run_as)
+            .expect("plain.json");
+        p
+    };
+    h.wait_until("the standby has everything", T, async |h| {
+        match count(h, "pg-2").await {
+            n if n == want => Ok(()),
+            n => Err(format!("{n} rows")),
+        }
+    })
+    .await;
+    let second = backup(&h, &plain, "pg-2", "from-standby").await;
+    assert_eq!(second.status, "DONE", "{second:?}");
+    assert_ne!(second.backup_id, first.backup_id);
+
+    // barman-cloud-backup itself, into the same place: we read what it wrote.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let socket = h.root.path().join("pg-1").join("run");
+    run(
+        as_postgres(&h, "barman-cloud-backup")
+            .args([
+                "--endpoint-url",
+                &s3.endpoint,
+                "--gzip",
+                "--immediate-checkpoint",
+                "-h",
+            ])
+            .arg(&socket)
+            .args(["-p", &h.instances["pg-1"].port.to_string()])
+            .args(["--name", "by-barman", "s3://backups/cnpg", "pg"]),
+        "barman-cloud-backup",
+    )
+    .await;
+    let ours: Vec<BackupInfo> = serde_json::from_str(
+        &run(
+            as_postgres(&h, cloud())
+                .args(["backup-list", "--json", "--config"])
+                .arg(&cfg_path),
+            "cnpg-cloud backup-list",
+        )
+        .await,
+    )
+    .expect("json");
+    let names: Vec<_> = ours
+        .iter()
+        .map(|b| (b.backup_name.clone().unwrap_or_default(), b.status.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("from-primary".to_owned(), "DONE".to_owned()),
+            ("from-standby".into(), "DONE".into()),
+            ("by-barman".into(), "DONE".into())
+        ]
+    );
+    assert!(
+        ours[2].begin_lsn.is_some() && ours[2].backup_label.is_some(),
+        "{:?}",
+        ours[2]
+    );
+
+    // barman-cloud lists ours, with their ids.
+    let listed = run(
+        as_postgres(&h, "barman-cloud-backup-list").args([
+            "--endpoint-url",
+            &s3.endpoint,
+            "s3://backups/cnpg",
+            "pg",
+        ]),
+        "barman-cloud-backup-list",
+    )
+    .await;
+    for b in [&first, &second] {
+        assert!(listed.contains(&b.backup_id), "{listed}");
+    }
+
+    // And restores each of ours into a PostgreSQL that replays our archive to its end.
+    for (b, port) in [(&first, free_port()), (&second, free_port())] {
+        let dir = h.root.path().join(format!("restored-{}", b.backup_id));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        cnpg_instance::runas::own(h.run_as, &dir).expect("own");
+        let data = dir.join("data");
+        run(
+            as_postgres(&h, "barman-cloud-restore")
+                .args(["--endpoint-url", &s3.endpoint, "s3://backups/cnpg", "pg"])
+                .arg(&b.backup_id)
+                .arg(&data),
+            "barman-cloud-restore",
+        )
+        .await;
+        assert!(
+            data.join("backup_label").exists(),
+            "the label is in the tarball"
+        );
+        std::fs::write(data.join("recovery.signal"), "").expect("recovery.signal");
+        cnpg_instance::runas::own(h.run_as, &data.join("recovery.signal")).expect("own");
+        let restore = format!(
+            "barman-cloud-wal-restore --endpoint-url {} s3://backups/cnpg pg %f %p",
+            s3.endpoint
+        );
+        let opts = format!(
+            "-p {port} -c listen_addresses='' -c unix_socket_directories='{}' -c archive_mode=off \
+             -c restore_command='{restore}'",
+            dir.display()
+        );
+        let started = as_postgres(&h, h.bin.program("pg_ctl"))
+            .args(["start", "-w", "-t", "120", "-D"])
+            .arg(&data)
+            .args(["-l"])
+            .arg(dir.join("log"))
+            .args(["-o", &opts])
+            .status()
+            .await
+            .expect("pg_ctl");
+        assert!(
+            started.success(),
+            "the restored backup {} does not start: {}",
+            b.backup_id,
+            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+        );
+        let conninfo = format!(
+            "host={} port={port} user=postgres dbname=postgres",
+            dir.display()
+        );
+        let mut restored = None;
+        for _ in 0..600 {
+            let out = h
+                .psql(
+                    &conninfo,
+                    "SELECT pg_is_in_recovery()::text || ' ' || count(*) FROM t",
+                )
+                .await;
+            if let Ok(o) = &out
+                && o.trim().starts_with("false")
+            {
+                restored = Some(o.trim().to_owned());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        let _ = as_postgres(&h, h.bin.program("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(&data)
+            .output()
+            .await;
+        assert_eq!(
+            restored.as_deref(),
+            Some(format!("false {want}").as_str()),
+            "{}: {log}",
+            b.backup_id
+        );
+    }
+}
