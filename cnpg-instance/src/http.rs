@@ -27,6 +27,39 @@ pub async fn get_authorized(
     timeout: Duration,
     token: Option<&str>,
 ) -> Result<(u16, String), String> {
+    send(
+        http::Method::GET,
+        host,
+        port,
+        path,
+        timeout,
+        token,
+        String::new(),
+    )
+    .await
+}
+
+/// `POST` of a JSON `body`, as [`get_authorized`] (how a base backup is asked for).
+pub async fn post_authorized(
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    token: Option<&str>,
+    body: String,
+) -> Result<(u16, String), String> {
+    send(http::Method::POST, host, port, path, timeout, token, body).await
+}
+
+async fn send(
+    method: http::Method,
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    token: Option<&str>,
+    body: String,
+) -> Result<(u16, String), String> {
     let authority = authority(host, port);
     let uri: http::Uri = format!("http://{authority}{path}")
         .parse()
@@ -34,11 +67,14 @@ pub async fn get_authorized(
     let client: Client<_, String> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http();
-    let mut request = http::Request::get(uri);
+    let mut request = http::Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let request = request.body(String::new()).map_err(|e| e.to_string())?;
+    if !body.is_empty() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request.body(body).map_err(|e| e.to_string())?;
     let fetch = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;
         answer(response).await

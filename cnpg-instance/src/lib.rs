@@ -24,6 +24,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod backup_job;
 pub mod bootstrap;
 pub mod config;
 pub mod control;

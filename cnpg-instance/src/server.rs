@@ -35,12 +35,17 @@ pub struct AppState {
     /// Neither a token nor this: `/pg/status` answers anyone who reaches it. The probes
     /// and `/metrics` never need either.
     pub operator_tls: bool,
+    /// Base backups, when the cluster has an object store (`POST /pg/backup`, `GET
+    /// /pg/backup/{name}`, authorized as `/pg/status`).
+    pub backups: Option<Arc<crate::backup_job::BackupJobs>>,
 }
 
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/pg/status", get(status))
+        .route("/pg/backup", axum::routing::post(start_backup))
+        .route("/pg/backup/{name}", get(backup_status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/startupz", get(startupz))
@@ -168,6 +173,79 @@ fn authorized(state: &AppState, headers: &axum::http::HeaderMap, peer: Peer) -> 
     })
 }
 
+/// The refusal of a request [`authorized`] does not let through.
+fn unauthorized(state: &AppState) -> Response {
+    let how = match (state.operator_tls, state.token.is_some()) {
+        (true, true) => {
+            "the operator's client certificate or the cluster's status token is required"
+        }
+        (true, false) => "the operator's client certificate is required",
+        _ => {
+            "a bearer token is required: the status-token file in the cluster's secrets \
+             directory (the local operator sends it)"
+        }
+    };
+    (StatusCode::UNAUTHORIZED, how).into_response()
+}
+
+/// Starts a base backup here (or reports the one of that name already started).
+async fn start_backup(
+    State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    use crate::backup_job::JobError;
+    if !authorized(
+        &state,
+        &headers,
+        peer.map(|Extension(p)| p).unwrap_or_default(),
+    ) {
+        return unauthorized(&state);
+    }
+    let Some(jobs) = &state.backups else {
+        return (
+            StatusCode::CONFLICT,
+            "this cluster has no object store (spec.backup.barmanObjectStore): nothing to back up to",
+        )
+            .into_response();
+    };
+    let req: crate::backup_job::StartBackup = match serde_json::from_str(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("the request: {e}")).into_response(),
+    };
+    match jobs.start(&req) {
+        Ok(info) => (StatusCode::ACCEPTED, axum::Json(info)).into_response(),
+        Err(e @ JobError::Invalid(_)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e @ JobError::Busy(_)) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// How the base backup `name` started here is going.
+async fn backup_status(
+    State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    if !authorized(
+        &state,
+        &headers,
+        peer.map(|Extension(p)| p).unwrap_or_default(),
+    ) {
+        return unauthorized(&state);
+    }
+    let Some(jobs) = &state.backups else {
+        return (StatusCode::NOT_FOUND, "no backups here").into_response();
+    };
+    match jobs.get(&name) {
+        Ok(Some(info)) => axum::Json(info).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no backup {name} here")).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
 async fn status(
     State(state): State<AppState>,
     peer: Option<Extension<Peer>>,
@@ -175,17 +253,7 @@ async fn status(
 ) -> Response {
     let peer = peer.map(|Extension(p)| p).unwrap_or_default();
     if !authorized(&state, &headers, peer) {
-        let how = match (state.operator_tls, state.token.is_some()) {
-            (true, true) => {
-                "the operator's client certificate or the cluster's status token is required"
-            }
-            (true, false) => "the operator's client certificate is required",
-            _ => {
-                "a bearer token is required: the status-token file in the cluster's secrets \
-                 directory (the local operator sends it)"
-            }
-        };
-        return (StatusCode::UNAUTHORIZED, how).into_response();
+        return unauthorized(&state);
     }
     // What the manager was doing when the query began: a restart (in place after a crash,
     // or asked for) may end while the query fails, and a report built from the state after
@@ -371,6 +439,7 @@ mod tests {
         let state = AppState {
             token: None,
             operator_tls: false,
+            backups: None,
             instance: "pg-1".into(),
             shared,
             query: Arc::new(crate::query::MockPgQuery::new()),

@@ -331,6 +331,17 @@ impl Harness {
             query,
             token: self.status_token.clone(),
             operator_tls: self.operator_client.is_some(),
+            backups: self.archive.as_ref().map(|a| {
+                crate::backup_job::BackupJobs::new(
+                    a.program.clone(),
+                    a.config.clone(),
+                    dir.join("data"),
+                    dir.join("run"),
+                    port,
+                    self.run_as,
+                    dir.join("backups"),
+                )
+            }),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", status_port))
             .await

@@ -289,4 +289,72 @@ async fn backups_of_primary_and_standby_are_restored_by_barman_cloud_and_theirs_
             b.backup_id
         );
     }
+
+    // Through the instance manager, as the operator asks: started once whatever the
+    // number of asks, followed to its end, and a bad name refused.
+    let sp = h.instances["pg-2"].status_port;
+    let ask = |body: &'static str| {
+        cnpg_instance::http::post_authorized(
+            "127.0.0.1",
+            sp,
+            "/pg/backup",
+            Duration::from_secs(5),
+            None,
+            body.to_owned(),
+        )
+    };
+    let (code, body) = ask(r#"{"name":"via-manager"}"#).await.expect("post");
+    assert_eq!(code, 202, "{body}");
+    let (code, again) = ask(r#"{"name":"via-manager"}"#).await.expect("post");
+    assert_eq!(code, 202, "{again}");
+    let (code, bad) = ask(r#"{"name":"Via/Manager"}"#).await.expect("post");
+    assert_eq!(code, 400, "{bad}");
+    assert!(bad.contains("Via/Manager"), "{bad}");
+    let mut done = None;
+    for _ in 0..600 {
+        let (_, body) = cnpg_instance::http::get(
+            "127.0.0.1",
+            sp,
+            "/pg/backup/via-manager",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("get");
+        let info: BackupInfo = serde_json::from_str(&body).expect("json");
+        if info.status != "STARTED" {
+            done = Some(info);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = done.expect("the backup ends");
+    assert_eq!(done.status, "DONE", "{done:?}");
+    assert!(done.end_lsn.is_some(), "{done:?}");
+
+    // A store that is not there: the backup fails saying which, and says so in its status.
+    let missing = {
+        let mut c = cfg.clone();
+        c.destination_path = "s3://no-such-bucket/cnpg".into();
+        let p = h.root.path().join("missing.json");
+        cnpg_instance::tls::write_private(&p, &serde_json::to_string(&c).expect("json"), h.run_as)
+            .expect("missing.json");
+        p
+    };
+    let i = &h.instances["pg-1"];
+    let out = as_postgres(&h, cloud())
+        .arg("backup")
+        .arg("--config")
+        .arg(&missing)
+        .arg("--pgdata")
+        .arg(&i.pgdata)
+        .arg("--socket-dir")
+        .arg(h.root.path().join("pg-1").join("run"))
+        .args(["--port", &i.port.to_string()])
+        .output()
+        .await
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no-such-bucket"), "{err}");
+    assert!(!err.contains("test-secret"), "{err}");
 }

@@ -524,6 +524,22 @@ async fn run(
     } else {
         None
     };
+    // Base backups go to the same object store, through the same program.
+    let backups = archive.as_ref().map(|a| {
+        cnpg_instance::backup_job::BackupJobs::new(
+            a.program.clone(),
+            a.config.clone(),
+            instance.pgdata.clone(),
+            socket_dir.clone(),
+            port,
+            run_as,
+            instance
+                .pgdata
+                .parent()
+                .unwrap_or(&instance.pgdata)
+                .join("backups"),
+        )
+    });
     let cfg = ManagerConfig {
         cluster: instance.cluster.clone(),
         instance: instance.name.clone(),
@@ -590,6 +606,7 @@ async fn run(
         query,
         token,
         operator_tls: status_tls,
+        backups,
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut srx = rx.clone();
