@@ -39,6 +39,7 @@
 
 #[cfg(feature = "api")]
 pub mod api;
+pub mod backup;
 pub mod election;
 pub mod fencing;
 pub mod hibernation;

@@ -1058,7 +1058,7 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
     let s3 = cnpg_instance::testkit::S3Server::start();
     s3.create_bucket("local-archive");
     let spec = format!(
-        "  backup:\n    barmanObjectStore:\n      destinationPath: s3://local-archive/here\n      endpointURL: {}\n      s3Credentials:\n        accessKeyId: {{name: creds, key: ID}}\n        secretAccessKey: {{name: creds, key: SECRET}}\n        region: {{name: creds, key: REGION}}\n      wal: {{compression: gzip, maxParallel: 2}}\n",
+        "  backup:\n    barmanObjectStore:\n      destinationPath: s3://local-archive/here\n      endpointURL: {}\n      s3Credentials:\n        accessKeyId: {{name: creds, key: ID}}\n        secretAccessKey: {{name: creds, key: SECRET}}\n        region: {{name: creds, key: REGION}}\n      wal: {{compression: gzip, maxParallel: 2}}\n      data: {{compression: gzip, immediateCheckpoint: true}}\n",
         s3.endpoint
     );
     let docs = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {ID: local-key, SECRET: local-secret-key, REGION: us-east-1}\n";
@@ -1099,4 +1099,67 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
         .expect("the archive configuration");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(config.permissions().mode() & 0o777, 0o600);
+
+    // A base backup, run by the operator where upstream runs it: the first streaming
+    // standby (prefer-standby); then one on the primary.
+    let primary = c.wait_converged(None, T);
+    let out = c.cnpg(&[
+        "backup",
+        "arch",
+        "--backup-name",
+        "nightly",
+        "--wait",
+        "300",
+    ]);
+    assert!(
+        out.contains("nightly: completed on arch-2"),
+        "{out}\n{}",
+        c.logs()
+    );
+    let out = c.cnpg(&[
+        "backup",
+        "arch",
+        "--backup-name",
+        "on-primary",
+        "--backup-target",
+        "primary",
+        "--wait",
+        "300",
+    ]);
+    assert!(
+        out.contains(&format!("on-primary: completed on {primary}")),
+        "{out}\n{}",
+        c.logs()
+    );
+    let mut cfg = s3.archive_config(
+        "s3://local-archive/here",
+        "arch",
+        ("local-key", "local-secret-key"),
+    );
+    cfg.compression = None;
+    let listed = rt
+        .block_on(cnpg_instance::backup::list(&cfg))
+        .expect("the backups");
+    let done: Vec<_> = listed
+        .into_iter()
+        .map(|b| b.expect("readable"))
+        .map(|b| (b.backup_name.unwrap_or_default(), b.status))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            ("nightly".to_owned(), "DONE".to_owned()),
+            ("on-primary".into(), "DONE".into())
+        ]
+    );
+    let saved =
+        std::fs::read_to_string(c.root().join("backups").join("nightly.json")).expect("the Backup");
+    for field in [
+        "\"backupId\"",
+        "\"beginWal\"",
+        "\"endLSN\"",
+        "\"phase\": \"completed\"",
+    ] {
+        assert!(saved.contains(field), "{field}: {saved}");
+    }
 }

@@ -71,6 +71,11 @@ impl Layout {
     pub fn restart_request(&self) -> PathBuf {
         self.root.join("requests").join("restart")
     }
+    /// The `Backup`s of the cluster (`kubectl-cnpg backup`, `local apply -f backup.yaml`):
+    /// one JSON document each, `<name>.json`, whose status the operator keeps.
+    pub fn backups(&self) -> PathBuf {
+        self.root.join("backups")
+    }
     /// A request to destroy one replica (`kubectl-cnpg destroy`).
     pub fn destroy_request(&self) -> PathBuf {
         self.root.join("requests").join("destroy")

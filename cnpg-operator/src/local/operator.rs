@@ -56,6 +56,13 @@ pub enum LocalError {
     Other(String),
 }
 
+/// Writes a `Backup` document back whole.
+fn save_backup(path: &Path, b: &cnpg_core::api::backup::Backup) {
+    if let Ok(text) = serde_json::to_string_pretty(b) {
+        let _ = cnpg_instance::view::write_atomically(path, &text);
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
     move |source| LocalError::Io {
         path: path.to_owned(),
@@ -606,7 +613,178 @@ impl LocalOperator {
         self.update_routes();
         self.write_view(&policy);
         self.write_status(&plan.phase, &plan.phase_reason, &observed);
+        self.run_backups(&observed).await;
         plan.phase
+    }
+
+    /// The Backup controller of the local platform: each `Backup` not yet ended is started
+    /// on the instance [`cnpg_core::backup::choose`] picks (once: its status names the
+    /// instance), then followed through that instance manager until it ends; its status
+    /// carries upstream's fields.
+    async fn run_backups(&mut self, observed: &Observed) {
+        use cnpg_core::api::backup::{Backup, InstanceId, phase};
+        let dir = self.layout.backups();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        for path in files {
+            let Some(mut backup) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Backup>(&t).ok())
+            else {
+                continue;
+            };
+            let name = backup.metadata.name.clone().unwrap_or_default();
+            let mut st = backup.status.clone().unwrap_or_default();
+            if matches!(st.phase.as_deref(), Some(phase::COMPLETED | phase::FAILED)) {
+                continue;
+            }
+            let store = self
+                .manifest
+                .spec
+                .backup
+                .as_ref()
+                .and_then(|b| b.barman_object_store.clone());
+            let Some(store) = store else {
+                st.phase = Some(phase::FAILED.into());
+                st.error =
+                    Some("the cluster has no object store (spec.backup.barmanObjectStore)".into());
+                self.event(format!(
+                    "Backup {name} failed: {}",
+                    st.error.clone().unwrap_or_default()
+                ));
+                backup.status = Some(st);
+                save_backup(&path, &backup);
+                continue;
+            };
+            let instance = match st.instance_id.as_ref().and_then(|i| i.pod_name.clone()) {
+                Some(i) => i,
+                None => {
+                    let prefer_standby = backup
+                        .spec
+                        .target
+                        .or_else(|| self.manifest.spec.backup.as_ref().map(|b| b.target))
+                        .unwrap_or_default()
+                        == cnpg_core::api::common::BackupTarget::PreferStandby;
+                    let statuses: Vec<InstanceStatus> = observed
+                        .instances
+                        .iter()
+                        .map(|i| i.status.clone())
+                        .collect();
+                    match cnpg_core::backup::choose(
+                        &self.cluster,
+                        prefer_standby,
+                        self.state.current_primary.as_deref(),
+                        &statuses,
+                    ) {
+                        Ok(c) => {
+                            self.event(format!(
+                                "Backup {name} starting on {}: {}",
+                                c.instance, c.reason
+                            ));
+                            st.phase = Some(phase::STARTED.into());
+                            st.instance_id = Some(InstanceId {
+                                pod_name: Some(c.instance.clone()),
+                                ..Default::default()
+                            });
+                            st.method = Some(backup.spec.method);
+                            st.destination_path = Some(store.destination_path.clone());
+                            st.server_name = Some(
+                                store
+                                    .server_name
+                                    .clone()
+                                    .unwrap_or_else(|| self.cluster.clone()),
+                            );
+                            st.started_at = Some(jiff::Timestamp::now().to_string());
+                            c.instance
+                        }
+                        Err(why) => {
+                            let pending =
+                                Some(format!("waiting for an instance to take it: {why}"));
+                            if st.error != pending {
+                                st.phase = Some(phase::PENDING.into());
+                                st.error = pending;
+                                backup.status = Some(st);
+                                save_backup(&path, &backup);
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(sp) = self.ports.instances.get(&instance).map(|(_, sp)| *sp) else {
+                continue;
+            };
+            let token = Some(self.status_token.as_str());
+            let body = serde_json::json!({ "name": name }).to_string();
+            // Asking again for the same name returns the one already started.
+            let answer = cnpg_instance::http::post_authorized(
+                "127.0.0.1",
+                sp,
+                "/pg/backup",
+                Duration::from_secs(2),
+                token,
+                body,
+            )
+            .await;
+            let report = match answer {
+                Ok((202, body)) => serde_json::from_str::<cnpg_instance::backup::BackupInfo>(&body)
+                    .map_err(|e| e.to_string()),
+                Ok((409, why)) if why.contains("is running") => Err(why),
+                Ok((code, why)) => {
+                    st.phase = Some(phase::FAILED.into());
+                    st.error = Some(format!("{instance} refused it ({code}): {why}"));
+                    Err(String::new())
+                }
+                Err(e) => Err(e),
+            };
+            match report {
+                Ok(info) => {
+                    st.phase = Some(cnpg_core::backup::phase(&info.status).into());
+                    if !info.backup_id.is_empty() {
+                        st.backup_id = Some(info.backup_id.clone());
+                    }
+                    st.backup_name = info.backup_name.clone();
+                    st.begin_lsn = info.begin_lsn.map(|l| l.to_string());
+                    st.end_lsn = info.end_lsn.map(|l| l.to_string());
+                    st.begin_wal = info.begin_wal.clone();
+                    st.end_wal = info.end_wal.clone();
+                    st.error = info.error.clone();
+                    st.backup_label_file = info.backup_label.clone();
+                    st.online = Some(true);
+                    st.major_version = info.version.map(|v| (v / 10000) as i32);
+                    if matches!(info.status.as_str(), "DONE" | "FAILED") {
+                        st.stopped_at = Some(jiff::Timestamp::now().to_string());
+                        self.event(match info.status.as_str() {
+                            "DONE" => {
+                                format!("Backup {name} completed on {instance}: {}", info.backup_id)
+                            }
+                            _ => format!(
+                                "Backup {name} failed on {instance}: {}",
+                                info.error.clone().unwrap_or_default()
+                            ),
+                        });
+                    }
+                }
+                Err(why) if why.is_empty() => {
+                    self.event(format!(
+                        "Backup {name} failed: {}",
+                        st.error.clone().unwrap_or_default()
+                    ));
+                }
+                Err(_) => {}
+            }
+            if backup.status.as_ref() != Some(&st) {
+                backup.status = Some(st);
+                save_backup(&path, &backup);
+            }
+        }
     }
 
     fn endpoint(&self, name: &str) -> Option<SocketAddr> {

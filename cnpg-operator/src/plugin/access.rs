@@ -91,6 +91,26 @@ pub trait ClusterAccess {
     /// Collects the manifest, status and logs (never secrets) into `output` or `out`.
     async fn report(&self, output: Option<PathBuf>, out: &mut dyn Write)
     -> Result<(), PluginError>;
+    /// Creates a `Backup` for the operator to run.
+    async fn create_backup(
+        &self,
+        backup: &cnpg_core::api::backup::Backup,
+    ) -> Result<(), PluginError> {
+        let _ = backup;
+        Err(PluginError::Usage(
+            "base backups are run by the local platform's operator only so far; on Kubernetes \
+             the Backup controller is not there yet"
+                .into(),
+        ))
+    }
+    /// A `Backup` as the operator last wrote it.
+    async fn read_backup(
+        &self,
+        name: &str,
+    ) -> Result<Option<cnpg_core::api::backup::Backup>, PluginError> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// Everything `status` shows; what a platform does not know stays empty and is not shown.

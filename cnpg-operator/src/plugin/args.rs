@@ -117,6 +117,26 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Request a base backup of a cluster to its object store (a `Backup` the operator runs).
+    Backup {
+        /// Cluster name.
+        cluster: String,
+        /// The Backup's name (default: CLUSTER-YYYYMMDDhhmmss).
+        #[arg(long)]
+        backup_name: Option<String>,
+        /// Where it runs: primary or prefer-standby (default: the cluster's backup.target).
+        #[arg(long, value_parser = ["primary", "prefer-standby"])]
+        backup_target: Option<String>,
+        /// The method: only barmanObjectStore so far.
+        #[arg(short, long, default_value = "barmanObjectStore", value_parser = ["barmanObjectStore"])]
+        method: String,
+        /// Wait until it ends, at most this many seconds (an error when it fails).
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
+        wait: Option<u64>,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Delete one instance and its data; the operator clones a new one from the primary.
     Destroy {
         /// Cluster name.

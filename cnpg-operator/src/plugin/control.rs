@@ -147,3 +147,88 @@ pub async fn report(
 ) -> Result<(), PluginError> {
     access.report(output, out).await
 }
+
+/// `backup CLUSTER`: a `Backup` named `<cluster>-<YYYYMMDDhhmmss>` (or `--backup-name`),
+/// for the operator to run; with `wait`, follows it to its end (an error when it fails).
+pub async fn backup(
+    access: &dyn ClusterAccess,
+    name: Option<String>,
+    target: Option<cnpg_core::api::common::BackupTarget>,
+    wait: Option<std::time::Duration>,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    use cnpg_core::api::backup::{Backup, BackupSpec, phase};
+    let facts = access.facts().await?;
+    let cluster = facts
+        .name
+        .rsplit('/')
+        .next()
+        .unwrap_or(&facts.name)
+        .to_owned();
+    let name = name.unwrap_or_else(|| {
+        format!(
+            "{cluster}-{}",
+            jiff::Timestamp::now().strftime("%Y%m%d%H%M%S")
+        )
+    });
+    let mut b = Backup::new(
+        &name,
+        BackupSpec {
+            cluster: cnpg_core::api::common::LocalObjectReference {
+                name: cluster.clone(),
+            },
+            target,
+            method: Default::default(),
+            plugin_configuration: None,
+            online: None,
+            online_configuration: None,
+        },
+    );
+    b.metadata.labels = Some([("cnpg.io/cluster".to_owned(), cluster.clone())].into());
+    access.create_backup(&b).await?;
+    writeln!(out, "backup {name} of {cluster} requested")?;
+    let Some(limit) = wait else {
+        return Ok(());
+    };
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < limit {
+        if let Some(st) = access.read_backup(&name).await?.and_then(|b| b.status) {
+            let phase_now = st.phase.clone().unwrap_or_default();
+            if phase_now != last {
+                let on = st
+                    .instance_id
+                    .as_ref()
+                    .and_then(|i| i.pod_name.clone())
+                    .map(|p| format!(" on {p}"))
+                    .unwrap_or_default();
+                writeln!(out, "{name}: {phase_now}{on}")?;
+                last = phase_now.clone();
+            }
+            match phase_now.as_str() {
+                phase::COMPLETED => {
+                    writeln!(
+                        out,
+                        "{name}: backup {} (WAL {} to {})",
+                        st.backup_id.unwrap_or_default(),
+                        st.begin_wal.unwrap_or_default(),
+                        st.end_wal.unwrap_or_default()
+                    )?;
+                    return Ok(());
+                }
+                phase::FAILED => {
+                    return Err(PluginError::Usage(format!(
+                        "backup {name} failed: {}",
+                        st.error.unwrap_or_default()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Err(PluginError::Usage(format!(
+        "backup {name} has not ended after {} s; it goes on: kubectl-cnpg status shows it",
+        limit.as_secs()
+    )))
+}

@@ -148,6 +148,31 @@ where
             let access = open(&place(state_dir), &cluster).await?;
             control::reload(access.as_ref(), out).await
         }),
+        Command::Backup {
+            cluster,
+            backup_name,
+            backup_target,
+            method: _,
+            wait,
+            state_dir,
+        } => block_on(async {
+            let access = open(&place(state_dir), &cluster).await?;
+            let target = backup_target.map(|t| {
+                if t == "primary" {
+                    cnpg_core::api::common::BackupTarget::Primary
+                } else {
+                    cnpg_core::api::common::BackupTarget::PreferStandby
+                }
+            });
+            control::backup(
+                access.as_ref(),
+                backup_name,
+                target,
+                wait.map(std::time::Duration::from_secs),
+                out,
+            )
+            .await
+        }),
         Command::Destroy {
             cluster,
             instance,

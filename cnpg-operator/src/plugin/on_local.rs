@@ -80,6 +80,36 @@ impl LocalAccess {
 
 #[async_trait(?Send)]
 impl ClusterAccess for LocalAccess {
+    async fn create_backup(
+        &self,
+        backup: &cnpg_core::api::backup::Backup,
+    ) -> Result<(), PluginError> {
+        let name = backup.metadata.name.clone().unwrap_or_default();
+        let dir = self.layout.backups();
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.json"));
+        if path.exists() {
+            return Err(PluginError::Usage(format!(
+                "backup {name} already exists ({}): give another --backup-name",
+                path.display()
+            )));
+        }
+        let text =
+            serde_json::to_string_pretty(backup).map_err(|e| PluginError::Usage(e.to_string()))?;
+        cnpg_instance::view::write_atomically(&path, &text)?;
+        Ok(())
+    }
+
+    async fn read_backup(
+        &self,
+        name: &str,
+    ) -> Result<Option<cnpg_core::api::backup::Backup>, PluginError> {
+        let path = self.layout.backups().join(format!("{name}.json"));
+        Ok(std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
     async fn facts(&self) -> Result<Facts, PluginError> {
         let doc = self.manifest()?;
         let annotations = doc["metadata"]["annotations"]
