@@ -784,7 +784,8 @@ fn scale_up_and_down_reclone_and_hibernate() {
         std::thread::sleep(Duration::from_millis(100));
     }
     c.cnpg(&["hibernate", "off", "pgx"]);
-    assert_eq!(c.wait_converged(None, T), primary);
+    let woken = c.wait_converged(None, T);
+    assert_eq!(woken, primary, "{}\n{}", c.status()["events"], c.logs());
     assert_no_acked_row_missing(&c, &acked);
 }
 

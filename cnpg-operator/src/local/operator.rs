@@ -56,6 +56,10 @@ pub enum LocalError {
     Other(String),
 }
 
+/// How long a manager this operator started may take to answer before it counts as
+/// failing: it starts in well under a second alone, several on a loaded machine.
+const START_GRACE_MS: u64 = 15_000;
+
 /// Writes a `Backup` document back whole.
 fn save_backup(path: &Path, b: &cnpg_core::api::backup::Backup) {
     if let Ok(text) = serde_json::to_string_pretty(b) {
@@ -492,6 +496,18 @@ impl LocalOperator {
                 (self.spawned_at.get(&name).copied().unwrap_or(0) < *seen)
                     .then(|| "a restart was requested (kubectl-cnpg restart)".to_owned())
             });
+            // A manager this operator has just started does not answer until its status
+            // server listens: starting on purpose, not failing (waking from hibernation,
+            // a slower primary was failed over from while it started, on a loaded machine).
+            let mut status = status;
+            let started = self.spawned_at.get(&name).copied().unwrap_or(0);
+            if running
+                && status.instance_manager_version.is_empty()
+                && started > 0
+                && now().millis().saturating_sub(started) < START_GRACE_MS
+            {
+                status.might_be_unavailable = true;
+            }
             instances.push(ObservedInstance {
                 name: name.clone(),
                 running,
