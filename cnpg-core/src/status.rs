@@ -96,6 +96,79 @@ pub struct InstanceStatus {
     /// Its address (the pod IP), filled in by the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// WAL archiving as `pg_stat_archiver` and the WAL directory show it (upstream's
+    /// field names, flattened into the report).
+    #[serde(flatten)]
+    pub archiving: Archiving,
+}
+
+/// How WAL archiving goes on an instance. Times are RFC 3339 in UTC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Archiving {
+    /// The last archiving attempt succeeded (the last success is newer than the last
+    /// failure), as upstream computes it. False until the first segment is archived.
+    #[serde(
+        default,
+        rename = "isArchivingWAL",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub is_archiving_wal: bool,
+    /// The last segment archived.
+    #[serde(
+        default,
+        rename = "lastArchivedWAL",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub last_archived_wal: String,
+    /// When.
+    #[serde(
+        default,
+        rename = "lastArchivedWALTime",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub last_archived_wal_time: String,
+    /// The last segment whose archiving failed.
+    #[serde(
+        default,
+        rename = "lastFailedWAL",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub last_failed_wal: String,
+    /// When.
+    #[serde(
+        default,
+        rename = "lastFailedWALTime",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub last_failed_wal_time: String,
+    /// The segment being written (primary).
+    #[serde(
+        default,
+        rename = "currentWAL",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub current_wal: String,
+    /// Segments waiting to be archived (`.ready` files in `pg_wal/archive_status`).
+    #[serde(default, rename = "readyWalFiles", skip_serializing_if = "is_zero")]
+    pub ready_wal_files: u32,
+    /// While archiving fails: the archiver's last error (our addition; upstream puts it in
+    /// the `ContinuousArchiving` condition only).
+    #[serde(
+        default,
+        rename = "archiveError",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub archive_error: String,
+    /// Segments archived since the statistics were reset.
+    #[serde(default, rename = "archivedCount", skip_serializing_if = "is_zero_i64")]
+    pub archived_count: i64,
+    /// Failed attempts since the statistics were reset.
+    #[serde(default, rename = "failedCount", skip_serializing_if = "is_zero_i64")]
+    pub failed_count: i64,
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u32) -> bool {

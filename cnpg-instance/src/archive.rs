@@ -409,7 +409,19 @@ fn s3(config: &ArchiveConfig, bucket: &str) -> Result<object_store::aws::AmazonS
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     // The environment first (AWS_* variables, as barman-cloud's boto3 reads them), then
     // what the manifest gives.
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry());
+    // Client options first: setting them replaces any set before (allow_http included).
+    let mut client =
+        object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(ca) = &config.endpoint_ca {
+        let pem = std::fs::read(ca).map_err(io(ca))?;
+        let cert = object_store::Certificate::from_pem(&pem)
+            .map_err(|e| ArchiveError::Config(format!("endpointCA {}: {e}", ca.display())))?;
+        client = client.with_root_certificate(cert);
+    }
+    b = b.with_client_options(client);
     if let Some(creds) = &config.s3 {
         b = b
             .with_access_key_id(&creds.access_key_id)
@@ -426,12 +438,6 @@ fn s3(config: &ArchiveConfig, bucket: &str) -> Result<object_store::aws::AmazonS
             .with_endpoint(endpoint)
             .with_allow_http(endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(false);
-    }
-    if let Some(ca) = &config.endpoint_ca {
-        let pem = std::fs::read(ca).map_err(io(ca))?;
-        let cert = object_store::Certificate::from_pem(&pem)
-            .map_err(|e| ArchiveError::Config(format!("endpointCA {}: {e}", ca.display())))?;
-        b = b.with_client_options(object_store::ClientOptions::new().with_root_certificate(cert));
     }
     match config.encryption.as_deref() {
         None => {}
@@ -450,6 +456,21 @@ fn s3(config: &ArchiveConfig, bucket: &str) -> Result<object_store::aws::AmazonS
     }
     b.build()
         .map_err(|e| ArchiveError::Config(format!("destinationPath s3://{bucket}: {e}")))
+}
+
+/// Retries of a failed request: a few, within 20 s. object_store's default (ten, within
+/// three minutes) held an `archive_command` for minutes when the store was unreachable:
+/// PostgreSQL retries a failed segment itself, and a failure must show at once.
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(20),
+    }
 }
 
 /// Where segments uploaded ahead of PostgreSQL's request are marked.

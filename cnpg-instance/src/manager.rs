@@ -82,6 +82,8 @@ pub struct Shared {
     pub wal_disk_full: bool,
     /// Why this standby's WAL receiver does not stream (from PostgreSQL's log).
     pub wal_receiver_error: Option<String>,
+    /// While archiving fails, the archiver's last error from PostgreSQL's log.
+    pub archive_error: Option<String>,
     /// Changes on every start of the manager.
     pub session_id: String,
 }
@@ -158,10 +160,9 @@ fn describe(status: &std::io::Result<ExitStatus>) -> String {
     }
 }
 
-/// The last error of the WAL receiver in PostgreSQL's log (its tail): why a standby cannot
-/// reach its primary, e.g. `SSL error: tlsv1 alert unknown ca` for a certificate the
-/// primary refuses.
-fn last_wal_receiver_error(log: &std::path::Path) -> Option<String> {
+/// The last line of PostgreSQL's log (its last 64 KiB) that `pick` accepts, as `pick`
+/// shortens it.
+fn last_log_line(log: &std::path::Path, pick: impl Fn(&str) -> Option<String>) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     const TAIL: u64 = 64 * 1024;
     let mut f = std::fs::File::open(log).ok()?;
@@ -170,16 +171,32 @@ fn last_wal_receiver_error(log: &std::path::Path) -> Option<String> {
     let mut buf = Vec::new();
     f.take(TAIL).read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
-    text.lines()
-        .rev()
-        .find(|l| {
-            l.contains("could not connect to the primary server")
-                || l.contains("could not receive data from WAL stream")
+    text.lines().rev().find_map(pick)
+}
+
+/// The last error of the WAL receiver in PostgreSQL's log: why a standby cannot reach its
+/// primary, e.g. `SSL error: tlsv1 alert unknown ca` for a certificate the primary refuses.
+fn last_wal_receiver_error(log: &std::path::Path) -> Option<String> {
+    last_log_line(log, |l| {
+        (l.contains("could not connect to the primary server")
+            || l.contains("could not receive data from WAL stream"))
+        .then(|| {
+            l.split_once("FATAL:")
+                .map_or(l, |(_, m)| m)
+                .trim()
+                .to_owned()
         })
-        .map(|l| {
-            let msg = l.split_once("FATAL:").map_or(l, |(_, m)| m).trim();
-            msg.to_owned()
-        })
+    })
+}
+
+/// Why archiving fails: the archiver's own last error line (it writes to PostgreSQL's
+/// log through the archive_command's standard error, `error: cnpg-cloud wal-archive
+/// <segment>: <why>`), e.g. a bucket that does not exist.
+fn last_archive_error(log: &std::path::Path) -> Option<String> {
+    last_log_line(log, |l| {
+        l.split_once("error: cnpg-cloud wal-archive ")
+            .map(|(_, m)| m.trim().to_owned())
+    })
 }
 
 impl Manager {
@@ -319,6 +336,10 @@ impl Manager {
             .as_ref()
             .filter(|s| !s.is_primary && !s.wal_receiver_active)
             .and_then(|_| last_wal_receiver_error(&self.cfg.log_file));
+        let archive_error = snapshot
+            .as_ref()
+            .filter(|s| !s.archiving.is_archiving_wal && !s.archiving.last_failed_wal.is_empty())
+            .and_then(|_| last_archive_error(&self.cfg.log_file));
         // A crashed PostgreSQL is restarted in place only while this instance should run it;
         // otherwise the operator must not wait for a restart that will not come.
         let restarting = !running && matches!(decision.action, InstanceAction::Start);
@@ -327,6 +348,7 @@ impl Manager {
             s.fenced = fenced;
             s.wal_disk_full = wal_disk_full;
             s.wal_receiver_error = wal_receiver_error;
+            s.archive_error = archive_error;
             s.decision = decision.reason.clone();
             s.up = running && snapshot.is_some();
             s.snapshot = snapshot.clone();

@@ -4,7 +4,7 @@
 use crate::control::PgError;
 use async_trait::async_trait;
 use cnpg_core::lsn::Lsn;
-pub use cnpg_core::status::ReplicationInfo;
+pub use cnpg_core::status::{Archiving, ReplicationInfo};
 use std::path::PathBuf;
 
 /// What one round of queries found.
@@ -35,10 +35,8 @@ pub struct Snapshot {
     pub synchronous_standby_names: String,
     /// `pg_stat_replication` (primary).
     pub replication: Vec<ReplicationInfo>,
-    /// WAL files archived.
-    pub archived_count: i64,
-    /// WAL archiving failures.
-    pub failed_count: i64,
+    /// How WAL archiving goes (`pg_stat_archiver`, `.ready` files, the current segment).
+    pub archiving: Archiving,
 }
 
 /// Asks PostgreSQL.
@@ -84,6 +82,10 @@ fn q(e: tokio_postgres::Error) -> PgError {
     PgError::Query(e.to_string())
 }
 
+fn text(row: &tokio_postgres::Row, i: usize) -> String {
+    row.get::<_, Option<String>>(i).unwrap_or_default()
+}
+
 fn lsn(s: Option<String>) -> Lsn {
     s.and_then(|s| s.parse().ok()).unwrap_or_default()
 }
@@ -110,8 +112,16 @@ impl PgQuery for PgClient {
                                              WHERE name ~ '^[0-9A-F]{8}([0-9A-F]{16}|[.]history)$'))
                              ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
                         END,
-                        (SELECT archived_count FROM pg_stat_archiver),
-                        (SELECT failed_count FROM pg_stat_archiver)",
+                        a.archived_count,
+                        a.failed_count,
+                        a.last_archived_wal,
+                        to_char(a.last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                        a.last_failed_wal,
+                        to_char(a.last_failed_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                        COALESCE(a.last_archived_time, '-infinity') > COALESCE(a.last_failed_time, '-infinity'),
+                        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END,
+                        (SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') AS f WHERE f LIKE '%.ready')::int
+                   FROM pg_stat_archiver AS a",
                 &[],
             )
             .await
@@ -151,8 +161,18 @@ impl PgQuery for PgClient {
             pending_restart: row.get(6),
             wal_receiver_active: row.get::<_, Option<bool>>(7).unwrap_or(false),
             timeline: row.get::<_, Option<i32>>(8).unwrap_or(0).max(0) as u32,
-            archived_count: row.get::<_, Option<i64>>(9).unwrap_or(0),
-            failed_count: row.get::<_, Option<i64>>(10).unwrap_or(0),
+            archiving: Archiving {
+                archived_count: row.get::<_, Option<i64>>(9).unwrap_or(0),
+                failed_count: row.get::<_, Option<i64>>(10).unwrap_or(0),
+                last_archived_wal: text(&row, 11),
+                last_archived_wal_time: text(&row, 12),
+                last_failed_wal: text(&row, 13),
+                last_failed_wal_time: text(&row, 14),
+                is_archiving_wal: row.get::<_, Option<bool>>(15).unwrap_or(false),
+                current_wal: text(&row, 16),
+                ready_wal_files: row.get::<_, Option<i32>>(17).unwrap_or(0).max(0) as u32,
+                archive_error: String::new(),
+            },
             replication,
         })
     }

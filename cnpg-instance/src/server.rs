@@ -84,6 +84,10 @@ pub fn report(state: &AppState, snapshot: Result<&Snapshot, &str>) -> InstanceSt
             s.system_id = p.system_id.clone();
             s.synchronous_standby_names = Some(p.synchronous_standby_names.clone());
             s.replication_info = p.replication.clone();
+            s.archiving = p.archiving.clone();
+            if !s.archiving.is_archiving_wal {
+                s.archiving.archive_error = shared.archive_error.clone().unwrap_or_default();
+            }
         }
         _ => {
             let why = snapshot.err().unwrap_or("no postmaster");
@@ -315,7 +319,7 @@ async fn startupz(State(state): State<AppState>) -> Response {
 }
 
 /// The Prometheus text exposition of an instance.
-pub fn render_metrics(report: &InstanceStatus, archived: i64, failed: i64) -> String {
+pub fn render_metrics(report: &InstanceStatus) -> String {
     let mut reg = Registry::with_prefix("cnpg");
     let gauge = |reg: &mut Registry, name: &str, help: &str, v: i64| {
         let g: Gauge<i64, AtomicI64Wrapper> = Gauge::default();
@@ -364,17 +368,48 @@ pub fn render_metrics(report: &InstanceStatus, archived: i64, failed: i64) -> St
         "pg_last_wal_replay_lsn() in bytes (standby)",
         report.replay_lsn.0 as i64,
     );
+    let a = &report.archiving;
     gauge(
         &mut reg,
-        "collector_pg_wal_archive_status_archived_total",
-        "WAL files archived",
-        archived,
+        "pg_stat_archiver_archived_count",
+        "WAL files archived (pg_stat_archiver)",
+        a.archived_count,
     );
     gauge(
         &mut reg,
-        "collector_pg_wal_archive_status_failed_total",
-        "WAL archiving failures",
-        failed,
+        "pg_stat_archiver_failed_count",
+        "failed attempts to archive WAL files (pg_stat_archiver)",
+        a.failed_count,
+    );
+    let since = |t: &str| {
+        t.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| (jiff::Timestamp::now().as_second() - t.as_second()).max(0))
+    };
+    if let Some(s) = since(&a.last_archived_wal_time) {
+        gauge(
+            &mut reg,
+            "pg_stat_archiver_seconds_since_last_archival",
+            "seconds since the last WAL file was archived",
+            s,
+        );
+    }
+    if let Some(s) = since(&a.last_failed_wal_time) {
+        gauge(
+            &mut reg,
+            "pg_stat_archiver_seconds_since_last_failure",
+            "seconds since the last failure to archive a WAL file",
+            s,
+        );
+    }
+    let status: Family<Vec<(String, String)>, Gauge<i64, AtomicI64Wrapper>> = Family::default();
+    status
+        .get_or_create(&vec![("value".to_owned(), "ready".to_owned())])
+        .set(i64::from(a.ready_wal_files));
+    reg.register(
+        "collector_pg_wal_archive_status",
+        "WAL files in pg_wal/archive_status by state (ready: waiting to be archived)",
+        status,
     );
     let lag: Family<Vec<(String, String)>, Gauge<i64, AtomicI64Wrapper>> = Family::default();
     let sync: Family<Vec<(String, String)>, Gauge<i64, AtomicI64Wrapper>> = Family::default();
@@ -407,15 +442,12 @@ type AtomicI64Wrapper = std::sync::atomic::AtomicI64;
 async fn metrics(State(state): State<AppState>) -> Response {
     let snap = live(&state).await;
     let report = report(&state, snap.as_ref().map_err(String::as_str));
-    let (archived, failed) = snap
-        .map(|s| (s.archived_count, s.failed_count))
-        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&report, archived, failed),
+        render_metrics(&report),
     )
         .into_response()
 }
@@ -452,12 +484,19 @@ mod tests {
             json.contains("\"walDiskFull\":true") && json.contains("\"isFenced\":true"),
             "{json}"
         );
-        let m = render_metrics(&r, 7, 2);
+        let mut r = r;
+        r.archiving.archived_count = 7;
+        r.archiving.failed_count = 2;
+        r.archiving.ready_wal_files = 3;
+        r.archiving.last_archived_wal_time = "2020-01-01T00:00:00.000000Z".into();
+        let m = render_metrics(&r);
         for line in [
             "cnpg_collector_up 0",
             "cnpg_collector_fencing_on 1",
-            "cnpg_collector_pg_wal_archive_status_archived_total 7",
-            "cnpg_collector_pg_wal_archive_status_failed_total 2",
+            "cnpg_pg_stat_archiver_archived_count 7",
+            "cnpg_pg_stat_archiver_failed_count 2",
+            "cnpg_collector_pg_wal_archive_status{value=\"ready\"} 3",
+            "cnpg_pg_stat_archiver_seconds_since_last_archival ",
         ] {
             assert!(m.contains(line), "{line} missing in\n{m}");
         }

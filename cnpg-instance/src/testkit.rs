@@ -602,7 +602,27 @@ impl S3Server {
     /// cannot.
     pub fn start() -> S3Server {
         let port = free_port();
-        let child = std::process::Command::new("python3")
+        S3Server {
+            child: Self::spawn(port),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        }
+    }
+
+    /// Stops the server: the store becomes unreachable (what it held is gone with it).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, empty, on the same address.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port);
+    }
+
+    fn spawn(port: u16) -> std::process::Child {
+        let mut child = std::process::Command::new("python3")
             .args([
                 "-m",
                 "moto.server",
@@ -616,14 +636,9 @@ impl S3Server {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("these tests run moto's S3 server: python3: {e}"));
-        let mut server = S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            port,
-        };
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(st)) = server.child.try_wait() {
+            if let Ok(Some(st)) = child.try_wait() {
                 panic!(
                     "moto's S3 server exited ({st}): install it with pip install 'moto[server]' \
                      (.ci/run does)"
@@ -635,7 +650,7 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        server
+        child
     }
 
     /// Creates a bucket (moto takes an unsigned request).

@@ -289,6 +289,7 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
     };
     fill_counts(cluster, &observed, &mut status);
     status.conditions = conditions(cluster, &before, &status, now);
+    archiving_status(cluster, &observed, &before, &mut status, now);
     if !expirations.is_empty() {
         let name = cluster.metadata.name.clone().unwrap_or_default();
         status.certificates = Some(cnpg_core::api::cluster::CertificatesStatus {
@@ -418,33 +419,90 @@ fn conditions(
             init_message.to_owned(),
         ),
     ] {
-        let status = if ok { "True" } else { "False" };
-        let at = before
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| {
-                Time(
-                    k8s_openapi::jiff::Timestamp::from_millisecond(now.0 as i64)
-                        .unwrap_or_default(),
-                )
-            });
-        let condition = Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            last_transition_time: at,
-            observed_generation: cluster.metadata.generation,
-        };
-        match out.iter_mut().find(|c| c.type_ == type_) {
-            Some(c) => *c = condition,
-            None => out.push(condition),
-        }
+        set_condition(&mut out, cluster, type_, ok, reason, message, now);
     }
     out
 }
+
+/// Sets condition `type_` in `out`; its transition time moves only when its status does.
+pub(crate) fn set_condition(
+    out: &mut Vec<Condition>,
+    cluster: &Cluster,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
+    let status = if ok { "True" } else { "False" };
+    let at = out
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| {
+            Time(k8s_openapi::jiff::Timestamp::from_millisecond(now.0 as i64).unwrap_or_default())
+        });
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: at,
+        observed_generation: cluster.metadata.generation,
+    };
+    match out.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => *c = condition,
+        None => out.push(condition),
+    }
+}
+
+/// Upstream's `ContinuousArchiving` condition, from the primary's report (where upstream's
+/// archiver sets it after each attempt); gone when the cluster no longer archives. The
+/// backup information the backup runner keeps in the status survives the rewrite.
+fn archiving_status(
+    cluster: &Cluster,
+    observed: &Observed,
+    before: &ClusterStatus,
+    status: &mut ClusterStatus,
+    now: Timestamp,
+) {
+    status.first_recoverability_point = before.first_recoverability_point.clone();
+    status.first_recoverability_point_by_method =
+        before.first_recoverability_point_by_method.clone();
+    status.last_successful_backup = before.last_successful_backup.clone();
+    status.last_successful_backup_by_method = before.last_successful_backup_by_method.clone();
+    status.last_failed_backup = before.last_failed_backup.clone();
+    let archives = cluster
+        .spec
+        .backup
+        .as_ref()
+        .is_some_and(|b| b.barman_object_store.is_some());
+    if !archives {
+        status
+            .conditions
+            .retain(|c| c.type_ != CONTINUOUS_ARCHIVING);
+        return;
+    }
+    let primary = observed
+        .state
+        .current_primary
+        .as_ref()
+        .and_then(|p| observed.instances.iter().find(|i| &i.name == p));
+    if let Some(c) = primary.and_then(|p| cnpg_core::backup::archiving(&p.status)) {
+        set_condition(
+            &mut status.conditions,
+            cluster,
+            CONTINUOUS_ARCHIVING,
+            c.ok,
+            c.reason,
+            c.message,
+            now,
+        );
+    }
+}
+
+/// The condition saying whether WAL archiving works.
+pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
 
 fn fill_counts(cluster: &Cluster, observed: &Observed, status: &mut ClusterStatus) {
     let name = cluster.metadata.name.clone().unwrap_or_default();

@@ -1056,7 +1056,7 @@ fn tls_through_every_service_a_client_certificate_and_no_secret_leaks() {
 /// barman-cloud looks.
 #[test]
 fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
-    let s3 = cnpg_instance::testkit::S3Server::start();
+    let mut s3 = cnpg_instance::testkit::S3Server::start();
     s3.create_bucket("local-archive");
     let spec = format!(
         "  backup:\n    barmanObjectStore:\n      destinationPath: s3://local-archive/here\n      endpointURL: {}\n      s3Credentials:\n        accessKeyId: {{name: creds, key: ID}}\n        secretAccessKey: {{name: creds, key: SECRET}}\n        region: {{name: creds, key: REGION}}\n      wal: {{compression: gzip, maxParallel: 2}}\n      data: {{compression: gzip, immediateCheckpoint: true}}\n",
@@ -1163,4 +1163,97 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
     ] {
         assert!(saved.contains(field), "{field}: {saved}");
     }
+    // The status: archiving works, the backups are recorded.
+    let out = c.cnpg(&["status", "arch"]);
+    for line in [
+        "Continuous Backup status",
+        "Working WAL archiving:          OK",
+        "First Point of Recoverability:  20",
+        "Last Successful Backup:         20",
+        "Last Archived WAL:              0000000100000000000000",
+    ] {
+        assert!(out.contains(line), "{line}:\n{out}");
+    }
+
+    // The store becomes unreachable: archiving fails, says so at once with the
+    // archiver's own error, keeps the WAL, and a backup waits instead of starting.
+    s3.stop();
+    let app = format!(
+        "host=127.0.0.1 port={} dbname=app user=app password={} sslmode=verify-full sslrootcert={}",
+        c.rw_port(),
+        c.password(),
+        c.root().join("secrets/ca.crt").display()
+    );
+    // More than a segment of WAL: PostgreSQL asks for it to be archived.
+    psql(
+        &app,
+        "CREATE TABLE filler AS SELECT g, repeat('x', 400) AS pad FROM generate_series(1, 60000) g",
+    )
+    .expect("a segment of WAL");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let failing = loop {
+        let out = c.cnpg(&["status", "arch"]);
+        if out.contains("Working WAL archiving:          Failing") {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "archiving never shown failing:\n{out}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let line = failing
+        .lines()
+        .find(|l| l.starts_with("Working WAL archiving:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("Failing (pg_wal/0000000100000000000000")
+            && line.contains(&s3.endpoint.replace("http://", "")),
+        "the archiver's error is shown: {failing}"
+    );
+    assert!(!failing.contains("local-secret-key"), "{failing}");
+    let ready = c.status()["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["name"] == primary.as_str())
+        .and_then(|i| i["status"]["readyWalFiles"].as_u64())
+        .unwrap_or(0);
+    assert!(ready >= 1, "the WAL waits in pg_wal: {ready}");
+    c.cnpg(&["backup", "arch", "--backup-name", "while-failing"]);
+    let waiting = c.root().join("backups").join("while-failing.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let saved = std::fs::read_to_string(&waiting).unwrap_or_default();
+        if saved.contains("\"phase\": \"walArchivingFailing\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup does not wait for archiving: {saved}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The store comes back (empty): PostgreSQL retries, archiving works again, and the
+    // waiting backup runs.
+    s3.restart();
+    s3.create_bucket("local-archive");
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let saved = std::fs::read_to_string(&waiting).unwrap_or_default();
+        if saved.contains("\"phase\": \"completed\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup did not run once archiving worked again: {saved}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = c.cnpg(&["status", "arch"]);
+    assert!(out.contains("Working WAL archiving:          OK"), "{out}");
 }

@@ -1098,9 +1098,51 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         4,
         "four switch points: {text}"
     );
+    // The Cluster says archiving works, from the primary's own report (upstream's
+    // ContinuousArchiving condition).
+    let clusters = Api::<Cluster>::namespaced(admin.clone(), &ns);
+    let archiving = |c: &Cluster| {
+        c.status
+            .as_ref()
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == "ContinuousArchiving")
+            })
+            .map(|c| format!("{} {} {}", c.status, c.reason, c.message))
+    };
+    wait_for(
+        "the ContinuousArchiving condition",
+        Duration::from_secs(60),
+        op,
+        || async {
+            let c = clusters
+                .get("cluster-sync")
+                .await
+                .map_err(|e| e.to_string())?;
+            match archiving(&c) {
+                Some(a) if a.starts_with("True ContinuousArchivingSuccess 0000000") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     // Without an object store the archive's configuration goes, with the credentials it
-    // held (the operator's own RBAC lets it delete a Secret).
+    // held (the operator's own RBAC lets it delete a Secret), and so does the condition.
     patch_spec(&admin, &ns, serde_json::json!({ "backup": null })).await;
+    wait_for(
+        "the ContinuousArchiving condition removed",
+        Duration::from_secs(60),
+        op,
+        || async {
+            let c = clusters
+                .get("cluster-sync")
+                .await
+                .map_err(|e| e.to_string())?;
+            archiving(&c).map_or(Ok(()), Err)
+        },
+    )
+    .await;
     wait_for(
         "the archive configuration removed",
         Duration::from_secs(60),

@@ -317,3 +317,27 @@ async fn postmaster_death_is_noticed_at_once_not_at_the_next_tick() {
     tx.send(true).expect("shutdown");
     task.await.expect("manager ends");
 }
+
+#[test]
+fn the_archivers_last_error_and_the_wal_receivers_come_from_the_log() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let log = d.path().join("postgres.log");
+    std::fs::write(
+        &log,
+        "LOG:  archive command failed with exit code 1\n\
+         error: cnpg-cloud wal-archive pg_wal/000000010000000000000001: bucket gone\n\
+         error: cnpg-cloud wal-archive pg_wal/000000010000000000000002: store unreachable\n\
+         FATAL:  could not connect to the primary server: connection refused\n\
+         LOG:  waiting for WAL to become available\n",
+    )
+    .expect("log");
+    assert_eq!(
+        last_archive_error(&log).as_deref(),
+        Some("pg_wal/000000010000000000000002: store unreachable")
+    );
+    assert_eq!(
+        last_wal_receiver_error(&log).as_deref(),
+        Some("could not connect to the primary server: connection refused")
+    );
+    assert_eq!(last_archive_error(&d.path().join("missing")), None);
+}

@@ -178,6 +178,10 @@ pub struct StatusFile {
     pub instances: Vec<InstanceLine>,
     /// The last election and why it chose its winner.
     pub last_election: Option<String>,
+    /// The backups (first point of recoverability, last successful and failed backup),
+    /// when the cluster archives to an object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<cnpg_core::backup::Summary>,
     /// Recent events, newest last.
     pub events: Vec<String>,
     /// Ports.

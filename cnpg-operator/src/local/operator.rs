@@ -60,6 +60,13 @@ pub enum LocalError {
 /// failing: it starts in well under a second alone, several on a loaded machine.
 const START_GRACE_MS: u64 = 15_000;
 
+/// Now, as Kubernetes writes times (RFC 3339, whole seconds, UTC): such times compare as text.
+fn rfc3339_now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
 /// Writes a `Backup` document back whole.
 fn save_backup(path: &Path, b: &cnpg_core::api::backup::Backup) {
     if let Ok(text) = serde_json::to_string_pretty(b) {
@@ -183,6 +190,8 @@ pub struct LocalOperator {
     events: VecDeque<String>,
     /// The last reason the archive configuration could not be written.
     archive_problem: Option<String>,
+    /// The backups the status shows (from the ended Backups), once the cluster archives.
+    backup_summary: Option<cnpg_core::backup::Summary>,
     last_election: Option<String>,
     manifest: Cluster,
     last_view: String,
@@ -282,6 +291,7 @@ impl LocalOperator {
             restart_seen: None,
             events: VecDeque::new(),
             archive_problem: None,
+            backup_summary: None,
             last_election: None,
             manifest,
             last_view: String::new(),
@@ -628,8 +638,8 @@ impl LocalOperator {
         }
         self.update_routes();
         self.write_view(&policy);
-        self.write_status(&plan.phase, &plan.phase_reason, &observed);
         self.run_backups(&observed).await;
+        self.write_status(&plan.phase, &plan.phase_reason, &observed);
         plan.phase
     }
 
@@ -640,9 +650,23 @@ impl LocalOperator {
     async fn run_backups(&mut self, observed: &Observed) {
         use cnpg_core::api::backup::{Backup, InstanceId, phase};
         let dir = self.layout.backups();
+        let archives = self
+            .manifest
+            .spec
+            .backup
+            .as_ref()
+            .is_some_and(|b| b.barman_object_store.is_some());
         let Ok(entries) = std::fs::read_dir(&dir) else {
+            self.backup_summary = archives.then(Default::default);
             return;
         };
+        let archiving = self
+            .state
+            .current_primary
+            .as_ref()
+            .and_then(|p| observed.instances.iter().find(|i| &i.name == p))
+            .and_then(|p| cnpg_core::backup::archiving(&p.status));
+        let mut ended: Vec<(String, String)> = Vec::new();
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
@@ -658,7 +682,8 @@ impl LocalOperator {
             };
             let name = backup.metadata.name.clone().unwrap_or_default();
             let mut st = backup.status.clone().unwrap_or_default();
-            if matches!(st.phase.as_deref(), Some(phase::COMPLETED | phase::FAILED)) {
+            if let Some(p @ (phase::COMPLETED | phase::FAILED)) = st.phase.as_deref() {
+                ended.push((p.to_owned(), st.stopped_at.clone().unwrap_or_default()));
                 continue;
             }
             let store = self
@@ -681,6 +706,22 @@ impl LocalOperator {
             };
             let instance = match st.instance_id.as_ref().and_then(|i| i.pod_name.clone()) {
                 Some(i) => i,
+                // As upstream: a backup is of no use without the WAL that makes it
+                // consistent, so none starts while archiving fails.
+                None if archiving.as_ref().is_some_and(|a| !a.ok) => {
+                    let why = archiving.as_ref().map(|a| a.message.clone());
+                    if st.error != why {
+                        self.event(format!(
+                            "Backup {name} waits: WAL archiving is failing ({})",
+                            why.clone().unwrap_or_default()
+                        ));
+                        st.phase = Some(phase::WAL_ARCHIVING_FAILING.into());
+                        st.error = why;
+                        backup.status = Some(st);
+                        save_backup(&path, &backup);
+                    }
+                    continue;
+                }
                 None => {
                     let prefer_standby = backup
                         .spec
@@ -717,7 +758,7 @@ impl LocalOperator {
                                     .clone()
                                     .unwrap_or_else(|| self.cluster.clone()),
                             );
-                            st.started_at = Some(jiff::Timestamp::now().to_string());
+                            st.started_at = Some(rfc3339_now());
                             c.instance
                         }
                         Err(why) => {
@@ -776,7 +817,7 @@ impl LocalOperator {
                     st.online = Some(true);
                     st.major_version = info.version.map(|v| (v / 10000) as i32);
                     if matches!(info.status.as_str(), "DONE" | "FAILED") {
-                        st.stopped_at = Some(jiff::Timestamp::now().to_string());
+                        st.stopped_at = Some(rfc3339_now());
                         self.event(match info.status.as_str() {
                             "DONE" => {
                                 format!("Backup {name} completed on {instance}: {}", info.backup_id)
@@ -796,11 +837,17 @@ impl LocalOperator {
                 }
                 Err(_) => {}
             }
+            if let Some(p @ (phase::COMPLETED | phase::FAILED)) = st.phase.as_deref() {
+                ended.push((p.to_owned(), st.stopped_at.clone().unwrap_or_default()));
+            }
             if backup.status.as_ref() != Some(&st) {
                 backup.status = Some(st);
                 save_backup(&path, &backup);
             }
         }
+        self.backup_summary = archives.then(|| {
+            cnpg_core::backup::Summary::of(ended.iter().map(|(p, at)| (p.as_str(), at.as_str())))
+        });
     }
 
     fn endpoint(&self, name: &str) -> Option<SocketAddr> {
@@ -903,6 +950,7 @@ impl LocalOperator {
                 })
                 .collect(),
             last_election: self.last_election.clone(),
+            backups: self.backup_summary.clone(),
             events: self.events.iter().cloned().collect(),
             ports: self.ports.clone(),
             operator_pid: std::process::id(),

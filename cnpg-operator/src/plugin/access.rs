@@ -146,6 +146,9 @@ pub struct StatusReport {
     pub events: Vec<String>,
     /// Where the events come from.
     pub events_source: Option<String>,
+    /// The backups the cluster's status records, when it archives to an object store
+    /// (upstream's "Continuous Backup status" section, with the primary's archiver).
+    pub backups: Option<cnpg_core::backup::Summary>,
 }
 
 /// One Pod in `status`.

@@ -269,6 +269,16 @@ impl ClusterAccess for KubeAccess {
                 .collect(),
             events: Vec::new(),
             events_source: None,
+            backups: c
+                .spec
+                .backup
+                .as_ref()
+                .is_some_and(|b| b.barman_object_store.is_some())
+                .then(|| cnpg_core::backup::Summary {
+                    first_recoverability_point: st.first_recoverability_point.clone(),
+                    last_successful_backup: st.last_successful_backup.clone(),
+                    last_failed_backup: st.last_failed_backup.clone(),
+                }),
         })
     }
 

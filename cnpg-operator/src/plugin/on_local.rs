@@ -191,6 +191,7 @@ impl ClusterAccess for LocalAccess {
             pods: Vec::new(),
             events: s.events.iter().rev().take(8).rev().cloned().collect(),
             events_source: Some(self.layout.status().display().to_string()),
+            backups: s.backups.clone(),
         })
     }
 

@@ -73,6 +73,9 @@ pub fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
             writeln!(out, "{secret:<24} expires {exp}")?;
         }
     }
+    if let Some(b) = &r.backups {
+        write_continuous_backup(out, b, primary)?;
+    }
     write_instances(out, primary, &r.reports)?;
     if !r.pods.is_empty() {
         writeln!(out, "\nPods")?;
@@ -97,6 +100,65 @@ pub fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Upstream's `Continuous Backup status` section: the backups from the cluster's status,
+/// archiving from the primary's own report.
+fn write_continuous_backup(
+    out: &mut dyn Write,
+    b: &cnpg_core::backup::Summary,
+    p: Option<&InstanceStatus>,
+) -> std::io::Result<()> {
+    let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "Not Available".into());
+    writeln!(out, "\nContinuous Backup status")?;
+    writeln!(
+        out,
+        "First Point of Recoverability:  {}",
+        or_dash(&b.first_recoverability_point)
+    )?;
+    writeln!(
+        out,
+        "Last Successful Backup:         {}",
+        or_dash(&b.last_successful_backup)
+    )?;
+    if let Some(f) = &b.last_failed_backup {
+        writeln!(out, "Last Failed Backup:             {f}")?;
+    }
+    let Some(p) = p else {
+        return writeln!(
+            out,
+            "Working WAL archiving:          unknown (no primary report)"
+        );
+    };
+    let a = &p.archiving;
+    let working = if a.is_archiving_wal {
+        "OK".to_owned()
+    } else if a.last_failed_wal.is_empty() {
+        "Starting Up".to_owned()
+    } else if a.archive_error.is_empty() {
+        "Failing".to_owned()
+    } else {
+        format!("Failing ({})", a.archive_error)
+    };
+    writeln!(out, "Working WAL archiving:          {working}")?;
+    writeln!(out, "WALs waiting to be archived:    {}", a.ready_wal_files)?;
+    let at = |wal: &str, time: &str| {
+        if wal.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{wal}   @   {time}")
+        }
+    };
+    writeln!(
+        out,
+        "Last Archived WAL:              {}",
+        at(&a.last_archived_wal, &a.last_archived_wal_time)
+    )?;
+    writeln!(
+        out,
+        "Last Failed WAL:                {}",
+        at(&a.last_failed_wal, &a.last_failed_wal_time)
+    )
 }
 
 /// The `Streaming Replication status` and `Instances status` sections (upstream's
