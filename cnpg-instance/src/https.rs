@@ -164,6 +164,52 @@ pub async fn get(
     tls: &ClientTls,
     token: Option<&str>,
 ) -> Result<(u16, String), String> {
+    send(
+        http::Method::GET,
+        host,
+        port,
+        path,
+        timeout,
+        tls,
+        token,
+        String::new(),
+    )
+    .await
+}
+
+/// `POST` of a JSON `body`, as [`get`] (how the operator asks for a base backup).
+pub async fn post(
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    tls: &ClientTls,
+    body: String,
+) -> Result<(u16, String), String> {
+    send(
+        http::Method::POST,
+        host,
+        port,
+        path,
+        timeout,
+        tls,
+        None,
+        body,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    method: http::Method,
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    tls: &ClientTls,
+    token: Option<&str>,
+    body: String,
+) -> Result<(u16, String), String> {
     let fetch = async {
         let tcp = tokio::net::TcpStream::connect((host, port))
             .await
@@ -178,12 +224,17 @@ pub async fn get(
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut request =
-            http::Request::get(path).header(http::header::HOST, crate::http::authority(host, port));
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, crate::http::authority(host, port));
         if let Some(t) = token {
             request = request.header(TOKEN_HEADER, t);
         }
-        let request = request.body(String::new()).map_err(|e| e.to_string())?;
+        if !body.is_empty() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(body).map_err(|e| e.to_string())?;
         // In TLS 1.3 the server judges the client's certificate after the client thinks
         // the handshake is over: a refusal arrives here, as an alert.
         let response = sender.send_request(request).await.map_err(|e| {

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod clock;
 pub mod kube;
 pub mod local;

@@ -939,6 +939,13 @@ async fn rbac_grants_exactly_what_the_code_uses() {
             }
         }})
     });
+    // A Backup of a cluster that does not exist: the Backup controller fails it, saying so.
+    let mut orphan = cnpg_core::api::backup::Backup::new(
+        "orphan",
+        serde_json::from_value(json!({"cluster": {"name": "nope"}})).expect("spec"),
+    );
+    orphan.metadata.namespace = Some(NS.into());
+    w.fake.put(&orphan);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let health = free_addr();
     let config = ControllerConfig {
@@ -974,6 +981,24 @@ async fn rbac_grants_exactly_what_the_code_uses() {
             "the controller did not bootstrap the cluster: {:?}",
             w.roles()
         );
+    }
+    n = 0;
+    loop {
+        let b: cnpg_core::api::backup::Backup = w.fake.get(NS, "orphan").expect("the Backup");
+        let st = b.status.unwrap_or_default();
+        if st.phase.as_deref() == Some("failed") {
+            assert!(
+                st.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("cluster nope does not exist"),
+                "{st:?}"
+            );
+            break;
+        }
+        tick(&w).await;
+        n += 1;
+        assert!(n < 500, "the orphan Backup is not failed: {st:?}");
     }
     let server: Secret = w.fake.get(NS, "pg-server").expect("server certificate");
     let expires = server.annotations()[cnpg_operator::kube::secrets::ANNOTATION_EXPIRATION].clone();

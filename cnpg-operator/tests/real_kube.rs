@@ -1127,6 +1127,76 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         },
     )
     .await;
+    // A base backup through the Backup controller (kubectl-cnpg backup, as upstream's):
+    // on a streaming standby, in the store, and recorded on the Cluster.
+    let (code, out, err) = plugin(
+        cp,
+        &ns,
+        &[
+            "backup",
+            "cluster-sync",
+            "--backup-name",
+            "on-demand",
+            "--wait",
+            "300",
+        ],
+    )
+    .await;
+    assert_eq!(
+        code,
+        0,
+        "{out}\n{err}\n{}",
+        ops.iter()
+            .map(|o| o.log_tail())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        out.contains("on-demand: completed on cluster-sync-"),
+        "{out}"
+    );
+    let mut data = s3.archive_config(
+        &format!("s3://{ARCHIVE_BUCKET}/{ns}"),
+        "cluster-sync",
+        ("test-key", "test-secret-key"),
+    );
+    data.compression = None;
+    let listed = cnpg_instance::backup::list(&data)
+        .await
+        .expect("the backups");
+    assert!(
+        listed
+            .iter()
+            .flatten()
+            .any(|b| b.backup_name.as_deref() == Some("on-demand") && b.status == "DONE"),
+        "{listed:?}"
+    );
+    wait_for(
+        "the backup recorded on the Cluster",
+        Duration::from_secs(60),
+        op,
+        || async {
+            let c = clusters
+                .get("cluster-sync")
+                .await
+                .map_err(|e| e.to_string())?;
+            let st = c.status.clone().unwrap_or_default();
+            let ok = st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "LastBackupSucceeded" && c.status == "True");
+            if ok && st.last_successful_backup.is_some() && st.first_recoverability_point.is_some()
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?} {:?}",
+                    st.last_successful_backup, st.conditions
+                ))
+            }
+        },
+    )
+    .await;
     // Without an object store the archive's configuration goes, with the credentials it
     // held (the operator's own RBAC lets it delete a Secret), and so does the condition.
     patch_spec(&admin, &ns, serde_json::json!({ "backup": null })).await;

@@ -1,6 +1,7 @@
 //! The operator process on Kubernetes: a kube-rs controller for Clusters, woken by changes
-//! of the Pods, PVCs, Services, PodDisruptionBudgets and Secrets they own, gated on a Lease so that
-//! only one of several operator replicas acts; health, readiness and metrics over HTTP;
+//! of the Pods, PVCs, Services, PodDisruptionBudgets and Secrets they own, and one for
+//! Backups ([`super::backup`]), both gated on a Lease so that only one of several operator
+//! replicas acts; health, readiness and metrics over HTTP;
 //! a graceful shutdown that lets the reconcile in flight finish and releases the Lease.
 //!
 //! Losing the Lease stops the process (fail-stop, as kube-controller-manager does): a
@@ -10,6 +11,7 @@ use super::platform::KubePlatform;
 use crate::clock::now;
 use crate::platform::{PlatformError, reconcile_cluster};
 use cnpg_core::api::Cluster;
+use cnpg_core::api::backup::Backup;
 use cnpg_instance::lease::{Attempt, LeaseLock};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -101,6 +103,25 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Ctx>) -> Result<Action, Platf
         }
         Err(e) => Err(e),
     }
+}
+
+async fn reconcile_backup(backup: Arc<Backup>, ctx: Arc<Ctx>) -> Result<Action, PlatformError> {
+    match super::backup::reconcile_backup(&backup, &ctx.platform).await {
+        Err(PlatformError::Conflict(why)) => {
+            tracing::debug!("{why}");
+            Ok(Action::requeue(Duration::from_millis(500)))
+        }
+        other => other,
+    }
+}
+
+fn backup_error_policy(backup: Arc<Backup>, e: &PlatformError, ctx: Arc<Ctx>) -> Action {
+    ctx.metrics.failures.inc();
+    tracing::warn!(
+        backup = backup.metadata.name.as_deref().unwrap_or(""),
+        "reconcile failed: {e}"
+    );
+    Action::requeue(Duration::from_secs(5))
 }
 
 fn error_policy(cluster: Arc<Cluster>, e: &PlatformError, ctx: Arc<Ctx>) -> Action {
@@ -255,28 +276,42 @@ pub async fn run(
     let ctx = Arc::new(Ctx { platform, metrics });
     let mut stop_on = stop_rx.clone();
     let (lost_why_tx, lost_why_rx) = tokio::sync::oneshot::channel::<String>();
-    let graceful = async move {
+    // Both controllers stop together: when told to, or when the Lease is lost.
+    let (halt_tx, halt_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         tokio::select! {
             _ = stop_on.wait_for(|s| *s) => {}
             why = &mut lost_rx => {
                 let _ = lost_why_tx.send(why.unwrap_or_default());
             }
         }
+        let _ = halt_tx.send(true);
+    });
+    let halted = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|h| *h).await;
     };
-    Controller::new(clusters, watcher::Config::default())
+    let clusters = Controller::new(clusters, watcher::Config::default())
         .owns(owned::<Pod>(&client, ns), labelled())
         .owns(owned::<PersistentVolumeClaim>(&client, ns), labelled())
         .owns(owned::<Service>(&client, ns), labelled())
         .owns(owned::<PodDisruptionBudget>(&client, ns), labelled())
         .owns(owned::<Secret>(&client, ns), labelled())
-        .graceful_shutdown_on(graceful)
-        .run(reconcile, error_policy, ctx)
+        .graceful_shutdown_on(halted(halt_rx.clone()))
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!("controller: {e}");
             }
-        })
-        .await;
+        });
+    let backups = Controller::new(owned::<Backup>(&client, ns), watcher::Config::default())
+        .graceful_shutdown_on(halted(halt_rx))
+        .run(reconcile_backup, backup_error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!("backup controller: {e}");
+            }
+        });
+    futures::join!(clusters, backups);
     renewer.abort();
     ready.store(false, Ordering::Relaxed);
     if let Some(h) = health {

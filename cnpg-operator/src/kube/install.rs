@@ -28,6 +28,8 @@ pub type Permission = (&'static str, &'static str, &'static [&'static str]);
 pub const OPERATOR_PERMISSIONS: &[Permission] = &[
     ("postgresql.cnpg.io", "clusters", &["get", "list", "watch"]),
     ("postgresql.cnpg.io", "clusters/status", &["patch"]),
+    ("postgresql.cnpg.io", "backups", &["list", "watch"]),
+    ("postgresql.cnpg.io", "backups/status", &["patch"]),
     (
         "",
         "pods",

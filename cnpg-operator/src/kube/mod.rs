@@ -17,6 +17,7 @@
 //! [`install`] prints the installation (CRDs, RBAC, Deployment); its permission tables are
 //! the single source of the RBAC the code needs, for the operator and for instance pods.
 
+pub mod backup;
 pub mod controller;
 pub mod install;
 pub mod meta;

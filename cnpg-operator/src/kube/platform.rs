@@ -43,6 +43,21 @@ pub trait InstanceClient: Send + Sync {
     /// The status of the instance running in `pod`, reached with `access`; an unreachable
     /// status (with `error`) when it cannot be read.
     async fn status(&self, pod: &Pod, access: &InstanceAccess) -> InstanceStatus;
+
+    /// `POST /pg/backup` with `body` to the instance running in `pod`: the status code and
+    /// body, or why it could not be asked.
+    async fn backup(
+        &self,
+        pod: &Pod,
+        access: &InstanceAccess,
+        body: String,
+    ) -> Result<(u16, String), String> {
+        let _ = (access, body);
+        Err(format!(
+            "{}: this instance client does not take backups",
+            pod.name_any()
+        ))
+    }
 }
 
 /// `GET https://<pod IP>:8000/pg/status` with the operator's client certificate.
@@ -88,29 +103,55 @@ impl InstanceClient for HttpInstanceClient {
             Err(e) => InstanceStatus::unreachable(&name, &e),
         }
     }
+
+    async fn backup(
+        &self,
+        pod: &Pod,
+        access: &InstanceAccess,
+        body: String,
+    ) -> Result<(u16, String), String> {
+        let name = pod.name_any();
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .ok_or_else(|| format!("{name} has no IP yet"))?;
+        if !serves_https(pod) {
+            return Err(format!(
+                "{name} runs an instance manager from before HTTPS: it takes backups once \
+                 the rolling update has replaced it"
+            ));
+        }
+        let ways = access.as_ref().map_err(|e| format!("{name}: {e}"))?;
+        let port = specs::STATUS_PORT as u16;
+        as_operator(ways, |tls| {
+            cnpg_instance::https::post(
+                ip.as_str(),
+                port,
+                "/pg/backup",
+                self.timeout,
+                tls,
+                body.clone(),
+            )
+        })
+        .await
+    }
 }
 
-/// Whether the instance manager of `pod` serves its status over HTTPS (`--status-tls`).
-pub fn serves_https(pod: &Pod) -> bool {
-    pod.spec
-        .iter()
-        .flat_map(|s| &s.containers)
-        .any(|c| c.args.iter().flatten().any(|a| a == specs::STATUS_TLS_FLAG))
-}
-
-/// `GET https://<ip>:8000/pg/status` as the operator: with each client certificate of
-/// `ways` in turn while the instance refuses it (the TLS alert of an unknown certificate,
-/// or a 401: a pod that has not seen a renewal yet takes the previous one). The status
-/// code and body, or why there is none.
-pub async fn read_status(
-    ip: &str,
-    ways: &[cnpg_instance::https::ClientTls],
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    let port = specs::STATUS_PORT as u16;
+/// The first answer of `ask` for each client certificate of `ways` in turn, while the
+/// instance refuses it (the TLS alert of an unknown certificate, or a 401: a pod that has
+/// not seen a renewal yet takes the previous one).
+async fn as_operator<'a, F, Fut>(
+    ways: &'a [cnpg_instance::https::ClientTls],
+    ask: F,
+) -> Result<(u16, String), String>
+where
+    F: Fn(&'a cnpg_instance::https::ClientTls) -> Fut,
+    Fut: std::future::Future<Output = Result<(u16, String), String>>,
+{
     let mut answer = Err("no client certificate".to_owned());
     for tls in ways {
-        answer = cnpg_instance::https::get(ip, port, "/pg/status", timeout, tls, None).await;
+        answer = ask(tls).await;
         let refused = match &answer {
             Ok((401, _)) => true,
             Err(e) => e.starts_with("TLS:"),
@@ -121,6 +162,28 @@ pub async fn read_status(
         }
     }
     answer
+}
+
+/// Whether the instance manager of `pod` serves its status over HTTPS (`--status-tls`).
+pub fn serves_https(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .any(|c| c.args.iter().flatten().any(|a| a == specs::STATUS_TLS_FLAG))
+}
+
+/// `GET https://<ip>:8000/pg/status` as the operator (each of its client certificates in
+/// turn, see [`as_operator`]): the status code and body, or why there is none.
+pub async fn read_status(
+    ip: &str,
+    ways: &[cnpg_instance::https::ClientTls],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let port = specs::STATUS_PORT as u16;
+    as_operator(ways, |tls| {
+        cnpg_instance::https::get(ip, port, "/pg/status", timeout, tls, None)
+    })
+    .await
 }
 
 /// How to reach a cluster's instance managers as the operator: its server CA and the
@@ -227,6 +290,52 @@ impl KubePlatform {
             instances,
             settings,
             recorder,
+        }
+    }
+
+    /// The API client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// Asks the instance manager of `instance` (a pod of `c`) for a base backup (`body`:
+    /// `POST /pg/backup`'s), as the operator.
+    pub async fn start_backup(
+        &self,
+        c: &Cluster,
+        instance: &str,
+        body: String,
+    ) -> Result<(u16, String), String> {
+        let pod = self
+            .api::<Pod>(c)
+            .get_opt(instance)
+            .await
+            .map_err(|e| format!("reading pod {instance}: {e}"))?
+            .ok_or_else(|| format!("pod {instance} does not exist"))?;
+        let access = self.instance_access(c).await;
+        self.instances.backup(&pod, &access, body).await
+    }
+
+    /// An event on `object` (a Backup, say) from the operator; best effort.
+    pub async fn event_on(
+        &self,
+        object: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let ev = KubeEvent {
+            type_: match type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: reason.to_owned(),
+            note: Some(message.chars().take(1024).collect()),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, object).await {
+            tracing::warn!(reason, "cannot record event: {e}");
         }
     }
 

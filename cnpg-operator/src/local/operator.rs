@@ -60,13 +60,6 @@ pub enum LocalError {
 /// failing: it starts in well under a second alone, several on a loaded machine.
 const START_GRACE_MS: u64 = 15_000;
 
-/// Now, as Kubernetes writes times (RFC 3339, whole seconds, UTC): such times compare as text.
-fn rfc3339_now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
 /// Writes a `Backup` document back whole.
 fn save_backup(path: &Path, b: &cnpg_core::api::backup::Backup) {
     if let Ok(text) = serde_json::to_string_pretty(b) {
@@ -648,16 +641,17 @@ impl LocalOperator {
     /// instance), then followed through that instance manager until it ends; its status
     /// carries upstream's fields.
     async fn run_backups(&mut self, observed: &Observed) {
-        use cnpg_core::api::backup::{Backup, InstanceId, phase};
+        use crate::backup as b;
+        use cnpg_core::api::backup::Backup;
         let dir = self.layout.backups();
-        let archives = self
+        let store = self
             .manifest
             .spec
             .backup
             .as_ref()
-            .is_some_and(|b| b.barman_object_store.is_some());
+            .and_then(|b| b.barman_object_store.clone());
         let Ok(entries) = std::fs::read_dir(&dir) else {
-            self.backup_summary = archives.then(Default::default);
+            self.backup_summary = store.is_some().then(Default::default);
             return;
         };
         let archiving = self
@@ -666,13 +660,13 @@ impl LocalOperator {
             .as_ref()
             .and_then(|p| observed.instances.iter().find(|i| &i.name == p))
             .and_then(|p| cnpg_core::backup::archiving(&p.status));
-        let mut ended: Vec<(String, String)> = Vec::new();
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         files.sort();
+        let mut ended: Vec<(String, String)> = Vec::new();
         for path in files {
             let Some(mut backup) = std::fs::read_to_string(&path)
                 .ok()
@@ -680,174 +674,117 @@ impl LocalOperator {
             else {
                 continue;
             };
-            let name = backup.metadata.name.clone().unwrap_or_default();
             let mut st = backup.status.clone().unwrap_or_default();
-            if let Some(p @ (phase::COMPLETED | phase::FAILED)) = st.phase.as_deref() {
-                ended.push((p.to_owned(), st.stopped_at.clone().unwrap_or_default()));
-                continue;
+            if !b::ended(&st) {
+                self.run_backup(
+                    &backup,
+                    &mut st,
+                    store.as_ref(),
+                    archiving.as_ref(),
+                    observed,
+                )
+                .await;
+                if backup.status.as_ref() != Some(&st) {
+                    backup.status = Some(st.clone());
+                    save_backup(&path, &backup);
+                }
             }
-            let store = self
-                .manifest
-                .spec
-                .backup
-                .as_ref()
-                .and_then(|b| b.barman_object_store.clone());
-            let Some(store) = store else {
-                st.phase = Some(phase::FAILED.into());
-                st.error =
-                    Some("the cluster has no object store (spec.backup.barmanObjectStore)".into());
-                self.event(format!(
-                    "Backup {name} failed: {}",
-                    st.error.clone().unwrap_or_default()
+            if b::ended(&st) {
+                ended.push((
+                    st.phase.clone().unwrap_or_default(),
+                    st.stopped_at.clone().unwrap_or_default(),
                 ));
-                backup.status = Some(st);
-                save_backup(&path, &backup);
-                continue;
-            };
-            let instance = match st.instance_id.as_ref().and_then(|i| i.pod_name.clone()) {
-                Some(i) => i,
-                // As upstream: a backup is of no use without the WAL that makes it
-                // consistent, so none starts while archiving fails.
-                None if archiving.as_ref().is_some_and(|a| !a.ok) => {
-                    let why = archiving.as_ref().map(|a| a.message.clone());
-                    if st.error != why {
-                        self.event(format!(
-                            "Backup {name} waits: WAL archiving is failing ({})",
-                            why.clone().unwrap_or_default()
-                        ));
-                        st.phase = Some(phase::WAL_ARCHIVING_FAILING.into());
-                        st.error = why;
-                        backup.status = Some(st);
-                        save_backup(&path, &backup);
-                    }
-                    continue;
-                }
-                None => {
-                    let prefer_standby = backup
-                        .spec
-                        .target
-                        .or_else(|| self.manifest.spec.backup.as_ref().map(|b| b.target))
-                        .unwrap_or_default()
-                        == cnpg_core::api::common::BackupTarget::PreferStandby;
-                    let statuses: Vec<InstanceStatus> = observed
-                        .instances
-                        .iter()
-                        .map(|i| i.status.clone())
-                        .collect();
-                    match cnpg_core::backup::choose(
-                        &self.cluster,
-                        prefer_standby,
-                        self.state.current_primary.as_deref(),
-                        &statuses,
-                    ) {
-                        Ok(c) => {
-                            self.event(format!(
-                                "Backup {name} starting on {}: {}",
-                                c.instance, c.reason
-                            ));
-                            st.phase = Some(phase::STARTED.into());
-                            st.instance_id = Some(InstanceId {
-                                pod_name: Some(c.instance.clone()),
-                                ..Default::default()
-                            });
-                            st.method = Some(backup.spec.method);
-                            st.destination_path = Some(store.destination_path.clone());
-                            st.server_name = Some(
-                                store
-                                    .server_name
-                                    .clone()
-                                    .unwrap_or_else(|| self.cluster.clone()),
-                            );
-                            st.started_at = Some(rfc3339_now());
-                            c.instance
-                        }
-                        Err(why) => {
-                            let pending =
-                                Some(format!("waiting for an instance to take it: {why}"));
-                            if st.error != pending {
-                                st.phase = Some(phase::PENDING.into());
-                                st.error = pending;
-                                backup.status = Some(st);
-                                save_backup(&path, &backup);
-                            }
-                            continue;
-                        }
-                    }
-                }
-            };
-            let Some(sp) = self.ports.instances.get(&instance).map(|(_, sp)| *sp) else {
-                continue;
-            };
-            let token = Some(self.status_token.as_str());
-            let body = serde_json::json!({ "name": name }).to_string();
-            // Asking again for the same name returns the one already started.
-            let answer = cnpg_instance::http::post_authorized(
-                "127.0.0.1",
-                sp,
-                "/pg/backup",
-                Duration::from_secs(2),
-                token,
-                body,
-            )
-            .await;
-            let report = match answer {
-                Ok((202, body)) => serde_json::from_str::<cnpg_instance::backup::BackupInfo>(&body)
-                    .map_err(|e| e.to_string()),
-                Ok((409, why)) if why.contains("is running") => Err(why),
-                Ok((code, why)) => {
-                    st.phase = Some(phase::FAILED.into());
-                    st.error = Some(format!("{instance} refused it ({code}): {why}"));
-                    Err(String::new())
-                }
-                Err(e) => Err(e),
-            };
-            match report {
-                Ok(info) => {
-                    st.phase = Some(cnpg_core::backup::phase(&info.status).into());
-                    if !info.backup_id.is_empty() {
-                        st.backup_id = Some(info.backup_id.clone());
-                    }
-                    st.backup_name = info.backup_name.clone();
-                    st.begin_lsn = info.begin_lsn.map(|l| l.to_string());
-                    st.end_lsn = info.end_lsn.map(|l| l.to_string());
-                    st.begin_wal = info.begin_wal.clone();
-                    st.end_wal = info.end_wal.clone();
-                    st.error = info.error.clone();
-                    st.backup_label_file = info.backup_label.clone();
-                    st.online = Some(true);
-                    st.major_version = info.version.map(|v| (v / 10000) as i32);
-                    if matches!(info.status.as_str(), "DONE" | "FAILED") {
-                        st.stopped_at = Some(rfc3339_now());
-                        self.event(match info.status.as_str() {
-                            "DONE" => {
-                                format!("Backup {name} completed on {instance}: {}", info.backup_id)
-                            }
-                            _ => format!(
-                                "Backup {name} failed on {instance}: {}",
-                                info.error.clone().unwrap_or_default()
-                            ),
-                        });
-                    }
-                }
-                Err(why) if why.is_empty() => {
-                    self.event(format!(
-                        "Backup {name} failed: {}",
-                        st.error.clone().unwrap_or_default()
-                    ));
-                }
-                Err(_) => {}
-            }
-            if let Some(p @ (phase::COMPLETED | phase::FAILED)) = st.phase.as_deref() {
-                ended.push((p.to_owned(), st.stopped_at.clone().unwrap_or_default()));
-            }
-            if backup.status.as_ref() != Some(&st) {
-                backup.status = Some(st);
-                save_backup(&path, &backup);
             }
         }
-        self.backup_summary = archives.then(|| {
+        self.backup_summary = store.is_some().then(|| {
             cnpg_core::backup::Summary::of(ended.iter().map(|(p, at)| (p.as_str(), at.as_str())))
         });
+    }
+
+    /// One step of one Backup: refused, waiting, started on the chosen instance, or
+    /// followed through its instance manager.
+    async fn run_backup(
+        &mut self,
+        backup: &cnpg_core::api::backup::Backup,
+        st: &mut cnpg_core::api::backup::BackupStatus,
+        store: Option<&cnpg_core::api::barman::BarmanObjectStoreConfiguration>,
+        archiving: Option<&cnpg_core::backup::ArchivingCondition>,
+        observed: &Observed,
+    ) {
+        use crate::backup as b;
+        let name = backup.metadata.name.clone().unwrap_or_default();
+        if let Some(why) = b::refusal(backup, store) {
+            self.event(format!("Backup {name} failed: {why}"));
+            b::fail(st, why);
+            return;
+        }
+        let Some(store) = store else { return };
+        let instance = match b::instance(st) {
+            Some(i) => i,
+            // As upstream: a backup is of no use without the WAL that makes it
+            // consistent, so none starts while archiving fails.
+            None if archiving.is_some_and(|a| !a.ok) => {
+                let why = archiving.map(|a| a.message.clone()).unwrap_or_default();
+                if b::wait_for_archiving(st, &why) {
+                    self.event(format!(
+                        "Backup {name} waits: WAL archiving is failing ({why})"
+                    ));
+                }
+                return;
+            }
+            None => {
+                let statuses: Vec<InstanceStatus> = observed
+                    .instances
+                    .iter()
+                    .map(|i| i.status.clone())
+                    .collect();
+                let target = self.manifest.spec.backup.as_ref().map(|b| b.target);
+                match cnpg_core::backup::choose(
+                    &self.cluster,
+                    b::prefer_standby(backup, target),
+                    self.state.current_primary.as_deref(),
+                    &statuses,
+                ) {
+                    Ok(c) => {
+                        self.event(format!(
+                            "Backup {name} starting on {}: {}",
+                            c.instance, c.reason
+                        ));
+                        b::start(st, backup, store, &self.cluster, &c);
+                        c.instance
+                    }
+                    Err(why) => {
+                        b::wait_for_instance(st, &why);
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(sp) = self.ports.instances.get(&instance).map(|(_, sp)| *sp) else {
+            return;
+        };
+        // Asking again for the same name returns the one already started.
+        let answer = cnpg_instance::http::post_authorized(
+            "127.0.0.1",
+            sp,
+            "/pg/backup",
+            Duration::from_secs(2),
+            Some(self.status_token.as_str()),
+            b::request(backup),
+        )
+        .await;
+        match b::answer(&instance, answer) {
+            Ok(Some(info)) => {
+                if let Some(e) = b::follow(st, &info, &name) {
+                    self.event(e);
+                }
+            }
+            Ok(None) | Err(b::Answer::Retry(_)) => {}
+            Err(b::Answer::Failed(why)) => {
+                self.event(format!("Backup {name} failed: {why}"));
+                b::fail(st, why);
+            }
+        }
     }
 
     fn endpoint(&self, name: &str) -> Option<SocketAddr> {

@@ -95,22 +95,12 @@ pub trait ClusterAccess {
     async fn create_backup(
         &self,
         backup: &cnpg_core::api::backup::Backup,
-    ) -> Result<(), PluginError> {
-        let _ = backup;
-        Err(PluginError::Usage(
-            "base backups are run by the local platform's operator only so far; on Kubernetes \
-             the Backup controller is not there yet"
-                .into(),
-        ))
-    }
+    ) -> Result<(), PluginError>;
     /// A `Backup` as the operator last wrote it.
     async fn read_backup(
         &self,
         name: &str,
-    ) -> Result<Option<cnpg_core::api::backup::Backup>, PluginError> {
-        let _ = name;
-        Ok(None)
-    }
+    ) -> Result<Option<cnpg_core::api::backup::Backup>, PluginError>;
 }
 
 /// Everything `status` shows; what a platform does not know stays empty and is not shown.

@@ -222,6 +222,35 @@ impl ClusterAccess for KubeAccess {
         }
     }
 
+    async fn create_backup(
+        &self,
+        backup: &cnpg_core::api::backup::Backup,
+    ) -> Result<(), PluginError> {
+        // The cluster must exist: a Backup of nothing would only fail later.
+        self.cluster().await?;
+        let name = backup.metadata.name.clone().unwrap_or_default();
+        let api = Api::<cnpg_core::api::backup::Backup>::namespaced(self.client.clone(), &self.ns);
+        match api.create(&PostParams::default(), backup).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(PluginError::Usage(format!(
+                "backup {name} already exists in namespace {}: give another --backup-name",
+                self.ns
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read_backup(
+        &self,
+        name: &str,
+    ) -> Result<Option<cnpg_core::api::backup::Backup>, PluginError> {
+        Ok(
+            Api::<cnpg_core::api::backup::Backup>::namespaced(self.client.clone(), &self.ns)
+                .get_opt(name)
+                .await?,
+        )
+    }
+
     async fn status(&self) -> Result<StatusReport, PluginError> {
         let c = self.cluster().await?;
         let st = c.status.clone().unwrap_or_default();

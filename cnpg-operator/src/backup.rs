@@ -1,0 +1,248 @@
+//! The Backup controller's half that does not depend on the platform: what a `Backup`'s
+//! status says when it starts on an instance, when its instance manager reports on it, and
+//! while it may not start. Both platforms' controllers (the local operator's loop and the
+//! kube-rs controller) choose the instance with [`cnpg_core::backup::choose`], ask its
+//! manager (`POST /pg/backup`) and write what these functions make of the answer.
+
+use cnpg_core::api::backup::{Backup, BackupStatus, InstanceId, phase};
+use cnpg_core::api::barman::BarmanObjectStoreConfiguration;
+use cnpg_core::backup::Choice;
+use cnpg_instance::backup::BackupInfo;
+
+/// Now, as Kubernetes writes times (RFC 3339, whole seconds, UTC): such times compare as
+/// text, which [`cnpg_core::backup::Summary::of`] relies on.
+pub fn rfc3339_now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Whether the Backup has ended (completed or failed): nothing more is done for it.
+pub fn ended(st: &BackupStatus) -> bool {
+    matches!(st.phase.as_deref(), Some(phase::COMPLETED | phase::FAILED))
+}
+
+/// The instance a started Backup runs on, once chosen.
+pub fn instance(st: &BackupStatus) -> Option<String> {
+    st.instance_id.as_ref().and_then(|i| i.pod_name.clone())
+}
+
+/// Whether the Backup wants the primary (`target: primary`, on the Backup or else the
+/// cluster's `spec.backup.target`); otherwise a standby is preferred.
+pub fn prefer_standby(
+    backup: &Backup,
+    cluster_target: Option<cnpg_core::api::common::BackupTarget>,
+) -> bool {
+    backup.spec.target.or(cluster_target).unwrap_or_default()
+        == cnpg_core::api::common::BackupTarget::PreferStandby
+}
+
+/// The Backup fails before it starts, with `why` (no object store, an unsupported method,
+/// no such cluster).
+pub fn fail(st: &mut BackupStatus, why: String) {
+    st.phase = Some(phase::FAILED.into());
+    st.error = Some(why);
+    st.stopped_at = Some(rfc3339_now());
+}
+
+/// Why a Backup for `store` with `method` cannot be taken here, if it cannot.
+pub fn refusal(backup: &Backup, store: Option<&BarmanObjectStoreConfiguration>) -> Option<String> {
+    use cnpg_core::api::common::BackupMethod;
+    if backup.spec.method != BackupMethod::BarmanObjectStore {
+        let method = serde_json::to_value(backup.spec.method).unwrap_or_default();
+        return Some(format!(
+            "method {} is not supported yet: use barmanObjectStore",
+            method.as_str().unwrap_or("?")
+        ));
+    }
+    store
+        .is_none()
+        .then(|| "the cluster has no object store (spec.backup.barmanObjectStore)".to_owned())
+}
+
+/// The Backup waits, as upstream's does, because WAL archiving fails (`why`: the
+/// `ContinuousArchiving` condition's message). True when the status changed.
+pub fn wait_for_archiving(st: &mut BackupStatus, why: &str) -> bool {
+    let why = Some(why.to_owned());
+    let changed = st.error != why || st.phase.as_deref() != Some(phase::WAL_ARCHIVING_FAILING);
+    st.phase = Some(phase::WAL_ARCHIVING_FAILING.into());
+    st.error = why;
+    changed
+}
+
+/// The Backup waits for an instance that can take it (`why`). True when it changed.
+pub fn wait_for_instance(st: &mut BackupStatus, why: &str) -> bool {
+    let pending = Some(format!("waiting for an instance to take it: {why}"));
+    let changed = st.error != pending;
+    st.phase = Some(phase::PENDING.into());
+    st.error = pending;
+    changed
+}
+
+/// The Backup starts on the chosen instance, to `store` under `server_name`.
+pub fn start(
+    st: &mut BackupStatus,
+    backup: &Backup,
+    store: &BarmanObjectStoreConfiguration,
+    cluster: &str,
+    choice: &Choice,
+) {
+    st.phase = Some(phase::STARTED.into());
+    st.error = None;
+    st.instance_id = Some(InstanceId {
+        pod_name: Some(choice.instance.clone()),
+        ..Default::default()
+    });
+    st.method = Some(backup.spec.method);
+    st.destination_path = Some(store.destination_path.clone());
+    st.server_name = Some(
+        store
+            .server_name
+            .clone()
+            .unwrap_or_else(|| cluster.to_owned()),
+    );
+    st.started_at = Some(rfc3339_now());
+}
+
+/// What `POST /pg/backup` carries for this Backup: its name, and `immediateCheckpoint`
+/// when its `onlineConfiguration` says.
+pub fn request(backup: &Backup) -> String {
+    let mut body = serde_json::json!({
+        "name": backup.metadata.name.clone().unwrap_or_default(),
+    });
+    if let Some(i) = backup
+        .spec
+        .online_configuration
+        .as_ref()
+        .and_then(|o| o.immediate_checkpoint)
+    {
+        body["immediateCheckpoint"] = serde_json::json!(i);
+    }
+    body.to_string()
+}
+
+/// Follows the instance manager's report of the backup (`backup.info`'s fields). Returns
+/// the event to record when the backup has just ended.
+pub fn follow(st: &mut BackupStatus, info: &BackupInfo, name: &str) -> Option<String> {
+    st.phase = Some(cnpg_core::backup::phase(&info.status).into());
+    if !info.backup_id.is_empty() {
+        st.backup_id = Some(info.backup_id.clone());
+    }
+    st.backup_name = info.backup_name.clone();
+    st.begin_lsn = info.begin_lsn.map(|l| l.to_string());
+    st.end_lsn = info.end_lsn.map(|l| l.to_string());
+    st.begin_wal = info.begin_wal.clone();
+    st.end_wal = info.end_wal.clone();
+    st.error = info.error.clone();
+    st.backup_label_file = info.backup_label.clone();
+    st.online = Some(true);
+    st.major_version = info.version.map(|v| (v / 10000) as i32);
+    if !matches!(info.status.as_str(), "DONE" | "FAILED") {
+        return None;
+    }
+    if st.stopped_at.is_none() {
+        st.stopped_at = Some(rfc3339_now());
+    }
+    let on = instance(st).unwrap_or_default();
+    Some(match info.status.as_str() {
+        "DONE" => format!("Backup {name} completed on {on}: {}", info.backup_id),
+        _ => format!(
+            "Backup {name} failed on {on}: {}",
+            info.error.clone().unwrap_or_default()
+        ),
+    })
+}
+
+/// What the instance manager's answer to `POST /pg/backup` means: its report, `Ok(None)`
+/// while another backup runs there (ask again), or the failure to record.
+pub fn answer(
+    instance: &str,
+    answer: Result<(u16, String), String>,
+) -> Result<Option<BackupInfo>, Answer> {
+    match answer {
+        Ok((202, body)) => serde_json::from_str::<BackupInfo>(&body)
+            .map(Some)
+            .map_err(|e| Answer::Retry(format!("{instance}: unreadable report: {e}"))),
+        Ok((409, why)) if why.contains("is running") => Ok(None),
+        Ok((code, why)) => Err(Answer::Failed(format!(
+            "{instance} refused it ({code}): {}",
+            why.trim()
+        ))),
+        Err(e) => Err(Answer::Retry(format!("{instance}: {e}"))),
+    }
+}
+
+/// An answer that is not a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Could not ask (unreachable, timed out): ask again.
+    Retry(String),
+    /// The instance refused: the Backup fails with this.
+    Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup() -> Backup {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "postgresql.cnpg.io/v1",
+            "kind": "Backup",
+            "metadata": {"name": "nightly"},
+            "spec": {"cluster": {"name": "pg"}, "onlineConfiguration": {"immediateCheckpoint": true}}
+        }))
+        .expect("a Backup")
+    }
+
+    #[test]
+    fn a_backup_starts_is_followed_and_ends_with_an_event() {
+        let b = backup();
+        let store: BarmanObjectStoreConfiguration =
+            serde_json::from_value(serde_json::json!({"destinationPath": "s3://bucket/here"}))
+                .expect("store");
+        assert_eq!(refusal(&b, Some(&store)), None);
+        assert!(
+            refusal(&b, None)
+                .expect("refused")
+                .contains("barmanObjectStore")
+        );
+        let mut st = BackupStatus::default();
+        assert!(wait_for_archiving(&mut st, "archiving 0001 failed"));
+        assert!(!wait_for_archiving(&mut st, "archiving 0001 failed"));
+        assert_eq!(st.phase.as_deref(), Some(phase::WAL_ARCHIVING_FAILING));
+        let choice = Choice {
+            instance: "pg-2".into(),
+            reason: "first standby".into(),
+        };
+        start(&mut st, &b, &store, "pg", &choice);
+        assert_eq!(st.server_name.as_deref(), Some("pg"));
+        assert_eq!(st.error, None);
+        assert_eq!(instance(&st).as_deref(), Some("pg-2"));
+        let body: serde_json::Value = serde_json::from_str(&request(&b)).expect("json");
+        assert_eq!(body["name"], "nightly");
+        assert_eq!(body["immediateCheckpoint"], true);
+        let info = BackupInfo {
+            backup_id: "20261201T100000".into(),
+            status: "STARTED".into(),
+            ..Default::default()
+        };
+        assert_eq!(follow(&mut st, &info, "nightly"), None);
+        assert_eq!(st.phase.as_deref(), Some("running"));
+        let done = BackupInfo {
+            status: "DONE".into(),
+            ..info
+        };
+        let event = follow(&mut st, &done, "nightly").expect("ended");
+        assert!(event.contains("completed on pg-2"), "{event}");
+        assert!(ended(&st) && st.stopped_at.is_some());
+        assert_eq!(
+            answer("pg-2", Ok((409, "another backup is running".into()))),
+            Ok(None)
+        );
+        assert!(matches!(
+            answer("pg-2", Ok((400, "no archive".into()))),
+            Err(Answer::Failed(_))
+        ));
+    }
+}
