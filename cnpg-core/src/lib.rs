@@ -54,6 +54,8 @@ pub mod policy;
 pub mod quantity;
 pub mod reconcile;
 pub mod rollout;
+#[cfg(feature = "api")]
+pub mod schedule;
 pub mod sim;
 pub mod status;
 pub mod sync;

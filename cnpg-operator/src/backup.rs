@@ -4,7 +4,7 @@
 //! kube-rs controller) choose the instance with [`cnpg_core::backup::choose`], ask its
 //! manager (`POST /pg/backup`) and write what these functions make of the answer.
 
-use cnpg_core::api::backup::{Backup, BackupStatus, InstanceId, phase};
+use cnpg_core::api::backup::{Backup, BackupStatus, InstanceId, ScheduledBackup, phase};
 use cnpg_core::api::barman::BarmanObjectStoreConfiguration;
 use cnpg_core::backup::Choice;
 use cnpg_instance::backup::BackupInfo;
@@ -179,6 +179,81 @@ pub enum Answer {
     Retry(String),
     /// The instance refused: the Backup fails with this.
     Failed(String),
+}
+
+/// What schedule `sb` wants at `now` (see [`cnpg_core::schedule::decide`]); its
+/// creation time and last scheduled time are read from its metadata and status.
+pub fn schedule_decision(
+    sb: &ScheduledBackup,
+    now: cnpg_core::time::Timestamp,
+) -> Result<cnpg_core::schedule::Decision, String> {
+    let ms = |t: &str| {
+        t.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| cnpg_core::time::Timestamp(t.as_millisecond().max(0) as u64))
+    };
+    let created = sb
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| cnpg_core::time::Timestamp(t.0.as_millisecond().max(0) as u64))
+        .unwrap_or(now);
+    let name = sb.metadata.name.clone().unwrap_or_default();
+    let last = sb
+        .status
+        .as_ref()
+        .and_then(|s| s.last_schedule_time.as_deref())
+        .and_then(ms);
+    cnpg_core::schedule::decide(
+        &cnpg_core::schedule::Schedule {
+            name: &name,
+            cron: &sb.spec.schedule,
+            immediate: sb.spec.immediate.unwrap_or(false),
+            suspend: sb.spec.suspend.unwrap_or(false),
+            created,
+            last,
+        },
+        now,
+    )
+}
+
+/// The time as the status writes it.
+pub fn rfc3339(t: cnpg_core::time::Timestamp) -> String {
+    jiff::Timestamp::from_millisecond(t.0 as i64)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// The Backup schedule `sb` creates, named `name`: its cluster, target, method and online
+/// settings, labelled with the cluster and the schedule (upstream's
+/// `cnpg.io/scheduled-backup`). Owner references are the host's (Kubernetes only).
+pub fn scheduled(sb: &ScheduledBackup, name: &str) -> Backup {
+    let mut b = Backup::new(
+        name,
+        cnpg_core::api::backup::BackupSpec {
+            cluster: sb.spec.cluster.clone(),
+            target: sb.spec.target,
+            method: sb.spec.method,
+            plugin_configuration: sb.spec.plugin_configuration.clone(),
+            online: sb.spec.online,
+            online_configuration: sb.spec.online_configuration.clone(),
+        },
+    );
+    b.metadata.namespace = sb.metadata.namespace.clone();
+    b.metadata.labels = Some(
+        [
+            (
+                cnpg_core::naming::LABEL_CLUSTER.to_owned(),
+                sb.spec.cluster.name.clone(),
+            ),
+            (
+                "cnpg.io/scheduled-backup".to_owned(),
+                sb.metadata.name.clone().unwrap_or_default(),
+            ),
+        ]
+        .into(),
+    );
+    b
 }
 
 #[cfg(test)]

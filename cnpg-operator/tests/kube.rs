@@ -946,6 +946,20 @@ async fn rbac_grants_exactly_what_the_code_uses() {
     );
     orphan.metadata.namespace = Some(NS.into());
     w.fake.put(&orphan);
+    // A ScheduledBackup with `immediate`: its first Backup is created at once, owned by
+    // the Cluster.
+    let mut daily = cnpg_core::api::backup::ScheduledBackup::new(
+        "daily",
+        serde_json::from_value(json!({
+            "schedule": "0 0 0 * * *",
+            "immediate": true,
+            "backupOwnerReference": "cluster",
+            "cluster": {"name": "pg"}
+        }))
+        .expect("spec"),
+    );
+    daily.metadata.namespace = Some(NS.into());
+    w.fake.put(&daily);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let health = free_addr();
     let config = ControllerConfig {
@@ -999,6 +1013,30 @@ async fn rbac_grants_exactly_what_the_code_uses() {
         tick(&w).await;
         n += 1;
         assert!(n < 500, "the orphan Backup is not failed: {st:?}");
+    }
+    n = 0;
+    loop {
+        let sb: cnpg_core::api::backup::ScheduledBackup =
+            w.fake.get(NS, "daily").expect("the ScheduledBackup");
+        let last = sb.status.and_then(|s| s.last_schedule_time);
+        let made: Vec<String> = w
+            .fake
+            .names::<cnpg_core::api::backup::Backup>(NS)
+            .into_iter()
+            .filter(|b| b.starts_with("daily-"))
+            .collect();
+        if last.is_some() && made.len() == 1 {
+            let b: cnpg_core::api::backup::Backup = w.fake.get(NS, &made[0]).expect("made");
+            let owners = b.metadata.owner_references.unwrap_or_default();
+            assert!(
+                owners.iter().any(|o| o.kind == "Cluster" && o.name == "pg"),
+                "{owners:?}"
+            );
+            break;
+        }
+        tick(&w).await;
+        n += 1;
+        assert!(n < 500, "no scheduled Backup: {last:?} {made:?}");
     }
     let server: Secret = w.fake.get(NS, "pg-server").expect("server certificate");
     let expires = server.annotations()[cnpg_operator::kube::secrets::ANNOTATION_EXPIRATION].clone();

@@ -1175,6 +1175,85 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
         assert!(out.contains(line), "{line}:\n{out}");
     }
 
+    // Documents through `local apply`, as kubectl applies them: a ScheduledBackup whose
+    // only occurrence this year is long gone but with `immediate` (one backup now, and not
+    // a second after the operator restarts), and a Backup.
+    let docs = c.state.path().join("backups.yaml");
+    std::fs::write(
+        &docs,
+        "apiVersion: postgresql.cnpg.io/v1\nkind: ScheduledBackup\nmetadata: {name: yearly}\nspec:\n  schedule: \"0 0 0 1 1 *\"\n  immediate: true\n  target: primary\n  cluster: {name: arch}\n---\napiVersion: postgresql.cnpg.io/v1\nkind: Backup\nmetadata: {name: applied}\nspec:\n  cluster: {name: arch}\n",
+    )
+    .expect("documents");
+    let out = c.cnpg(&["local", "apply", "-f", docs.to_str().expect("utf-8")]);
+    assert!(
+        out.contains("scheduledbackup yearly created") && out.contains("backup applied created"),
+        "{out}"
+    );
+    let ended = |prefix: &str| -> Vec<String> {
+        std::fs::read_dir(c.root().join("backups"))
+            .expect("backups")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .filter(|n| {
+                std::fs::read_to_string(c.root().join("backups").join(n))
+                    .unwrap_or_default()
+                    .contains("\"phase\": \"completed\"")
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while ended("yearly-").is_empty() || ended("applied").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduled and the applied backups did not complete\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let sb = std::fs::read_to_string(c.root().join("scheduled-backups/yearly.json"))
+        .expect("the ScheduledBackup");
+    assert!(
+        sb.contains("\"lastScheduleTime\"") && sb.contains("\"nextScheduleTime\": \"20"),
+        "{sb}"
+    );
+    let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
+        .expect("operator.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    kill(operator);
+    std::thread::sleep(Duration::from_millis(300));
+    c.restart_operator();
+    c.wait_converged(None, T);
+    std::thread::sleep(Duration::from_secs(2));
+    let scheduled: Vec<_> = std::fs::read_dir(c.root().join("backups"))
+        .expect("backups")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("yearly-"))
+        .collect();
+    assert_eq!(scheduled.len(), 1, "one backup for one occurrence");
+    // A schedule that is not a six-field cron expression is refused, naming it, and
+    // nothing is written.
+    std::fs::write(
+        &docs,
+        "apiVersion: postgresql.cnpg.io/v1\nkind: ScheduledBackup\nmetadata: {name: wrong}\nspec:\n  schedule: \"0 0 * * *\"\n  cluster: {name: arch}\n",
+    )
+    .expect("documents");
+    let refused = Command::new(kubectl_cnpg())
+        .args(["local", "apply", "-f"])
+        .arg(&docs)
+        .arg("--state-dir")
+        .arg(c.state.path())
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("0 0 * * *"),
+        "{err}"
+    );
+    assert!(!c.root().join("scheduled-backups/wrong.json").exists());
+
     // The store becomes unreachable: archiving fails, says so at once with the
     // archiver's own error, keeps the WAL, and a backup waits instead of starting.
     s3.stop();

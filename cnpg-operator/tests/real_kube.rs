@@ -1197,6 +1197,52 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         },
     )
     .await;
+    // A ScheduledBackup with `immediate`: its first Backup is made and run at once.
+    let daily: cnpg_core::api::backup::ScheduledBackup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "ScheduledBackup",
+        "metadata": {"name": "daily"},
+        "spec": {"schedule": "0 0 0 * * *", "immediate": true, "cluster": {"name": "cluster-sync"}}
+    }))
+    .expect("a ScheduledBackup");
+    Api::<cnpg_core::api::backup::ScheduledBackup>::namespaced(admin.clone(), &ns)
+        .create(&Default::default(), &daily)
+        .await
+        .expect("create the ScheduledBackup");
+    let backups = Api::<cnpg_core::api::backup::Backup>::namespaced(admin.clone(), &ns);
+    wait_for(
+        "the scheduled backup completed",
+        Duration::from_secs(300),
+        op,
+        || async {
+            let all = backups
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let phases: Vec<(String, Option<String>)> = all
+                .items
+                .iter()
+                .filter(|b| {
+                    b.metadata
+                        .name
+                        .as_deref()
+                        .unwrap_or("")
+                        .starts_with("daily-")
+                })
+                .map(|b| {
+                    (
+                        b.metadata.name.clone().unwrap_or_default(),
+                        b.status.clone().and_then(|s| s.phase),
+                    )
+                })
+                .collect();
+            match phases.as_slice() {
+                [(_, Some(p))] if p == "completed" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     // Without an object store the archive's configuration goes, with the credentials it
     // held (the operator's own RBAC lets it delete a Secret), and so does the condition.
     patch_spec(&admin, &ns, serde_json::json!({ "backup": null })).await;

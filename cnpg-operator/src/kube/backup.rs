@@ -9,12 +9,15 @@
 //! When it ends, the Cluster's status gets upstream's backup fields and the
 //! `LastBackupSucceeded` condition, from every ended Backup of that cluster — written
 //! before the Backup's own end, so a conflict on the Cluster only means asking again.
+//!
+//! ScheduledBackups ([`reconcile_schedule`]) create those Backups when
+//! [`cnpg_core::schedule::decide`] says one is due, and sleep until the next occurrence.
 
 use super::platform::KubePlatform;
 use crate::backup as b;
 use crate::platform::PlatformError;
 use cnpg_core::api::Cluster;
-use cnpg_core::api::backup::{Backup, BackupStatus};
+use cnpg_core::api::backup::{Backup, BackupOwnerReference, BackupStatus, ScheduledBackup};
 use cnpg_core::reconcile::EventType;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -278,4 +281,95 @@ async fn record_on_cluster(
         .map_err(api_err(format!(
             "recording backup {name} on cluster {cluster_name}"
         )))
+}
+
+/// One step of one ScheduledBackup: when due, its Backup is created (owned as
+/// `backupOwnerReference` says; one already there of that name is the same occurrence) and
+/// the occurrence recorded in its status; then it sleeps until the next occurrence.
+pub async fn reconcile_schedule(
+    sb: &ScheduledBackup,
+    platform: &KubePlatform,
+) -> Result<Action, PlatformError> {
+    use cnpg_core::schedule::Decision;
+    let client = platform.client().clone();
+    let ns = sb.namespace().unwrap_or_else(|| "default".into());
+    let name = sb.name_any();
+    let now = crate::clock::now();
+    let before = sb.status.clone().unwrap_or_default();
+    let mut st = before.clone();
+    let object = sb.object_ref(&());
+    let wake = match b::schedule_decision(sb, now) {
+        Ok(Decision::Create {
+            at,
+            name: backup_name,
+            reason,
+            next,
+        }) => {
+            let mut backup = b::scheduled(sb, &backup_name);
+            backup.metadata.namespace = Some(ns.clone());
+            backup.metadata.owner_references = match sb.spec.backup_owner_reference {
+                BackupOwnerReference::None => None,
+                BackupOwnerReference::SelfRef => sb.controller_owner_ref(&()).map(|o| vec![o]),
+                BackupOwnerReference::Cluster => Api::<Cluster>::namespaced(client.clone(), &ns)
+                    .get_opt(&sb.spec.cluster.name)
+                    .await
+                    .map_err(api_err(format!("reading cluster {}", sb.spec.cluster.name)))?
+                    .and_then(|c| c.controller_owner_ref(&()))
+                    .map(|o| vec![o]),
+            };
+            match Api::<Backup>::namespaced(client.clone(), &ns)
+                .create(&Default::default(), &backup)
+                .await
+            {
+                Ok(_) => {
+                    platform
+                        .event_on(
+                            &object,
+                            EventType::Normal,
+                            "BackupSchedule",
+                            &format!("created Backup {backup_name}: {reason}"),
+                        )
+                        .await
+                }
+                // The same occurrence, created before its status was recorded.
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(api_err(format!("creating backup {backup_name}"))(e)),
+            }
+            st.last_schedule_time = Some(b::rfc3339(at));
+            st.next_schedule_time = Some(b::rfc3339(next));
+            Some(next)
+        }
+        Ok(Decision::Wait { next }) => {
+            st.next_schedule_time = Some(b::rfc3339(next));
+            Some(next)
+        }
+        Ok(Decision::Suspended) => {
+            st.next_schedule_time = None;
+            None
+        }
+        Err(why) => {
+            platform
+                .event_on(&object, EventType::Warning, "InvalidSchedule", &why)
+                .await;
+            None
+        }
+    };
+    if st != before {
+        st.last_check_time = Some(b::rfc3339(now));
+        Api::<ScheduledBackup>::namespaced(client, &ns)
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": st })),
+            )
+            .await
+            .map_err(api_err(format!(
+                "writing the status of scheduledbackup {name}"
+            )))?;
+    }
+    Ok(match wake {
+        // Waking a little late is harmless (the occurrence is then due); early, a no-op.
+        Some(next) => Action::requeue(next.since(now).max(Duration::from_millis(500))),
+        None => Action::await_change(),
+    })
 }

@@ -1,6 +1,6 @@
 //! The operator process on Kubernetes: a kube-rs controller for Clusters, woken by changes
 //! of the Pods, PVCs, Services, PodDisruptionBudgets and Secrets they own, and one for
-//! Backups ([`super::backup`]), both gated on a Lease so that only one of several operator
+//! Backups and ScheduledBackups ([`super::backup`]), all gated on a Lease so that only one of several operator
 //! replicas acts; health, readiness and metrics over HTTP;
 //! a graceful shutdown that lets the reconcile in flight finish and releases the Lease.
 //!
@@ -11,7 +11,7 @@ use super::platform::KubePlatform;
 use crate::clock::now;
 use crate::platform::{PlatformError, reconcile_cluster};
 use cnpg_core::api::Cluster;
-use cnpg_core::api::backup::Backup;
+use cnpg_core::api::backup::{Backup, ScheduledBackup};
 use cnpg_instance::lease::{Attempt, LeaseLock};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -113,6 +113,22 @@ async fn reconcile_backup(backup: Arc<Backup>, ctx: Arc<Ctx>) -> Result<Action, 
         }
         other => other,
     }
+}
+
+async fn reconcile_schedule(
+    sb: Arc<ScheduledBackup>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, PlatformError> {
+    super::backup::reconcile_schedule(&sb, &ctx.platform).await
+}
+
+fn schedule_error_policy(sb: Arc<ScheduledBackup>, e: &PlatformError, ctx: Arc<Ctx>) -> Action {
+    ctx.metrics.failures.inc();
+    tracing::warn!(
+        schedule = sb.metadata.name.as_deref().unwrap_or(""),
+        "reconcile failed: {e}"
+    );
+    Action::requeue(Duration::from_secs(5))
 }
 
 fn backup_error_policy(backup: Arc<Backup>, e: &PlatformError, ctx: Arc<Ctx>) -> Action {
@@ -304,14 +320,25 @@ pub async fn run(
             }
         });
     let backups = Controller::new(owned::<Backup>(&client, ns), watcher::Config::default())
-        .graceful_shutdown_on(halted(halt_rx))
-        .run(reconcile_backup, backup_error_policy, ctx)
+        .graceful_shutdown_on(halted(halt_rx.clone()))
+        .run(reconcile_backup, backup_error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!("backup controller: {e}");
             }
         });
-    futures::join!(clusters, backups);
+    let schedules = Controller::new(
+        owned::<ScheduledBackup>(&client, ns),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(halted(halt_rx))
+    .run(reconcile_schedule, schedule_error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!("scheduled backup controller: {e}");
+        }
+    });
+    futures::join!(clusters, backups, schedules);
     renewer.abort();
     ready.store(false, Ordering::Relaxed);
     if let Some(h) = health {

@@ -28,8 +28,14 @@ pub type Permission = (&'static str, &'static str, &'static [&'static str]);
 pub const OPERATOR_PERMISSIONS: &[Permission] = &[
     ("postgresql.cnpg.io", "clusters", &["get", "list", "watch"]),
     ("postgresql.cnpg.io", "clusters/status", &["patch"]),
-    ("postgresql.cnpg.io", "backups", &["list", "watch"]),
+    (
+        "postgresql.cnpg.io",
+        "backups",
+        &["list", "watch", "create"],
+    ),
     ("postgresql.cnpg.io", "backups/status", &["patch"]),
+    ("postgresql.cnpg.io", "scheduledbackups", &["list", "watch"]),
+    ("postgresql.cnpg.io", "scheduledbackups/status", &["patch"]),
     (
         "",
         "pods",

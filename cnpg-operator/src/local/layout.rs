@@ -76,6 +76,10 @@ impl Layout {
     pub fn backups(&self) -> PathBuf {
         self.root.join("backups")
     }
+    /// `ScheduledBackup` documents (`local apply -f`), with their status.
+    pub fn scheduled_backups(&self) -> PathBuf {
+        self.root.join("scheduled-backups")
+    }
     /// A request to destroy one replica (`kubectl-cnpg destroy`).
     pub fn destroy_request(&self) -> PathBuf {
         self.root.join("requests").join("destroy")

@@ -13,6 +13,7 @@
 //! [`operator::LocalOperator`] is the loop (`kubectl-cnpg local up`); the plugin's other
 //! commands read [`layout::StatusFile`] and leave requests in the layout for it.
 
+pub mod apply;
 pub mod layout;
 pub mod operator;
 pub mod process;

@@ -631,6 +631,7 @@ impl LocalOperator {
         }
         self.update_routes();
         self.write_view(&policy);
+        self.run_schedules();
         self.run_backups(&observed).await;
         self.write_status(&plan.phase, &plan.phase_reason, &observed);
         plan.phase
@@ -699,6 +700,73 @@ impl LocalOperator {
         self.backup_summary = store.is_some().then(|| {
             cnpg_core::backup::Summary::of(ended.iter().map(|(p, at)| (p.as_str(), at.as_str())))
         });
+    }
+
+    /// The ScheduledBackup controller of the local platform: each schedule due creates its
+    /// Backup in `backups/` (which [`Self::run_backups`] runs) and records the occurrence;
+    /// a Backup of that name already there is the same occurrence, never a second one.
+    fn run_schedules(&mut self) {
+        use cnpg_core::api::backup::{ScheduledBackup, ScheduledBackupStatus};
+        use cnpg_core::schedule::Decision;
+        let Ok(entries) = std::fs::read_dir(self.layout.scheduled_backups()) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        let now_ms = now();
+        for path in files {
+            let Some(mut sb) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<ScheduledBackup>(&t).ok())
+            else {
+                continue;
+            };
+            let name = sb.metadata.name.clone().unwrap_or_default();
+            let before = sb.status.clone();
+            let mut st = before
+                .clone()
+                .unwrap_or_else(ScheduledBackupStatus::default);
+            match crate::backup::schedule_decision(&sb, now_ms) {
+                Ok(Decision::Create {
+                    at,
+                    name: backup,
+                    reason,
+                    next,
+                }) => {
+                    let file = self.layout.backups().join(format!("{backup}.json"));
+                    if !file.exists() {
+                        let b = crate::backup::scheduled(&sb, &backup);
+                        let _ = std::fs::create_dir_all(self.layout.backups());
+                        save_backup(&file, &b);
+                        self.event(format!(
+                            "ScheduledBackup {name} created Backup {backup}: {reason}"
+                        ));
+                    }
+                    st.last_schedule_time = Some(crate::backup::rfc3339(at));
+                    st.next_schedule_time = Some(crate::backup::rfc3339(next));
+                }
+                Ok(Decision::Wait { next }) => {
+                    st.next_schedule_time = Some(crate::backup::rfc3339(next));
+                }
+                Ok(Decision::Suspended) => st.next_schedule_time = None,
+                Err(why) => {
+                    if self.events.back().is_none_or(|e| !e.contains(&why)) {
+                        self.event(format!("ScheduledBackup {name}: {why}"));
+                    }
+                }
+            }
+            if Some(&st) != before.as_ref() {
+                st.last_check_time = Some(crate::backup::rfc3339(now_ms));
+                sb.status = Some(st);
+                if let Ok(text) = serde_json::to_string_pretty(&sb) {
+                    let _ = write_atomically(&path, &text);
+                }
+            }
+        }
     }
 
     /// One step of one Backup: refused, waiting, started on the chosen instance, or

@@ -146,29 +146,18 @@ pub(crate) fn local(
         LocalCommand::Apply {
             file,
             state_dir: sd,
-        } => {
-            let cluster = match load_manifest(&file) {
-                Ok(c) => c,
-                Err(e) => {
-                    writeln!(err, "error: {}: {e}", file.display())?;
-                    return Ok(1);
+        } => match crate::local::apply::apply_file(&state_dir(sd), &file) {
+            Ok(done) => {
+                for line in done {
+                    writeln!(out, "{line}")?;
                 }
-            };
-            let name = cluster.metadata.name.clone().unwrap_or_default();
-            let layout = Layout::new(&state_dir(sd), &name);
-            if !layout.root.exists() {
-                writeln!(
-                    err,
-                    "error: no local cluster {name} in {}; start it with local up",
-                    layout.root.display()
-                )?;
-                return Ok(1);
+                Ok(0)
             }
-            let text = std::fs::read_to_string(&file)?;
-            cnpg_instance::view::write_atomically(&layout.manifest(), &text)?;
-            writeln!(out, "applied {} to {name}", file.display())?;
-            Ok(0)
-        }
+            Err(e) => {
+                writeln!(err, "error: {}: {e}", file.display())?;
+                Ok(1)
+            }
+        },
         LocalCommand::Down {
             cluster,
             state_dir: sd,
