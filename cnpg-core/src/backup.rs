@@ -8,6 +8,7 @@
 //! the primary.
 
 use crate::status::InstanceStatus;
+use crate::time::Timestamp;
 
 /// Where the chosen backup runs, and why there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +123,116 @@ impl Summary {
             (ok, failed) => Some(ok > failed),
         }
     }
+}
+
+/// `spec.backup.retentionPolicy` (`30d`, `4w`, `6m`) as a length of time; a month is 30
+/// days here.
+pub fn retention_window(policy: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!(
+            "retentionPolicy {policy:?}: write a number of days, weeks or months such as 30d, 4w or 6m"
+        )
+    };
+    let (n, unit) = policy.split_at(policy.len().saturating_sub(1));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let days = match unit {
+        "d" => n,
+        "w" => n * 7,
+        "m" => n * 30,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(days * 86_400))
+}
+
+/// One backup in the store, as retention sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalogued {
+    /// Its backup ID.
+    pub id: String,
+    /// `DONE` (usable), anything else (failed, or still running).
+    pub done: bool,
+    /// When it ended (or, for one that did not, began).
+    pub end: Timestamp,
+    /// The first WAL segment it needs.
+    pub begin_wal: String,
+}
+
+/// What a recovery window keeps and deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Backups to delete, with why.
+    pub delete: Vec<(String, String)>,
+    /// Backups kept.
+    pub keep: Vec<String>,
+    /// WAL segments named before this one (the oldest kept backup's first) are needed by
+    /// no kept backup and go; `None`: no WAL goes.
+    pub wal_before: Option<String>,
+}
+
+/// barman's recovery window: every point of the last `window` must stay recoverable, so
+/// every completed backup that ended inside it is kept, and so is the newest one that
+/// ended before it (recovering to the window's first moment starts there). Older completed
+/// backups go, as do failed ones that ended before the window; WAL older than the first
+/// segment of the oldest kept backup goes with them — never what a kept backup needs. With
+/// no completed backup nothing goes at all.
+pub fn retention(backups: &[Catalogued], window: std::time::Duration, now: Timestamp) -> Retention {
+    let start = Timestamp(now.0.saturating_sub(window.as_millis() as u64));
+    let mut done: Vec<&Catalogued> = backups.iter().filter(|b| b.done).collect();
+    done.sort_by_key(|b| b.end);
+    let mut out = Retention {
+        delete: Vec::new(),
+        keep: Vec::new(),
+        wal_before: None,
+    };
+    if done.is_empty() {
+        out.keep = backups.iter().map(|b| b.id.clone()).collect();
+        return out;
+    }
+    // The newest completed backup that ended before the window starts, if any.
+    let anchor = done
+        .iter()
+        .rev()
+        .find(|b| b.end < start)
+        .map(|b| b.id.clone());
+    for b in &done {
+        if b.end >= start || Some(&b.id) == anchor.as_ref() {
+            out.keep.push(b.id.clone());
+        } else {
+            out.delete.push((
+                b.id.clone(),
+                format!(
+                    "older than the recovery window, and {} is enough to recover to its start",
+                    anchor.clone().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    for b in backups.iter().filter(|b| !b.done) {
+        if b.end < start {
+            out.delete.push((
+                b.id.clone(),
+                "not completed, and older than the recovery window".into(),
+            ));
+        } else {
+            out.keep.push(b.id.clone());
+        }
+    }
+    out.wal_before = done
+        .iter()
+        .find(|b| out.keep.contains(&b.id))
+        .map(|b| b.begin_wal.clone())
+        .filter(|w| !w.is_empty());
+    out
+}
+
+/// Whether archived WAL object `name` (a segment, possibly `.partial`/`.backup`, not a
+/// history file) is older than `before` and so needed by no kept backup.
+pub fn wal_obsolete(name: &str, before: &str) -> bool {
+    let base = name.split('.').next().unwrap_or(name);
+    base.len() == 24 && !name.contains(".history") && base < before
 }
 
 /// Upstream's `ContinuousArchiving` condition, read from the primary's report.
@@ -241,6 +352,54 @@ mod tests {
         );
         assert_eq!(s.last_succeeded(), Some(false));
         assert_eq!(Summary::default().last_succeeded(), None);
+    }
+
+    #[test]
+    fn a_recovery_window_keeps_what_recovers_every_point_in_it() {
+        let day = 86_400_000u64;
+        let b = |id: &str, done: bool, days_ago: u64, wal: &str| Catalogued {
+            id: id.into(),
+            done,
+            end: Timestamp(100 * day - days_ago * day),
+            begin_wal: wal.into(),
+        };
+        let all = [
+            b("a", true, 40, "000000010000000000000002"),
+            b("b", true, 35, "000000010000000000000005"),
+            b("c", false, 33, "000000010000000000000006"),
+            b("d", true, 20, "000000020000000000000009"),
+            b("e", true, 1, "00000002000000000000000C"),
+        ];
+        let window = retention_window("30d").expect("30 days");
+        let r = retention(&all, window, Timestamp(100 * day));
+        let gone: Vec<&str> = r.delete.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(gone, ["a", "c"]);
+        assert_eq!(r.keep, ["b", "d", "e"]);
+        assert_eq!(r.wal_before.as_deref(), Some("000000010000000000000005"));
+        assert!(wal_obsolete(
+            "000000010000000000000004",
+            "000000010000000000000005"
+        ));
+        assert!(wal_obsolete(
+            "000000010000000000000004.partial",
+            "000000010000000000000005"
+        ));
+        assert!(!wal_obsolete(
+            "000000010000000000000005",
+            "000000010000000000000005"
+        ));
+        assert!(!wal_obsolete(
+            "00000001.history",
+            "000000010000000000000005"
+        ));
+        // Nothing completed: nothing goes.
+        let r = retention(&all[2..3], window, Timestamp(100 * day));
+        assert!(r.delete.is_empty() && r.wal_before.is_none());
+        assert_eq!(
+            retention_window("4w"),
+            Ok(std::time::Duration::from_secs(28 * 86_400))
+        );
+        assert!(retention_window("0d").is_err() && retention_window("30x").is_err());
     }
 
     #[test]

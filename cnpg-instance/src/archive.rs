@@ -100,6 +100,9 @@ pub struct ArchiveConfig {
     /// `data`: how base backups are written ([`crate::backup`]).
     #[serde(default)]
     pub data: DataConfig,
+    /// `spec.backup.retentionPolicy` (`30d`): enforced after each completed backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_policy: Option<String>,
 }
 
 /// Base backups' settings (`barmanObjectStore.data`).
@@ -599,6 +602,7 @@ mod tests {
                 region: Some("us-east-1".into()),
             }),
             data: DataConfig::default(),
+            retention_policy: None,
         };
         let dest = Destination::open(&config).expect("opens");
         assert_eq!(

@@ -276,6 +276,9 @@ pub enum BackupError {
     /// Something this backup does not handle.
     #[error("{0}")]
     Unsupported(String),
+    /// Bad input (a retention policy that is not one).
+    #[error("{0}")]
+    Input(String),
     /// A `backup.info` that cannot be read.
     #[error("backup {id}: backup.info: {why}")]
     Info {
@@ -860,9 +863,121 @@ pub async fn list(
     Ok(out)
 }
 
+/// What [`apply_retention`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Backups deleted, with why.
+    pub backups: Vec<(String, String)>,
+    /// Backups kept.
+    pub kept: Vec<String>,
+    /// WAL objects deleted.
+    pub wal: usize,
+}
+
+/// barman's `end_time`/`begin_time` (`2026-12-01 14:34:33.975620+00:00`) as a timestamp.
+fn barman_time(t: &str) -> Option<cnpg_core::time::Timestamp> {
+    t.trim()
+        .replacen(' ', "T", 1)
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| cnpg_core::time::Timestamp(t.as_millisecond().max(0) as u64))
+}
+
+/// Enforces the recovery window `policy` (`30d`, ...) at `now` on `cfg`'s destination, as
+/// [`cnpg_core::backup::retention`] decides: each obsolete backup goes `backup.info`
+/// first (so nothing half deleted is ever listed as usable), then its data; then the WAL
+/// no kept backup needs. A `backup.info` that cannot be read keeps its backup.
+pub async fn apply_retention(
+    cfg: &ArchiveConfig,
+    policy: &str,
+    now: cnpg_core::time::Timestamp,
+) -> Result<Pruned, BackupError> {
+    use futures::{StreamExt, TryStreamExt};
+    let window = cnpg_core::backup::retention_window(policy).map_err(BackupError::Input)?;
+    let dest = Destination::open(cfg)?;
+    let catalogue: Vec<cnpg_core::backup::Catalogued> = list(cfg)
+        .await?
+        .into_iter()
+        .flatten()
+        .map(|b| cnpg_core::backup::Catalogued {
+            done: b.status == "DONE",
+            end: b
+                .end_time
+                .as_deref()
+                .or(b.begin_time.as_deref())
+                .and_then(barman_time)
+                .unwrap_or(now),
+            begin_wal: b.begin_wal.clone().unwrap_or_default(),
+            id: b.backup_id,
+        })
+        .collect();
+    let decision = cnpg_core::backup::retention(&catalogue, window, now);
+    let store = dest.store().clone();
+    let delete = |key: ObjectPath| {
+        let store = store.clone();
+        let shown = dest.display(key.as_ref());
+        async move {
+            store
+                .delete(&key)
+                .await
+                .map_err(store_err("deleting", shown))
+        }
+    };
+    for (id, _) in &decision.delete {
+        let dir = ObjectPath::from(base_dir(&dest, id));
+        delete(ObjectPath::from(format!(
+            "{}/backup.info",
+            base_dir(&dest, id)
+        )))
+        .await?;
+        let rest: Vec<ObjectPath> = store
+            .list(Some(&dir))
+            .map_ok(|o| o.location)
+            .try_collect()
+            .await
+            .map_err(store_err("listing", dest.display(dir.as_ref())))?;
+        futures::stream::iter(rest.into_iter().map(delete))
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    let mut wal = 0;
+    if let Some(before) = &decision.wal_before {
+        let old: Vec<ObjectPath> = dest
+            .list_wal()
+            .await?
+            .into_iter()
+            .filter(|k| {
+                let name = k.rsplit('/').next().unwrap_or(k);
+                cnpg_core::backup::wal_obsolete(name, before)
+            })
+            .map(ObjectPath::from)
+            .collect();
+        wal = old.len();
+        futures::stream::iter(old.into_iter().map(delete))
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    Ok(Pruned {
+        backups: decision.delete,
+        kept: decision.keep,
+        wal,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn barmans_times_read_as_timestamps() {
+        let t = barman_time("2026-12-01 14:34:33.975620+00:00").expect("a time");
+        assert_eq!(
+            t,
+            barman_time("2026-12-01T14:34:33.975620Z").expect("RFC 3339 too")
+        );
+    }
 
     /// What barman-cloud-backup 3.4 wrote for a backup of a PostgreSQL 15 (trimmed of
     /// nothing): we read it, and write the same fields the same way.

@@ -158,6 +158,10 @@ impl BackupJobs {
             match out {
                 Ok(o) if o.status.success() && ended => {
                     tracing::info!(backup = %name, id = %last.backup_id, "base backup completed");
+                    // What the retention policy did after it, or why it could not.
+                    for line in String::from_utf8_lossy(&o.stderr).lines() {
+                        tracing::info!(backup = %name, "{}", line.trim());
+                    }
                 }
                 other => {
                     let why = match other {

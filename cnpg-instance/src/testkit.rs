@@ -696,6 +696,7 @@ impl S3Server {
                 region: Some("us-east-1".into()),
             }),
             data: crate::archive::DataConfig::default(),
+            retention_policy: None,
         }
     }
 }

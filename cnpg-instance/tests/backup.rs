@@ -290,6 +290,96 @@ async fn backups_of_primary_and_standby_are_restored_by_barman_cloud_and_theirs_
         );
     }
 
+    // Retention (a recovery window of a day): today everything is inside it and stays;
+    // two days on, only the newest backup (barman's) is needed to recover to the window's
+    // start, and the WAL before its first segment goes — never its own.
+    let retention = |now: jiff::Timestamp| {
+        let mut cmd = as_postgres(&h, cloud());
+        cmd.args([
+            "retention",
+            "--policy",
+            "1d",
+            "--now",
+            &now.to_string(),
+            "--config",
+        ])
+        .arg(&cfg_path);
+        cmd
+    };
+    let said = run(
+        &mut retention(jiff::Timestamp::now()),
+        "cnpg-cloud retention",
+    )
+    .await;
+    assert_eq!(
+        cnpg_instance::backup::list(&cfg).await.expect("list").len(),
+        3,
+        "{said}"
+    );
+    let wal_before = cnpg_instance::archive::Destination::open(&cfg)
+        .expect("archive")
+        .list_wal()
+        .await
+        .expect("wal");
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+    let out = retention(later).output().await.expect("runs");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    let left: Vec<BackupInfo> = cnpg_instance::backup::list(&cfg)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|b| b.expect("readable"))
+        .collect();
+    assert_eq!(
+        left.iter()
+            .map(|b| b.backup_name.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["by-barman"],
+        "{said}"
+    );
+    let keep_from = left[0].begin_wal.clone().expect("begin_wal");
+    let wal_after = cnpg_instance::archive::Destination::open(&cfg)
+        .expect("archive")
+        .list_wal()
+        .await
+        .expect("wal");
+    let segment = |k: &String| {
+        k.rsplit('/')
+            .next()
+            .unwrap_or(k)
+            .split('.')
+            .next()
+            .unwrap_or(k)
+            .to_owned()
+    };
+    assert!(
+        wal_after
+            .iter()
+            .all(|k| k.contains(".history") || segment(k) >= keep_from),
+        "{wal_after:?}"
+    );
+    assert!(
+        wal_after.iter().any(|k| segment(k) == keep_from),
+        "{wal_after:?}"
+    );
+    assert!(wal_after.len() < wal_before.len(), "{said}");
+    // barman-cloud agrees: one backup.
+    let listed = run(
+        as_postgres(&h, "barman-cloud-backup-list").args([
+            "--endpoint-url",
+            &s3.endpoint,
+            "s3://backups/cnpg",
+            "pg",
+        ]),
+        "barman-cloud-backup-list",
+    )
+    .await;
+    assert!(
+        !listed.contains(&first.backup_id) && !listed.contains(&second.backup_id),
+        "{listed}"
+    );
+
     // Through the instance manager, as the operator asks: started once whatever the
     // number of asks, followed to its end, and a bad name refused.
     let sp = h.instances["pg-2"].status_port;

@@ -1059,7 +1059,7 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
     let mut s3 = cnpg_instance::testkit::S3Server::start();
     s3.create_bucket("local-archive");
     let spec = format!(
-        "  backup:\n    barmanObjectStore:\n      destinationPath: s3://local-archive/here\n      endpointURL: {}\n      s3Credentials:\n        accessKeyId: {{name: creds, key: ID}}\n        secretAccessKey: {{name: creds, key: SECRET}}\n        region: {{name: creds, key: REGION}}\n      wal: {{compression: gzip, maxParallel: 2}}\n      data: {{compression: gzip, immediateCheckpoint: true}}\n",
+        "  backup:\n    barmanObjectStore:\n      destinationPath: s3://local-archive/here\n      endpointURL: {}\n      s3Credentials:\n        accessKeyId: {{name: creds, key: ID}}\n        secretAccessKey: {{name: creds, key: SECRET}}\n        region: {{name: creds, key: REGION}}\n      wal: {{compression: gzip, maxParallel: 2}}\n      data: {{compression: gzip, immediateCheckpoint: true}}\n    retentionPolicy: 30d\n",
         s3.endpoint
     );
     let docs = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {ID: local-key, SECRET: local-secret-key, REGION: us-east-1}\n";
@@ -1153,6 +1153,11 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
             ("on-primary".into(), "DONE".into())
         ]
     );
+    // The retention policy ran after each backup, on the instance that took it (nothing
+    // is older than 30 days: everything stays).
+    let log =
+        std::fs::read_to_string(c.root().join("instances/arch-2/manager.log")).unwrap_or_default();
+    assert!(log.contains("retention 30d: kept 1 backup(s)"), "{log}");
     let saved =
         std::fs::read_to_string(c.root().join("backups").join("nightly.json")).expect("the Backup");
     for field in [

@@ -5,6 +5,9 @@
 //! - `backup`: a base backup of the local instance (`cnpg_instance::backup`), started by
 //!   the instance manager when the operator asks for one.
 //! - `backup-list`: the backups in the store, as `barman-cloud-backup-list` lists them.
+//! - `retention`: enforces the recovery window (`retentionPolicy`), as
+//!   `barman-cloud-backup-delete --retention-policy` does; `backup` runs it after each
+//!   completed backup when the configuration has a policy.
 //!
 //! A program of its own, installed beside `cnpg-instance`, so that the object-store client
 //! is never loaded into the instance manager.
@@ -60,6 +63,18 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         status: Option<PathBuf>,
     },
+    /// Delete the backups and WAL a recovery window no longer needs.
+    Retention {
+        /// The archive configuration (JSON).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The window (`30d`, `4w`, `6m`; default: the configuration's retentionPolicy).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Judge as at this time (RFC 3339; default: now), to see what a policy will do.
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
+    },
     /// List the base backups in the object store.
     BackupList {
         /// The archive configuration (JSON).
@@ -112,6 +127,14 @@ fn main() -> ExitCode {
             )
         }
         Command::BackupList { config, json } => ("backup-list".to_owned(), list(&config, json)),
+        Command::Retention {
+            config,
+            policy,
+            now,
+        } => (
+            "retention".to_owned(),
+            retention(&config, policy, now.as_deref()),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,6 +182,13 @@ fn take_backup(config: &Path, req: &backup::Request, status: Option<&Path>) -> R
     match result {
         Ok(info) => {
             println!("{}", serde_json::to_string(&info).unwrap_or_default());
+            // The window moves with each backup; a failure to prune does not fail the
+            // backup, which is in the store and usable.
+            if let Some(policy) = &cfg.retention_policy
+                && let Err(e) = prune(&cfg, policy, cnpg_core::time::Timestamp(now_ms()))
+            {
+                eprintln!("warning: retention {policy}: {e}");
+            }
             Ok(())
         }
         Err(e) => {
@@ -175,6 +205,45 @@ fn take_backup(config: &Path, req: &backup::Request, status: Option<&Path>) -> R
             Err(e.to_string())
         }
     }
+}
+
+fn now_ms() -> u64 {
+    jiff::Timestamp::now().as_millisecond().max(0) as u64
+}
+
+/// Applies `policy` at `now` and says what went.
+fn prune(cfg: &ArchiveConfig, policy: &str, now: cnpg_core::time::Timestamp) -> Result<(), String> {
+    let done = runtime()
+        .map_err(|e| e.to_string())?
+        .block_on(backup::apply_retention(cfg, policy, now))
+        .map_err(|e| e.to_string())?;
+    for (id, why) in &done.backups {
+        eprintln!("retention {policy}: deleted backup {id}: {why}");
+    }
+    eprintln!(
+        "retention {policy}: kept {} backup(s) ({}), deleted {} and {} WAL file(s)",
+        done.kept.len(),
+        done.kept.join(", "),
+        done.backups.len(),
+        done.wal
+    );
+    Ok(())
+}
+
+fn retention(config: &Path, policy: Option<String>, now: Option<&str>) -> Result<(), String> {
+    let cfg = read_config(config).map_err(|e| e.to_string())?;
+    let policy = policy
+        .or_else(|| cfg.retention_policy.clone())
+        .ok_or("no --policy, and the configuration has no retentionPolicy")?;
+    let now = match now {
+        Some(t) => t
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| format!("--now {t:?}: {e}"))?
+            .as_millisecond()
+            .max(0) as u64,
+        None => now_ms(),
+    };
+    prune(&cfg, &policy, cnpg_core::time::Timestamp(now))
 }
 
 fn list(config: &Path, json: bool) -> Result<(), String> {

@@ -635,6 +635,11 @@ pub fn archive_config(
             jobs: data.jobs.unwrap_or(2).max(1) as usize,
             immediate_checkpoint: data.immediate_checkpoint.unwrap_or(false),
         },
+        retention_policy: c
+            .spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.retention_policy.clone()),
     };
     // Checked here, where the user sees the error, not first in an archive_command.
     cnpg_instance::archive::Destination::check(&config)
