@@ -1124,6 +1124,7 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
         "on-primary",
         "--backup-target",
         "primary",
+        "--immediate-checkpoint",
         "--wait",
         "300",
     ]);

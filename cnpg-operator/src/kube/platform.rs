@@ -173,7 +173,7 @@ pub fn serves_https(pod: &Pod) -> bool {
 }
 
 /// `GET https://<ip>:8000/pg/status` as the operator (each of its client certificates in
-/// turn, see [`as_operator`]): the status code and body, or why there is none.
+/// turn, as `as_operator` tries them): the status code and body, or why there is none.
 pub async fn read_status(
     ip: &str,
     ways: &[cnpg_instance::https::ClientTls],

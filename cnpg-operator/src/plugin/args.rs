@@ -130,6 +130,10 @@ pub enum Command {
         /// The method: only barmanObjectStore so far.
         #[arg(short, long, default_value = "barmanObjectStore", value_parser = ["barmanObjectStore"])]
         method: String,
+        /// Start with an immediate checkpoint instead of a spread one (default: the
+        /// cluster's barmanObjectStore.data.immediateCheckpoint).
+        #[arg(long)]
+        immediate_checkpoint: bool,
         /// Wait until it ends, at most this many seconds (an error when it fails).
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
         wait: Option<u64>,

@@ -154,6 +154,7 @@ pub async fn backup(
     access: &dyn ClusterAccess,
     name: Option<String>,
     target: Option<cnpg_core::api::common::BackupTarget>,
+    immediate_checkpoint: bool,
     wait: Option<std::time::Duration>,
     out: &mut dyn Write,
 ) -> Result<(), PluginError> {
@@ -181,7 +182,12 @@ pub async fn backup(
             method: Default::default(),
             plugin_configuration: None,
             online: None,
-            online_configuration: None,
+            online_configuration: immediate_checkpoint.then(|| {
+                cnpg_core::api::common::OnlineConfiguration {
+                    immediate_checkpoint: Some(true),
+                    ..Default::default()
+                }
+            }),
         },
     );
     b.metadata.labels = Some([("cnpg.io/cluster".to_owned(), cluster.clone())].into());

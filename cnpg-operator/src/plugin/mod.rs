@@ -153,6 +153,7 @@ where
             backup_name,
             backup_target,
             method: _,
+            immediate_checkpoint,
             wait,
             state_dir,
         } => block_on(async {
@@ -168,6 +169,7 @@ where
                 access.as_ref(),
                 backup_name,
                 target,
+                immediate_checkpoint,
                 wait.map(std::time::Duration::from_secs),
                 out,
             )
