@@ -448,3 +448,79 @@ async fn backups_of_primary_and_standby_are_restored_by_barman_cloud_and_theirs_
     assert!(err.contains("no-such-bucket"), "{err}");
     assert!(!err.contains("test-secret"), "{err}");
 }
+
+/// The store goes away in the middle of a backup: the backup gives up within its retries,
+/// saying which store, its status says FAILED, PostgreSQL is not left in backup mode, and
+/// the next backup, once the store is back (empty: moto keeps nothing), completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_lost_mid_backup_fails_it_and_the_next_one_completes() {
+    let mut s3 = S3Server::start();
+    s3.create_bucket("backups");
+    let mut cfg = config(&s3);
+    // No WAL archive here: the backup alone is under test.
+    cfg.data.compression = None;
+    let mut h = Harness::new("pg");
+    let cfg_path = h.root.path().join("archive.json");
+    cnpg_instance::tls::write_private(
+        &cfg_path,
+        &serde_json::to_string(&cfg).expect("json"),
+        h.run_as,
+    )
+    .expect("archive.json");
+    h.running_primary("pg-1").await;
+    let db = h.connect("pg-1").await;
+    // Enough data that the upload takes a while: random text does not shrink.
+    db.batch_execute(
+        "CREATE TABLE t AS SELECT g AS n, md5(random()::text) || md5(random()::text) AS pad \
+         FROM generate_series(1, 2000000) g",
+    )
+    .await
+    .expect("data");
+    let status = h.root.path().join("backup-status.json");
+    let i = &h.instances["pg-1"];
+    let child = as_postgres(&h, cloud())
+        .arg("backup")
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--pgdata")
+        .arg(&i.pgdata)
+        .arg("--socket-dir")
+        .arg(h.root.path().join("pg-1").join("run"))
+        .args([
+            "--port",
+            &i.port.to_string(),
+            "--name",
+            "cut-short",
+            "--status",
+        ])
+        .arg(&status)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cnpg-cloud runs");
+    let deadline = std::time::Instant::now() + T;
+    while !status.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s3.stop();
+    let out = tokio::time::timeout(T, child.wait_with_output())
+        .await
+        .expect("the backup gives up within its retries")
+        .expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it cannot have completed: {err}");
+    assert!(err.contains("127.0.0.1"), "says which store: {err}");
+    let info: BackupInfo =
+        serde_json::from_str(&std::fs::read_to_string(&status).expect("status")).expect("json");
+    assert_eq!(info.status, "FAILED", "{info:?}");
+    assert!(info.error.is_some(), "{info:?}");
+    // PostgreSQL is not left in backup mode: a new backup starts and completes.
+    s3.restart();
+    s3.create_bucket("backups");
+    let done = backup(&h, &cfg_path, "pg-1", "after").await;
+    assert_eq!(done.status, "DONE", "{done:?}");
+}

@@ -172,6 +172,21 @@ pub fn answer(
     }
 }
 
+/// How long a started Backup may go without its instance manager ever answering before
+/// it fails (the instance is gone, say, after a failover removed it).
+pub const NEVER_ANSWERED: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether a Backup started at `started_at` whose instance never reported on it (no
+/// backup ID yet) has waited longer than [`NEVER_ANSWERED`] at `now` (RFC 3339).
+pub fn never_answered(st: &BackupStatus, now: jiff::Timestamp) -> bool {
+    st.backup_id.is_none()
+        && st
+            .started_at
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .is_some_and(|t| now.duration_since(t).as_secs() >= NEVER_ANSWERED.as_secs() as i64)
+}
+
 /// An answer that is not a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -319,5 +334,14 @@ mod tests {
             answer("pg-2", Ok((400, "no archive".into()))),
             Err(Answer::Failed(_))
         ));
+        let mut waiting = BackupStatus {
+            started_at: Some("2026-12-01T10:00:00Z".into()),
+            ..Default::default()
+        };
+        let at = |t: &str| t.parse::<jiff::Timestamp>().expect("time");
+        assert!(!never_answered(&waiting, at("2026-12-01T10:04:00Z")));
+        assert!(never_answered(&waiting, at("2026-12-01T10:05:00Z")));
+        waiting.backup_id = Some("20261201T100000".into());
+        assert!(!never_answered(&waiting, at("2026-12-01T11:00:00Z")));
     }
 }

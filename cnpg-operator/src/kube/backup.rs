@@ -163,6 +163,15 @@ pub async fn reconcile_backup(
             }
         }
         Ok(None) => {}
+        Err(b::Answer::Retry(why)) if b::never_answered(&st, jiff::Timestamp::now()) => {
+            let why = format!(
+                "{instance} never answered in {} s: {why}",
+                b::NEVER_ANSWERED.as_secs()
+            );
+            b::fail(&mut st, why.clone());
+            record_on_cluster(&client, &cluster, &name, &st).await?;
+            event(EventType::Warning, "BackupFailed", why).await;
+        }
         Err(b::Answer::Retry(why)) => {
             tracing::info!(backup = %name, "asking {instance} again: {why}");
         }

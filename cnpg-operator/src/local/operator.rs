@@ -847,6 +847,14 @@ impl LocalOperator {
                     self.event(e);
                 }
             }
+            Err(b::Answer::Retry(why)) if b::never_answered(st, jiff::Timestamp::now()) => {
+                let why = format!(
+                    "{instance} never answered in {} s: {why}",
+                    b::NEVER_ANSWERED.as_secs()
+                );
+                self.event(format!("Backup {name} failed: {why}"));
+                b::fail(st, why);
+            }
             Ok(None) | Err(b::Answer::Retry(_)) => {}
             Err(b::Answer::Failed(why)) => {
                 self.event(format!("Backup {name} failed: {why}"));
