@@ -631,9 +631,13 @@ impl LocalOperator {
         }
         self.update_routes();
         self.write_view(&policy);
+        // The decision state is saved right after the view that acts on it is published:
+        // nothing may run in between (an operator killed there restarts from a state older
+        // than what the instances were told, and undid a failover by "switching back").
+        // Backups report in the next loop's status.
+        self.write_status(&plan.phase, &plan.phase_reason, &observed);
         self.run_schedules();
         self.run_backups(&observed).await;
-        self.write_status(&plan.phase, &plan.phase_reason, &observed);
         plan.phase
     }
 
