@@ -13,7 +13,7 @@
 //! ScheduledBackups ([`reconcile_schedule`]) create those Backups when
 //! [`cnpg_core::schedule::decide`] says one is due, and sleep until the next occurrence.
 
-use super::platform::KubePlatform;
+use super::platform::{KubePlatform, api_err};
 use crate::backup as b;
 use crate::platform::PlatformError;
 use cnpg_core::api::Cluster;
@@ -29,18 +29,6 @@ use std::time::Duration;
 const FOLLOW: Duration = Duration::from_secs(2);
 /// How often a waiting backup looks again.
 const WAIT: Duration = Duration::from_secs(5);
-
-fn api_err(action: String) -> impl FnOnce(kube::Error) -> PlatformError {
-    move |e| match e {
-        kube::Error::Api(s) if s.code == 409 => {
-            PlatformError::Conflict(format!("{action}: {}", s.message))
-        }
-        other => PlatformError::Api {
-            action,
-            source: Box::new(other),
-        },
-    }
-}
 
 /// One step of one Backup.
 pub async fn reconcile_backup(

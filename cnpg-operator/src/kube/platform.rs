@@ -211,7 +211,8 @@ pub struct KubePlatform {
     recorder: Recorder,
 }
 
-fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> PlatformError {
+/// An API error as the platform reports it: a 409 is a conflict to decide again on.
+pub(crate) fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> PlatformError {
     let action = action.into();
     move |e| match e {
         kube::Error::Api(s) if s.code == 409 => {
@@ -221,6 +222,20 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> PlatformErr
             action,
             source: Box::new(other),
         },
+    }
+}
+
+/// An event as the API server takes it (the note cut to its 1 KiB limit).
+fn kube_event(type_: EventType, reason: &str, message: &str) -> KubeEvent {
+    KubeEvent {
+        type_: match type_ {
+            EventType::Normal => KubeEventType::Normal,
+            EventType::Warning => KubeEventType::Warning,
+        },
+        reason: reason.to_owned(),
+        note: Some(message.chars().take(1024).collect()),
+        action: reason.to_owned(),
+        secondary: None,
     }
 }
 
@@ -324,17 +339,11 @@ impl KubePlatform {
         reason: &str,
         message: &str,
     ) {
-        let ev = KubeEvent {
-            type_: match type_ {
-                EventType::Normal => KubeEventType::Normal,
-                EventType::Warning => KubeEventType::Warning,
-            },
-            reason: reason.to_owned(),
-            note: Some(message.chars().take(1024).collect()),
-            action: reason.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, object).await {
+        if let Err(e) = self
+            .recorder
+            .publish(&kube_event(type_, reason, message), object)
+            .await
+        {
             tracing::warn!(reason, "cannot record event: {e}");
         }
     }
@@ -899,18 +908,11 @@ impl Platform for KubePlatform {
     }
 
     async fn record_event(&self, c: &Cluster, event: &Event) -> Result<(), PlatformError> {
-        let ev = KubeEvent {
-            type_: match event.type_ {
-                EventType::Normal => KubeEventType::Normal,
-                EventType::Warning => KubeEventType::Warning,
-            },
-            reason: event.reason.to_owned(),
-            note: Some(event.message.chars().take(1024).collect()),
-            action: event.reason.to_owned(),
-            secondary: None,
-        };
         self.recorder
-            .publish(&ev, &c.object_ref(&()))
+            .publish(
+                &kube_event(event.type_, event.reason, &event.message),
+                &c.object_ref(&()),
+            )
             .await
             .map_err(api_err(format!("recording event {}", event.reason)))
     }
