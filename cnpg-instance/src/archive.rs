@@ -15,6 +15,13 @@
 //! The first archive of a new cluster refuses a destination that already holds WAL
 //! (`.check-empty-wal-archive` in PGDATA asks for the check, as upstream): two clusters
 //! writing one archive would make both unrecoverable.
+//!
+//! A promoted standby continues the archive without a gap: PostgreSQL (with
+//! `archive_mode = on`) marks the segments a standby receives as archived, so segments the
+//! old primary had not archived when it failed would be missing for good. At promotion the
+//! manager marks this instance's segments of earlier timelines ready again
+//! ([`requeue_earlier_timelines`]); `wal-archive` uploads one of those only when the store
+//! does not hold it already, so a failover costs a request per segment, not a re-upload.
 
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
@@ -224,6 +231,54 @@ pub fn hash_dir(name: &str) -> Result<&str, ArchiveError> {
     }
 }
 
+/// The timeline a segment (or `.partial`, or backup label) name is on.
+fn timeline_of(name: &str) -> Option<u32> {
+    u32::from_str_radix(name.get(..8)?, 16).ok()
+}
+
+/// The newest timeline this data directory has reached: the highest `NNNNNNNN.history`
+/// in `pg_wal` (PostgreSQL keeps every history file), 1 when there is none.
+pub fn newest_timeline(pgdata: &Path) -> u32 {
+    std::fs::read_dir(pgdata.join("pg_wal"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let tli = name.to_str()?.strip_suffix(".history")?.to_owned();
+                    (tli.len() == 8).then(|| timeline_of(&tli)).flatten()
+                })
+                .max()
+                .unwrap_or(1)
+        })
+        .unwrap_or(1)
+}
+
+/// After a promotion: the whole segments of earlier timelines in `pg_wal` that
+/// PostgreSQL had marked archived because this instance received them as a standby are
+/// marked ready again, so the archiver offers each to `wal-archive`, which stores those
+/// the old primary never did. Returns their names.
+pub fn requeue_earlier_timelines(pgdata: &Path) -> std::io::Result<Vec<String>> {
+    let current = newest_timeline(pgdata);
+    let status = pgdata.join("pg_wal").join("archive_status");
+    let mut requeued = Vec::new();
+    for entry in std::fs::read_dir(&status)? {
+        let entry = entry?;
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|n| n.strip_suffix(".done")) else {
+            continue;
+        };
+        let earlier = name.len() == 24
+            && hash_dir(name).is_ok()
+            && timeline_of(name).is_some_and(|t| t < current);
+        if earlier && pgdata.join("pg_wal").join(name).is_file() {
+            std::fs::rename(entry.path(), status.join(format!("{name}.ready")))?;
+            requeued.push(name.to_owned());
+        }
+    }
+    requeued.sort();
+    Ok(requeued)
+}
+
 /// A configured store and the path inside it the destination starts at.
 pub struct Destination {
     store: Arc<dyn ObjectStore>,
@@ -378,10 +433,19 @@ impl Destination {
         Ok(keys)
     }
 
-    /// Uploads one WAL file (read from `path`) under its barman-cloud key.
-    pub async fn upload(&self, path: &Path) -> Result<String, ArchiveError> {
+    /// Uploads one WAL file (read from `path`) under its barman-cloud key; with
+    /// `unless_stored`, only when no object has that key yet (a segment of an earlier
+    /// timeline, which the old primary may have stored already).
+    pub async fn upload(&self, path: &Path, unless_stored: bool) -> Result<String, ArchiveError> {
         let name = file_name(path)?;
         let key = self.key(&name)?;
+        if unless_stored {
+            match self.store.head(&ObjectPath::from(key.as_str())).await {
+                Ok(_) => return Ok(key),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_err("checking", self.display(&key))(e)),
+            }
+        }
         let data = std::fs::read(path).map_err(io(path))?;
         let body = match self.config.compression {
             None => data,
@@ -529,7 +593,15 @@ pub async fn archive(
                 .map(|n| pgdata.join("pg_wal").join(n)),
         );
     }
-    let results = futures::future::join_all(batch.iter().map(|p| dest.upload(p))).await;
+    // Segments of a timeline before the newest: requeued at a promotion, perhaps stored.
+    let current = newest_timeline(pgdata);
+    let earlier = |p: &PathBuf| {
+        file_name(p)
+            .ok()
+            .and_then(|n| timeline_of(&n))
+            .is_some_and(|t| t < current)
+    };
+    let results = futures::future::join_all(batch.iter().map(|p| dest.upload(p, earlier(p)))).await;
     let mut keys = Vec::new();
     for (p, result) in batch.iter().zip(results) {
         match result {
@@ -563,6 +635,37 @@ pub fn read_config(path: &Path) -> Result<ArchiveConfig, ArchiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_promotion_offers_the_earlier_timelines_received_segments_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = dir.path().join("pg_wal");
+        let status = wal.join("archive_status");
+        std::fs::create_dir_all(&status).expect("dirs");
+        assert_eq!(newest_timeline(dir.path()), 1);
+        let touch = |p: PathBuf| std::fs::write(p, b"").expect("write");
+        for seg in ["000000010000000000000003", "000000010000000000000004"] {
+            touch(wal.join(seg));
+            touch(status.join(format!("{seg}.done")));
+        }
+        // A recycled file has no status; a segment of the new timeline is left alone.
+        touch(wal.join("000000010000000000000009"));
+        touch(wal.join("000000020000000000000005"));
+        touch(status.join("000000020000000000000005.done"));
+        touch(wal.join("000000010000000000000005.partial"));
+        touch(status.join("000000010000000000000005.partial.ready"));
+        touch(wal.join("00000002.history"));
+        assert_eq!(newest_timeline(dir.path()), 2);
+        let requeued = requeue_earlier_timelines(dir.path()).expect("requeued");
+        assert_eq!(
+            requeued,
+            ["000000010000000000000003", "000000010000000000000004"]
+        );
+        assert!(status.join("000000010000000000000004.ready").exists());
+        assert!(!status.join("000000010000000000000004.done").exists());
+        assert!(status.join("000000020000000000000005.done").exists());
+        assert!(!status.join("000000010000000000000009.ready").exists());
+    }
 
     #[test]
     fn names_go_where_barman_cloud_puts_them() {

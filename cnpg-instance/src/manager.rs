@@ -752,6 +752,25 @@ impl Manager {
 
     async fn promote(&mut self, view: &ViewData) -> Result<(), PgError> {
         self.ctl.promote().await?;
+        if self.cfg.settings.archive.is_some() {
+            // The archive goes on without a gap: what the old primary had not archived.
+            match crate::archive::requeue_earlier_timelines(&self.cfg.pgdata) {
+                Ok(names) if !names.is_empty() => tracing::info!(
+                    instance = %self.cfg.instance,
+                    "promoted: {} segment(s) of earlier timelines offered to the archive again \
+                     ({}..{}); those the store lacks are uploaded",
+                    names.len(),
+                    names[0],
+                    names[names.len() - 1]
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    instance = %self.cfg.instance,
+                    "promoted, but the earlier timeline's segments could not be offered to \
+                     the archive again ({e}): any the old primary had not archived are missing"
+                ),
+            }
+        }
         self.query.execute("CHECKPOINT").await?;
         self.ensure_slots(view).await
     }

@@ -75,6 +75,21 @@ struct Rig {
     docs: String,
 }
 
+impl Rig {
+    /// Archiving to `destination` on `s3` (gzip, two segments at a time) with credentials
+    /// from a Secret in the same file; `more` continues the `barmanObjectStore` block.
+    fn archiving(s3: &cnpg_instance::testkit::S3Server, destination: &str, more: &str) -> Rig {
+        Rig {
+            spec: format!(
+                "  backup:\n    barmanObjectStore:\n      destinationPath: {destination}\n      endpointURL: {}\n      s3Credentials:\n        accessKeyId: {{name: creds, key: ID}}\n        secretAccessKey: {{name: creds, key: SECRET}}\n        region: {{name: creds, key: REGION}}\n      wal: {{compression: gzip, maxParallel: 2}}{more}\n",
+                s3.endpoint
+            ),
+            docs: "---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {ID: local-key, SECRET: local-secret-key, REGION: us-east-1}\n".into(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Cluster {
     fn up(name: &str) -> Cluster {
         Cluster::up_on(name, Rig::default())
@@ -1058,18 +1073,13 @@ fn tls_through_every_service_a_client_certificate_and_no_secret_leaks() {
 fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
     let mut s3 = cnpg_instance::testkit::S3Server::start();
     s3.create_bucket("local-archive");
-    let spec = format!(
-        "  backup:\n    barmanObjectStore:\n      destinationPath: s3://local-archive/here\n      endpointURL: {}\n      s3Credentials:\n        accessKeyId: {{name: creds, key: ID}}\n        secretAccessKey: {{name: creds, key: SECRET}}\n        region: {{name: creds, key: REGION}}\n      wal: {{compression: gzip, maxParallel: 2}}\n      data: {{compression: gzip, immediateCheckpoint: true}}\n    retentionPolicy: 30d\n",
-        s3.endpoint
-    );
-    let docs = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {ID: local-key, SECRET: local-secret-key, REGION: us-east-1}\n";
     let c = Cluster::up_on(
         "arch",
-        Rig {
-            spec,
-            docs: docs.into(),
-            ..Default::default()
-        },
+        Rig::archiving(
+            &s3,
+            "s3://local-archive/here",
+            "\n      data: {compression: gzip, immediateCheckpoint: true}\n    retentionPolicy: 30d",
+        ),
     );
     let archive = cnpg_instance::archive::Destination::open(&s3.archive_config(
         "s3://local-archive/here",
@@ -1343,4 +1353,177 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
     }
     let out = c.cnpg(&["status", "arch"]);
     assert!(out.contains("Working WAL archiving:          OK"), "{out}");
+}
+
+/// The children of `parent` whose command line holds `what` (a postmaster's archiver).
+fn child_named(parent: i32, what: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| cnpg_instance::proc::stat(pid).is_some_and(|s| s.parent == parent))
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(what))
+        })
+}
+
+/// Runs the real `pgbench` with `args` against `conninfo`; its error when it fails.
+fn pgbench(conninfo: &str, args: &[&str]) -> Result<(), String> {
+    let bin = cnpg_instance::pg_bin::Search::standard(None)
+        .find()
+        .map_err(|e| format!("PostgreSQL's programs are needed: {e}"))?;
+    let out = Command::new(bin.dir.join("pgbench"))
+        .args(args)
+        .arg(conninfo)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .map_err(|e| format!("pgbench: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A WAL position (`X/Y`) as a number.
+fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text.trim().split_once('/').expect("an LSN");
+    (u64::from_str_radix(hi, 16).expect("hex") << 32) | u64::from_str_radix(lo, 16).expect("hex")
+}
+
+const SEGMENT: u64 = 16 << 20;
+
+/// The archive goes on without a gap under pgbench load across a failover and a
+/// switchover: every segment from the first to the last is stored on the timeline that
+/// recovery reads it from, and both history files are there. The old primary's archiver
+/// is stopped before it crashes (an archive behind at the moment of a failure), so the
+/// segments only the standbys still hold must come from the new primary.
+#[test]
+fn the_archive_has_no_gap_across_a_failover_and_a_switchover() {
+    let s3 = cnpg_instance::testkit::S3Server::start();
+    s3.create_bucket("gapless");
+    let mut rig = Rig::archiving(&s3, "s3://gapless/here", "");
+    rig.spec += "  enableSuperuserAccess: true\n";
+    let c = Cluster::up_on("gap", rig);
+    let old = c.wait_converged(None, T);
+    let su = std::fs::read_to_string(c.root().join("secrets/superuser-password"))
+        .expect("the superuser's password");
+    let db = format!(
+        "host=127.0.0.1 port={} dbname=app user=postgres password={} sslmode=verify-full sslrootcert={}",
+        c.rw_port(),
+        su.trim(),
+        c.root().join("secrets/ca.crt").display()
+    );
+    let load = |seconds: &str| pgbench(&db, &["-n", "-c", "2", "-T", seconds]);
+    pgbench(&db, &["-i", "-q", "-s", "2"]).expect("pgbench -i");
+    load("3").expect("pgbench");
+
+    // The primary's archiver stops; more segments fill and wait on it (the standbys
+    // have them), then the primary's node crashes under load.
+    let pm = c.postmaster_pid(&old);
+    let archiver = child_named(pm, "archiver").expect("the primary's archiver");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(archiver),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    for _ in 0..3 {
+        load("1").expect("pgbench");
+        psql(&db, "SELECT pg_switch_wal()").expect("a segment switch");
+    }
+    let during = {
+        let db = db.clone();
+        std::thread::spawn(move || pgbench(&db, &["-n", "-c", "2", "-T", "4"]))
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let manager = parent(pm);
+    kill(manager);
+    kill(pm);
+    kill(archiver);
+    let _ = during.join(); // cut short by the crash
+    let new = c.wait_converged(Some(&old), T);
+    load("3").expect("pgbench on the new primary");
+
+    // A switchover back to the old primary (rewound, streaming), also under load.
+    c.wait_converged(None, T);
+    let during = {
+        let db = db.clone();
+        std::thread::spawn(move || pgbench(&db, &["-n", "-c", "2", "-T", "4"]))
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    c.cnpg(&["promote", "gap", &old]);
+    assert_eq!(c.wait_converged(Some(&new), T), old);
+    let _ = during.join();
+    load("2").expect("pgbench after the switchover");
+    let last = lsn(&psql(&db, "SELECT pg_switch_wal()").expect("the last segment"));
+    let last = (last - 1) / SEGMENT;
+
+    // Which timeline each segment is read from: the newest history file's switch points.
+    let history = std::fs::read_to_string(
+        c.root()
+            .join("instances")
+            .join(&old)
+            .join("data/pg_wal/00000003.history"),
+    )
+    .expect("timeline 3's history");
+    let switches: Vec<(u32, u64)> = history
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.parse().ok()?, lsn(f.next()?) / SEGMENT))
+        })
+        .collect();
+    assert_eq!(switches.len(), 2, "{history}");
+    let timeline_of = |seg: u64| {
+        switches
+            .iter()
+            .find(|(_, from)| seg < *from)
+            .map_or(3, |(tli, _)| *tli)
+    };
+    let name = |seg: u64| {
+        let tli = timeline_of(seg);
+        format!(
+            "here/gap/wals/{tli:08X}{:08X}/{tli:08X}{:08X}{:08X}.gz",
+            seg >> 8,
+            seg >> 8,
+            seg & 0xff
+        )
+    };
+    let archive = cnpg_instance::archive::Destination::open(&s3.archive_config(
+        "s3://gapless/here",
+        "gap",
+        ("local-key", "local-secret-key"),
+    ))
+    .expect("the archive");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let keys = rt.block_on(archive.list_wal()).unwrap_or_default();
+        let mut missing: Vec<String> = (1..=last).map(name).filter(|k| !keys.contains(k)).collect();
+        for h in ["00000002.history.gz", "00000003.history.gz"] {
+            let key = format!("here/gap/wals/{h}");
+            if !keys.contains(&key) {
+                missing.push(key);
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing from the archive: {missing:?}\nswitches {switches:?}, last {last}\nstored: {keys:?}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The segments only the standbys held came from the new primary, which said so.
+    let log = std::fs::read_to_string(c.root().join("instances").join(&new).join("manager.log"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("segment(s) of earlier timelines offered to the archive again"),
+        "{log}"
+    );
 }
