@@ -7,8 +7,13 @@
 //!   against `barman-cloud-backup`, both gzip with an immediate checkpoint: seconds and
 //!   MB/s, and the peak memory of `cnpg-cloud backup`.
 //!
+//! * sustained load: a real primary archiving through its `archive_command` (each tool in
+//!   turn) while pgbench writes for `BURST_S` seconds (default 60): segments written and
+//!   archived per second, and the archive's lag at the end of the burst.
+//!
 //! `cargo bench -p cnpg-benches --bench backup` (builds the release binaries first);
-//! `SEGMENTS=N` sets how many WAL segments are archived (default 48).
+//! `SEGMENTS=N` sets how many WAL segments are archived (default 48); `PARTS` which parts
+//! run (default `base,wal,burst`).
 
 use cnpg_instance::archive::{ArchiveConfig, Compression};
 use cnpg_instance::testkit::{Harness, S3Server, instance_binary};
@@ -16,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const BUCKET: &str = "bench";
+const SEGMENT_BYTES: f64 = 16.0 * 1_048_576.0;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -117,9 +123,80 @@ async fn archive_all(
     start.elapsed()
 }
 
+/// Sustained load on a real primary archiving through its `archive_command`: pgbench
+/// writes for `seconds`; printed are the WAL written, the segments archived meanwhile, the
+/// lag at the end (segments still waiting) and how long the archive took to catch up.
+async fn burst(h: &Harness, name: &str, seconds: u64, label: &str) {
+    let db = h.connect(name).await;
+    let reading = async || -> (i64, i64) {
+        let row = db
+            .query_one(
+                "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint, archived_count \
+                 FROM pg_stat_archiver",
+                &[],
+            )
+            .await
+            .expect("a reading");
+        (row.get(0), row.get(1))
+    };
+    let pw = std::fs::read_to_string(h.secrets.superuser()).expect("superuser password");
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user=postgres password={} dbname=postgres",
+        h.instances[name].port,
+        pw.trim()
+    );
+    let ready = || {
+        std::fs::read_dir(h.instances[name].pgdata.join("pg_wal/archive_status"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let (lsn0, archived0) = reading().await;
+    // Bulk inserts (about 200 kB of WAL a transaction): a write-heavy load.
+    let script = h.root.path().join("burst.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO burst SELECT g, md5(random()::text) || md5(random()::text) \
+         FROM generate_series(1, 2000) g;\n",
+    )
+    .expect("pgbench script");
+    let mut cmd = tokio::process::Command::new(h.bin.dir.join("pgbench"));
+    cmd.args(["-n", "-c", "4", "-j", "2", "-T", &seconds.to_string(), "-f"])
+        .arg(&script)
+        .arg(&conninfo)
+        .env("PGOPTIONS", "-c synchronous_commit=off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    run(cmd, "pgbench").await;
+    let (lsn1, archived1) = reading().await;
+    let waiting = ready();
+    let start = Instant::now();
+    while ready() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "{label}: the archive never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written = (lsn1 - lsn0) as f64 / SEGMENT_BYTES;
+    let archived = archived1 - archived0;
+    println!(
+        "{label}: pgbench for {seconds} s wrote {written:.0} segments ({:.1}/s); archived meanwhile {archived} ({:.1}/s); at the end {waiting} segments ({} MB) waited, archived in {:.1} s",
+        written / seconds as f64,
+        archived as f64 / seconds as f64,
+        waiting * 16,
+        start.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let segments = env_num("SEGMENTS", 48) as usize;
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "base,wal,burst".into());
+    let part = |p: &str| parts.split(',').any(|x| x.trim() == p);
     let size_mb = env_num("BACKUP_MB", 1024);
     let cloud = instance_binary(true).with_file_name(cnpg_instance::archive::PROGRAM);
     let s3 = S3Server::start();
@@ -127,8 +204,8 @@ async fn main() {
     let mut h = Harness::new("pg");
     h.running_primary("pg-1").await;
     let db = h.connect("pg-1").await;
-    // About 200 bytes a row on disk, of text that compresses as real data does.
-    let rows = size_mb * 1_048_576 / 200;
+    // About 136 bytes a row on disk, of text that compresses as real data does.
+    let rows = size_mb * 1_048_576 / 136;
     let load = Instant::now();
     db.batch_execute(&format!(
         "CREATE TABLE t AS SELECT g AS n, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS pad \
@@ -156,110 +233,153 @@ async fn main() {
     cfg.data.immediate_checkpoint = true;
 
     // Base backups.
-    let i = &h.instances["pg-1"];
-    let socket = h.root.path().join("pg-1").join("run");
-    let ours_cfg = write_config(&h, &cfg, "ours.json");
-    let start = Instant::now();
-    let mut cmd = as_postgres(&h, &cloud);
-    cmd.arg("backup")
-        .arg("--config")
-        .arg(&ours_cfg)
-        .arg("--pgdata")
-        .arg(&i.pgdata)
-        .arg("--socket-dir")
+    if part("base") {
+        let i = &h.instances["pg-1"];
+        let socket = h.root.path().join("pg-1").join("run");
+        let ours_cfg = write_config(&h, &cfg, "ours.json");
+        let start = Instant::now();
+        let mut cmd = as_postgres(&h, &cloud);
+        cmd.arg("backup")
+            .arg("--config")
+            .arg(&ours_cfg)
+            .arg("--pgdata")
+            .arg(&i.pgdata)
+            .arg("--socket-dir")
+            .arg(&socket)
+            .args(["--port", &i.port.to_string(), "--immediate-checkpoint"]);
+        let peak = run(cmd, "cnpg-cloud backup").await;
+        let ours = start.elapsed();
+        let start = Instant::now();
+        let mut cmd = as_postgres(&h, "barman-cloud-backup");
+        cmd.args([
+            "--endpoint-url",
+            &s3.endpoint,
+            "--gzip",
+            "--immediate-checkpoint",
+            "-h",
+        ])
         .arg(&socket)
-        .args(["--port", &i.port.to_string(), "--immediate-checkpoint"]);
-    let peak = run(cmd, "cnpg-cloud backup").await;
-    let ours = start.elapsed();
-    let start = Instant::now();
-    let mut cmd = as_postgres(&h, "barman-cloud-backup");
-    cmd.args([
-        "--endpoint-url",
-        &s3.endpoint,
-        "--gzip",
-        "--immediate-checkpoint",
-        "-h",
-    ])
-    .arg(&socket)
-    .args(["-p", &i.port.to_string()])
-    .args([&format!("s3://{BUCKET}/barman"), "pg"]);
-    let barman_peak = run(cmd, "barman-cloud-backup").await;
-    let barman = start.elapsed();
-    let rate = |d: Duration| size_mb / d.as_secs_f64();
-    println!(
-        "base backup (gzip): cnpg-cloud {:.1} s ({:.0} MB/s, peak RSS {:.1} MB), barman-cloud-backup {:.1} s ({:.0} MB/s, peak RSS {:.1} MB): {:.1}x",
-        ours.as_secs_f64(),
-        rate(ours),
-        peak as f64 / 1024.0,
-        barman.as_secs_f64(),
-        rate(barman),
-        barman_peak as f64 / 1024.0,
-        barman.as_secs_f64() / ours.as_secs_f64()
-    );
+        .args(["-p", &i.port.to_string()])
+        .args([&format!("s3://{BUCKET}/barman"), "pg"]);
+        let barman_peak = run(cmd, "barman-cloud-backup").await;
+        let barman = start.elapsed();
+        let rate = |d: Duration| size_mb / d.as_secs_f64();
+        println!(
+            "base backup (gzip): cnpg-cloud {:.1} s ({:.0} MB/s, peak RSS {:.1} MB), barman-cloud-backup {:.1} s ({:.0} MB/s, peak RSS {:.1} MB): {:.1}x",
+            ours.as_secs_f64(),
+            rate(ours),
+            peak as f64 / 1024.0,
+            barman.as_secs_f64(),
+            rate(barman),
+            barman_peak as f64 / 1024.0,
+            barman.as_secs_f64() / ours.as_secs_f64()
+        );
+    }
 
     // WAL archiving: real segments, copied from the server's pg_wal.
-    let mut real: Vec<PathBuf> = std::fs::read_dir(i.pgdata.join("pg_wal"))
-        .expect("pg_wal")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.len() == 24 && n.chars().all(|c| c.is_ascii_hexdigit()))
-        })
-        .collect();
-    real.sort();
-    real.truncate(segments);
-    assert!(!real.is_empty(), "no WAL segments in pg_wal");
-    let n = real.len();
-    for parallel in [1usize, 4] {
-        let dir = h.root.path().join(format!("wal-ours-{parallel}"));
+    if part("wal") {
+        let mut real: Vec<PathBuf> = std::fs::read_dir(h.instances["pg-1"].pgdata.join("pg_wal"))
+            .expect("pg_wal")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.len() == 24 && n.chars().all(|c| c.is_ascii_hexdigit()))
+            })
+            .collect();
+        real.sort();
+        real.truncate(segments);
+        assert!(!real.is_empty(), "no WAL segments in pg_wal");
+        let n = real.len();
+        for parallel in [1usize, 4] {
+            let dir = h.root.path().join(format!("wal-ours-{parallel}"));
+            let names = wal_dir(&h, &real, &dir);
+            let mut c = cfg.clone();
+            c.destination_path = format!("s3://{BUCKET}/wal-ours-{parallel}");
+            c.max_parallel = parallel;
+            let path = write_config(&h, &c, &format!("wal-{parallel}.json"));
+            let took = archive_all(
+                &dir,
+                &names,
+                |name| {
+                    let mut cmd = as_postgres(&h, &cloud);
+                    cmd.arg("wal-archive")
+                        .arg("--config")
+                        .arg(&path)
+                        .arg("--pgdata")
+                        .arg(&dir)
+                        .arg(format!("pg_wal/{name}"));
+                    cmd
+                },
+                "cnpg-cloud wal-archive",
+            )
+            .await;
+            println!(
+                "WAL archiving (gzip), cnpg-cloud maxParallel {parallel}: {n} segments in {:.1} s, {:.1} segments/s",
+                took.as_secs_f64(),
+                n as f64 / took.as_secs_f64()
+            );
+        }
+        let dir = h.root.path().join("wal-barman");
         let names = wal_dir(&h, &real, &dir);
-        let mut c = cfg.clone();
-        c.destination_path = format!("s3://{BUCKET}/wal-ours-{parallel}");
-        c.max_parallel = parallel;
-        let path = write_config(&h, &c, &format!("wal-{parallel}.json"));
         let took = archive_all(
             &dir,
             &names,
             |name| {
-                let mut cmd = as_postgres(&h, &cloud);
-                cmd.arg("wal-archive")
-                    .arg("--config")
-                    .arg(&path)
-                    .arg("--pgdata")
-                    .arg(&dir)
-                    .arg(format!("pg_wal/{name}"));
+                let mut cmd = as_postgres(&h, "barman-cloud-wal-archive");
+                cmd.args(["--endpoint-url", &s3.endpoint, "--gzip"])
+                    .arg(format!("s3://{BUCKET}/wal-barman"))
+                    .arg("pg")
+                    .arg(dir.join("pg_wal").join(name));
                 cmd
             },
-            "cnpg-cloud wal-archive",
+            "barman-cloud-wal-archive",
         )
         .await;
         println!(
-            "WAL archiving (gzip), cnpg-cloud maxParallel {parallel}: {n} segments in {:.1} s, {:.1} segments/s",
+            "WAL archiving (gzip), barman-cloud-wal-archive: {n} segments in {:.1} s, {:.1} segments/s",
             took.as_secs_f64(),
             n as f64 / took.as_secs_f64()
         );
     }
-    let dir = h.root.path().join("wal-barman");
-    let names = wal_dir(&h, &real, &dir);
-    let took = archive_all(
-        &dir,
-        &names,
-        |name| {
-            let mut cmd = as_postgres(&h, "barman-cloud-wal-archive");
-            cmd.args(["--endpoint-url", &s3.endpoint, "--gzip"])
-                .arg(format!("s3://{BUCKET}/wal-barman"))
-                .arg("pg")
-                .arg(dir.join("pg_wal").join(name));
-            cmd
-        },
-        "barman-cloud-wal-archive",
+
+    // Sustained load: a primary whose archive_command is each tool in turn, under pgbench.
+    if !part("burst") {
+        return;
+    }
+    let seconds = env_num("BURST_S", 60);
+    let mut b = Harness::new("burst");
+    let mut c = cfg.clone();
+    c.destination_path = format!("s3://{BUCKET}/burst-ours");
+    let path = write_config(&b, &c, "burst.json");
+    b.archive = Some(cnpg_instance::config::Archive {
+        program: cloud.clone(),
+        config: path,
+    });
+    b.running_primary("burst-1").await;
+    let db = b.connect("burst-1").await;
+    db.batch_execute("CREATE TABLE burst (n int, pad text)")
+        .await
+        .expect("a table");
+    burst(
+        &b,
+        "burst-1",
+        seconds,
+        "cnpg-cloud wal-archive (gzip, maxParallel 1)",
     )
     .await;
-    println!(
-        "WAL archiving (gzip), barman-cloud-wal-archive: {n} segments in {:.1} s, {:.1} segments/s",
-        took.as_secs_f64(),
-        n as f64 / took.as_secs_f64()
-    );
+    db.batch_execute(&format!(
+        "ALTER SYSTEM SET archive_command = 'AWS_ACCESS_KEY_ID=bench-key \
+         AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1 \
+         barman-cloud-wal-archive --endpoint-url {} --gzip s3://{BUCKET}/burst-barman burst %p'",
+        s3.endpoint
+    ))
+    .await
+    .expect("barman-cloud-wal-archive as archive_command");
+    db.batch_execute("SELECT pg_reload_conf()")
+        .await
+        .expect("reload");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    burst(&b, "burst-1", seconds, "barman-cloud-wal-archive (gzip)").await;
 }

@@ -164,7 +164,7 @@ pub enum ArchiveError {
         source: std::io::Error,
     },
     /// The store refused or could not be reached.
-    #[error("{action} {location}: {source}")]
+    #[error("{action} {location}: {}", store_answer(source))]
     Store {
         /// What was being done.
         action: &'static str,
@@ -191,6 +191,40 @@ pub enum ArchiveError {
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError {
     let path = path.to_owned();
     move |source| ArchiveError::Io { path, source }
+}
+
+/// object_store's error on one line, with S3's own error code and message in place of the
+/// XML body they come in, and what to check when the store does not take the credentials.
+fn store_answer(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let tag = |t: &str| {
+        let open = format!("<{t}>");
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find(&format!("</{t}>"))?;
+        Some(text[start..start + len].to_owned())
+    };
+    let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match (tag("Code"), text.find("<?xml")) {
+        (Some(code), Some(xml)) => {
+            let hint = match code.as_str() {
+                "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "InvalidToken"
+                | "ExpiredToken"
+                | "AccessDenied" => {
+                    " (check the credentials in barmanObjectStore.s3Credentials and the Secret \
+                     they name)"
+                }
+                _ => "",
+            };
+            format!(
+                "{} {code}: {}{hint}",
+                one_line(text[..xml].trim_end().trim_end_matches(':')),
+                tag("Message").unwrap_or_default()
+            )
+        }
+        _ => one_line(&text),
+    }
 }
 
 pub(crate) fn store_err(
@@ -358,9 +392,13 @@ impl Destination {
         }
     }
 
-    /// `key` as a person finds it: `s3://BUCKET/KEY`.
+    /// `key` as a person finds it: `s3://BUCKET/KEY`, and the endpoint when one is given
+    /// (`s3://BUCKET/KEY at http://HOST:PORT`).
     pub fn display(&self, key: &str) -> String {
-        format!("{}/{key}", self.root)
+        match &self.config.endpoint_url {
+            Some(e) if self.root.starts_with("s3://") => format!("{}/{key} at {e}", self.root),
+            _ => format!("{}/{key}", self.root),
+        }
     }
 
     /// The server's folder: `<path>/<serverName>`.
@@ -449,12 +487,7 @@ impl Destination {
         let data = std::fs::read(path).map_err(io(path))?;
         let body = match self.config.compression {
             None => data,
-            Some(Compression::Gzip) => {
-                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                gz.write_all(&data)
-                    .and_then(|_| gz.finish())
-                    .map_err(io(path))?
-            }
+            Some(Compression::Gzip) => gzip(&data).map_err(io(path))?,
         };
         let location = ObjectPath::from(key.as_str());
         self.store
@@ -463,6 +496,44 @@ impl Destination {
             .map_err(store_err("uploading", self.display(&key)))?;
         Ok(key)
     }
+}
+
+/// gzip, compressed on every core: a segment is cut into one piece a core and each piece
+/// becomes a gzip member of its own. Concatenated members are one valid gzip file (RFC
+/// 1952), which barman-cloud's tools and `gunzip` read whole; compression is most of what
+/// archiving a segment costs, so this about halves it on two cores.
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let member = |piece: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(piece.len() / 2),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(piece)?;
+        gz.finish()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let piece = data.len().div_ceil(cores).max(1 << 20);
+    if data.len() <= piece {
+        return member(data);
+    }
+    let members: Vec<std::io::Result<Vec<u8>>> = std::thread::scope(|s| {
+        let threads: Vec<_> = data
+            .chunks(piece)
+            .map(|p| s.spawn(move || member(p)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a compression thread panicked")))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(data.len() / 2);
+    for m in members {
+        out.extend_from_slice(&m?);
+    }
+    Ok(out)
 }
 
 fn file_name(path: &Path) -> Result<String, ArchiveError> {
@@ -635,6 +706,22 @@ pub fn read_config(path: &Path) -> Result<ArchiveConfig, ArchiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_members_read_back_as_one_file() {
+        use std::io::Read;
+        let data: Vec<u8> = (0..5_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for input in [&data[..], &data[..10], &[][..]] {
+            let gz = gzip(input).expect("gzip");
+            let mut back = Vec::new();
+            flate2::read::MultiGzDecoder::new(&gz[..])
+                .read_to_end(&mut back)
+                .expect("gunzip");
+            assert_eq!(back, input);
+        }
+    }
 
     #[test]
     fn a_promotion_offers_the_earlier_timelines_received_segments_again() {

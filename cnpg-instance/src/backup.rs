@@ -463,11 +463,16 @@ struct Chunks {
 
 const CHUNK: usize = 1 << 20;
 
+/// The uploader ended before the tarball did: its own error says why.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload stopped")]
+struct UploadStopped;
+
 impl Chunks {
     fn send(&mut self, part: Part) -> std::io::Result<()> {
         self.tx
             .blocking_send(part)
-            .map_err(|_| std::io::Error::other("the upload stopped"))
+            .map_err(|_| std::io::Error::other(UploadStopped))
     }
 
     fn end(mut self) -> std::io::Result<()> {
@@ -626,7 +631,12 @@ async fn copy(
     let tar = match walked {
         Ok(Ok(tar)) => tar,
         Ok(Err(e)) => {
-            let _ = uploading.await;
+            let upload = uploading.await;
+            if e.get_ref().is_some_and(|r| r.is::<UploadStopped>())
+                && let Ok(Err(why)) = upload
+            {
+                return Err(why.into());
+            }
             return Err(walk_failed(e).into());
         }
         Err(e) => {

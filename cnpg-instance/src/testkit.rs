@@ -595,17 +595,31 @@ pub struct S3Server {
     /// `http://127.0.0.1:PORT`, the `endpointURL` to give.
     pub endpoint: String,
     port: u16,
+    /// Unsigned requests it takes before it checks credentials (None: it never does).
+    checks_after: Option<u32>,
 }
 
 impl S3Server {
     /// Starts one and waits until it answers; panics saying what to install when it
-    /// cannot.
+    /// cannot. It takes any credentials.
     pub fn start() -> S3Server {
+        Self::start_with(None)
+    }
+
+    /// One that checks credentials as S3 does (moto's IAM mode) once one bucket is
+    /// created: it knows no access key, so every signed request is refused with
+    /// `InvalidAccessKeyId`, the answer a wrong key gets from S3.
+    pub fn start_checking_credentials() -> S3Server {
+        Self::start_with(Some(1))
+    }
+
+    fn start_with(checks_after: Option<u32>) -> S3Server {
         let port = free_port();
         S3Server {
-            child: Self::spawn(port),
+            child: Self::spawn(port, checks_after),
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
+            checks_after,
         }
     }
 
@@ -618,11 +632,15 @@ impl S3Server {
     /// Starts it again, empty, on the same address.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Self::spawn(self.port);
+        self.child = Self::spawn(self.port, self.checks_after);
     }
 
-    fn spawn(port: u16) -> std::process::Child {
-        let mut child = std::process::Command::new("python3")
+    fn spawn(port: u16, checks_after: Option<u32>) -> std::process::Child {
+        let mut cmd = std::process::Command::new("python3");
+        if let Some(n) = checks_after {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+        }
+        let mut child = cmd
             .args([
                 "-m",
                 "moto.server",

@@ -65,23 +65,40 @@ async fn run(cmd: &mut tokio::process::Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `cnpg-cloud backup` of `name` with `cfg`, labelled `label`, to be run.
+fn backup_command(h: &Harness, cfg: &Path, name: &str, label: &str) -> tokio::process::Command {
+    let i = &h.instances[name];
+    let mut cmd = as_postgres(h, cloud());
+    cmd.arg("backup")
+        .arg("--config")
+        .arg(cfg)
+        .arg("--pgdata")
+        .arg(&i.pgdata)
+        .arg("--socket-dir")
+        .arg(h.root.path().join(name).join("run"))
+        .args(["--port", &i.port.to_string(), "--name", label]);
+    cmd
+}
+
 /// `cnpg-cloud backup` of `name`; what it reports.
 async fn backup(h: &Harness, cfg: &Path, name: &str, label: &str) -> BackupInfo {
-    let i = &h.instances[name];
     let out = run(
-        as_postgres(h, cloud())
-            .arg("backup")
-            .arg("--config")
-            .arg(cfg)
-            .arg("--pgdata")
-            .arg(&i.pgdata)
-            .arg("--socket-dir")
-            .arg(h.root.path().join(name).join("run"))
-            .args(["--port", &i.port.to_string(), "--name", label]),
+        &mut backup_command(h, cfg, name, label),
         "cnpg-cloud backup",
     )
     .await;
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// A primary `pg-1` archiving to `s3` (bucket `backups`, made here): the harness, the
+/// archive configuration's path and a connection.
+async fn archiving_primary(s3: &S3Server) -> (Harness, PathBuf, tokio_postgres::Client) {
+    s3.create_bucket("backups");
+    let mut h = Harness::new("pg");
+    let cfg_path = archive_with(&mut h, &config(s3));
+    h.running_primary("pg-1").await;
+    let db = h.connect("pg-1").await;
+    (h, cfg_path, db)
 }
 
 async fn count(h: &Harness, name: &str) -> i64 {
@@ -96,12 +113,8 @@ async fn count(h: &Harness, name: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_of_primary_and_standby_are_restored_by_barman_cloud_and_theirs_are_listed() {
     let s3 = S3Server::start();
-    s3.create_bucket("backups");
     let cfg = config(&s3);
-    let mut h = Harness::new("pg");
-    let cfg_path = archive_with(&mut h, &cfg);
-    h.running_primary("pg-1").await;
-    let db = h.connect("pg-1").await;
+    let (mut h, cfg_path, db) = archiving_primary(&s3).await;
     db.batch_execute(
         "CREATE TABLE t (n int, pad text); \
          INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g",
@@ -477,22 +490,8 @@ async fn a_store_lost_mid_backup_fails_it_and_the_next_one_completes() {
     .await
     .expect("data");
     let status = h.root.path().join("backup-status.json");
-    let i = &h.instances["pg-1"];
-    let child = as_postgres(&h, cloud())
-        .arg("backup")
-        .arg("--config")
-        .arg(&cfg_path)
-        .arg("--pgdata")
-        .arg(&i.pgdata)
-        .arg("--socket-dir")
-        .arg(h.root.path().join("pg-1").join("run"))
-        .args([
-            "--port",
-            &i.port.to_string(),
-            "--name",
-            "cut-short",
-            "--status",
-        ])
+    let child = backup_command(&h, &cfg_path, "pg-1", "cut-short")
+        .arg("--status")
         .arg(&status)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -523,4 +522,49 @@ async fn a_store_lost_mid_backup_fails_it_and_the_next_one_completes() {
     s3.create_bucket("backups");
     let done = backup(&h, &cfg_path, "pg-1", "after").await;
     assert_eq!(done.status, "DONE", "{done:?}");
+}
+
+/// An access key the store does not know: archiving fails and the instance's status says
+/// why in the store's own words (never the secret), the WAL waits in `pg_wal`, and a base
+/// backup fails the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_fail_archiving_and_backups_saying_why_and_keep_the_wal() {
+    let s3 = S3Server::start_checking_credentials();
+    let (h, cfg_path, db) = archiving_primary(&s3).await;
+    db.batch_execute("CREATE TABLE t AS SELECT generate_series(1, 1000) n")
+        .await
+        .expect("data");
+    let segment: String = db
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .await
+        .expect("a segment switch")
+        .get(0);
+    let mut error = String::new();
+    h.wait_until("archiving shown failing", T, async |h| {
+        error = h.status("pg-1").await.archiving.archive_error;
+        if error.contains("InvalidAccessKeyId") {
+            Ok(())
+        } else {
+            Err(format!("archive error {error:?}"))
+        }
+    })
+    .await;
+    assert!(!error.contains("test-secret"), "{error}");
+    let pg_wal = h.instances["pg-1"].pgdata.join("pg_wal");
+    assert!(pg_wal.join(&segment).exists(), "{segment} kept");
+    assert!(
+        pg_wal
+            .join("archive_status")
+            .join(format!("{segment}.ready"))
+            .exists(),
+        "{segment} still to archive"
+    );
+    let out = backup_command(&h, &cfg_path, "pg-1", "refused")
+        .output()
+        .await
+        .expect("cnpg-cloud runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("InvalidAccessKeyId"), "{err}");
+    assert!(!err.contains("test-secret"), "{err}");
 }
