@@ -68,6 +68,7 @@ impl BackupJobs {
         run_as: Option<RunAs>,
         dir: PathBuf,
     ) -> Arc<Self> {
+        fail_abandoned(&dir, run_as);
         Arc::new(BackupJobs {
             program,
             config,
@@ -146,6 +147,9 @@ impl BackupJobs {
             let _ = std::fs::remove_file(&path);
             JobError::Failed(format!("cannot start {}: {e}", self.program.display()))
         })?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(self.dir.join(format!("{}.pid", req.name)), pid.to_string());
+        }
         *running = Some(req.name.clone());
         drop(running);
         tracing::info!(backup = %req.name, "base backup started");
@@ -189,9 +193,58 @@ impl BackupJobs {
                     }
                 }
             }
+            let _ = std::fs::remove_file(me.dir.join(format!("{name}.pid")));
             *me.running.lock().expect("backup lock") = None;
         });
         Ok(first)
+    }
+}
+
+/// Backups this instance's manager started before it restarted (with its node, say) and
+/// whose `cnpg-cloud` is gone without a final report: they failed, and say so; otherwise
+/// they would show as running for ever. One whose process still runs reports itself.
+fn fail_abandoned(dir: &std::path::Path, run_as: Option<RunAs>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.filter_map(|e| Some(e.ok()?.path())) {
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Some(info) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<BackupInfo>(&b).ok())
+        else {
+            continue;
+        };
+        if matches!(info.status.as_str(), "DONE" | "FAILED") {
+            continue;
+        }
+        let pid_file = path.with_extension("pid");
+        let alive = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .is_some_and(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(crate::archive::PROGRAM))
+                    && !crate::proc::exited(pid)
+            });
+        if alive {
+            continue;
+        }
+        let name = info.backup_name.clone().unwrap_or_default();
+        tracing::warn!(backup = %name, "base backup abandoned: the instance restarted while it ran");
+        let failed = BackupInfo {
+            status: "FAILED".into(),
+            error: Some(
+                "the instance restarted while the backup ran (its cnpg-cloud process is gone): \
+                 the backup did not complete; take another"
+                    .into(),
+            ),
+            ..info
+        };
+        let _ = write(&path, &failed, run_as);
+        let _ = std::fs::remove_file(pid_file);
     }
 }
 
@@ -200,4 +253,57 @@ fn write(path: &std::path::Path, info: &BackupInfo, run_as: Option<RunAs>) -> Re
     crate::view::write_atomically(path, &json)
         .and_then(|_| crate::runas::own(run_as, path))
         .map_err(|e| JobError::Failed(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_left_running_by_a_restart_fail_saying_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let put = |name: &str, status: &str| {
+            let info = BackupInfo {
+                backup_name: Some(name.into()),
+                backup_id: "20261202T010000".into(),
+                status: status.into(),
+                ..Default::default()
+            };
+            write(&dir.path().join(format!("{name}.json")), &info, None).expect("write");
+        };
+        put("cut", "STARTED");
+        put("done", "DONE");
+        // Its pid file names a live process that is not cnpg-cloud (this test).
+        put("reused", "STARTED");
+        std::fs::write(
+            dir.path().join("reused.pid"),
+            std::process::id().to_string(),
+        )
+        .expect("pid");
+        let jobs = BackupJobs::new(
+            PathBuf::from("cnpg-cloud"),
+            PathBuf::from("archive.json"),
+            PathBuf::from("data"),
+            PathBuf::from("run"),
+            5432,
+            None,
+            dir.path().to_owned(),
+        );
+        for name in ["cut", "reused"] {
+            let info = jobs.get(name).expect("name").expect("known");
+            assert_eq!(info.status, "FAILED", "{info:?}");
+            assert!(
+                info.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("restarted while the backup ran")),
+                "{info:?}"
+            );
+            assert_eq!(info.backup_id, "20261202T010000");
+        }
+        assert_eq!(
+            jobs.get("done").expect("name").expect("known").status,
+            "DONE"
+        );
+        assert!(!dir.path().join("reused.pid").exists());
+    }
 }

@@ -69,6 +69,11 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
         superuser_access: Some(c.spec.enable_superuser_access.unwrap_or(false)),
         restart: ha.restart.clone(),
         reload: annotations.get("cnpg.io/reloadedAt").cloned(),
+        backups: cnpg_core::backup::Summary {
+            first_recoverability_point: status.first_recoverability_point.clone(),
+            last_successful_backup: status.last_successful_backup.clone(),
+            last_failed_backup: status.last_failed_backup.clone(),
+        },
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Shared {
     pub archive_error: Option<String>,
     /// Changes on every start of the manager.
     pub session_id: String,
+    /// The cluster's backups, from the view (for the metrics).
+    pub backups: cnpg_core::backup::Summary,
 }
 
 impl Shared {
@@ -349,6 +351,7 @@ impl Manager {
             s.wal_disk_full = wal_disk_full;
             s.wal_receiver_error = wal_receiver_error;
             s.archive_error = archive_error;
+            s.backups = view.backups.clone();
             s.decision = decision.reason.clone();
             s.up = running && snapshot.is_some();
             s.snapshot = snapshot.clone();

@@ -319,7 +319,7 @@ async fn startupz(State(state): State<AppState>) -> Response {
 }
 
 /// The Prometheus text exposition of an instance.
-pub fn render_metrics(report: &InstanceStatus) -> String {
+pub fn render_metrics(report: &InstanceStatus, backups: &cnpg_core::backup::Summary) -> String {
     let mut reg = Registry::with_prefix("cnpg");
     let gauge = |reg: &mut Registry, name: &str, help: &str, v: i64| {
         let g: Gauge<i64, AtomicI64Wrapper> = Gauge::default();
@@ -402,6 +402,32 @@ pub fn render_metrics(report: &InstanceStatus) -> String {
             s,
         );
     }
+    // Upstream's backup gauges: Unix times, 0 while there is none (so an alert on the age
+    // of the last backup fires for a cluster that never had one).
+    let unix = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or(0, |t| t.as_second())
+    };
+    for (name, help, at) in [
+        (
+            "collector_first_recoverability_point",
+            "the earliest time the cluster can be recovered to (Unix time; 0: none)",
+            &backups.first_recoverability_point,
+        ),
+        (
+            "collector_last_available_backup_timestamp",
+            "when the newest completed backup ended (Unix time; 0: none)",
+            &backups.last_successful_backup,
+        ),
+        (
+            "collector_last_failed_backup_timestamp",
+            "when the newest failed backup ended (Unix time; 0: none)",
+            &backups.last_failed_backup,
+        ),
+    ] {
+        gauge(&mut reg, name, help, unix(at));
+    }
     let status: Family<Vec<(String, String)>, Gauge<i64, AtomicI64Wrapper>> = Family::default();
     status
         .get_or_create(&vec![("value".to_owned(), "ready".to_owned())])
@@ -442,12 +468,17 @@ type AtomicI64Wrapper = std::sync::atomic::AtomicI64;
 async fn metrics(State(state): State<AppState>) -> Response {
     let snap = live(&state).await;
     let report = report(&state, snap.as_ref().map_err(String::as_str));
+    let backups = state
+        .shared
+        .lock()
+        .map(|s| s.backups.clone())
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&report),
+        render_metrics(&report, &backups),
     )
         .into_response()
 }
@@ -489,7 +520,11 @@ mod tests {
         r.archiving.failed_count = 2;
         r.archiving.ready_wal_files = 3;
         r.archiving.last_archived_wal_time = "2020-01-01T00:00:00.000000Z".into();
-        let m = render_metrics(&r);
+        let backups = cnpg_core::backup::Summary {
+            last_successful_backup: Some("2026-12-01T10:00:00Z".into()),
+            ..Default::default()
+        };
+        let m = render_metrics(&r, &backups);
         for line in [
             "cnpg_collector_up 0",
             "cnpg_collector_fencing_on 1",
@@ -497,6 +532,9 @@ mod tests {
             "cnpg_pg_stat_archiver_failed_count 2",
             "cnpg_collector_pg_wal_archive_status{value=\"ready\"} 3",
             "cnpg_pg_stat_archiver_seconds_since_last_archival ",
+            "cnpg_collector_last_available_backup_timestamp 1796119200",
+            "cnpg_collector_last_failed_backup_timestamp 0",
+            "cnpg_collector_first_recoverability_point 0",
         ] {
             assert!(m.contains(line), "{line} missing in\n{m}");
         }

@@ -63,6 +63,10 @@ pub struct ViewData {
     /// A reload request: when this changes, the instance reloads its configuration.
     #[serde(default)]
     pub reload: Option<String>,
+    /// The cluster's backups as its status sums them up (first point of recoverability,
+    /// last successful and last failed backup): the instance exports them as metrics.
+    #[serde(default)]
+    pub backups: cnpg_core::backup::Summary,
 }
 
 impl ViewData {

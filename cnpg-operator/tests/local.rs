@@ -1190,6 +1190,36 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
     ] {
         assert!(out.contains(line), "{line}:\n{out}");
     }
+    // Every instance exports upstream's backup gauges (Unix times) from the cluster's status.
+    let sp = c.status()["ports"]["instances"][&primary][1]
+        .as_u64()
+        .expect("the primary's status port") as u16;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = rt
+            .block_on(cnpg_instance::testkit::http_get(sp, "/metrics"))
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        let gauge = |name: &str| -> i64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(-1)
+        };
+        let now = jiff::Timestamp::now().as_second();
+        let last = gauge("cnpg_collector_last_available_backup_timestamp");
+        if last > now - 3600 && last <= now {
+            assert!(
+                gauge("cnpg_collector_first_recoverability_point") > 0,
+                "{metrics}"
+            );
+            assert_eq!(gauge("cnpg_collector_last_failed_backup_timestamp"), 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no backup gauges: {metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Documents through `local apply`, as kubectl applies them: a ScheduledBackup whose
     // only occurrence this year is long gone but with `immediate` (one backup now, and not
@@ -1526,4 +1556,68 @@ fn the_archive_has_no_gap_across_a_failover_and_a_switchover() {
         log.contains("segment(s) of earlier timelines offered to the archive again"),
         "{log}"
     );
+}
+
+/// A backup on the primary cut short by a failover: the primary's node crashes while
+/// `cnpg-cloud backup` streams (held there, stopped, so it cannot finish first) and takes
+/// the backup with it. The Backup fails saying why once the instance is back, the
+/// cluster has failed over, and the next backup completes.
+#[test]
+fn a_backup_cut_short_by_a_failover_fails_and_the_next_completes() {
+    use nix::sys::signal::{Signal, kill as signal};
+    use nix::unistd::Pid;
+    let s3 = cnpg_instance::testkit::S3Server::start();
+    s3.create_bucket("cut");
+    let c = Cluster::up_on("bkf", Rig::archiving(&s3, "s3://cut/here", ""));
+    let old = c.wait_converged(None, T);
+    c.cnpg(&[
+        "backup",
+        "bkf",
+        "--backup-name",
+        "cut",
+        "--backup-target",
+        "primary",
+    ]);
+    let manager = parent(c.postmaster_pid(&old));
+    let deadline = Instant::now() + T;
+    let cloud = loop {
+        if let Some(pid) = child_named(manager, "cnpg-cloud") {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no backup started\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    signal(Pid::from_raw(cloud), Signal::SIGSTOP).expect("SIGSTOP");
+    let saved = c.root().join("backups/cut.json");
+    let wait_phase = |phase: &str| {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let text = std::fs::read_to_string(&saved).unwrap_or_default();
+            if text.contains(&format!("\"phase\": \"{phase}\"")) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Backup never {phase}: {text}\n{}",
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_phase("running");
+    // The node crashes: its manager, its postmaster and the backup's process.
+    let pm = c.postmaster_pid(&old);
+    kill(manager);
+    kill(pm);
+    kill(cloud);
+    let new = c.wait_converged(Some(&old), T);
+    let failed = wait_phase("failed");
+    assert!(
+        failed.contains("restarted while the backup ran"),
+        "{failed}"
+    );
+    c.wait_converged(None, T);
+    let out = c.cnpg(&["backup", "bkf", "--backup-name", "after", "--wait", "300"]);
+    assert!(out.contains("after: completed on"), "{out}\n{}", c.logs());
+    assert_ne!(new, old);
 }

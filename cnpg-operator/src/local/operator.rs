@@ -935,6 +935,7 @@ impl LocalOperator {
             superuser_access: Some(self.manifest.spec.enable_superuser_access.unwrap_or(false)),
             restart: self.restart.clone(),
             reload: self.reload.clone(),
+            backups: self.backup_summary.clone().unwrap_or_default(),
         };
         let text = serde_json::to_string_pretty(&view).expect("view serializes");
         if text != self.last_view && write_atomically(&self.layout.view(), &text).is_ok() {
