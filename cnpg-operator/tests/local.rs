@@ -211,6 +211,16 @@ impl Cluster {
         }
     }
 
+    /// The app user's connection string through `-rw`, verifying the server.
+    fn app_conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=app user=app password={} sslmode=verify-full sslrootcert={}",
+            self.rw_port(),
+            self.password(),
+            self.root().join("secrets/ca.crt").display()
+        )
+    }
+
     fn password(&self) -> String {
         std::fs::read_to_string(self.root().join("secrets/app-password"))
             .expect("password")
@@ -1303,12 +1313,7 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
     // The store becomes unreachable: archiving fails, says so at once with the
     // archiver's own error, keeps the WAL, and a backup waits instead of starting.
     s3.stop();
-    let app = format!(
-        "host=127.0.0.1 port={} dbname=app user=app password={} sslmode=verify-full sslrootcert={}",
-        c.rw_port(),
-        c.password(),
-        c.root().join("secrets/ca.crt").display()
-    );
+    let app = c.app_conninfo();
     // More than a segment of WAL: PostgreSQL asks for it to be archived.
     psql(
         &app,
@@ -1620,4 +1625,59 @@ fn a_backup_cut_short_by_a_failover_fails_and_the_next_completes() {
     let out = c.cnpg(&["backup", "bkf", "--backup-name", "after", "--wait", "300"]);
     assert!(out.contains("after: completed on"), "{out}\n{}", c.logs());
     assert_ne!(new, old);
+}
+
+/// A base backup needs no room on the instance that takes it: the standby it runs on has
+/// 8 MiB free for a database many times that (its disk filled but for those), and the
+/// backup completes there, streamed to the store; the cluster keeps archiving.
+#[test]
+fn a_backup_from_a_standby_with_a_full_disk_completes() {
+    if let Err(why) = Volume::available() {
+        println!("{why}; nothing to check");
+        return;
+    }
+    let s3 = cnpg_instance::testkit::S3Server::start();
+    s3.create_bucket("roomless");
+    let mut rig = Rig::archiving(&s3, "s3://roomless/here", "");
+    rig.volumes = true;
+    let c = Cluster::up_on("full", rig);
+    let primary = c.wait_converged(None, T);
+    let app = c.app_conninfo();
+    psql(
+        &app,
+        "CREATE TABLE big AS SELECT g, md5(random()::text) || md5(random()::text) AS pad \
+         FROM generate_series(1, 1000000) g",
+    )
+    .expect("about 100 MB of data");
+    // prefer-standby takes the first standby by serial: that one's disk fills.
+    let standby = (1..=3)
+        .map(|i| format!("full-{i}"))
+        .find(|n| *n != primary)
+        .expect("a standby");
+    c.wait_converged(None, T);
+    let (_, volume) = c
+        .volumes
+        .iter()
+        .find(|(n, _)| *n == standby)
+        .expect("the standby's volume");
+    let _filled = volume.fill_leaving("filler", 8 << 20);
+    let out = c.cnpg(&[
+        "backup",
+        "full",
+        "--backup-name",
+        "roomless",
+        "--immediate-checkpoint",
+        "--wait",
+        "300",
+    ]);
+    assert!(
+        out.contains(&format!("roomless: completed on {standby}")),
+        "{out}\n{}",
+        c.logs()
+    );
+    let full = c.status()["instances"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == standby.as_str()))
+        .map(|i| i["status"]["walDiskFull"] == true);
+    assert_eq!(full, Some(true), "the standby's disk is full");
 }

@@ -57,10 +57,22 @@ impl Volume {
 
     /// Takes every free byte with a file of zeros (`name` in the volume's root).
     pub fn fill(&self, name: &str) -> Filled {
+        self.fill_leaving(name, 0)
+    }
+
+    /// Takes the free bytes but about `left` (to the MiB) with a file of zeros.
+    pub fn fill_leaving(&self, name: &str, left: u64) -> Filled {
         let file = self.dir.join(name);
         let mut f = std::fs::File::create(&file).expect("the filler file");
         let block = vec![0u8; 1 << 20];
-        while f.write_all(&block).is_ok() {}
+        // The field types differ between platforms (u32 on some 32-bit ones).
+        #[allow(clippy::unnecessary_cast)]
+        let free = || {
+            nix::sys::statvfs::statvfs(&self.dir).map_or(0, |s| {
+                s.blocks_available() as u64 * s.fragment_size() as u64
+            })
+        };
+        while free() >= left + block.len() as u64 && f.write_all(&block).is_ok() {}
         Filled { file }
     }
 }
