@@ -204,6 +204,8 @@ fn store_answer(e: &object_store::Error) -> String {
         Some(text[start..start + len].to_owned())
     };
     let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    const CHECK: &str =
+        " (check the credentials in barmanObjectStore.s3Credentials and the Secret they name)";
     match (tag("Code"), text.find("<?xml")) {
         (Some(code), Some(xml)) => {
             let hint = match code.as_str() {
@@ -211,10 +213,7 @@ fn store_answer(e: &object_store::Error) -> String {
                 | "SignatureDoesNotMatch"
                 | "InvalidToken"
                 | "ExpiredToken"
-                | "AccessDenied" => {
-                    " (check the credentials in barmanObjectStore.s3Credentials and the Secret \
-                     they name)"
-                }
+                | "AccessDenied" => CHECK,
                 _ => "",
             };
             format!(
@@ -223,6 +222,8 @@ fn store_answer(e: &object_store::Error) -> String {
                 tag("Message").unwrap_or_default()
             )
         }
+        // A refusal without a body (the answer to a HEAD request).
+        _ if text.contains("403 Forbidden") => format!("{}{CHECK}", one_line(&text)),
         _ => one_line(&text),
     }
 }

@@ -410,11 +410,17 @@ pub async fn take(
     };
     let dir = base_dir(&dest, &id);
     let info_key = ObjectPath::from(format!("{dir}/backup.info"));
-    if dest.store().head(&info_key).await.is_ok() {
-        return Err(BackupError::Unsupported(format!(
-            "a backup {id} already exists in {}: start this one a second later",
-            dest.display(&dir)
-        )));
+    // Also the first request to the store: one it refuses (credentials, no bucket) fails
+    // the backup here, before PostgreSQL is put in backup mode.
+    match dest.store().head(&info_key).await {
+        Ok(_) => {
+            return Err(BackupError::Unsupported(format!(
+                "a backup {id} already exists in {}: start this one a second later",
+                dest.display(&dir)
+            )));
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(store_err("checking", dest.display(info_key.as_ref()))(e).into()),
     }
     let fast = req
         .immediate_checkpoint
