@@ -206,6 +206,10 @@ fn store_answer(e: &object_store::Error) -> String {
     let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     const CHECK: &str =
         " (check the credentials in barmanObjectStore.s3Credentials and the Secret they name)";
+    let refused = matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    );
     match (tag("Code"), text.find("<?xml")) {
         (Some(code), Some(xml)) => {
             let hint = match code.as_str() {
@@ -214,6 +218,7 @@ fn store_answer(e: &object_store::Error) -> String {
                 | "InvalidToken"
                 | "ExpiredToken"
                 | "AccessDenied" => CHECK,
+                _ if refused => CHECK,
                 _ => "",
             };
             format!(
@@ -223,7 +228,7 @@ fn store_answer(e: &object_store::Error) -> String {
             )
         }
         // A refusal without a body (the answer to a HEAD request).
-        _ if text.contains("403 Forbidden") => format!("{}{CHECK}", one_line(&text)),
+        _ if refused => format!("{}{CHECK}", one_line(&text)),
         _ => one_line(&text),
     }
 }

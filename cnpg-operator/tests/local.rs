@@ -1629,7 +1629,7 @@ fn a_backup_cut_short_by_a_failover_fails_and_the_next_completes() {
 
 /// A base backup needs no room on the instance that takes it: the standby it runs on has
 /// 8 MiB free for a database many times that (its disk filled but for those), and the
-/// backup completes there, streamed to the store; the cluster keeps archiving.
+/// backup completes there, streamed to the store.
 #[test]
 fn a_backup_from_a_standby_with_a_full_disk_completes() {
     if let Err(why) = Volume::available() {
