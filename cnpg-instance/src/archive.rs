@@ -26,7 +26,6 @@
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -36,21 +35,7 @@ pub const PROGRAM: &str = "cnpg-cloud";
 /// The file in PGDATA that asks the next archive to check the destination is empty.
 pub const CHECK_EMPTY_MARK: &str = ".check-empty-wal-archive";
 
-/// How WAL is compressed on its way to the store (`wal.compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// gzip, as barman-cloud's `--gzip` (suffix `.gz`).
-    Gzip,
-}
-
-impl Compression {
-    fn suffix(self) -> &'static str {
-        match self {
-            Compression::Gzip => ".gz",
-        }
-    }
-}
+pub use crate::compression::Compression;
 
 /// S3 credentials (`s3Credentials`), resolved from the Secrets the manifest names.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -477,6 +462,20 @@ impl Destination {
         Ok(keys)
     }
 
+    /// The whole object `key` (a WAL file; what recovery reads).
+    pub async fn read(&self, key: &str) -> Result<Vec<u8>, ArchiveError> {
+        let got = self
+            .store
+            .get(&ObjectPath::from(key))
+            .await
+            .map_err(store_err("reading", self.display(key)))?;
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(store_err("reading", self.display(key)))?;
+        Ok(bytes.to_vec())
+    }
+
     /// Uploads one WAL file (read from `path`) under its barman-cloud key; with
     /// `unless_stored`, only when no object has that key yet (a segment of an earlier
     /// timeline, which the old primary may have stored already).
@@ -493,7 +492,7 @@ impl Destination {
         let data = std::fs::read(path).map_err(io(path))?;
         let body = match self.config.compression {
             None => data,
-            Some(Compression::Gzip) => gzip(&data).map_err(io(path))?,
+            Some(c) => c.compress(&data).map_err(io(path))?,
         };
         let location = ObjectPath::from(key.as_str());
         self.store
@@ -502,44 +501,6 @@ impl Destination {
             .map_err(store_err("uploading", self.display(&key)))?;
         Ok(key)
     }
-}
-
-/// gzip, compressed on every core: a segment is cut into one piece a core and each piece
-/// becomes a gzip member of its own. Concatenated members are one valid gzip file (RFC
-/// 1952), which barman-cloud's tools and `gunzip` read whole; compression is most of what
-/// archiving a segment costs, so this about halves it on two cores.
-fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let member = |piece: &[u8]| {
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(piece.len() / 2),
-            flate2::Compression::fast(),
-        );
-        gz.write_all(piece)?;
-        gz.finish()
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let piece = data.len().div_ceil(cores).max(1 << 20);
-    if data.len() <= piece {
-        return member(data);
-    }
-    let members: Vec<std::io::Result<Vec<u8>>> = std::thread::scope(|s| {
-        let threads: Vec<_> = data
-            .chunks(piece)
-            .map(|p| s.spawn(move || member(p)))
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("a compression thread panicked")))
-            })
-            .collect()
-    });
-    let mut out = Vec::with_capacity(data.len() / 2);
-    for m in members {
-        out.extend_from_slice(&m?);
-    }
-    Ok(out)
 }
 
 fn file_name(path: &Path) -> Result<String, ArchiveError> {
@@ -712,22 +673,6 @@ pub fn read_config(path: &Path) -> Result<ArchiveConfig, ArchiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gzip_members_read_back_as_one_file() {
-        use std::io::Read;
-        let data: Vec<u8> = (0..5_000_000u32)
-            .flat_map(|i| (i % 251).to_le_bytes())
-            .collect();
-        for input in [&data[..], &data[..10], &[][..]] {
-            let gz = gzip(input).expect("gzip");
-            let mut back = Vec::new();
-            flate2::read::MultiGzDecoder::new(&gz[..])
-                .read_to_end(&mut back)
-                .expect("gunzip");
-            assert_eq!(back, input);
-        }
-    }
 
     #[test]
     fn a_promotion_offers_the_earlier_timelines_received_segments_again() {

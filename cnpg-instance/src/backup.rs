@@ -1,6 +1,6 @@
 //! Base backups to object storage, written as barman-cloud writes them so that its tools
 //! list and restore ours (and we read theirs): `<path>/<serverName>/base/<backupID>/`
-//! holds `data.tar` (`data.tar.gz` with `data.compression: gzip`) and `backup.info`.
+//! holds `data.tar` (`data.tar.gz`, `.bz2` or `.snappy` with `data.compression`) and `backup.info`.
 //!
 //! The backup is online and taken the way `barman-cloud-backup` takes it: the low-level API
 //! (`pg_backup_start`, copy, `pg_backup_stop`) on a session of the instance's own socket,
@@ -16,6 +16,7 @@
 //! instance manager, whose memory must stay small.
 
 use crate::archive::{ArchiveConfig, ArchiveError, Compression, Destination, io, store_err};
+use crate::compression::Encoder;
 use cnpg_core::lsn::Lsn;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
@@ -72,7 +73,7 @@ pub struct BackupInfo {
     /// Bytes of the files copied (before compression).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    /// `gzip`, or none.
+    /// `gzip`, `bzip2`, `snappy`, or none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
     /// Why it failed.
@@ -405,7 +406,7 @@ pub async fn take(
         version: Some(row.get::<_, i32>(1) as u32),
         pgdata: Some(row.get(2)),
         xlog_segment_size: Some(row.get::<_, i64>(3) as u64),
-        compression: cfg.data.compression.map(|_| "gzip".to_owned()),
+        compression: cfg.data.compression.map(|c| c.name().to_owned()),
         ..Default::default()
     };
     let dir = base_dir(&dest, &id);
@@ -505,33 +506,8 @@ impl Write for Chunks {
     }
 }
 
-/// The tarball, compressed or not.
-enum Sink {
-    Plain(Chunks),
-    Gzip(flate2::write::GzEncoder<Chunks>),
-}
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Sink::Plain(c) => c.write(b),
-            Sink::Gzip(g) => g.write(b),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Sink {
-    fn end(self) -> std::io::Result<()> {
-        match self {
-            Sink::Plain(c) => c.end(),
-            Sink::Gzip(g) => g.finish()?.end(),
-        }
-    }
-}
+/// The tarball as it streams: compressed (or not) into chunks for the uploader.
+type Sink = Encoder<Chunks>;
 
 /// Copies PGDATA between `pg_backup_start` and `pg_backup_stop`, then the label.
 async fn copy(
@@ -543,8 +519,11 @@ async fn copy(
     info: &mut BackupInfo,
     progress: &(dyn Fn(&BackupInfo) + Sync),
 ) -> Result<(), BackupError> {
-    let gz = cfg.data.compression == Some(Compression::Gzip);
-    let key = ObjectPath::from(format!("{dir}/data.tar{}", if gz { ".gz" } else { "" }));
+    let compression = cfg.data.compression;
+    let key = ObjectPath::from(format!(
+        "{dir}/data.tar{}",
+        compression.map_or("", Compression::suffix)
+    ));
     let shown = dest.display(key.as_ref());
     // S3 allows 10,000 parts: parts grow with the database, from 8 MiB.
     let total = dir_size(&req.pgdata);
@@ -592,14 +571,10 @@ async fn copy(
         tx,
         buf: Vec::with_capacity(CHUNK),
     };
-    let sink = if gz {
-        Sink::Gzip(flate2::write::GzEncoder::new(
-            chunks,
-            flate2::Compression::fast(),
-        ))
-    } else {
-        Sink::Plain(chunks)
-    };
+    let sink = Encoder::new(compression, chunks).map_err(|e| ArchiveError::Io {
+        path: req.pgdata.clone(),
+        source: e,
+    })?;
     let pgdata = req.pgdata.clone();
     let counter = read.clone();
     let walking = tokio::task::spawn_blocking(move || {
@@ -685,7 +660,7 @@ async fn copy(
         h.set_mtime(jiff::Timestamp::now().as_second().max(0) as u64);
         h.set_entry_type(tar::EntryType::Regular);
         tar.append_data(&mut h, "backup_label", label.as_bytes())?;
-        tar.into_inner()?.end()
+        tar.into_inner()?.finish()?.end()
     });
     let finished = finishing
         .await

@@ -26,6 +26,7 @@ pub mod archive;
 pub mod backup;
 pub mod backup_job;
 pub mod bootstrap;
+pub mod compression;
 pub mod config;
 pub mod control;
 pub mod http;

@@ -568,6 +568,41 @@ pub fn psql(
     }
 }
 
+/// `compressed` decompressed by the reference reader of `c`: python-snappy's stream
+/// reader for snappy (the pip package, as .ci/run installs it), the command-line tool
+/// otherwise.
+pub fn reference_decompress(c: crate::archive::Compression, compressed: Vec<u8>) -> Vec<u8> {
+    use crate::archive::Compression;
+    let (tool, args): (&str, &[&str]) = match c {
+        Compression::Snappy => (
+            "python3",
+            &[
+                "-c",
+                "import snappy, sys; snappy.stream_decompress(sys.stdin.buffer, sys.stdout.buffer)",
+            ],
+        ),
+        other => (other.name(), &["-d", "-c"]),
+    };
+    let mut child = std::process::Command::new(tool)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool}: {e} (.ci/run installs it)"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(&compressed)
+    });
+    let out = child.wait_with_output().expect(tool);
+    writer.join().expect("join").expect("write");
+    assert!(
+        out.status.success(),
+        "{tool} could not read {c} (for snappy: python3 -m pip install python-snappy)"
+    );
+    out.stdout
+}
+
 /// Every file under `dir`, recursively (what a test greps for leaked secrets).
 pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

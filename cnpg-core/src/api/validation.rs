@@ -752,6 +752,21 @@ fn check_backup(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
                 "say where backups go, e.g. s3://bucket/path",
             ));
         }
+        use super::barman::CompressionType;
+        let wal_only = match store.data.as_ref().and_then(|d| d.compression) {
+            Some(CompressionType::Lz4) => Some("lz4"),
+            Some(CompressionType::Xz) => Some("xz"),
+            Some(CompressionType::Zstd) => Some("zstd"),
+            _ => None,
+        };
+        if let Some(c) = wal_only {
+            errs.push(FieldError::invalid(
+                "spec.backup.barmanObjectStore.data.compression",
+                format!(
+                    "{c} is for WAL only: barman-cloud writes and restores base backups with gzip, bzip2 or snappy; use one of those, or none"
+                ),
+            ));
+        }
     }
     if let Some(policy) = &backup.retention_policy {
         let b = policy.as_bytes();

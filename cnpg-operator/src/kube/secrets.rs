@@ -593,27 +593,28 @@ pub fn archive_config(
         }
         _ => None,
     };
-    let wal = store.wal.clone().unwrap_or_default();
-    let compression = match wal.compression {
-        None => None,
-        Some(CompressionType::Gzip) => Some(Compression::Gzip),
-        Some(other) => {
-            return Err(field(
-                "backup.barmanObjectStore.wal.compression",
-                format!("{other:?} is not supported yet: use gzip, or none"),
-            ));
-        }
+    let codec = |c: CompressionType| match c {
+        CompressionType::Bzip2 => Compression::Bzip2,
+        CompressionType::Gzip => Compression::Gzip,
+        CompressionType::Lz4 => Compression::Lz4,
+        CompressionType::Snappy => Compression::Snappy,
+        CompressionType::Xz => Compression::Xz,
+        CompressionType::Zstd => Compression::Zstd,
     };
+    let wal = store.wal.clone().unwrap_or_default();
+    let compression = wal.compression.map(codec);
     let data = store.data.clone().unwrap_or_default();
-    let data_compression = match data.compression {
-        None => None,
-        Some(CompressionType::Gzip) => Some(Compression::Gzip),
-        Some(other) => {
+    let data_compression = match data.compression.map(codec) {
+        Some(c) if !c.for_data() => {
             return Err(field(
                 "backup.barmanObjectStore.data.compression",
-                format!("{other:?} is not supported yet: use gzip, or none"),
+                format!(
+                    "{c} is for WAL only (barman-cloud writes and restores base backups \
+                     with gzip, bzip2 or snappy): use one of those, or none"
+                ),
             ));
         }
+        c => c,
     };
     let sse = |e: EncryptionType| match e {
         EncryptionType::Aes256 => "AES256".to_owned(),
@@ -866,17 +867,33 @@ mod tests {
             config.s3.as_ref().map(|s| s.secret_access_key.as_str()),
             Some("key-secret")
         );
+        // zstd is one of barman-cloud's WAL compressions, not one of its backups'.
         let mut zstd = c.clone();
-        if let Some(w) = zstd
-            .spec
-            .backup
-            .as_mut()
-            .and_then(|b| b.barman_object_store.as_mut())
-            .and_then(|s| s.wal.as_mut())
-        {
+        fn store(c: &mut Cluster) -> &mut cnpg_core::api::barman::BarmanObjectStoreConfiguration {
+            c.spec
+                .backup
+                .as_mut()
+                .and_then(|b| b.barman_object_store.as_mut())
+                .expect("store")
+        }
+        if let Some(w) = store(&mut zstd).wal.as_mut() {
             w.compression = Some(cnpg_core::api::barman::CompressionType::Zstd);
         }
-        let e = archive(&zstd, &user).expect_err("not yet").to_string();
-        assert!(e.contains("wal.compression"), "{e}");
+        let made = archive(&zstd, &user).expect("made").expect("archives");
+        let config: cnpg_instance::archive::ArchiveConfig =
+            serde_json::from_str(&value(&made, "archive.json").expect("json")).expect("config");
+        assert_eq!(
+            config.compression,
+            Some(cnpg_instance::archive::Compression::Zstd)
+        );
+        store(&mut zstd).data = Some(cnpg_core::api::barman::DataBackupConfiguration {
+            compression: Some(cnpg_core::api::barman::CompressionType::Zstd),
+            ..Default::default()
+        });
+        let e = archive(&zstd, &user).expect_err("WAL only").to_string();
+        assert!(
+            e.contains("data.compression") && e.contains("gzip, bzip2 or snappy"),
+            "{e}"
+        );
     }
 }

@@ -335,7 +335,13 @@ fn backup_and_plugin_rules() {
     let mut c = base();
     c.spec.backup = Some(BackupConfiguration {
         retention_policy: Some("30 days".into()),
-        barman_object_store: Some(Default::default()),
+        barman_object_store: Some(crate::api::barman::BarmanObjectStoreConfiguration {
+            data: Some(crate::api::barman::DataBackupConfiguration {
+                compression: Some(crate::api::barman::CompressionType::Zstd),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     });
     c.spec.plugins = vec![
@@ -362,6 +368,11 @@ fn backup_and_plugin_rules() {
         "where backups go",
     );
     has(&c, "spec.plugins[1].isWALArchiver", "only one plugin");
+    has(
+        &c,
+        "spec.backup.barmanObjectStore.data.compression",
+        "zstd is for WAL only",
+    );
 }
 
 #[test]
