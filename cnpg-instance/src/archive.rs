@@ -37,37 +37,14 @@ pub const CHECK_EMPTY_MARK: &str = ".check-empty-wal-archive";
 
 pub use crate::compression::Compression;
 
-/// S3 credentials (`s3Credentials`), resolved from the Secrets the manifest names.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct S3Credentials {
-    /// `accessKeyId`.
-    pub access_key_id: String,
-    /// `secretAccessKey`.
-    pub secret_access_key: String,
-    /// `sessionToken`, for temporary credentials.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_token: Option<String>,
-    /// `region`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-}
-
-impl std::fmt::Debug for S3Credentials {
-    // Never print a secret.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Credentials")
-            .field("region", &self.region)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::store::{AzureCredentials, S3Credentials};
 
 /// Where and how to archive: `spec.backup.barmanObjectStore` with its Secrets resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ArchiveConfig {
-    /// `destinationPath`: `s3://BUCKET[/PATH]`, or (our extension, for the local platform)
-    /// `file:///DIR`.
+    /// `destinationPath`: `s3://BUCKET[/PATH]`, an Azure container's URL, or (our
+    /// extension, for the local platform) `file:///DIR` ([`crate::store`]).
     pub destination_path: String,
     /// `serverName` (the cluster's name by default).
     pub server_name: String,
@@ -89,6 +66,9 @@ pub struct ArchiveConfig {
     /// `s3Credentials`; none: the environment's (`AWS_*`, an instance role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Credentials>,
+    /// `azureCredentials`, for an Azure destination; none: the environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureCredentials>,
     /// `data`: how base backups are written ([`crate::backup`]).
     #[serde(default)]
     pub data: DataConfig,
@@ -149,7 +129,7 @@ pub enum ArchiveError {
         source: std::io::Error,
     },
     /// The store refused or could not be reached.
-    #[error("{action} {location}: {}", store_answer(source))]
+    #[error("{action} {location}: {}", store_answer(source, location))]
     Store {
         /// What was being done.
         action: &'static str,
@@ -179,8 +159,9 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError {
 }
 
 /// object_store's error on one line, with S3's own error code and message in place of the
-/// XML body they come in, and what to check when the store does not take the credentials.
-fn store_answer(e: &object_store::Error) -> String {
+/// XML body they come in, and what to check when the store at `location` does not take the
+/// credentials.
+fn store_answer(e: &object_store::Error, location: &str) -> String {
     let text = e.to_string();
     let tag = |t: &str| {
         let open = format!("<{t}>");
@@ -189,8 +170,14 @@ fn store_answer(e: &object_store::Error) -> String {
         Some(text[start..start + len].to_owned())
     };
     let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-    const CHECK: &str =
-        " (check the credentials in barmanObjectStore.s3Credentials and the Secret they name)";
+    let field = if location.starts_with("s3://") {
+        "s3Credentials"
+    } else {
+        "azureCredentials"
+    };
+    let check =
+        format!(" (check the credentials in barmanObjectStore.{field} and the Secret they name)");
+    let check = check.as_str();
     let refused = matches!(
         e,
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
@@ -202,18 +189,18 @@ fn store_answer(e: &object_store::Error) -> String {
                 | "SignatureDoesNotMatch"
                 | "InvalidToken"
                 | "ExpiredToken"
-                | "AccessDenied" => CHECK,
-                _ if refused => CHECK,
+                | "AccessDenied" => check,
+                _ if refused => check,
                 _ => "",
             };
             format!(
                 "{} {code}: {}{hint}",
                 one_line(text[..xml].trim_end().trim_end_matches(':')),
-                tag("Message").unwrap_or_default()
+                one_line(&tag("Message").unwrap_or_default())
             )
         }
         // A refusal without a body (the answer to a HEAD request).
-        _ if refused => format!("{}{CHECK}", one_line(&text)),
+        _ if refused => format!("{}{check}", one_line(&text)),
         _ => one_line(&text),
     }
 }
@@ -308,7 +295,7 @@ pub fn requeue_earlier_timelines(pgdata: &Path) -> std::io::Result<Vec<String>> 
 pub struct Destination {
     store: Arc<dyn ObjectStore>,
     base: String,
-    /// Where keys start, for messages: `s3://BUCKET` or `file:///DIR`.
+    /// Where keys start, for messages: `s3://BUCKET`, `file:///DIR`, ….
     root: String,
     config: ArchiveConfig,
 }
@@ -324,8 +311,6 @@ impl std::fmt::Debug for Destination {
 impl Destination {
     /// Opens the destination `config` names (no request is made yet).
     pub fn open(config: &ArchiveConfig) -> Result<Self, ArchiveError> {
-        let url = config.destination_path.trim_end_matches('/').to_owned();
-        let bad = |why: &str| ArchiveError::Config(format!("destinationPath {url:?}: {why}"));
         if config.server_name.is_empty() || config.server_name.contains('/') {
             return Err(ArchiveError::Config(format!(
                 "serverName {:?}: give a name without '/'",
@@ -337,30 +322,7 @@ impl Destination {
                 "wal.maxParallel: give at least 1".into(),
             ));
         }
-        let (store, base, root): (Arc<dyn ObjectStore>, String, String) =
-            if let Some(rest) = url.strip_prefix("s3://") {
-                let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(bad("no bucket: write s3://BUCKET[/PATH]"));
-                }
-                (
-                    Arc::new(s3(config, bucket)?),
-                    path.to_owned(),
-                    format!("s3://{bucket}"),
-                )
-            } else if let Some(dir) = url.strip_prefix("file://") {
-                if !dir.starts_with('/') {
-                    return Err(bad("write file:///ABSOLUTE/PATH"));
-                }
-                std::fs::create_dir_all(dir).map_err(io(Path::new(dir)))?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(store_err("opening", &url))?;
-                (Arc::new(fs), String::new(), url.clone())
-            } else {
-                return Err(bad(
-                    "only s3:// (and file:// on the local platform) are supported",
-                ));
-            };
+        let crate::store::Opened { store, base, root } = crate::store::open(config)?;
         Ok(Destination {
             store,
             base,
@@ -378,7 +340,7 @@ impl Destination {
                 "destinationPath {:?}: write file:///ABSOLUTE/PATH",
                 config.destination_path
             ))),
-            // Opening an S3 destination makes no request.
+            // Opening any other destination makes no request.
             None => Self::open(config).map(|_| ()),
         }
     }
@@ -508,74 +470,6 @@ fn file_name(path: &Path) -> Result<String, ArchiveError> {
         .and_then(|n| n.to_str())
         .map(str::to_owned)
         .ok_or_else(|| ArchiveError::BadName(path.display().to_string()))
-}
-
-fn s3(config: &ArchiveConfig, bucket: &str) -> Result<object_store::aws::AmazonS3, ArchiveError> {
-    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-    // The environment first (AWS_* variables, as barman-cloud's boto3 reads them), then
-    // what the manifest gives.
-    let mut b = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_retry(retry());
-    // Client options first: setting them replaces any set before (allow_http included).
-    let mut client =
-        object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5));
-    if let Some(ca) = &config.endpoint_ca {
-        let pem = std::fs::read(ca).map_err(io(ca))?;
-        let cert = object_store::Certificate::from_pem(&pem)
-            .map_err(|e| ArchiveError::Config(format!("endpointCA {}: {e}", ca.display())))?;
-        client = client.with_root_certificate(cert);
-    }
-    b = b.with_client_options(client);
-    if let Some(creds) = &config.s3 {
-        b = b
-            .with_access_key_id(&creds.access_key_id)
-            .with_secret_access_key(&creds.secret_access_key);
-        if let Some(t) = &creds.session_token {
-            b = b.with_token(t);
-        }
-        if let Some(r) = &creds.region {
-            b = b.with_region(r);
-        }
-    }
-    if let Some(endpoint) = &config.endpoint_url {
-        b = b
-            .with_endpoint(endpoint)
-            .with_allow_http(endpoint.starts_with("http://"))
-            .with_virtual_hosted_style_request(false);
-    }
-    match config.encryption.as_deref() {
-        None => {}
-        // barman-cloud's `--encryption` values, which are S3's header values.
-        Some(kind @ ("AES256" | "aws:kms")) => {
-            let key: AmazonS3ConfigKey = "aws_server_side_encryption"
-                .parse()
-                .map_err(|e| ArchiveError::Config(format!("wal.encryption: {e}")))?;
-            b = b.with_config(key, kind);
-        }
-        Some(other) => {
-            return Err(ArchiveError::Config(format!(
-                "wal.encryption {other:?}: give AES256 or aws:kms"
-            )));
-        }
-    }
-    b.build()
-        .map_err(|e| ArchiveError::Config(format!("destinationPath s3://{bucket}: {e}")))
-}
-
-/// Retries of a failed request: a few, within 20 s. object_store's default (ten, within
-/// three minutes) held an `archive_command` for minutes when the store was unreachable:
-/// PostgreSQL retries a failed segment itself, and a failure must show at once.
-fn retry() -> object_store::RetryConfig {
-    object_store::RetryConfig {
-        backoff: object_store::BackoffConfig {
-            init_backoff: std::time::Duration::from_millis(100),
-            max_backoff: std::time::Duration::from_secs(2),
-            base: 2.0,
-        },
-        max_retries: 3,
-        retry_timeout: std::time::Duration::from_secs(20),
-    }
 }
 
 /// Where segments uploaded ahead of PostgreSQL's request are marked.
@@ -742,6 +636,7 @@ mod tests {
                 session_token: None,
                 region: Some("us-east-1".into()),
             }),
+            azure: None,
             data: DataConfig::default(),
             retention_policy: None,
         };

@@ -43,6 +43,7 @@ pub mod proc;
 pub mod query;
 pub mod runas;
 pub mod server;
+pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;

@@ -748,6 +748,7 @@ impl S3Server {
                 session_token: None,
                 region: Some("us-east-1".into()),
             }),
+            azure: None,
             data: crate::archive::DataConfig::default(),
             retention_policy: None,
         }
@@ -755,6 +756,145 @@ impl S3Server {
 }
 
 impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where barman-cloud finds the Azure client library it needs (`azure-storage-blob`, which
+/// Debian packages only inside a 500 MB bundle): `pip install --target` of it, at
+/// `$CNPG_BARMAN_AZURE_PATH` or `/opt/barman-azure` (`.ci/run` installs it there). Panics
+/// saying so when it is missing.
+pub fn barman_azure_pythonpath() -> PathBuf {
+    let dir = std::env::var_os("CNPG_BARMAN_AZURE_PATH")
+        .map_or_else(|| PathBuf::from("/opt/barman-azure"), PathBuf::from);
+    assert!(
+        dir.join("azure/storage/blob").is_dir(),
+        "barman-cloud's Azure library is not in {}: python3 -m pip install --target {} \
+         azure-storage-blob (.ci/run does)",
+        dir.display(),
+        dir.display()
+    );
+    dir
+}
+
+/// Azurite's well-known account (every Azurite has it).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+/// Azurite's well-known key for [`AZURITE_ACCOUNT`] (published by Microsoft; not a secret).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A real Azure Blob Storage API server on loopback: Azurite, Microsoft's emulator (from
+/// npm, `npm install -g azurite`; `.ci/run` installs it), on a free port with its data in
+/// a temporary directory, killed when dropped. It checks Shared Key signatures as Azure does.
+pub struct AzureServer {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+    /// `http://127.0.0.1:PORT/devstoreaccount1`: the account's endpoint.
+    pub endpoint: String,
+}
+
+impl AzureServer {
+    /// Starts one and waits until it answers; panics saying what to install when it cannot.
+    pub fn start() -> AzureServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("azurite's directory");
+        let mut child = std::process::Command::new("azurite-blob")
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(dir.path())
+            .args(["--silent", "--skipApiVersionCheck"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("these tests run Azurite: azurite-blob: {e} (npm install -g azurite; .ci/run does)")
+            });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("Azurite exited ({st})");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Azurite did not listen on 127.0.0.1:{port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        AzureServer {
+            child,
+            _dir: dir,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
+        }
+    }
+
+    /// The connection string for the account (what `azureCredentials.connectionString`
+    /// holds for an emulator).
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint={};",
+            self.endpoint
+        )
+    }
+
+    /// Creates a container: one request signed with the account's key (Shared Key).
+    pub fn create_container(&self, name: &str) {
+        use base64::Engine;
+        use std::io::{Read, Write};
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let date = jiff::Timestamp::now()
+            .strftime("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let version = "2021-08-06";
+        // Verb, eleven standard headers (none set), the x-ms- headers, the resource.
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
+        );
+        let key = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &b64.decode(AZURITE_KEY).expect("the key is base64"),
+        );
+        let signature = b64.encode(ring::hmac::sign(&key, to_sign.as_bytes()));
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("azurite");
+        write!(
+            s,
+            "PUT /{AZURITE_ACCOUNT}/{name}?restype=container HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+             x-ms-date: {date}\r\nx-ms-version: {version}\r\n\
+             Authorization: SharedKey {AZURITE_ACCOUNT}:{signature}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("request");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 201"),
+            "creating container {name}: {answer}"
+        );
+    }
+
+    /// How to archive to `container` (and `path` in it) here, authenticated by the
+    /// connection string (gzip, one segment at a time).
+    pub fn archive_config(
+        &self,
+        container_path: &str,
+        server_name: &str,
+    ) -> crate::archive::ArchiveConfig {
+        let config = serde_json::json!({
+            "destinationPath": format!("{}/{container_path}", self.endpoint),
+            "serverName": server_name,
+            "compression": "gzip",
+            "azure": {"connectionString": self.connection_string()},
+        });
+        serde_json::from_value(config).expect("an archive configuration")
+    }
+}
+
+impl Drop for AzureServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

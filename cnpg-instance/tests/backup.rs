@@ -101,6 +101,18 @@ async fn backup(h: &Harness, cfg: &Path, name: &str, label: &str) -> BackupInfo 
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// `cnpg-cloud backup-list --json` with `cfg`.
+async fn backup_list(h: &Harness, cfg: &Path) -> Vec<BackupInfo> {
+    let out = run(
+        as_postgres(h, cloud())
+            .args(["backup-list", "--json", "--config"])
+            .arg(cfg),
+        "cnpg-cloud backup-list",
+    )
+    .await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 /// A primary `pg-1` archiving to `s3` (bucket `backups`, made here): the harness, the
 /// archive configuration's path and a connection.
 async fn archiving_primary(s3: &S3Server) -> (Harness, PathBuf, tokio_postgres::Client) {
@@ -193,16 +205,7 @@ async fn backups_of_primary_and_standby_are_restored_by_barman_cloud_and_theirs_
         "barman-cloud-backup",
     )
     .await;
-    let ours: Vec<BackupInfo> = serde_json::from_str(
-        &run(
-            as_postgres(&h, cloud())
-                .args(["backup-list", "--json", "--config"])
-                .arg(&cfg_path),
-            "cnpg-cloud backup-list",
-        )
-        .await,
-    )
-    .expect("json");
+    let ours = backup_list(&h, &cfg_path).await;
     let names: Vec<_> = ours
         .iter()
         .map(|b| (b.backup_name.clone().unwrap_or_default(), b.status.clone()))
@@ -611,4 +614,143 @@ async fn wrong_credentials_fail_archiving_and_backups_saying_why_and_keep_the_wa
         "{err}"
     );
     assert!(!err.contains("test-secret"), "{err}");
+}
+
+/// Azure Blob Storage, against Azurite (Microsoft's emulator, which checks Shared Key
+/// signatures as Azure does), with a connection string as `azureCredentials` gives it: WAL
+/// archived by PostgreSQL's `archive_command` where barman-cloud puts it, a base backup
+/// (Azure's block uploads), listed; a wrong key fails archiving, saying what to check, and
+/// the WAL stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_and_backups_reach_azure_blob_storage() {
+    use cnpg_instance::archive::Destination;
+    use cnpg_instance::testkit::AzureServer;
+    let azure = AzureServer::start();
+    azure.create_container("backups");
+    let mut cfg = azure.archive_config("backups/cnpg", "pg");
+    cfg.max_parallel = 2;
+    cfg.data.compression = Some(Compression::Gzip);
+    cfg.data.immediate_checkpoint = true;
+    let mut h = Harness::new("pg");
+    let cfg_path = archive_with(&mut h, &cfg);
+    h.running_primary("pg-1").await;
+    let db = h.connect("pg-1").await;
+    for _ in 0..3 {
+        db.batch_execute(
+            "CREATE TABLE IF NOT EXISTS t (n int); INSERT INTO t SELECT generate_series(1, 1000); \
+             SELECT pg_switch_wal()",
+        )
+        .await
+        .expect("writes and a WAL switch");
+    }
+    h.wait_until("three segments archived", T, async |h| {
+        let (n, failed): (i64, i64) = {
+            let row = h
+                .connect("pg-1")
+                .await
+                .query_one(
+                    "SELECT archived_count, failed_count FROM pg_stat_archiver",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            (row.get(0), row.get(1))
+        };
+        if n >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} archived, {failed} failed"))
+        }
+    })
+    .await;
+    // Before a checkpoint recycles it.
+    let first_segment = std::fs::read(
+        h.instances["pg-1"]
+            .pgdata
+            .join("pg_wal")
+            .join("000000010000000000000001"),
+    )
+    .expect("the first segment");
+    let dest = Destination::open(&cfg).expect("destination");
+    let keys = dest.list_wal().await.expect("listing");
+    assert!(
+        keys.iter()
+            .any(|k| k == "cnpg/pg/wals/0000000100000000/000000010000000000000001.gz"),
+        "{keys:?}"
+    );
+
+    let info = backup(&h, &cfg_path, "pg-1", "to-azure").await;
+    assert_eq!(info.status, "DONE", "{info:?}");
+    let listed = backup_list(&h, &cfg_path).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].backup_id, info.backup_id);
+
+    // barman-cloud (Debian's, with azure-storage-blob beside it) lists the backup and
+    // restores a segment byte for byte: the layout is theirs on Azure too.
+    let barman = |tool: &str| {
+        let mut cmd = as_postgres(&h, tool);
+        cmd.env(
+            "PYTHONPATH",
+            cnpg_instance::testkit::barman_azure_pythonpath(),
+        )
+        .env("AZURE_STORAGE_CONNECTION_STRING", azure.connection_string())
+        .args(["--cloud-provider", "azure-blob-storage"]);
+        cmd
+    };
+    let url = format!("{}/backups/cnpg", azure.endpoint);
+    let theirs = run(
+        barman("barman-cloud-backup-list").args([&url, "pg"]),
+        "barman-cloud-backup-list",
+    )
+    .await;
+    assert!(theirs.contains(&info.backup_id), "{theirs}");
+    let restored = h.root.path().join("restored-segment");
+    cnpg_instance::runas::own(h.run_as, h.root.path()).expect("own");
+    run(
+        barman("barman-cloud-wal-restore")
+            .args([&url, "pg", "000000010000000000000001"])
+            .arg(&restored),
+        "barman-cloud-wal-restore",
+    )
+    .await;
+    assert!(std::fs::read(&restored).expect("restored") == first_segment);
+
+    // A key Azure does not take: refused, the segment kept, and the error says why.
+    let mut wrong = cfg.clone();
+    wrong.azure = Some(cnpg_instance::archive::AzureCredentials {
+        connection_string: Some(
+            azure
+                .connection_string()
+                .replace("AccountKey=E", "AccountKey=F"),
+        ),
+        ..Default::default()
+    });
+    let wrong_path = h.root.path().join("wrong.json");
+    cnpg_instance::tls::write_private(
+        &wrong_path,
+        &serde_json::to_string(&wrong).expect("json"),
+        h.run_as,
+    )
+    .expect("wrong.json");
+    let pgdata = h.root.path().join("other");
+    let seg = pgdata.join("pg_wal").join("000000010000000000000009");
+    std::fs::create_dir_all(seg.parent().expect("pg_wal")).expect("pg_wal");
+    std::fs::write(&seg, vec![7u8; 1 << 20]).expect("a segment");
+    let out = std::process::Command::new(cloud())
+        .args(["wal-archive", "--config"])
+        .arg(&wrong_path)
+        .arg("--pgdata")
+        .arg(&pgdata)
+        .arg("pg_wal/000000010000000000000009")
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.trim().lines().count() == 1, "one line: {err}");
+    assert!(
+        err.contains("check the credentials in barmanObjectStore.azureCredentials"),
+        "{err}"
+    );
+    assert!(!err.contains(cnpg_instance::testkit::AZURITE_KEY), "{err}");
+    assert!(seg.exists());
 }

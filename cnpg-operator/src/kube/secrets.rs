@@ -498,11 +498,16 @@ pub fn archive_sources(c: &Cluster) -> Vec<String> {
         return vec![];
     };
     let s3 = store.s3_credentials.as_ref();
+    let azure = store.azure_credentials.as_ref();
     let mut names: Vec<String> = [
         s3.and_then(|s| s.access_key_id.as_ref()),
         s3.and_then(|s| s.secret_access_key.as_ref()),
         s3.and_then(|s| s.session_token.as_ref()),
         s3.and_then(|s| s.region.as_ref()),
+        azure.and_then(|a| a.connection_string.as_ref()),
+        azure.and_then(|a| a.storage_account.as_ref()),
+        azure.and_then(|a| a.storage_key.as_ref()),
+        azure.and_then(|a| a.storage_sas_token.as_ref()),
         store.endpoint_ca.as_ref(),
     ]
     .into_iter()
@@ -552,7 +557,9 @@ pub fn archive_config(
     ca_path: &Path,
 ) -> Result<Option<(cnpg_instance::archive::ArchiveConfig, Option<String>)>, SecretError> {
     use cnpg_core::api::barman::{CompressionType, EncryptionType};
-    use cnpg_instance::archive::{ArchiveConfig, Compression, DataConfig, S3Credentials};
+    use cnpg_instance::archive::{
+        ArchiveConfig, AzureCredentials, Compression, DataConfig, S3Credentials,
+    };
     let Some(store) = object_store(c) else {
         return Ok(None);
     };
@@ -565,10 +572,38 @@ pub fn archive_config(
         })?;
         value(s, &sel.key)
     };
-    if store.azure_credentials.is_some() || store.google_credentials.is_some() {
+    let azure = match &store.azure_credentials {
+        Some(cr)
+            if cr.inherit_from_azure_ad != Some(true)
+                && cr.use_default_azure_credentials != Some(true) =>
+        {
+            let made = AzureCredentials {
+                connection_string: cr.connection_string.as_ref().map(pick).transpose()?,
+                storage_account: cr.storage_account.as_ref().map(pick).transpose()?,
+                storage_key: cr.storage_key.as_ref().map(pick).transpose()?,
+                storage_sas_token: cr.storage_sas_token.as_ref().map(pick).transpose()?,
+            };
+            if made.connection_string.is_none()
+                && made.storage_key.is_none()
+                && made.storage_sas_token.is_none()
+            {
+                return Err(field(
+                    "backup.barmanObjectStore.azureCredentials",
+                    "give connectionString, storageAccount with storageKey or storageSasToken, \
+                     or set inheritFromAzureAD or useDefaultAzureCredentials"
+                        .into(),
+                ));
+            }
+            Some(made)
+        }
+        _ => None,
+    };
+    if store.google_credentials.is_some() {
         return Err(field(
-            "backup.barmanObjectStore",
-            "only S3 (and S3-compatible stores) can be archived to yet".into(),
+            "backup.barmanObjectStore.googleCredentials",
+            "Google Cloud Storage is not supported yet: use S3 (or an S3-compatible store) \
+             or Azure Blob Storage"
+                .into(),
         ));
     }
     let s3 = match &store.s3_credentials {
@@ -630,6 +665,7 @@ pub fn archive_config(
         encryption: wal.encryption.map(sse),
         max_parallel: wal.max_parallel.unwrap_or(1).max(1) as usize,
         s3,
+        azure,
         data: DataConfig {
             compression: data_compression,
             encryption: data.encryption.map(sse),
@@ -829,6 +865,49 @@ mod tests {
             value(&client, "tls.crt")
                 .expect("crt")
                 .contains("BEGIN CERTIFICATE")
+        );
+    }
+
+    #[test]
+    fn azure_credentials_come_from_their_secret_and_google_is_refused_saying_so() {
+        let c: Cluster = serde_saphyr::from_str(
+            "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: pg, namespace: db}\nspec:\n  instances: 1\n  backup:\n    barmanObjectStore:\n      destinationPath: https://acct.blob.core.windows.net/backups/pg\n      azureCredentials:\n        connectionString: {name: azure, key: CS}\n",
+        )
+        .expect("parses");
+        assert_eq!(archive_sources(&c), vec!["azure".to_owned()]);
+        let azure = secret(
+            &c,
+            "azure",
+            "Opaque",
+            BTreeMap::from([(
+                "CS".to_owned(),
+                "AccountName=acct;AccountKey=a2V5".to_owned(),
+            )]),
+            BTreeMap::new(),
+        );
+        let user = BTreeMap::from([("azure".to_owned(), azure)]);
+        let made = archive(&c, &user).expect("made").expect("archives");
+        let config: cnpg_instance::archive::ArchiveConfig =
+            serde_json::from_str(&value(&made, "archive.json").expect("json")).expect("config");
+        assert_eq!(
+            config.azure.and_then(|a| a.connection_string).as_deref(),
+            Some("AccountName=acct;AccountKey=a2V5")
+        );
+        let mut google = c.clone();
+        if let Some(store) = google
+            .spec
+            .backup
+            .as_mut()
+            .and_then(|b| b.barman_object_store.as_mut())
+        {
+            store.azure_credentials = None;
+            store.destination_path = "gs://bucket/pg".into();
+            store.google_credentials = Some(Default::default());
+        }
+        let e = archive(&google, &user).expect_err("not yet").to_string();
+        assert!(
+            e.contains("googleCredentials") && e.contains("not supported yet"),
+            "{e}"
         );
     }
 
