@@ -204,11 +204,25 @@ impl Cluster {
     fn wait_converged(&self) {
         let t = Instant::now();
         while !self.converged() {
-            assert!(
-                t.elapsed() < Duration::from_secs(180),
-                "not converged: {}",
-                self.status()
-            );
+            if t.elapsed() > Duration::from_secs(180) {
+                // Kept for whoever looks into it: the cluster's directory (every log)
+                // goes with the temporary directory when the suite ends.
+                let kept = std::env::temp_dir().join(format!(
+                    "cnpg-failover-stuck-{}-{}",
+                    self.name,
+                    std::process::id()
+                ));
+                let _ = Command::new("cp")
+                    .arg("-a")
+                    .arg(self.root())
+                    .arg(&kept)
+                    .status();
+                panic!(
+                    "not converged (the cluster's directory is kept in {}): {}",
+                    kept.display(),
+                    self.status()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -85,6 +85,9 @@ pub struct BackupInfo {
     /// The WAL segment size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xlog_segment_size: Option<u64>,
+    /// barman's list of tablespaces (a Python literal), when the backup has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tablespaces: Option<String>,
 }
 
 /// The default WAL segment size.
@@ -137,7 +140,7 @@ impl BackupInfo {
             ("size", num(self.size)),
             ("status", self.status.clone()),
             ("systemid", opt(&self.systemid)),
-            ("tablespaces", none()),
+            ("tablespaces", opt(&self.tablespaces)),
             ("timeline", num(self.timeline.map(u64::from))),
             ("version", num(self.version.map(u64::from))),
             ("xlog_segment_size", seg.to_string()),
@@ -196,6 +199,7 @@ impl BackupInfo {
                 "compression" => b.compression = s,
                 "error" => b.error = s,
                 "xlog_segment_size" => b.xlog_segment_size = int(v)?,
+                "tablespaces" => b.tablespaces = s,
                 "backup_label" => {
                     b.backup_label = match s {
                         None => None,

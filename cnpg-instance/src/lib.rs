@@ -41,6 +41,7 @@ pub mod pgdata;
 pub mod ports;
 pub mod proc;
 pub mod query;
+pub mod restore;
 pub mod runas;
 pub mod server;
 pub mod store;

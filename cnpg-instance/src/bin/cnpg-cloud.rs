@@ -8,6 +8,8 @@
 //! - `retention`: enforces the recovery window (`retentionPolicy`), as
 //!   `barman-cloud-backup-delete --retention-policy` does; `backup` runs it after each
 //!   completed backup when the configuration has a policy.
+//! - `wal-restore`: PostgreSQL's `restore_command`, and `restore`: a base backup into an
+//!   empty PGDATA (`cnpg_instance::restore`).
 //!
 //! A program of its own, installed beside `cnpg-instance`, so that the object-store client
 //! is never loaded into the instance manager.
@@ -38,6 +40,37 @@ enum Command {
         pgdata: Option<PathBuf>,
         /// The file to archive (`%p`).
         wal: PathBuf,
+    },
+    /// Fetch a WAL file from the object store (PostgreSQL's restore_command). Exits 0 when
+    /// it is at the path given, 1 at the end of the archive, 255 (which stops recovery)
+    /// when the store fails or a segment is missing in the archive's middle.
+    WalRestore {
+        /// The archive configuration to read from (JSON).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// PGDATA (default: the current directory, where PostgreSQL runs the command).
+        #[arg(long, value_name = "DIR")]
+        pgdata: Option<PathBuf>,
+        /// The file PostgreSQL asks for (`%f`).
+        name: String,
+        /// Where it goes (`%p`).
+        to: PathBuf,
+    },
+    /// Unpack a base backup from the object store into an empty PGDATA.
+    Restore {
+        /// The archive configuration to read from (JSON).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The directory to restore into (empty or missing).
+        #[arg(long, value_name = "DIR")]
+        pgdata: PathBuf,
+        /// The backup (its id); default: the newest completed one.
+        #[arg(long, conflicts_with = "before")]
+        backup_id: Option<String>,
+        /// The newest completed backup that ended before this time (RFC 3339): where a
+        /// recovery to that time starts.
+        #[arg(long, value_name = "TIME")]
+        before: Option<String>,
     },
     /// Take a base backup of the local instance into the object store.
     Backup {
@@ -127,6 +160,23 @@ fn main() -> ExitCode {
             )
         }
         Command::BackupList { config, json } => ("backup-list".to_owned(), list(&config, json)),
+        Command::WalRestore {
+            config,
+            pgdata,
+            name,
+            to,
+        } => {
+            return wal_restore(&config, pgdata, &name, &to);
+        }
+        Command::Restore {
+            config,
+            pgdata,
+            backup_id,
+            before,
+        } => (
+            "restore".to_owned(),
+            restore(&config, &pgdata, backup_id, before.as_deref()),
+        ),
         Command::Retention {
             config,
             policy,
@@ -158,6 +208,55 @@ fn wal_archive(config: &Path, pgdata: Option<PathBuf>, wal: &Path) -> Result<(),
         .block_on(cnpg_instance::archive::archive(&cfg, &pgdata, wal))
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// `restore_command`: 0 restored, 1 the end of the archive (PostgreSQL ends recovery or
+/// moves on), 255 anything else — an exit status above 128 makes PostgreSQL stop recovery
+/// instead of taking the failure for the archive's end.
+fn wal_restore(config: &Path, pgdata: Option<PathBuf>, name: &str, to: &Path) -> ExitCode {
+    use cnpg_instance::restore::Fetched;
+    let result = (|| {
+        let pgdata = match pgdata {
+            Some(p) => p,
+            None => std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?,
+        };
+        let cfg = read_config(config).map_err(|e| e.to_string())?;
+        runtime()
+            .map_err(|e| e.to_string())?
+            .block_on(cnpg_instance::restore::wal_restore(&cfg, &pgdata, name, to))
+            .map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(Fetched::Restored) => ExitCode::SUCCESS,
+        Ok(Fetched::End) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: cnpg-cloud wal-restore {name}: {e}");
+            ExitCode::from(255)
+        }
+    }
+}
+
+fn restore(
+    config: &Path,
+    pgdata: &Path,
+    backup_id: Option<String>,
+    before: Option<&str>,
+) -> Result<(), String> {
+    use cnpg_instance::restore::Pick;
+    let cfg = read_config(config).map_err(|e| e.to_string())?;
+    let pick = match (backup_id, before) {
+        (Some(id), _) => Pick::Id(id),
+        (None, Some(t)) => Pick::Before(t.parse().map_err(|e| {
+            format!("--before {t:?}: {e} (write RFC 3339, e.g. 2026-12-02T05:00:00Z)")
+        })?),
+        (None, None) => Pick::Latest,
+    };
+    let info = runtime()
+        .map_err(|e| e.to_string())?
+        .block_on(cnpg_instance::restore::restore_backup(&cfg, &pick, pgdata))
+        .map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string(&info).unwrap_or_default());
+    Ok(())
 }
 
 /// Writes `info` to `path` whole (a reader never sees half of it).
