@@ -217,6 +217,14 @@ impl Cluster {
                     .arg(self.root())
                     .arg(&kept)
                     .status();
+                // HOLD_S=N keeps the stuck cluster running N seconds, to look at it live.
+                if let Some(s) = std::env::var("HOLD_S").ok().and_then(|s| s.parse().ok()) {
+                    eprintln!(
+                        "stuck: holding the cluster {s} s ({})",
+                        self.root().display()
+                    );
+                    std::thread::sleep(Duration::from_secs(s));
+                }
                 panic!(
                     "not converged (the cluster's directory is kept in {}): {}",
                     kept.display(),

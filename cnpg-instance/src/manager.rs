@@ -142,12 +142,40 @@ async fn wait(child: &mut Option<Child>) -> std::io::Result<ExitStatus> {
     }
 }
 
-/// Immediate shutdown of the postmaster (SIGQUIT), and its exit awaited.
+/// Immediate shutdown of the postmaster (SIGQUIT), and its exit awaited — never for
+/// ever: a postmaster still there a second later is killed (SIGKILL; its backends exit
+/// when they see it gone), and the exit is polled rather than only awaited. A postmaster
+/// that has just finished crash recovery was seen not to act on SIGQUIT at all (60
+/// postmaster kills in a row, each a failover: several times a run), and the manager then
+/// waited for it for minutes while the operator waited for the manager — no primary.
 async fn quit(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
+    match child.id() {
+        Some(pid) => {
+            if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT) {
+                tracing::warn!(pid, "SIGQUIT to the postmaster: {e}");
+            }
+        }
+        None => tracing::warn!("the postmaster to stop has no pid any more"),
     }
-    let _ = child.wait().await;
+    let mut deadline = Instant::now() + Duration::from_secs(1);
+    let mut killed = false;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => {}
+        }
+        if Instant::now() >= deadline {
+            if killed {
+                tracing::error!("the postmaster outlived SIGKILL by 5 s; going on without it");
+                return;
+            }
+            tracing::warn!("the postmaster did not stop within 1 s of SIGQUIT: SIGKILL");
+            let _ = child.start_kill();
+            killed = true;
+            deadline = Instant::now() + Duration::from_secs(5);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn describe(status: &std::io::Result<ExitStatus>) -> String {
@@ -546,8 +574,18 @@ impl Manager {
         self.child = Some(child);
         self.set(|s| s.pid = pid);
         // Wait until it accepts connections, watching for an early death.
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let began = Instant::now();
+        let deadline = began + Duration::from_secs(120);
+        let mut said = false;
         while Instant::now() < deadline {
+            if !said && began.elapsed() > Duration::from_secs(10) {
+                said = true;
+                tracing::warn!(
+                    instance = %self.cfg.instance,
+                    starting = data.postmaster_starting(),
+                    "PostgreSQL started 10 s ago and does not answer yet"
+                );
+            }
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
@@ -560,7 +598,10 @@ impl Manager {
             }
             // The target may change while a crashed primary recovers (the operator gave up
             // waiting for it): it must never come up writable beside the new primary.
-            if let Some(why) = self.no_longer_target().await {
+            // Bounded: this loop must go round while PostgreSQL starts, whatever one read does.
+            if let Ok(Some(why)) =
+                tokio::time::timeout(Duration::from_secs(1), self.no_longer_target()).await
+            {
                 self.kill_now().await;
                 return Err(PgError::Query(why));
             }
@@ -986,7 +1027,10 @@ impl Manager {
                 format!(" AND slot_name NOT IN ({keep})")
             }
         ));
-        self.query.execute(&sql).await
+        // Slots are housekeeping: never a reason for the loop to wait long.
+        tokio::time::timeout(Duration::from_secs(5), self.query.execute(&sql))
+            .await
+            .map_err(|_| PgError::Query("replication slots: no answer within 5 s".into()))?
     }
 }
 

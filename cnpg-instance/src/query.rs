@@ -90,9 +90,40 @@ fn lsn(s: Option<String>) -> Lsn {
     s.and_then(|s| s.parse().ok()).unwrap_or_default()
 }
 
+/// The longest a snapshot may take. The manager's loop waits for it (to restart a crashed
+/// PostgreSQL, to decide), and a connection that is accepted and never answered must not
+/// hold that loop: a manager was seen stuck for minutes in its restart loop, its
+/// PostgreSQL up, while the operator waited for it to stop (a failover from a crash-looping
+/// primary, 60 postmaster kills in a row) — this is the one wait in that loop without
+/// another bound.
+const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[async_trait]
 impl PgQuery for PgClient {
     async fn snapshot(&self) -> Result<Snapshot, PgError> {
+        match tokio::time::timeout(SNAPSHOT_TIMEOUT, self.snapshot_now()).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    port = self.port,
+                    "PostgreSQL did not answer a status query within {} s",
+                    SNAPSHOT_TIMEOUT.as_secs()
+                );
+                Err(PgError::Query(format!(
+                    "no answer within {} s",
+                    SNAPSHOT_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    async fn execute(&self, sql: &str) -> Result<(), PgError> {
+        self.connect().await?.batch_execute(sql).await.map_err(q)
+    }
+}
+
+impl PgClient {
+    async fn snapshot_now(&self) -> Result<Snapshot, PgError> {
         let c = self.connect().await?;
         let row = c
             .query_one(
@@ -175,9 +206,5 @@ impl PgQuery for PgClient {
             },
             replication,
         })
-    }
-
-    async fn execute(&self, sql: &str) -> Result<(), PgError> {
-        self.connect().await?.batch_execute(sql).await.map_err(q)
     }
 }

@@ -212,8 +212,10 @@ pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<(
 #[async_trait]
 impl ClusterView for FileView {
     async fn read(&self) -> Result<ViewData, ViewError> {
-        let text = tokio::fs::read_to_string(&self.path)
-            .await
+        // A few kilobytes of a local file, read in place: no trip through the blocking pool
+        // (a manager was seen waiting for minutes, with no timer set and no blocking thread
+        // left, at the one read of this file in its restart loop).
+        let text = std::fs::read_to_string(&self.path)
             .map_err(|e| ViewError(format!("{}: {e}", self.path.display())))?;
         let mut data: ViewData = serde_json::from_str(&text)
             .map_err(|e| ViewError(format!("{}: {e}", self.path.display())))?;
