@@ -15,11 +15,189 @@
 //! Secrets the manifest names, else from the environment (an IAM role, Azure AD workload
 //! identity), as upstream's `inheritFrom…` settings ask.
 
-use crate::archive::{ArchiveConfig, ArchiveError, io, store_err};
+use crate::compression::Compression;
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Where and how to archive: `spec.backup.barmanObjectStore` with its Secrets resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveConfig {
+    /// `destinationPath`: `s3://BUCKET[/PATH]`, an Azure container's URL, or (our
+    /// extension, for the local platform) `file:///DIR` ([`crate::store`]).
+    pub destination_path: String,
+    /// `serverName` (the cluster's name by default).
+    pub server_name: String,
+    /// `endpointURL`, for S3-compatible stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// `endpointCA`: a PEM file of the CA the endpoint's certificate is signed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_ca: Option<PathBuf>,
+    /// `wal.compression`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// `wal.encryption`: `AES256` or `aws:kms` (server-side encryption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// `wal.maxParallel`: segments uploaded at once (1: only the one asked for).
+    #[serde(default = "one")]
+    pub max_parallel: usize,
+    /// `s3Credentials`; none: the environment's (`AWS_*`, an instance role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Credentials>,
+    /// `azureCredentials`, for an Azure destination; none: the environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureCredentials>,
+    /// `data`: how base backups are written ([`crate::backup`]).
+    #[serde(default)]
+    pub data: DataConfig,
+    /// `spec.backup.retentionPolicy` (`30d`): enforced after each completed backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_policy: Option<String>,
+}
+
+/// Base backups' settings (`barmanObjectStore.data`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataConfig {
+    /// `data.compression`: the tarballs are `data.tar.gz` instead of `data.tar`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// `data.encryption`: `AES256` or `aws:kms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// `data.jobs`: parts uploaded at once (upstream's default, 2).
+    #[serde(default = "two")]
+    pub jobs: usize,
+    /// `data.immediateCheckpoint`: start with a fast checkpoint instead of a spread one.
+    #[serde(default)]
+    pub immediate_checkpoint: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            compression: None,
+            encryption: None,
+            jobs: two(),
+            immediate_checkpoint: false,
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn two() -> usize {
+    2
+}
+
+/// Archiving failed; PostgreSQL keeps the segment and retries.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The configuration cannot be used.
+    #[error("archive configuration: {0}")]
+    Config(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store refused or could not be reached.
+    #[error("{action} {location}: {}", store_answer(source, location))]
+    Store {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        location: String,
+        /// Why (object_store's error: never credentials).
+        source: Box<object_store::Error>,
+    },
+    /// A new cluster's first archive found WAL already there.
+    #[error(
+        "{location} already holds WAL, from another cluster or an earlier one of this name: \
+         archiving there would mix two histories; give this cluster another destinationPath \
+         or serverName, or empty that one"
+    )]
+    NotEmpty {
+        /// The WAL folder.
+        location: String,
+    },
+    /// Not a WAL file name PostgreSQL archives.
+    #[error("{0:?} is not a WAL segment, history, backup label or partial file name")]
+    BadName(String),
+}
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError {
+    let path = path.to_owned();
+    move |source| ArchiveError::Io { path, source }
+}
+
+/// object_store's error on one line, with S3's own error code and message in place of the
+/// XML body they come in, and what to check when the store at `location` does not take the
+/// credentials.
+fn store_answer(e: &object_store::Error, location: &str) -> String {
+    let text = e.to_string();
+    let tag = |t: &str| {
+        let open = format!("<{t}>");
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find(&format!("</{t}>"))?;
+        Some(text[start..start + len].to_owned())
+    };
+    let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let field = if location.starts_with("s3://") {
+        "s3Credentials"
+    } else {
+        "azureCredentials"
+    };
+    let check =
+        format!(" (check the credentials in barmanObjectStore.{field} and the Secret they name)");
+    let check = check.as_str();
+    let refused = matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    );
+    match (tag("Code"), text.find("<?xml")) {
+        (Some(code), Some(xml)) => {
+            let hint = match code.as_str() {
+                "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "InvalidToken"
+                | "ExpiredToken"
+                | "AccessDenied" => check,
+                _ if refused => check,
+                _ => "",
+            };
+            format!(
+                "{} {code}: {}{hint}",
+                one_line(text[..xml].trim_end().trim_end_matches(':')),
+                one_line(&tag("Message").unwrap_or_default())
+            )
+        }
+        // A refusal without a body (the answer to a HEAD request).
+        _ if refused => format!("{}{check}", one_line(&text)),
+        _ => one_line(&text),
+    }
+}
+
+pub(crate) fn store_err(
+    action: &'static str,
+    location: impl std::fmt::Display,
+) -> impl FnOnce(object_store::Error) -> ArchiveError {
+    let location = location.to_string();
+    move |e| ArchiveError::Store {
+        action,
+        location,
+        source: Box::new(e),
+    }
+}
 
 /// S3 credentials (`s3Credentials`), resolved from the Secrets the manifest names.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
