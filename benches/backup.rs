@@ -11,9 +11,15 @@
 //!   turn) while pgbench writes for `BURST_S` seconds (default 60): segments written and
 //!   archived per second, and the archive's lag at the end of the burst.
 //!
+//! * recovery: a new instance from a base backup of that database and `RECOVERY_WAL_MB` MB
+//!   (default 1024) of WAL archived after it, to the end of the archive and to an LSN
+//!   halfway: `cnpg-instance recover` (restore, replay through `cnpg-cloud wal-restore`
+//!   fetching ahead, promote) against `barman-cloud-restore` then PostgreSQL replaying
+//!   through `barman-cloud-wal-restore`, from the same store: seconds end to end.
+//!
 //! `cargo bench -p cnpg-benches --bench backup` (builds the release binaries first);
 //! `SEGMENTS=N` sets how many WAL segments are archived (default 48); `PARTS` which parts
-//! run (default `base,wal,burst`).
+//! run (default `base,wal,burst,recovery`).
 
 use cnpg_instance::archive::{ArchiveConfig, Compression};
 use cnpg_instance::testkit::{Harness, S3Server, instance_binary};
@@ -192,20 +198,214 @@ async fn burst(h: &Harness, name: &str, seconds: u64, label: &str) {
     );
 }
 
+/// Starts the PostgreSQL restored in `dir/data` with `opts` (recovery settings), as
+/// PostgreSQL's user with the store's credentials in its environment, on a socket in
+/// `dir`; returns once it runs as a primary (recovery over), and stops it.
+async fn replay(h: &Harness, dir: &Path, opts: &[String]) {
+    let mut cmd = as_postgres(h, h.bin.dir.join("postgres"));
+    cmd.arg("-D").arg(dir.join("data"));
+    for o in [
+        "listen_addresses=".to_owned(),
+        format!("unix_socket_directories={}", dir.display()),
+        "port=5432".to_owned(),
+        "archive_mode=off".to_owned(),
+    ]
+    .iter()
+    .chain(opts)
+    {
+        cmd.arg("-c").arg(o);
+    }
+    let log = std::fs::File::create(dir.join("replay.log")).expect("log");
+    cmd.stderr(log);
+    let mut child = cmd.spawn().expect("postgres");
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("replay.log")).unwrap_or_default();
+            panic!("PostgreSQL stopped replaying ({s}): {log}");
+        }
+        let mut c = tokio_postgres::Config::new();
+        c.host_path(dir)
+            .port(5432)
+            .user("postgres")
+            .dbname("postgres");
+        if let Ok((client, conn)) = c.connect(tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            if let Ok(row) = client.query_one("SELECT pg_is_in_recovery()", &[]).await
+                && !row.get::<_, bool>(0)
+            {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+    }
+    let _ = child.wait().await;
+}
+
+/// Recovery of a new instance from a base backup and `RECOVERY_WAL_MB` of WAL after it,
+/// ours against barman-cloud's: to the end of the archive, then to an LSN halfway.
+async fn recovery(s3: &S3Server, cfg: &ArchiveConfig, rows: u64) {
+    let wal_mb = env_num("RECOVERY_WAL_MB", 1024);
+    let instance = instance_binary(true);
+    let cloud = instance.with_file_name(cnpg_instance::archive::PROGRAM);
+    let mut h = Harness::new("rec");
+    let mut c = cfg.clone();
+    c.destination_path = format!("s3://{BUCKET}/recovery");
+    c.server_name = "rec".into();
+    c.max_parallel = 8;
+    let cfg_path = write_config(&h, &c, "recovery.json");
+    h.archive = Some(cnpg_instance::config::Archive {
+        program: cloud.clone(),
+        config: cfg_path.clone(),
+    });
+    h.running_primary("rec-1").await;
+    let db = h.connect("rec-1").await;
+    db.batch_execute(&format!(
+        "CREATE TABLE t AS SELECT g AS n, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS pad \
+         FROM generate_series(1, {rows}) g; CHECKPOINT"
+    ))
+    .await
+    .expect("data");
+    let i = &h.instances["rec-1"];
+    let mut cmd = as_postgres(&h, &cloud);
+    cmd.arg("backup")
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--pgdata")
+        .arg(&i.pgdata)
+        .arg("--socket-dir")
+        .arg(h.root.path().join("rec-1").join("run"))
+        .args(["--port", &i.port.to_string(), "--immediate-checkpoint"]);
+    run(cmd, "cnpg-cloud backup").await;
+    // WAL after the backup: updates of the table in batches, the LSN halfway noted.
+    let lsn = async || -> i64 {
+        db.query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
+            .await
+            .expect("lsn")
+            .get(0)
+    };
+    let start_lsn = lsn().await;
+    let want = wal_mb as i64 * 1_048_576;
+    let mut halfway = None;
+    let mut k = 0;
+    while lsn().await - start_lsn < want {
+        db.batch_execute(&format!(
+            "UPDATE t SET pad = md5(pad) WHERE n % 50 = {}",
+            k % 50
+        ))
+        .await
+        .expect("an update");
+        k += 1;
+        if halfway.is_none() && lsn().await - start_lsn >= want / 2 {
+            let row = db
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .expect("lsn");
+            halfway = Some(row.get::<_, String>(0));
+        }
+    }
+    let halfway = halfway.expect("halfway");
+    h.switch_and_archive("rec-1", Duration::from_secs(1800))
+        .await;
+    let written = (lsn().await - start_lsn) as f64 / 1_048_576.0;
+    let backup_id = cnpg_instance::backup::list(&c)
+        .await
+        .expect("the backups")
+        .into_iter()
+        .flatten()
+        .next()
+        .expect("the backup")
+        .backup_id;
+
+    for (label, target) in [
+        ("to the end of the archive", None),
+        ("to an LSN halfway", Some(halfway.as_str())),
+    ] {
+        let dir = h.root.path().join(format!("ours-{}", target.is_some()));
+        let start = Instant::now();
+        let mut cmd = tokio::process::Command::new(instance);
+        cmd.arg("recover")
+            .arg("--pgdata")
+            .arg(dir.join("data"))
+            .args(["--cluster", "restored", "--name", "restored-1", "--secrets"])
+            .arg(dir.join("secrets"))
+            .arg("--source-config")
+            .arg(&cfg_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(t) = target {
+            cmd.args(["--target-lsn", t]);
+        }
+        run(cmd, "cnpg-instance recover").await;
+        let ours = start.elapsed();
+        let dir = h.root.path().join(format!("barman-{}", target.is_some()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        if let Some(r) = h.run_as {
+            r.own(&dir).expect("own");
+        }
+        let start = Instant::now();
+        let mut cmd = as_postgres(&h, "barman-cloud-restore");
+        cmd.args(["--endpoint-url", &s3.endpoint])
+            .arg(format!("s3://{BUCKET}/recovery"))
+            .args(["rec", &backup_id])
+            .arg(dir.join("data"));
+        run(cmd, "barman-cloud-restore").await;
+        std::fs::write(dir.join("data/recovery.signal"), "").expect("recovery.signal");
+        if let Some(r) = h.run_as {
+            r.own(&dir.join("data/recovery.signal")).expect("own");
+        }
+        let mut opts = vec![format!(
+            "restore_command=barman-cloud-wal-restore --endpoint-url {} s3://{BUCKET}/recovery rec %f %p",
+            s3.endpoint
+        )];
+        if let Some(t) = target {
+            opts.push(format!("recovery_target_lsn={t}"));
+            opts.push("recovery_target_action=promote".into());
+        }
+        replay(&h, &dir, &opts).await;
+        let barman = start.elapsed();
+        println!(
+            "recovery of a {} MB database + {written:.0} MB of WAL {label}: cnpg-instance recover {:.1} s, barman-cloud-restore + barman-cloud-wal-restore {:.1} s: {:.1}x",
+            rows * 136 / 1_048_576,
+            ours.as_secs_f64(),
+            barman.as_secs_f64(),
+            barman.as_secs_f64() / ours.as_secs_f64()
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let segments = env_num("SEGMENTS", 48) as usize;
-    let parts = std::env::var("PARTS").unwrap_or_else(|_| "base,wal,burst".into());
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "base,wal,burst,recovery".into());
     let part = |p: &str| parts.split(',').any(|x| x.trim() == p);
     let size_mb = env_num("BACKUP_MB", 1024);
     let cloud = instance_binary(true).with_file_name(cnpg_instance::archive::PROGRAM);
     let s3 = S3Server::start();
     s3.create_bucket(BUCKET);
+    // About 136 bytes a row on disk, of text that compresses as real data does.
+    let rows = size_mb * 1_048_576 / 136;
+    let mut cfg = s3.archive_config(
+        &format!("s3://{BUCKET}/ours"),
+        "pg",
+        ("bench-key", "bench-secret"),
+    );
+    cfg.data.compression = Some(Compression::Gzip);
+    cfg.data.immediate_checkpoint = true;
+    if part("recovery") {
+        recovery(&s3, &cfg, rows).await;
+    }
+    if !(part("base") || part("wal") || part("burst")) {
+        return;
+    }
     let mut h = Harness::new("pg");
     h.running_primary("pg-1").await;
     let db = h.connect("pg-1").await;
-    // About 136 bytes a row on disk, of text that compresses as real data does.
-    let rows = size_mb * 1_048_576 / 136;
     let load = Instant::now();
     db.batch_execute(&format!(
         "CREATE TABLE t AS SELECT g AS n, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS pad \
@@ -223,14 +423,6 @@ async fn main() {
         "database: {size_mb:.0} MB ({rows} rows, loaded in {:.0} s)",
         load.elapsed().as_secs_f64()
     );
-
-    let mut cfg = s3.archive_config(
-        &format!("s3://{BUCKET}/ours"),
-        "pg",
-        ("bench-key", "bench-secret"),
-    );
-    cfg.data.compression = Some(Compression::Gzip);
-    cfg.data.immediate_checkpoint = true;
 
     // Base backups.
     if part("base") {

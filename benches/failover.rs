@@ -41,26 +41,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn build() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let ok = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "cnpg-instance",
-            "-p",
-            "cnpg-operator",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs");
-    assert!(ok.success(), "build failed");
-    root.join("target/release")
-}
-
 fn manifest(name: &str, required: bool) -> String {
     manifest_with(name, required, "")
 }
@@ -175,31 +155,13 @@ impl Cluster {
         self.state.path().join(&self.name)
     }
     fn status(&self) -> serde_json::Value {
-        std::fs::read_to_string(self.root().join("status.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+        cnpg_benches::local_status(&self.root())
     }
     fn primary(&self) -> String {
-        self.status()["state"]["currentPrimary"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        cnpg_benches::local_primary(&self.status())
     }
     fn converged(&self) -> bool {
-        let s = self.status();
-        let inst = s["instances"].as_array().cloned().unwrap_or_default();
-        let p: Vec<_> = inst
-            .iter()
-            .filter(|i| i["status"]["isPrimary"] == true)
-            .collect();
-        p.len() == 1
-            && s["phase"] == "Cluster in healthy state"
-            && inst.len() == 3
-            && inst
-                .iter()
-                .filter(|i| i["status"]["isPrimary"] != true)
-                .all(|i| i["status"]["isWalReceiverActive"] == true)
+        cnpg_benches::local_converged(&self.status(), 3)
     }
     fn wait_converged(&self) {
         let t = Instant::now();
@@ -284,6 +246,93 @@ impl Drop for Cluster {
             .args(["local", "destroy", &self.name, "--state-dir"])
             .arg(self.state.path())
             .output();
+    }
+}
+
+/// Why rows went missing: each run of consecutive lost numbers with the server that
+/// acknowledged them, when (from the last fault before), and what the probe saw around
+/// it. Printed only when something was lost, at most `MAX_RUNS` runs.
+fn explain_lost(
+    c: &Cluster,
+    table: &str,
+    w: &Writer,
+    faults: &[(Instant, usize, String)],
+    seen: &cnpg_operator::testkit::probe::Seen,
+) {
+    const MAX_RUNS: usize = 12;
+    let present = c.target().rows_in(table);
+    let acked = w.acked_at();
+    let conns = w.connections();
+    let names: Vec<(String, u16)> = c
+        .instance_ports()
+        .into_iter()
+        .map(|(n, p, _)| (n, p))
+        .collect();
+    let server = |n: i64| {
+        conns
+            .iter()
+            .rev()
+            .find(|k| k.from <= n)
+            .and_then(|k| k.port)
+            .map_or("?".to_owned(), |p| {
+                names
+                    .iter()
+                    .find(|(_, q)| *q == p)
+                    .map_or(format!("port {p}"), |(n, _)| n.clone())
+            })
+    };
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, (n, _)) in acked.iter().enumerate() {
+        if present.contains(n) {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    for &(a, b) in runs.iter().take(MAX_RUNS) {
+        let (first, t0) = acked[a];
+        let (last, t1) = acked[b];
+        let Some((ft, trial, primary)) = faults.iter().rev().find(|(t, _, _)| *t <= t0) else {
+            continue;
+        };
+        let ms = |t: Instant| t.saturating_duration_since(*ft).as_millis();
+        let around: Vec<String> = seen
+            .changes
+            .iter()
+            .filter(|(t, _, _)| {
+                *t + Duration::from_secs(2) >= t0 && *t <= t1 + Duration::from_secs(2)
+            })
+            .map(|(t, n, a)| {
+                let a = match a {
+                    Some(true) => "writable",
+                    Some(false) => "standby",
+                    None => "silent",
+                };
+                let sign = if *t < *ft { "-" } else { "+" };
+                let d = if *t < *ft {
+                    ft.duration_since(*t)
+                } else {
+                    t.duration_since(*ft)
+                };
+                format!("{sign}{}ms {n} {a}", d.as_millis())
+            })
+            .collect();
+        println!(
+            "         {table}: lost {} (n={first}..{last}) acknowledged by {} +{}..+{} ms after trial {trial}'s fault on {primary}; probe: {}",
+            b - a + 1,
+            server(first),
+            ms(t0),
+            ms(t1),
+            around.join(", ")
+        );
+    }
+    if runs.len() > MAX_RUNS {
+        println!(
+            "         {table}: {} more runs of lost rows",
+            runs.len() - MAX_RUNS
+        );
     }
 }
 
@@ -593,7 +642,7 @@ fn main() {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(5);
-    let bin = build();
+    let bin = cnpg_benches::release_binaries();
     if std::env::args().any(|a| a == "--kubernetes") {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
@@ -671,12 +720,14 @@ fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
         let (mut moved, mut shown) = (0, 0);
         // The outages of trials that kept the primary and of those that moved it.
         let (mut kept_gaps, mut moved_gaps) = (Vec::new(), Vec::new());
+        let mut injected = Vec::new();
         for trial in 0..trials {
             c.wait_converged();
             std::thread::sleep(Duration::from_millis(300));
             let p = c.primary();
             let pm = c.postmaster(&p);
             let t = Instant::now();
+            injected.push((t, trial, p.clone()));
             shown += usize::from(inject(c, fault, &p, trial));
             // A fault on the primary must have taken effect before "converged" means
             // anything: the primary moved, or (restarted in place) runs a new postmaster.
@@ -753,6 +804,12 @@ fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
         );
         if seen.split_rounds > split_before {
             println!("         first split brain seen: {:?}", seen.first);
+        }
+        if lost_now > 0 {
+            explain_lost(c, "rows", &w, &injected, &seen);
+        }
+        if lost_in(c, "rows_direct", &direct.acked()) > direct_lost_before {
+            explain_lost(c, "rows_direct", &direct, &injected, &seen);
         }
     }
     let direct_acked = direct.finish();

@@ -53,6 +53,7 @@ pub mod phase;
 pub mod policy;
 pub mod quantity;
 pub mod reconcile;
+pub mod recovery;
 pub mod rollout;
 #[cfg(feature = "api")]
 pub mod schedule;

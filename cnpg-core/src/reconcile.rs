@@ -296,7 +296,7 @@ pub fn reconcile(policy: &Policy, observed: &Observed, now: Timestamp) -> Plan {
         b.event(
             EventType::Normal,
             "CreatingInstance",
-            format!("creating the first instance {name} with initdb"),
+            format!("creating the first instance {name} (initdb, or recovery from backups as spec.bootstrap says)"),
         );
         return b.phase(
             ClusterPhase::FirstPrimary,

@@ -209,6 +209,14 @@ impl BackupInfo {
                 _ => {}
             }
         }
+        // Every backup.info barman writes has its status; a file without one is not one.
+        if !text.lines().any(|l| l.starts_with("status=")) {
+            return Err(BackupError::Info {
+                id: id.to_owned(),
+                why: "it has no status line: not a backup.info (damaged, or written by something else)"
+                    .into(),
+            });
+        }
         Ok(b)
     }
 }

@@ -127,29 +127,43 @@ GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO streaming_re
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO streaming_replica;\n\
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO streaming_replica;\n";
 
-fn sql_literal(s: &str) -> String {
+/// `s` as an SQL string literal.
+pub(crate) fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn sql_ident(s: &str) -> String {
+/// `s` as an SQL identifier.
+pub(crate) fn sql_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// `initdb`, then the roles and the application database.
-///
-/// `start` must start a postmaster on the new data directory and return once it accepts
-/// connections; `stop` stops it. (The manager's own start/stop are used, so the bootstrap
-/// runs PostgreSQL exactly as the instance will later.)
-#[allow(clippy::too_many_arguments)]
-pub async fn initdb(
-    run_as: Option<RunAs>,
-    ctl: &dyn PgControl,
-    data: &DataDir,
-    secrets: &Secrets,
-    cluster: &str,
-    instance: &str,
-    app: (&str, &str),
-) -> Result<(), PgError> {
+/// The instance a bootstrap makes (`initdb`, `join`, a recovery from backups): who runs
+/// PostgreSQL, its programs, its empty data directory, the cluster's secrets, its names.
+pub struct NewInstance<'a> {
+    /// PostgreSQL's user, when we are root.
+    pub run_as: Option<RunAs>,
+    /// PostgreSQL's programs for the data directory.
+    pub ctl: &'a dyn PgControl,
+    /// The data directory.
+    pub data: &'a DataDir,
+    /// The cluster's passwords and certificates.
+    pub secrets: &'a Secrets,
+    /// The cluster's name.
+    pub cluster: &'a str,
+    /// The instance's name.
+    pub instance: &'a str,
+}
+
+/// `initdb`, then the roles and the application database (`app`: its name and owner).
+pub async fn initdb(new: &NewInstance<'_>, app: (&str, &str)) -> Result<(), PgError> {
+    let NewInstance {
+        run_as,
+        ctl,
+        data,
+        secrets,
+        cluster,
+        instance,
+    } = *new;
     let (app_db, app_owner) = app;
     ctl.initdb(&secrets.superuser(), &[]).await?;
     data.mark(cluster, instance, run_as)
@@ -180,17 +194,15 @@ pub async fn initdb(
 
 /// `pg_basebackup` from the primary at `host:port`, then mark the data as this instance's
 /// and make it a standby.
-#[allow(clippy::too_many_arguments)]
-pub async fn join(
-    run_as: Option<RunAs>,
-    ctl: &dyn PgControl,
-    data: &DataDir,
-    secrets: &Secrets,
-    cluster: &str,
-    instance: &str,
-    host: &str,
-    port: u16,
-) -> Result<(), PgError> {
+pub async fn join(new: &NewInstance<'_>, host: &str, port: u16) -> Result<(), PgError> {
+    let NewInstance {
+        run_as,
+        ctl,
+        data,
+        secrets,
+        cluster,
+        instance,
+    } = *new;
     let conninfo = format!(
         "host={host} port={port} {} application_name={instance} connect_timeout=10",
         secrets.tls().replication_conninfo()
@@ -204,15 +216,7 @@ pub async fn join(
             }
             Err(e) => {
                 // A failed base backup leaves a partial directory: clear it for the retry.
-                if let Ok(entries) = std::fs::read_dir(&data.path) {
-                    for e in entries.flatten() {
-                        let _ = if e.path().is_dir() {
-                            std::fs::remove_dir_all(e.path())
-                        } else {
-                            std::fs::remove_file(e.path())
-                        };
-                    }
-                }
+                data.empty();
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -74,6 +74,10 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
             last_successful_backup: status.last_successful_backup.clone(),
             last_failed_backup: status.last_failed_backup.clone(),
         },
+        pooler_integration: status
+            .pooler_integrations
+            .as_ref()
+            .is_some_and(|p| p.pg_bouncer_integration.is_some()),
     }
 }
 

@@ -125,6 +125,11 @@ pub struct Manager {
     applied_superuser: Option<bool>,
     /// `streaming_replica` checked (certificate only, rewind grants) on this primary.
     replication_role_checked: bool,
+    /// The databases that have `user_search`, and when they were last listed.
+    pooler_databases: (
+        std::collections::BTreeSet<String>,
+        Option<std::time::Instant>,
+    ),
     applied_restart: Option<Option<String>>,
     applied_reload: Option<Option<String>>,
     last_view: ViewData,
@@ -257,6 +262,7 @@ impl Manager {
             applied_tls: None,
             applied_superuser: None,
             replication_role_checked: false,
+            pooler_databases: Default::default(),
             applied_restart: None,
             applied_reload: None,
             last_view: ViewData::default(),
@@ -598,7 +604,8 @@ impl Manager {
             }
             // The target may change while a crashed primary recovers (the operator gave up
             // waiting for it): it must never come up writable beside the new primary.
-            // Bounded: this loop must go round while PostgreSQL starts, whatever one read does.
+            // Bounded: on Kubernetes the view is an API request, and a slow API server must
+            // not stop this loop from watching the starting PostgreSQL.
             if let Ok(Some(why)) =
                 tokio::time::timeout(Duration::from_secs(1), self.no_longer_target()).await
             {
@@ -935,7 +942,56 @@ impl Manager {
             self.ensure_slots(view).await?;
             self.ensure_replication_role().await?;
             self.ensure_superuser_access(view).await?;
+            if view.pooler_integration {
+                self.ensure_pooler_integration().await?;
+            }
         }
+        Ok(())
+    }
+
+    /// While a pooler serves the cluster: the role PgBouncer logs in as (by certificate,
+    /// no password) and, in every database that takes connections, the `SECURITY DEFINER`
+    /// function its `auth_query` calls — every database, as PgBouncer before 1.20 runs
+    /// the query in the client's database (`template1` too: databases made later copy
+    /// it). Databases are listed again every 30 s for new ones.
+    async fn ensure_pooler_integration(&mut self) -> Result<(), PgError> {
+        let (done, listed) = &self.pooler_databases;
+        if listed.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(30)) {
+            return Ok(());
+        }
+        let user = crate::config::POOLER_USER;
+        if done.is_empty() {
+            self.query
+                .execute(&format!(
+                    "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
+                     DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{user}') \
+                     THEN CREATE ROLE {user} LOGIN; END IF; END$$;"
+                ))
+                .await?;
+        }
+        let mut done = done.clone();
+        for db in self.query.databases().await? {
+            if done.contains(&db) {
+                continue;
+            }
+            self.query
+                .execute_in(
+                    &db,
+                    &format!(
+                        "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
+                         CREATE OR REPLACE FUNCTION public.user_search(uname text) \
+                         RETURNS TABLE (usename name, passwd text) LANGUAGE sql \
+                         SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS \
+                         'SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1';\n\
+                         REVOKE ALL ON FUNCTION public.user_search(text) FROM public;\n\
+                         GRANT EXECUTE ON FUNCTION public.user_search(text) TO {user};"
+                    ),
+                )
+                .await?;
+            tracing::info!(instance = %self.cfg.instance, database = %db, "pooler auth_query function ready");
+            done.insert(db);
+        }
+        self.pooler_databases = (done, Some(std::time::Instant::now()));
         Ok(())
     }
 

@@ -157,6 +157,21 @@ impl DataDir {
             .map_err(|source| PgDataError::Io { path, source })
     }
 
+    /// Removes everything in the directory, keeping the directory itself (its mount
+    /// point, its owner): what a failed bootstrap left must not be taken for data. Best
+    /// effort.
+    pub fn empty(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for e in entries.flatten() {
+                let _ = if e.path().is_dir() {
+                    std::fs::remove_dir_all(e.path())
+                } else {
+                    std::fs::remove_file(e.path())
+                };
+            }
+        }
+    }
+
     /// Refuses to start when the WAL volume cannot hold two more segments.
     pub fn check_wal_space(&self, segment_mb: u64) -> Result<(), PgDataError> {
         let wal = self.path.join("pg_wal");

@@ -47,6 +47,10 @@ pub trait PgQuery: Send + Sync {
     async fn snapshot(&self) -> Result<Snapshot, PgError>;
     /// Runs statements (CHECKPOINT, role management).
     async fn execute(&self, sql: &str) -> Result<(), PgError>;
+    /// Runs statements in database `db`.
+    async fn execute_in(&self, db: &str, sql: &str) -> Result<(), PgError>;
+    /// The databases that take connections (`template0` does not).
+    async fn databases(&self) -> Result<Vec<String>, PgError>;
 }
 
 /// A tokio-postgres client of the local instance.
@@ -60,11 +64,15 @@ pub struct PgClient {
 
 impl PgClient {
     async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
+        self.connect_to("postgres").await
+    }
+
+    async fn connect_to(&self, db: &str) -> Result<tokio_postgres::Client, PgError> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host_path(&self.socket_dir)
             .port(self.port)
             .user("postgres")
-            .dbname("postgres")
+            .dbname(db)
             .application_name("cnpg-instance")
             .connect_timeout(std::time::Duration::from_secs(2));
         let (client, conn) = cfg
@@ -91,11 +99,8 @@ fn lsn(s: Option<String>) -> Lsn {
 }
 
 /// The longest a snapshot may take. The manager's loop waits for it (to restart a crashed
-/// PostgreSQL, to decide), and a connection that is accepted and never answered must not
-/// hold that loop: a manager was seen stuck for minutes in its restart loop, its
-/// PostgreSQL up, while the operator waited for it to stop (a failover from a crash-looping
-/// primary, 60 postmaster kills in a row) — this is the one wait in that loop without
-/// another bound.
+/// PostgreSQL, to decide), and a server that accepts a connection and never answers (hung,
+/// or stopped with SIGSTOP) must not hold that loop.
 const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[async_trait]
@@ -119,6 +124,27 @@ impl PgQuery for PgClient {
 
     async fn execute(&self, sql: &str) -> Result<(), PgError> {
         self.connect().await?.batch_execute(sql).await.map_err(q)
+    }
+
+    async fn execute_in(&self, db: &str, sql: &str) -> Result<(), PgError> {
+        self.connect_to(db)
+            .await?
+            .batch_execute(sql)
+            .await
+            .map_err(q)
+    }
+
+    async fn databases(&self) -> Result<Vec<String>, PgError> {
+        let rows = self
+            .connect()
+            .await?
+            .query(
+                "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(q)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }
 

@@ -20,6 +20,8 @@ use crate::compression::Compression;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What stops a restore.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +228,12 @@ pub async fn wal_restore(
     Ok(Fetched::Restored)
 }
 
+/// Whether the archive holds the WAL file `name` (whatever its compression).
+pub async fn holds(config: &ArchiveConfig, name: &str) -> Result<bool, RestoreError> {
+    let dest = Destination::open(config)?;
+    Ok(find(&dest, name, 0).await?.key.is_some())
+}
+
 /// Which backup to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pick {
@@ -234,6 +242,9 @@ pub enum Pick {
     /// The newest completed backup that ended before this time (RFC 3339): the one a
     /// recovery to that time starts from.
     Before(jiff::Timestamp),
+    /// The newest completed backup that ended at or before this LSN: where a recovery to
+    /// that LSN starts.
+    BeforeLsn(cnpg_core::lsn::Lsn),
     /// The newest completed backup.
     Latest,
 }
@@ -274,12 +285,19 @@ pub fn choose(backups: &[BackupInfo], pick: &Pick) -> Result<BackupInfo, Restore
         Pick::Before(t) => done()
             .filter(|b| end_time(b).is_some_and(|e| e <= *t))
             .max_by(|a, b| a.backup_id.cmp(&b.backup_id)),
+        Pick::BeforeLsn(l) => done()
+            .filter(|b| b.end_lsn.is_some_and(|e| e <= *l))
+            .max_by(|a, b| a.backup_id.cmp(&b.backup_id)),
     };
     chosen.cloned().ok_or_else(|| {
         RestoreError::Refused(match pick {
             Pick::Before(t) => format!(
                 "no completed backup ended before {t}: the archive cannot recover to a time \
                  before its first recoverability point"
+            ),
+            Pick::BeforeLsn(l) => format!(
+                "no completed backup ended at or before LSN {l}: the archive cannot recover to \
+                 a point before its first recoverability point"
             ),
             _ => "the archive holds no completed backup".to_owned(),
         })
@@ -307,6 +325,20 @@ impl std::io::Read for Received {
     }
 }
 
+/// A reader adding what it reads to a counter.
+struct Counted<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 /// Unpacks the backup `pick` names into `pgdata`, which must be empty (or not exist):
 /// each tarball streamed from the store and decompressed on the way. Returns what its
 /// `backup.info` says. A restore that fails leaves the directory as it found it.
@@ -314,6 +346,17 @@ pub async fn restore_backup(
     config: &ArchiveConfig,
     pick: &Pick,
     pgdata: &Path,
+) -> Result<BackupInfo, RestoreError> {
+    restore_backup_counted(config, pick, pgdata, Arc::default()).await
+}
+
+/// [`restore_backup`], adding the bytes unpacked so far to `restored` as it goes (what a
+/// progress report shows).
+pub async fn restore_backup_counted(
+    config: &ArchiveConfig,
+    pick: &Pick,
+    pgdata: &Path,
+    restored: Arc<AtomicU64>,
 ) -> Result<BackupInfo, RestoreError> {
     if std::fs::read_dir(pgdata).is_ok_and(|mut d| d.next().is_some()) {
         return Err(RestoreError::Refused(format!(
@@ -323,14 +366,28 @@ pub async fn restore_backup(
     }
     let dest = Destination::open(config)?;
     let mut backups = Vec::new();
+    let mut unreadable = Vec::new();
     for b in crate::backup::list(config).await? {
         match b {
             Ok(b) => backups.push(b),
             // A backup.info that cannot be read is not one to choose.
-            Err(e) => tracing::warn!("{e}"),
+            Err(e) => {
+                tracing::warn!("{e}");
+                unreadable.push(e.to_string());
+            }
         }
     }
-    let info = choose(&backups, pick)?;
+    let info = match choose(&backups, pick) {
+        Ok(info) => info,
+        // Perhaps the one wanted is among those that cannot be read: say so.
+        Err(RestoreError::Refused(why)) if !unreadable.is_empty() => {
+            return Err(RestoreError::Refused(format!(
+                "{why}; backups that cannot be read: {}",
+                unreadable.join("; ")
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     if info.tablespaces.is_some() {
         return Err(RestoreError::Refused(format!(
             "backup {} has tablespaces, which restores do not bring back yet",
@@ -367,7 +424,7 @@ pub async fn restore_backup(
     let existed = pgdata.exists();
     std::fs::create_dir_all(pgdata).map_err(io(pgdata))?;
     let _ = std::fs::remove_dir_all(spool(pgdata));
-    let unpacked = unpack(&dest, &parts, pgdata).await;
+    let unpacked = unpack(&dest, &parts, pgdata, restored).await;
     if unpacked.is_err() {
         // It was empty: what is there now is half a backup, which a retry must not meet.
         let _ = std::fs::remove_dir_all(pgdata);
@@ -380,7 +437,12 @@ pub async fn restore_backup(
 }
 
 /// Streams each tarball of `parts` from the store into `pgdata`.
-async fn unpack(dest: &Destination, parts: &[String], pgdata: &Path) -> Result<(), RestoreError> {
+async fn unpack(
+    dest: &Destination,
+    parts: &[String],
+    pgdata: &Path,
+    restored: Arc<AtomicU64>,
+) -> Result<(), RestoreError> {
     for key in parts {
         let got = dest
             .store()
@@ -401,6 +463,7 @@ async fn unpack(dest: &Destination, parts: &[String], pgdata: &Path) -> Result<(
         });
         let file = key.rsplit('/').next().unwrap_or(key).to_owned();
         let into = pgdata.to_owned();
+        let counter = restored.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
             let received = Received {
                 rx,
@@ -410,7 +473,10 @@ async fn unpack(dest: &Destination, parts: &[String], pgdata: &Path) -> Result<(
                 None => Box::new(received),
                 Some(c) => c.decoder(received)?,
             };
-            let mut tar = tar::Archive::new(reader);
+            let mut tar = tar::Archive::new(Counted {
+                inner: reader,
+                counter,
+            });
             tar.set_preserve_permissions(true);
             tar.set_overwrite(true);
             tar.unpack(&into)

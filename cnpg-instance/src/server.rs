@@ -158,6 +158,12 @@ fn authorized(state: &AppState, headers: &axum::http::HeaderMap, peer: Peer) -> 
     let Some(token) = &state.token else {
         return false;
     };
+    bearer_is(headers, token)
+}
+
+/// Whether the request carries `token` (`Authorization: Bearer`, or the header the
+/// API server's pod proxy lets through).
+pub(crate) fn bearer_is(headers: &axum::http::HeaderMap, token: &str) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

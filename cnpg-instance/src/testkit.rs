@@ -217,21 +217,30 @@ impl Harness {
         });
     }
 
+    fn new_instance<'a>(
+        &'a self,
+        ctl: &'a PgCtl,
+        data: &'a DataDir,
+        name: &'a str,
+    ) -> bootstrap::NewInstance<'a> {
+        bootstrap::NewInstance {
+            run_as: self.run_as,
+            ctl,
+            data,
+            secrets: &self.secrets,
+            cluster: &self.cluster,
+            instance: name,
+        }
+    }
+
     /// `initdb` a new primary.
     pub async fn initdb(&mut self, name: &str) {
         self.prepare(name);
         let ctl = self.ctl(name);
-        bootstrap::initdb(
-            self.run_as,
-            &ctl,
-            &DataDir::new(&ctl.pgdata),
-            &self.secrets,
-            &self.cluster,
-            name,
-            ("app", "app"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("initdb of {name}: {e}"));
+        let data = DataDir::new(&ctl.pgdata);
+        bootstrap::initdb(&self.new_instance(&ctl, &data, name), ("app", "app"))
+            .await
+            .unwrap_or_else(|e| panic!("initdb of {name}: {e}"));
     }
 
     /// `name` made and started as the cluster's primary (the view says so), once it
@@ -258,18 +267,10 @@ impl Harness {
         self.prepare(name);
         let port = self.port(source);
         let ctl = self.ctl(name);
-        bootstrap::join(
-            self.run_as,
-            &ctl,
-            &DataDir::new(&ctl.pgdata),
-            &self.secrets,
-            &self.cluster,
-            name,
-            "127.0.0.1",
-            port,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("join of {name} from {source}: {e}"));
+        let data = DataDir::new(&ctl.pgdata);
+        bootstrap::join(&self.new_instance(&ctl, &data, name), "127.0.0.1", port)
+            .await
+            .unwrap_or_else(|e| panic!("join of {name} from {source}: {e}"));
     }
 
     /// Starts the instance manager (and its status server) of `name`.
@@ -446,6 +447,39 @@ impl Harness {
         let got = got
             .and_then(|(_, body)| serde_json::from_str(&body).map_err(|e| format!("{e}: {body}")));
         got.unwrap_or_else(|e| InstanceStatus::unreachable(name, &e))
+    }
+
+    /// Ends the current WAL segment of `name` (a primary) and waits, up to `timeout`, until
+    /// its archiver has archived it: everything committed so far is in the archive.
+    /// Returns that segment's name.
+    pub async fn switch_and_archive(&self, name: &str, timeout: Duration) -> String {
+        // pg_switch_wal gives the end of the segment it finished: pg_walfile_name names it.
+        let last: String = self
+            .connect(name)
+            .await
+            .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+            .await
+            .expect("a WAL switch")
+            .get(0);
+        self.wait_until("the archive holds the last segment", timeout, async |h| {
+            let row = h
+                .connect(name)
+                .await
+                .query_one(
+                    "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let archived: String = row.get(0);
+            if archived.len() == 24 && archived >= last {
+                Ok(())
+            } else {
+                Err(format!("last archived {archived}, want {last}"))
+            }
+        })
+        .await;
+        last
     }
 
     /// Waits (polling every 50 ms) until `f` holds, or panics with what was last seen.
@@ -706,22 +740,33 @@ impl S3Server {
         child
     }
 
-    /// Creates a bucket (moto takes an unsigned request).
+    /// Creates a bucket (moto takes an unsigned request). moto may listen a moment before
+    /// it answers (an empty answer was seen on a loaded machine): tried again for 30 s.
     pub fn create_bucket(&self, name: &str) {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("moto");
-        write!(
-            s,
-            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .expect("request");
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        assert!(
-            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
-            "creating bucket {name}: {answer}"
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut answer = String::new();
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port))
+                && write!(
+                    s,
+                    "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    self.port
+                )
+                .is_ok()
+            {
+                let _ = s.read_to_string(&mut answer);
+            }
+            if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
+                return;
+            }
+            assert!(
+                !answer.is_empty() || std::time::Instant::now() < deadline,
+                "creating bucket {name}: no answer from moto within 30 s"
+            );
+            assert!(answer.is_empty(), "creating bucket {name}: {answer}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 

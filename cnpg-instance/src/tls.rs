@@ -168,16 +168,21 @@ pub fn issue_leaf(
 }
 
 /// The files an instance takes from its mounted volume of certificates: no CA key among
-/// them; and the WAL archive's configuration, when the cluster archives.
+/// them; and the WAL archive's configuration, when the cluster archives, and the recovery
+/// source's, when it is made from backups.
 pub const MOUNTED: &[&str] = &[
     "archive.json",
     "archive-ca.crt",
+    "recovery-source.json",
+    "recovery-source-ca.crt",
     "ca.crt",
     "client-ca.crt",
     "server.crt",
     "server.key",
     "streaming_replica.crt",
     "streaming_replica.key",
+    "cnpg_pooler_pgbouncer.crt",
+    "cnpg_pooler_pgbouncer.key",
     "operator-ca.crt",
 ];
 
@@ -218,6 +223,14 @@ impl Files {
     /// Its key.
     pub fn replication_key(&self) -> PathBuf {
         self.dir.join("streaming_replica.key")
+    }
+    /// The client certificate PgBouncer logs in with (common name `cnpg_pooler_pgbouncer`).
+    pub fn pooler_cert(&self) -> PathBuf {
+        self.dir.join("cnpg_pooler_pgbouncer.crt")
+    }
+    /// Its key.
+    pub fn pooler_key(&self) -> PathBuf {
+        self.dir.join("cnpg_pooler_pgbouncer.key")
     }
     /// The CA of the operator's client certificate: the status endpoint over HTTPS
     /// ([`crate::https`]) takes a client it signed for the operator (Kubernetes only).
@@ -331,6 +344,12 @@ impl Files {
                 true,
                 "streaming_replica.crt",
             ),
+            (
+                self.pooler_cert(),
+                self.pooler_key(),
+                true,
+                "cnpg_pooler_pgbouncer.crt",
+            ),
         ];
         for (crt, key, client, name) in leaves {
             let present = crt.exists() && key.exists();
@@ -339,6 +358,11 @@ impl Files {
                 continue;
             }
             if !ca_key.exists() || !ca_crt.exists() {
+                // Only poolers use theirs: an instance given certificates without it
+                // (a Kubernetes pod) does not need it.
+                if crt == self.pooler_cert() {
+                    continue;
+                }
                 return Err(TlsError::Missing {
                     path: if crt.exists() { key } else { crt },
                 });
@@ -346,7 +370,8 @@ impl Files {
             let ca_cert = std::fs::read_to_string(&ca_crt).map_err(io(&ca_crt))?;
             let ca_secret = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
             let leaf = if client {
-                issue_leaf(&ca_cert, &ca_secret, REPLICATION_USER, vec![], true, now_ms)?
+                let user = name.trim_end_matches(".crt");
+                issue_leaf(&ca_cert, &ca_secret, user, vec![], true, now_ms)?
             } else {
                 issue_leaf(&ca_cert, &ca_secret, cluster, names.to_vec(), false, now_ms)?
             };
@@ -383,7 +408,13 @@ pub fn write_private(path: &Path, text: &str, run_as: Option<RunAs>) -> Result<(
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    // A name of this process and call: instance managers starting together write the
+    // same shared files, and one fixed temporary name let one rename away another's.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -396,7 +427,10 @@ pub fn write_private(path: &Path, text: &str, run_as: Option<RunAs>) -> Result<(
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     runas::own(run_as, &tmp).map_err(err)?;
     // Renamed into place: PostgreSQL reloading at that moment sees the old file or the new.
-    std::fs::rename(&tmp, path).map_err(err)
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
 }
 
 #[cfg(test)]
@@ -485,7 +519,12 @@ mod tests {
             .expect("renewed");
         assert_eq!(
             renewed,
-            vec!["ca.crt", "server.crt", "streaming_replica.crt"]
+            vec![
+                "ca.crt",
+                "server.crt",
+                "streaming_replica.crt",
+                "cnpg_pooler_pgbouncer.crt"
+            ]
         );
         assert!(left(files.replication_cert()) > 90);
         // Without the CA's key (certificates from the operator) nothing is touched.

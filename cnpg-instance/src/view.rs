@@ -67,6 +67,10 @@ pub struct ViewData {
     /// last successful and last failed backup): the instance exports them as metrics.
     #[serde(default)]
     pub backups: cnpg_core::backup::Summary,
+    /// A pooler serves the cluster: the primary keeps what PgBouncer's `auth_query`
+    /// needs (the `cnpg_pooler_pgbouncer` role and, in every database, `user_search`).
+    #[serde(default)]
+    pub pooler_integration: bool,
 }
 
 impl ViewData {
@@ -212,9 +216,8 @@ pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<(
 #[async_trait]
 impl ClusterView for FileView {
     async fn read(&self) -> Result<ViewData, ViewError> {
-        // A few kilobytes of a local file, read in place: no trip through the blocking pool
-        // (a manager was seen waiting for minutes, with no timer set and no blocking thread
-        // left, at the one read of this file in its restart loop).
+        // A few kilobytes of a local file: read in place, cheaper than a trip through the
+        // blocking pool.
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| ViewError(format!("{}: {e}", self.path.display())))?;
         let mut data: ViewData = serde_json::from_str(&text)

@@ -94,7 +94,14 @@ pub fn start(
         ..Default::default()
     });
     st.method = Some(backup.spec.method);
+    // Where it went and how to reach it, as upstream records it: what a recovery from
+    // this Backup (`bootstrap.recovery.backup`) reads.
     st.destination_path = Some(store.destination_path.clone());
+    st.endpoint_url = store.endpoint_url.clone();
+    st.endpoint_ca = store.endpoint_ca.clone();
+    st.s3_credentials = store.s3_credentials.clone();
+    st.azure_credentials = store.azure_credentials.clone();
+    st.google_credentials = store.google_credentials.clone();
     st.server_name = Some(
         store
             .server_name

@@ -31,5 +31,7 @@ pub mod local;
 pub mod manifests;
 pub mod platform;
 pub mod plugin;
+pub mod pooler;
+pub mod recovery;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -121,7 +121,13 @@ impl Fleet {
     /// One round of the kubelets and instance managers.
     async fn tick(&self) {
         let client = self.fake.client_as("instance");
-        let pods: Vec<Pod> = self.fake.list(NS);
+        // The pods of cluster pg only (another cluster's are not run).
+        let pods: Vec<Pod> = self
+            .fake
+            .list::<Pod>(NS)
+            .into_iter()
+            .filter(|p| p.labels().get("cnpg.io/cluster").is_none_or(|c| c == "pg"))
+            .collect();
         let pvcs: Vec<String> = self.fake.names::<PersistentVolumeClaim>(NS);
         let cluster: Option<Cluster> = self.fake.get(NS, "pg");
         let views: Vec<(String, KubeView)> = {
@@ -960,6 +966,52 @@ async fn rbac_grants_exactly_what_the_code_uses() {
     );
     daily.metadata.namespace = Some(NS.into());
     w.fake.put(&daily);
+    // A Pooler in front of pg: its Deployment, Service and configuration; the cluster's
+    // poolers' certificate and the integration in its status.
+    let pool: cnpg_core::api::Pooler = serde_saphyr::from_str(
+        "apiVersion: postgresql.cnpg.io/v1
+kind: Pooler
+metadata: {name: pool, namespace: db}
+spec:
+  cluster: {name: pg}
+  instances: 2
+  pgbouncer: {poolMode: transaction, parameters: {default_pool_size: '7'}}
+",
+    )
+    .expect("pooler parses");
+    w.fake.put(&pool);
+    // A cluster recovered from a completed Backup (bootstrap.recovery.backup): the operator
+    // reads the Backup, makes the recovery source's Secret from what it recorded, then the
+    // first pod, whose bootstrap step is `recover`.
+    let mut made = cnpg_core::api::backup::Backup::new(
+        "made",
+        serde_json::from_value(json!({"cluster": {"name": "pg"}})).expect("spec"),
+    );
+    made.metadata.namespace = Some(NS.into());
+    made.status = Some(
+        serde_json::from_value(json!({
+            "phase": "completed", "backupId": "20261202T000000",
+            "destinationPath": "s3://bucket/pg", "serverName": "pg",
+            "s3Credentials": {
+                "accessKeyId": {"name": "s3-creds", "key": "ID"},
+                "secretAccessKey": {"name": "s3-creds", "key": "SECRET"}
+            }
+        }))
+        .expect("status"),
+    );
+    w.fake.put(&made);
+    let restored: Cluster = serde_saphyr::from_str(
+        "apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata: {name: restored, namespace: db}
+spec:
+  instances: 1
+  storage: {size: 1Gi}
+  bootstrap: {recovery: {backup: {name: made}}}
+",
+    )
+    .expect("manifest parses");
+    w.fake.put(&restored);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let health = free_addr();
     let config = ControllerConfig {
@@ -1054,6 +1106,99 @@ async fn rbac_grants_exactly_what_the_code_uses() {
         metrics.contains("cnpg_operator_reconciles_total"),
         "{metrics}"
     );
+    n = 0;
+    loop {
+        let p: cnpg_core::api::Pooler = w.fake.get(NS, "pool").expect("the Pooler");
+        let c: Cluster = w.fake.get(NS, "pg").expect("the Cluster");
+        let integrated = c
+            .status
+            .and_then(|s| s.pooler_integrations)
+            .and_then(|i| i.pg_bouncer_integration)
+            .is_some_and(|i| i.secrets == ["pg-pooler"]);
+        let made = w
+            .fake
+            .get::<k8s_openapi::api::apps::v1::Deployment>(NS, "pool")
+            .is_some()
+            && w.fake
+                .get::<k8s_openapi::api::core::v1::Service>(NS, "pool")
+                .is_some()
+            && w.fake.get::<Secret>(NS, "pool-config").is_some()
+            && w.fake.get::<Secret>(NS, "pg-pooler").is_some();
+        if made && integrated && p.status.is_some_and(|s| s.phase.is_some()) {
+            break;
+        }
+        tick(&w).await;
+        n += 1;
+        assert!(n < 500, "the Pooler was not set up");
+    }
+    let config = |w: &World| {
+        let s: Secret = w.fake.get(NS, "pool-config").expect("pool-config");
+        String::from_utf8_lossy(&s.data.expect("data")["config.json"].0).into_owned()
+    };
+    assert!(config(&w).contains("\"pg-rw\""), "{}", config(&w));
+    // A changed parameter rewrites the configuration the pods read (no new pods).
+    let mut changed: cnpg_core::api::Pooler = w.fake.get(NS, "pool").expect("the Pooler");
+    changed
+        .spec
+        .pgbouncer
+        .parameters
+        .insert("default_pool_size".into(), "9".into());
+    w.fake.put(&changed);
+    n = 0;
+    while !config(&w).contains("\"9\"") {
+        tick(&w).await;
+        n += 1;
+        assert!(
+            n < 500,
+            "the configuration was not rewritten: {}",
+            config(&w)
+        );
+    }
+    // The recovered cluster's first pod restores the Backup, from the Secret made for it.
+    n = 0;
+    while w.fake.get::<Pod>(NS, "restored-1").is_none() {
+        tick(&w).await;
+        n += 1;
+        assert!(n < 500, "no pod for the recovered cluster");
+    }
+    let source: Secret = w
+        .fake
+        .get(NS, "restored-recovery-source")
+        .expect("the recovery source's Secret");
+    let config = source
+        .data
+        .as_ref()
+        .and_then(|d| d.get("recovery-source.json"))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .or_else(|| {
+            source
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get("recovery-source.json").cloned())
+        })
+        .expect("recovery-source.json");
+    assert!(
+        config.contains("s3://bucket/pg") && config.contains("key-secret"),
+        "{config}"
+    );
+    let pod: Pod = w.fake.get(NS, "restored-1").expect("restored-1");
+    let init = serde_json::to_string(&pod.spec.expect("spec").init_containers).expect("json");
+    assert!(
+        init.contains("\"recover\"") && init.contains("20261202T000000"),
+        "{init}"
+    );
+    // That cluster goes; what follows counts cluster pg's objects.
+    w.fake.delete::<Cluster>(NS, "restored");
+    for pod in w.fake.names::<Pod>(NS) {
+        if pod.starts_with("restored") {
+            w.fake.delete::<Pod>(NS, &pod);
+        }
+    }
+    for pdb in w.fake.names::<PodDisruptionBudget>(NS) {
+        if pdb.starts_with("restored") {
+            w.fake.delete::<PodDisruptionBudget>(NS, &pdb);
+        }
+    }
     // A replica's pod is lost: it is read back and recreated.
     w.fake.delete::<Pod>(NS, "pg-3");
     w.fake.fail("create", "pods", 3);

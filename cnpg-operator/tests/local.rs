@@ -59,7 +59,8 @@ struct Cluster {
     volumes: Vec<(String, Volume)>,
     /// The clock every process of the cluster runs on ([`Rig::clock`]).
     clock: Option<FakeClock>,
-    state: tempfile::TempDir,
+    /// Shared by the clusters of a test that recovers one from another's backups.
+    state: std::sync::Arc<tempfile::TempDir>,
 }
 
 /// What a test's cluster runs on besides [`MANIFEST`].
@@ -99,7 +100,24 @@ impl Cluster {
         let state = tempfile::tempdir().expect("tempdir");
         let user = RunAs::detect().expect("user");
         runas::own(user, state.path()).expect("own");
-        let manifest = state.path().join("cluster.yaml");
+        Cluster::up_in(std::sync::Arc::new(state), "cluster.yaml", name, rig)
+            .unwrap_or_else(|failed| panic!("{}", failed.1))
+    }
+
+    /// Another cluster in this one's state directory (a Backup of this one is found there),
+    /// from `<name>.yaml`; `Err` with the cluster and what `local up` said when it failed.
+    fn beside(&self, name: &str, rig: Rig) -> Result<Cluster, Box<(Cluster, String)>> {
+        Cluster::up_in(self.state.clone(), &format!("{name}.yaml"), name, rig)
+    }
+
+    fn up_in(
+        state: std::sync::Arc<tempfile::TempDir>,
+        file: &str,
+        name: &str,
+        rig: Rig,
+    ) -> Result<Cluster, Box<(Cluster, String)>> {
+        let user = RunAs::detect().expect("user");
+        let manifest = state.path().join(file);
         let text = MANIFEST
             .replace("NAME", name)
             .replace("  storage:", &format!("{}  storage:", rig.spec))
@@ -134,13 +152,14 @@ impl Cluster {
         };
         if !out.status.success() {
             let logs = cluster.logs();
-            panic!(
+            let said = format!(
                 "local up failed: {}{}\n{logs}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
+            return Err(Box::new((cluster, said)));
         }
-        cluster
+        Ok(cluster)
     }
 
     fn root(&self) -> PathBuf {
@@ -1137,6 +1156,8 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
         "{out}\n{}",
         c.logs()
     );
+    // Backup ids are times to the second (barman's): the next one starts in another.
+    std::thread::sleep(Duration::from_millis(1100));
     let out = c.cnpg(&[
         "backup",
         "arch",
@@ -1680,4 +1701,470 @@ fn a_backup_from_a_standby_with_a_full_disk_completes() {
         .and_then(|a| a.iter().find(|i| i["name"] == standby.as_str()))
         .map(|i| i["status"]["walDiskFull"] == true);
     assert_eq!(full, Some(true), "the standby's disk is full");
+}
+
+/// `bootstrap.recovery` on the local platform: a cluster recovered from another's `Backup`
+/// to the end of its archive (across a switchover: WAL on two timelines), and one
+/// recovered from its store (an `externalClusters` entry) to a restore point. Each runs three instances (the others cloned from the
+/// recovered primary), lets the app user in with its own password, and archives into a
+/// place of its own. A target past the end of the archive stops `local up` saying so, and
+/// nothing starts.
+#[test]
+fn clusters_recover_from_another_clusters_backup_and_store() {
+    let s3 = cnpg_instance::testkit::S3Server::start();
+    s3.create_bucket("origin");
+    let mut rig = Rig::archiving(&s3, "s3://origin/db", "");
+    rig.spec += "  enableSuperuserAccess: true\n";
+    let src = Cluster::up_on("rso", rig);
+    src.wait_converged(None, T);
+    let su = std::fs::read_to_string(src.root().join("secrets/superuser-password"))
+        .expect("the superuser's password");
+    let db = src
+        .app_conninfo()
+        .replace("user=app", "user=postgres")
+        .replace(
+            &format!("password={}", src.password()),
+            &format!("password={}", su.trim()),
+        );
+    psql(
+        &db,
+        "CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 100); \
+         ALTER TABLE t OWNER TO app",
+    )
+    .expect("rows");
+    let out = src.cnpg(&["backup", "rso", "--backup-name", "first", "--wait", "300"]);
+    assert!(out.contains("first: completed on"), "{out}\n{}", src.logs());
+    psql(&db, "INSERT INTO t SELECT generate_series(101, 200)").expect("rows");
+    psql(&db, "SELECT pg_create_restore_point('two-hundred')").expect("a restore point");
+    // The last rows on the next timeline: a recovery follows the archive across it.
+    let old = src.wait_converged(None, T);
+    let next = if old == "rso-2" { "rso-3" } else { "rso-2" };
+    src.cnpg(&["promote", "rso", next]);
+    src.wait_converged(Some(&old), T);
+    psql(&db, "INSERT INTO t SELECT generate_series(201, 300)").expect("rows");
+    let last = psql(&db, "SELECT pg_walfile_name(pg_switch_wal())").expect("a switch");
+    let deadline = Instant::now() + T;
+    while psql(
+        &db,
+        "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+    )
+    .unwrap_or_default()
+    .trim()
+        < last.trim()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{last} never archived\n{}",
+            src.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let count = |c: &Cluster| {
+        psql(&c.app_conninfo(), "SELECT count(*) FROM t")
+            .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()))
+            .trim()
+            .to_owned()
+    };
+    let wals = |path: &str, server: &str| {
+        let cfg = s3.archive_config(path, server, ("local-key", "local-secret-key"));
+        tokio::runtime::Runtime::new()
+            .expect("a runtime")
+            .block_on(async {
+                cnpg_instance::archive::Destination::open(&cfg)
+                    .expect("destination")
+                    .list_wal()
+                    .await
+                    .expect("listing")
+            })
+    };
+    let source_wals = wals("s3://origin/db", "rso");
+
+    // From the Backup, to the end of the archive.
+    let mut rig = Rig::archiving(&s3, "s3://origin/restored", "");
+    rig.spec += "  bootstrap:\n    recovery:\n      backup:\n        name: first\n";
+    let a = src
+        .beside("rsa", rig)
+        .unwrap_or_else(|failed| panic!("{}", failed.1));
+    let primary = a.wait_converged(None, T);
+    assert_eq!(count(&a), "300", "{}", a.logs());
+    let timeline = |c: &Cluster, name: &str| {
+        c.status()["instances"]
+            .as_array()
+            .and_then(|i| i.iter().find(|i| i["name"] == name).cloned())
+            .and_then(|i| i["status"]["timeLineID"].as_u64())
+    };
+    assert_eq!(
+        timeline(&a, &primary),
+        Some(3),
+        "recovered across the source's timeline 2, promoted onto 3"
+    );
+    let deadline = Instant::now() + T;
+    while wals("s3://origin/restored", "rsa").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "rsa archives nothing\n{}",
+            a.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        wals("s3://origin/db", "rso"),
+        source_wals,
+        "the source's archive is the source's only"
+    );
+    drop(a);
+
+    // From the store, to the restore point.
+    let store = format!(
+        "  externalClusters:\n  - name: origin\n    barmanObjectStore:\n      destinationPath: s3://origin/db\n      serverName: rso\n      endpointURL: {}\n      s3Credentials:\n        accessKeyId: {{name: creds, key: ID}}\n        secretAccessKey: {{name: creds, key: SECRET}}\n        region: {{name: creds, key: REGION}}\n",
+        s3.endpoint
+    );
+    let mut rig = Rig::archiving(&s3, "s3://origin/restored", "");
+    rig.spec += &format!(
+        "  bootstrap:\n    recovery:\n      source: origin\n      recoveryTarget:\n        targetName: two-hundred\n{store}"
+    );
+    let b = src
+        .beside("rsb", rig)
+        .unwrap_or_else(|failed| panic!("{}", failed.1));
+    b.wait_converged(None, T);
+    assert_eq!(count(&b), "200", "{}", b.logs());
+    drop(b);
+
+    // Past the end of the archive: local up says so, and nothing runs.
+    let mut rig = Rig::archiving(&s3, "s3://origin/never", "");
+    rig.spec += &format!(
+        "  bootstrap:\n    recovery:\n      source: origin\n      recoveryTarget:\n        targetTime: '2999-01-01 00:00:00'\n{store}"
+    );
+    let (late, said) = match src.beside("rsl", rig) {
+        Ok(_) => panic!("a recovery past the end of the archive succeeded"),
+        Err(x) => *x,
+    };
+    assert!(
+        said.contains("the archive ends before time 2999-01-01")
+            && said.contains("could not be recovered"),
+        "{said}"
+    );
+    assert!(
+        !late.root().join("instances/rsl-1/data/PG_VERSION").exists(),
+        "a failed recovery left data behind"
+    );
+}
+
+/// `kubectl-cnpg local apply -f` of `yaml` (written beside the cluster): success and what
+/// it printed on stdout and stderr.
+fn apply(c: &Cluster, file: &str, yaml: &str) -> (bool, String) {
+    let path = c.state.path().join(file);
+    std::fs::write(&path, yaml).expect("manifest");
+    let out = Command::new(kubectl_cnpg())
+        .args(["local", "apply", "-f"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(c.state.path())
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A pooler's line in `status.json`, once `ready` of its processes run (and `phase`).
+fn wait_pooler(c: &Cluster, name: &str, ready: i64, phase: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let s = c.status();
+        let line = s["poolers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name).cloned());
+        if let Some(l) = &line
+            && l["ready"] == ready
+            && l["phase"] == phase
+        {
+            return l.clone();
+        }
+        assert!(
+            start.elapsed() < T,
+            "pooler {name} never had {ready} ready and {phase}: {line:?}\n{}",
+            s["events"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Pooler documents for cluster `cluster`: `pool-rw` (transaction mode, `instances`
+/// processes, `extra` appended to its `pgbouncer` block) and `pool-ro` (session mode).
+fn poolers_yaml(cluster: &str, instances: u32, extra: &str) -> String {
+    format!(
+        "apiVersion: postgresql.cnpg.io/v1\nkind: Pooler\nmetadata: {{name: pool-rw}}\nspec:\n  cluster: {{name: {cluster}}}\n  instances: {instances}\n  type: rw\n  pgbouncer:\n    poolMode: transaction\n    parameters: {{default_pool_size: '7'}}\n    pg_hba: ['host all mallory 0.0.0.0/0 reject']\n{extra}---\napiVersion: postgresql.cnpg.io/v1\nkind: Pooler\nmetadata: {{name: pool-ro}}\nspec:\n  cluster: {{name: {cluster}}}\n  type: ro\n  pgbouncer: {{poolMode: session}}\n"
+    )
+}
+
+/// Real PgBouncer in front of a real cluster: clients through a `rw` pooler in transaction
+/// mode and a `ro` one in session mode, users found by `auth_query` (a role made after the
+/// pooler started, by its PostgreSQL password), the pooler's `pg_hba` and parameters
+/// applied and a forbidden parameter refused by its path, pause and resume, scaling, a
+/// switchover the pooler's client does not notice (one connection, no error, nothing
+/// lost), a failover its client rides out on the same connection, and deleting the
+/// poolers removes their processes and files.
+#[test]
+fn poolers_serve_clients_and_hide_a_switchover() {
+    let c = Cluster::up_on(
+        "pgp",
+        Rig {
+            docs: format!("---\n{}", poolers_yaml("pgp", 2, "")),
+            ..Default::default()
+        },
+    );
+    let old = c.wait_converged(None, T);
+    let rw = wait_pooler(&c, "pool-rw", 2, "active");
+    let ro = wait_pooler(&c, "pool-ro", 1, "active");
+    let ca = c.root().join("secrets/ca.crt");
+    let through = |line: &serde_json::Value, user: &str, password: &str| {
+        format!(
+            "host=127.0.0.1 port={} dbname=app user={user} password={password} sslmode=verify-full sslrootcert={}",
+            line["port"],
+            ca.display()
+        )
+    };
+    let app = through(&rw, "app", &c.password());
+    let primary_port = c.status()["ports"]["instances"][old.as_str()][0].clone();
+    assert_eq!(
+        psql(&app, "SELECT inet_server_port()").expect("through the rw pooler"),
+        primary_port.to_string()
+    );
+    assert_eq!(
+        psql(
+            &through(&ro, "app", &c.password()),
+            "SELECT pg_is_in_recovery()"
+        )
+        .expect("through the ro pooler"),
+        "t",
+        "a ro pooler reaches replicas only"
+    );
+    // Roles made after the pooler started log in with their PostgreSQL password (made by
+    // the superuser, over the primary's socket).
+    cnpg_instance::testkit::psql(
+        &format!(
+            "host={} port={primary_port} dbname=app user=postgres",
+            c.root().join("instances").join(&old).join("run").display()
+        ),
+        "CREATE ROLE bob LOGIN PASSWORD 'bob-pw'; CREATE ROLE mallory LOGIN PASSWORD 'm-pw'",
+        RunAs::detect().expect("user"),
+        &std::env::temp_dir(),
+    )
+    .expect("roles");
+    assert_eq!(
+        psql(&through(&rw, "bob", "bob-pw"), "SELECT current_user").expect("bob"),
+        "bob"
+    );
+    let wrong = psql(&through(&rw, "bob", "not-it"), "SELECT 1").expect_err("a wrong password");
+    assert!(wrong.contains("authentication failed"), "{wrong}");
+    let refused = psql(&through(&rw, "mallory", "m-pw"), "SELECT 1").expect_err("pg_hba");
+    assert!(
+        refused.to_lowercase().contains("reject") || refused.contains("not allowed"),
+        "{refused}"
+    );
+    let status = c.cnpg(&["status", "pgp"]);
+    assert!(
+        status.contains("\nPoolers\n")
+            && status.contains("pool-ro")
+            && status.contains("2/2 ready  active"),
+        "{status}"
+    );
+    let ini = std::fs::read_to_string(c.root().join("poolers/pool-rw/pool-rw-1/pgbouncer.ini"))
+        .expect("pgbouncer.ini");
+    assert!(ini.contains("default_pool_size = 7\n"), "{ini}");
+
+    // A parameter the operator owns is refused with its path, and nothing is applied.
+    let (ok, said) = apply(
+        &c,
+        "bad-pooler.yaml",
+        &poolers_yaml("pgp", 2, "").replace("default_pool_size: '7'", "listen_port: '1'"),
+    );
+    assert!(
+        !ok && said.contains("spec.pgbouncer.parameters.listen_port"),
+        "{said}"
+    );
+
+    // Paused: a query waits; resumed: it completes.
+    let (ok, said) = apply(
+        &c,
+        "paused.yaml",
+        &poolers_yaml("pgp", 2, "    paused: true\n"),
+    );
+    assert!(ok, "{said}");
+    wait_pooler(&c, "pool-rw", 2, "paused");
+    let waiting = {
+        // Its login waits too (auth_query needs a server): longer than psql's usual 5 s.
+        let app = format!("{app} connect_timeout=120");
+        std::thread::spawn(move || psql(&app, "SELECT 42"))
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !waiting.is_finished(),
+        "a query went through a paused pooler"
+    );
+    let (ok, said) = apply(&c, "resumed.yaml", &poolers_yaml("pgp", 2, ""));
+    assert!(ok, "{said}");
+    wait_pooler(&c, "pool-rw", 2, "active");
+    assert_eq!(waiting.join().expect("joins").expect("resumed"), "42");
+
+    // A switchover's hold that nobody ends (the operator gone): the pooler resumes by
+    // itself once its bound passes, and a query waiting on it completes.
+    let ports: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(c.root().join("poolers/pool-rw/ports.json")).expect("ports"),
+    )
+    .expect("json");
+    let token = std::fs::read_to_string(c.root().join("secrets/status-token")).expect("token");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    for port in ports["http"].as_object().expect("http ports").values() {
+        let (code, body) = rt
+            .block_on(cnpg_instance::http::post_authorized(
+                "127.0.0.1",
+                port.as_u64().expect("port") as u16,
+                "/pause?timeoutMs=3000&holdMs=2000",
+                Duration::from_secs(10),
+                Some(token.trim()),
+                String::new(),
+            ))
+            .expect("pause");
+        assert_eq!(code, 200, "{body}");
+    }
+    let start = Instant::now();
+    let app_long = format!("{app} connect_timeout=120");
+    assert_eq!(
+        psql(&app_long, "SELECT 43").expect("resumed by itself"),
+        "43"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "the hold did not hold: {:?}",
+        start.elapsed()
+    );
+
+    // Scaling.
+    let (ok, said) = apply(&c, "three.yaml", &poolers_yaml("pgp", 3, ""));
+    assert!(ok, "{said}");
+    wait_pooler(&c, "pool-rw", 3, "active");
+    let (ok, said) = apply(&c, "one.yaml", &poolers_yaml("pgp", 1, ""));
+    assert!(ok, "{said}");
+    wait_pooler(&c, "pool-rw", 1, "active");
+    assert!(
+        !c.root()
+            .join("poolers/pool-rw/pool-rw-3/manager.pid")
+            .exists()
+    );
+
+    // A switchover under a client of the rw pooler: the pooler pauses, the primary
+    // changes, the pooler resumes on the new one; the client never reconnects.
+    let mut target = c.target();
+    target.port = rw["port"].as_u64().expect("port") as u16;
+    let w = Writer::start(target);
+    w.wait_for_more(0, T);
+    let to = if old.ends_with("-2") {
+        "pgp-3"
+    } else {
+        "pgp-2"
+    };
+    c.cnpg(&["promote", "pgp", to]);
+    let new = c.wait_converged(Some(&old), T);
+    assert_eq!(new, to);
+    w.wait_for_more(w.count() + 20, T);
+    let connections = w.connections();
+    let acked = w.finish();
+    assert_no_acked_row_missing(&c, &acked);
+    let events = c.status()["events"].to_string();
+    assert!(events.contains("PoolersPaused"), "{events}");
+    assert!(events.contains("PoolersResumed"), "{events}");
+    assert_eq!(
+        connections.len(),
+        1,
+        "the client reconnected through the switchover: {connections:?}\n{events}"
+    );
+    let new_port = c.status()["ports"]["instances"][new.as_str()][0].clone();
+    assert_eq!(
+        psql(&app, "SELECT inet_server_port()").expect("after the switchover"),
+        new_port.to_string()
+    );
+
+    // A failover (the primary's node crashes) under a client of the rw pooler: its
+    // connection to PgBouncer stays open, and once a new primary is elected its next
+    // transactions run there — the client never reconnects (a transaction in flight at
+    // the crash fails, as it must).
+    let mut pooled = c.target();
+    pooled.port = rw["port"].as_u64().expect("port") as u16;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let client = rt.block_on(pooled.connect()).expect("through the pooler");
+    let port_of = |client: &tokio_postgres::Client| {
+        rt.block_on(client.simple_query("SELECT inet_server_port()"))
+            .ok()
+            .and_then(|m| {
+                m.into_iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+            })
+    };
+    assert_eq!(port_of(&client), Some(new_port.to_string()));
+    let pm = c.postmaster_pid(&new);
+    let manager = parent(pm);
+    kill(manager);
+    kill(pm);
+    let after = c.wait_converged(Some(&new), T);
+    let after_port = c.status()["ports"]["instances"][after.as_str()][0].to_string();
+    let start = Instant::now();
+    loop {
+        assert!(
+            !client.is_closed(),
+            "the pooler closed its client's connection"
+        );
+        if port_of(&client).as_deref() == Some(after_port.as_str()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < T,
+            "the client never reached the new primary {after}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Deleting the poolers stops their processes and removes their files.
+    let pids: Vec<i32> = ["pool-rw/pool-rw-1", "pool-ro/pool-ro-1"]
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(c.root().join("poolers").join(p).join("manager.pid"))
+                .expect("pid")
+                .trim()
+                .parse()
+                .expect("a pid")
+        })
+        .collect();
+    let path = c.state.path().join("poolers.yaml");
+    std::fs::write(&path, poolers_yaml("pgp", 1, "")).expect("file");
+    let out = c.cnpg(&["local", "delete", "-f", &path.display().to_string()]);
+    assert!(out.contains("pooler pool-rw deleted"), "{out}");
+    let start = Instant::now();
+    while c.root().join("poolers/pool-rw").exists()
+        || c.root().join("poolers/pool-ro").exists()
+        || pids
+            .iter()
+            .any(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), None).is_ok())
+    {
+        assert!(start.elapsed() < T, "the poolers were not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        psql(&app, "SELECT 1").is_err(),
+        "nothing listens on the pooler's port"
+    );
 }

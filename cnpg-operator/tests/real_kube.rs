@@ -23,11 +23,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-/// Stops the writer and checks that every row it had acknowledged is there.
+/// Stops the writer and checks that every row it had acknowledged is there; returns them.
 async fn no_acknowledged_row_lost(
     writer: cnpg_operator::testkit::writer::Writer,
     target: cnpg_operator::testkit::writer::Target,
-) {
+) -> Vec<i64> {
     let acked = tokio::task::block_in_place(|| writer.finish());
     let rows = tokio::task::spawn_blocking(move || target.rows())
         .await
@@ -38,6 +38,7 @@ async fn no_acknowledged_row_lost(
         .copied()
         .collect();
     assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    acked
 }
 
 /// After a fault or a request moved the primary away from `from`: waits until the
@@ -1041,7 +1042,7 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
     assert_ne!(fifth, fourth);
 
     // No acknowledged row is missing (dataDurability: required).
-    no_acknowledged_row_lost(writer, target).await;
+    let acked = no_acknowledged_row_lost(writer, target).await;
     // The archive went on across every promotion: each new primary archived its
     // timeline's history file where barman-cloud looks for it, and WAL of the first
     // timeline is there, in barman-cloud's layout (`barman-cloud-wal-restore` reads it).
@@ -1243,6 +1244,59 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         },
     )
     .await;
+    // A new cluster recovered from that Backup (bootstrap.recovery.backup): its first
+    // instance restores it in its pod's bootstrap step and replays the archive to its end,
+    // the second clones it, and every row ever acknowledged is there, read through its
+    // own -rw with its own application password. The standby's backup is consistent only
+    // with WAL the primary archives at its next switch (archive_timeout: 5 minutes; the
+    // recovery waits for it): a backup on the primary, which waits for its own WAL to be
+    // archived, makes that switch now.
+    let (code, out, err) = plugin(
+        cp,
+        &ns,
+        &[
+            "backup",
+            "cluster-sync",
+            "--backup-name",
+            "on-the-primary",
+            "--backup-target",
+            "primary",
+            "--wait",
+            "300",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let restored = serde_json::json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "cluster-restored", "namespace": ns},
+        "spec": {"instances": 2, "storage": {"size": "1Gi"},
+                 "postgresql": {"parameters": {"max_connections": "200"}},
+                 "bootstrap": {"recovery": {"backup": {"name": "on-demand"}}}}
+    });
+    apply_yaml(&admin, &restored.to_string(), "test-user").await;
+    settled(
+        &admin,
+        &ns,
+        "cluster-restored",
+        op,
+        "recovered from on-demand",
+        None,
+    )
+    .await;
+    let restored_rw = rw_target(&admin, &ns, "cluster-restored")
+        .await
+        .expect("the restored cluster's -rw");
+    let rows = tokio::task::spawn_blocking(move || restored_rw.rows())
+        .await
+        .expect("read the rows");
+    let missing = acked.iter().filter(|n| !rows.contains(n)).count();
+    assert_eq!(
+        missing,
+        0,
+        "of {} acknowledged rows, {missing} not recovered",
+        acked.len()
+    );
     // Without an object store the archive's configuration goes, with the credentials it
     // held (the operator's own RBAC lets it delete a Secret), and so does the condition.
     patch_spec(&admin, &ns, serde_json::json!({ "backup": null })).await;
@@ -1424,4 +1478,239 @@ async fn rolling_updates_and_scaling_lose_no_acknowledged_write() {
 /// Runs `sql` with the real `psql` on `conninfo` (as us: the files are ours).
 fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
     cnpg_instance::testkit::psql(conninfo, sql, None, &std::env::temp_dir())
+}
+
+/// Poolers on the real control plane: the Deployment controller makes the PgBouncer pods
+/// the operator asks for, the test kubelet runs `cnpg-instance pgbouncer` with the
+/// machine's PgBouncer, and the application reaches the primary through the `rw` Pooler's
+/// Service and a replica through the `ro` one (its password checked by `auth_query`
+/// through `cnpg_pooler_pgbouncer`'s certificate); scaling changes the pods; deleting the
+/// Poolers removes what they made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poolers_reach_the_primary_and_the_replicas_through_their_services() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let Some(cp) = ControlPlane::shared("poolers_reach_the_primary_and_the_replicas") else {
+        return;
+    };
+    let (_tmp, ns, _kubelet, ops) = deployed(cp, "pooler", &["operator-under-test"], None).await;
+    let op = &ops[0];
+    let admin = cp.admin().await;
+    settled(&admin, &ns, "cluster-sync", op, "bootstrap", None).await;
+    let pooler = |name: &str, type_: &str, instances: u32| {
+        format!(
+            "apiVersion: postgresql.cnpg.io/v1\nkind: Pooler\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  cluster: {{name: cluster-sync}}\n  type: {type_}\n  instances: {instances}\n  pgbouncer:\n    poolMode: transaction\n"
+        )
+    };
+    apply_yaml(&admin, &pooler("pool-rw", "rw", 1), "test-user").await;
+    // The ro pooler in session mode.
+    apply_yaml(
+        &admin,
+        &pooler("pool-ro", "ro", 1).replace("transaction", "session"),
+        "test-user",
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(admin.clone(), &ns);
+    let limit = Duration::from_secs(300);
+    let through = |name: &'static str| {
+        let (admin, ns, services) = (admin.clone(), ns.clone(), services.clone());
+        async move {
+            let mut t = rw_target(&admin, &ns, "cluster-sync").await?;
+            let svc = services.get(name).await.map_err(|e| e.to_string())?;
+            t.host = svc
+                .spec
+                .and_then(|s| s.cluster_ip)
+                .ok_or("no ClusterIP yet")?;
+            let client = t.connect().await.map_err(|e| e.to_string())?;
+            let row = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<bool, String>(row.get(0))
+        }
+    };
+    for (name, replica) in [("pool-rw", false), ("pool-ro", true)] {
+        wait_for(&format!("a client through {name}"), limit, op, || async {
+            match through(name).await? {
+                r if r == replica => Ok(()),
+                r => Err(format!("{name} reached an instance in recovery: {r}")),
+            }
+        })
+        .await;
+    }
+    let poolers: Api<cnpg_core::api::Pooler> = Api::namespaced(admin.clone(), &ns);
+    // A parameter users may not set: refused by its path in the status, nothing changed.
+    apply_yaml(
+        &admin,
+        &format!(
+            "{}    parameters: {{listen_port: '1'}}\n",
+            pooler("pool-rw", "rw", 1)
+        ),
+        "test-user",
+    )
+    .await;
+    wait_for("the forbidden parameter refused", limit, op, || async {
+        let st = poolers
+            .get("pool-rw")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        match st.phase_reason {
+            Some(r) if r.contains("spec.pgbouncer.parameters.listen_port") => Ok(()),
+            other => Err(format!("{:?}: {other:?}", st.phase)),
+        }
+    })
+    .await;
+    through("pool-rw").await.expect("still served as before");
+    // Paused, a new client waits; resumed, it is served (the configuration reaches the
+    // pods through their Secret volume).
+    apply_yaml(
+        &admin,
+        &format!("{}    paused: true\n", pooler("pool-rw", "rw", 1)),
+        "test-user",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let waiting = tokio::spawn(through("pool-rw"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a client went through a paused pooler"
+    );
+    apply_yaml(&admin, &pooler("pool-rw", "rw", 1), "test-user").await;
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .expect("resumed within a minute")
+            .expect("joins"),
+        Ok(false)
+    );
+    // Scaling: the Deployment follows spec.instances, and the status says so.
+    apply_yaml(&admin, &pooler("pool-rw", "rw", 2), "test-user").await;
+    wait_for("pool-rw at two pods", limit, op, || async {
+        let d = deployments
+            .get("pool-rw")
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        let p = poolers.get("pool-rw").await.map_err(|e| e.to_string())?;
+        let st = p.status.unwrap_or_default();
+        if ready == 2 && st.instances == 2 && st.phase.as_deref() == Some("active") {
+            Ok(())
+        } else {
+            Err(format!("{ready} ready; status {st:?}"))
+        }
+    })
+    .await;
+    through("pool-rw").await.expect("still served at two pods");
+    // A switchover under a client of the rw pooler: the operator pauses the pooler's pods
+    // before publishing the new target, so the client's next queries wait, then run on
+    // the new primary — on the same connection, without an error.
+    let old = status_of(
+        &Api::<Cluster>::namespaced(admin.clone(), &ns),
+        "cluster-sync",
+    )
+    .await
+    .expect("status")
+    .current_primary
+    .expect("a primary");
+    let to = ["cluster-sync-1", "cluster-sync-2", "cluster-sync-3"]
+        .into_iter()
+        .find(|i| *i != old)
+        .expect("another instance");
+    let mut pooled = rw_target(&admin, &ns, "cluster-sync")
+        .await
+        .expect("target");
+    pooled.host = services
+        .get("pool-rw")
+        .await
+        .expect("pool-rw")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let client = pooled.connect().await.expect("through pool-rw");
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let ip_of = |pod: &str| {
+        let pods = pods.clone();
+        let pod = pod.to_owned();
+        async move {
+            pods.get(&pod)
+                .await
+                .ok()
+                .and_then(|p| p.status)
+                .and_then(|s| s.pod_ip)
+                .unwrap_or_default()
+        }
+    };
+    let old_ip = ip_of(&old).await;
+    assert_eq!(
+        server_of(&client)
+            .await
+            .expect("a query")
+            .0
+            .split('/')
+            .next(),
+        Some(old_ip.as_str())
+    );
+    let (code, _, err) = plugin(cp, &ns, &["promote", "cluster-sync", to]).await;
+    assert_eq!(code, 0, "{err}");
+    let new_ip = ip_of(to).await;
+    let mut errors = Vec::new();
+    let start = std::time::Instant::now();
+    loop {
+        assert!(
+            !client.is_closed(),
+            "the pooler closed its client's connection"
+        );
+        match server_of(&client).await {
+            Ok((addr, false)) if addr.split('/').next() == Some(new_ip.as_str()) => break,
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the client never reached {to}: {errors:?}\n{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(errors.is_empty(), "the client saw errors: {errors:?}");
+    let reasons = event_reasons(&admin, &ns).await;
+    assert!(
+        reasons.contains("PoolersPaused") && reasons.contains("PoolersResumed"),
+        "{reasons:?}"
+    );
+    // Deleting the Poolers: the garbage collector takes what they owned.
+    for name in ["pool-rw", "pool-ro"] {
+        poolers
+            .delete(name, &Default::default())
+            .await
+            .expect("deleted");
+    }
+    wait_for("the poolers' objects gone", limit, op, || async {
+        let left: Vec<String> = deployments
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter_map(|d| d.metadata.name)
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left: {left:?}"))
+        }
+    })
+    .await;
+}
+
+/// Where a client's queries run: the server's address and whether it is in recovery.
+async fn server_of(client: &tokio_postgres::Client) -> Result<(String, bool), String> {
+    client
+        .query_one("SELECT inet_server_addr()::text, pg_is_in_recovery()", &[])
+        .await
+        .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)))
+        .map_err(|e| e.to_string())
 }

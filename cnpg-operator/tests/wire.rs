@@ -104,6 +104,21 @@ async fn status_is_server_side_applied_on_the_subresource_with_an_optimistic_loc
         };
         p.write_status(&c, &StatusUpdate { status }).await
     });
+    // First the cluster's Poolers (whether the primary makes what auth_query needs, and
+    // which poolers a switchover pauses): none.
+    let (method, uri, _, _) = expect(
+        &mut h,
+        (
+            200,
+            json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "PoolerList",
+                   "metadata": {"resourceVersion": "1"}, "items": []}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (method.as_str(), uri.as_str()),
+        ("GET", "/apis/postgresql.cnpg.io/v1/namespaces/db/poolers?")
+    );
     let reply = (200, serde_json::to_value(cluster()).expect("json"));
     let (method, uri, ct, body) = expect(&mut h, reply).await;
     assert_eq!(method, "PATCH");

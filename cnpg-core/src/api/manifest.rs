@@ -320,6 +320,31 @@ mod tests {
     }
 
     #[test]
+    fn a_poolers_image_is_accepted_as_upstreams_samples_give_it() {
+        let pooler = |bouncer: Value| {
+            json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Pooler", "metadata": {"name": "p"},
+                   "spec": {"cluster": {"name": "pg"}, "pgbouncer": bouncer}})
+        };
+        assert_eq!(
+            errors(pooler(
+                json!({"image": "ghcr.io/cloudnative-pg/pgbouncer:1.25.1"})
+            )),
+            Vec::<String>::new()
+        );
+        let catalog = json!({"apiGroup": "postgresql.cnpg.io", "kind": "ImageCatalog", "name": "c", "major": 1});
+        assert_eq!(
+            errors(pooler(json!({"imageCatalogRef": catalog.clone()}))),
+            Vec::<String>::new()
+        );
+        let both = errors(pooler(json!({"image": "x", "imageCatalogRef": catalog})));
+        assert!(
+            both.iter()
+                .any(|e| e.contains("spec.pgbouncer.image") && e.contains("exclusive")),
+            "{both:?}"
+        );
+    }
+
+    #[test]
     fn minimal_cluster_is_valid() {
         assert_eq!(
             errors(cluster(json!({"instances": 3, "storage": {"size": "1Gi"}}))),

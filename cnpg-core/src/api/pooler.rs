@@ -2,7 +2,7 @@
 
 use super::cluster::RelabelConfig;
 use super::cluster::ServiceTemplateSpec;
-use super::common::LocalObjectReference;
+use super::common::{ImageCatalogRef, LocalObjectReference};
 use k8s_openapi::api::apps::v1::DeploymentStrategy;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::CustomResource;
@@ -135,6 +135,13 @@ pub struct PgBouncerSpec {
     /// Pause the pooler (`PAUSE`/`RESUME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// The PgBouncer image (the operator's default when unset). Exclusive with
+    /// `imageCatalogRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Pick the PgBouncer image from an image catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_catalog_ref: Option<ImageCatalogRef>,
 }
 
 /// Pooler monitoring.

@@ -12,7 +12,6 @@ use super::cluster::{
 };
 use super::common::{BackupMethod, BackupPluginConfiguration, OnlineConfiguration};
 use super::pooler::Pooler;
-use crate::lsn::Lsn;
 use crate::quantity::Quantity;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -107,7 +106,55 @@ impl Validate for Cluster {
             check_cluster_name(name, &mut errs);
         }
         validate_cluster_spec(&self.spec, &mut errs);
+        check_recovery_destination(
+            self.metadata.name.as_deref().unwrap_or_default(),
+            &self.spec,
+            &mut errs,
+        );
         errs
+    }
+}
+
+/// A recovered cluster writes a history of its own: it must not archive where the backups
+/// and WAL it recovers from are (upstream refuses the same).
+fn check_recovery_destination(cluster_name: &str, spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(rec) = spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref()) else {
+        return;
+    };
+    // The new cluster archives into its own place, never over the history it came from.
+    if let (Some(src), Some(own)) = (
+        rec.source.as_ref().and_then(|s| {
+            spec.external_clusters
+                .iter()
+                .find(|e| &e.name == s)
+                .and_then(|e| e.barman_object_store.as_ref().map(|b| (b, e.name.clone())))
+        }),
+        spec.backup
+            .as_ref()
+            .and_then(|b| b.barman_object_store.as_ref()),
+    ) {
+        let (store, name) = src;
+        let from = (
+            store.destination_path.trim_end_matches('/'),
+            store.server_name.clone().unwrap_or(name),
+        );
+        let to = (
+            own.destination_path.trim_end_matches('/'),
+            own.server_name
+                .clone()
+                .unwrap_or_else(|| cluster_name.to_owned()),
+        );
+        if from == to {
+            errs.push(FieldError::invalid(
+                "spec.backup.barmanObjectStore",
+                format!(
+                    "archives into {}/{}, where the recovery source's backups and WAL are: \
+                     a recovered cluster writes a history of its own; give it another \
+                     destinationPath or serverName",
+                    to.0, to.1
+                ),
+            ));
+        }
     }
 }
 
@@ -444,42 +491,22 @@ fn check_bootstrap(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
             check_external_ref(spec, &format!("{P}.source"), src, errs);
         }
         if let Some(t) = &rec.recovery_target {
-            let tp = format!("{P}.recoveryTarget");
-            let targets: Vec<&str> = [
-                t.target_time.as_ref().map(|_| "targetTime"),
-                t.target_lsn.as_ref().map(|_| "targetLSN"),
-                t.target_xid.as_ref().map(|_| "targetXID"),
-                t.target_name.as_ref().map(|_| "targetName"),
-                t.target_immediate.filter(|b| *b).map(|_| "targetImmediate"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            if targets.len() > 1 {
-                errs.push(FieldError::invalid(
-                    tp.clone(),
-                    format!("{} are alternatives; keep only one", targets.join(", ")),
-                ));
-            }
-            if let Some(lsn) = &t.target_lsn
-                && let Err(e) = lsn.parse::<Lsn>()
-            {
-                errs.push(FieldError::invalid(
-                    format!("{tp}.targetLSN"),
-                    e.to_string(),
-                ));
-            }
-            if let Some(tli) = &t.target_tli
-                && tli != "latest"
-                && tli != "current"
-                && tli.parse::<u32>().map_or(true, |n| n == 0)
-            {
-                errs.push(FieldError::invalid(
-                    format!("{tp}.targetTLI"),
-                    format!(
-                        "{tli:?} is not a timeline; use 'latest', 'current' or a positive number"
-                    ),
-                ));
+            let target = crate::recovery::Target {
+                time: t.target_time.clone(),
+                lsn: t.target_lsn.clone(),
+                xid: t.target_xid.clone(),
+                name: t.target_name.clone(),
+                immediate: t.target_immediate == Some(true),
+                timeline: t.target_tli.clone(),
+                exclusive: t.exclusive == Some(true),
+            };
+            for e in target.errors() {
+                let field = if e.field == "recoveryTarget" {
+                    format!("{P}.recoveryTarget")
+                } else {
+                    format!("{P}.recoveryTarget.{}", e.field)
+                };
+                errs.push(FieldError::invalid(field, e.why));
             }
         }
     }
@@ -1086,6 +1113,12 @@ impl Validate for Pooler {
                     format!("{key} cannot be set in a Pooler: it is unknown to PgBouncer or managed by the operator"),
                 ));
             }
+        }
+        if spec.pgbouncer.image.is_some() && spec.pgbouncer.image_catalog_ref.is_some() {
+            errs.push(FieldError::invalid(
+                "spec.pgbouncer.image",
+                "image and imageCatalogRef are exclusive; keep one",
+            ));
         }
         if spec.pgbouncer.auth_query_secret.is_some() && spec.pgbouncer.auth_query.is_none() {
             errs.push(FieldError::required(

@@ -9,7 +9,8 @@
 //!   `barman-cloud-backup-delete --retention-policy` does; `backup` runs it after each
 //!   completed backup when the configuration has a policy.
 //! - `wal-restore`: PostgreSQL's `restore_command`, and `restore`: a base backup into an
-//!   empty PGDATA (`cnpg_instance::restore`).
+//!   empty PGDATA (`cnpg_instance::restore`); `wal-exists`: whether the archive holds a
+//!   WAL file. `cnpg-instance recover` runs these two.
 //!
 //! A program of its own, installed beside `cnpg-instance`, so that the object-store client
 //! is never loaded into the instance manager.
@@ -69,8 +70,24 @@ enum Command {
         backup_id: Option<String>,
         /// The newest completed backup that ended before this time (RFC 3339): where a
         /// recovery to that time starts.
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", conflicts_with = "before_lsn")]
         before: Option<String>,
+        /// The newest completed backup that ended before this LSN.
+        #[arg(long, value_name = "LSN", conflicts_with = "backup_id")]
+        before_lsn: Option<String>,
+        /// Where to keep the bytes restored so far (JSON `{"restoredBytes": n}`, replaced
+        /// every half second).
+        #[arg(long, value_name = "FILE")]
+        progress: Option<PathBuf>,
+    },
+    /// Whether the archive holds a WAL file: exit 0 when it does, 1 when it does not, 2
+    /// when the store cannot say.
+    WalExists {
+        /// The archive configuration (JSON).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The WAL file's name.
+        name: String,
     },
     /// Take a base backup of the local instance into the object store.
     Backup {
@@ -173,10 +190,18 @@ fn main() -> ExitCode {
             pgdata,
             backup_id,
             before,
+            before_lsn,
+            progress,
         } => (
             "restore".to_owned(),
-            restore(&config, &pgdata, backup_id, before.as_deref()),
+            restore(
+                &config,
+                &pgdata,
+                (backup_id, before.as_deref(), before_lsn.as_deref()),
+                progress.as_deref(),
+            ),
         ),
+        Command::WalExists { config, name } => return wal_exists(&config, &name),
         Command::Retention {
             config,
             policy,
@@ -239,31 +264,77 @@ fn wal_restore(config: &Path, pgdata: Option<PathBuf>, name: &str, to: &Path) ->
 fn restore(
     config: &Path,
     pgdata: &Path,
-    backup_id: Option<String>,
-    before: Option<&str>,
+    (backup_id, before, before_lsn): (Option<String>, Option<&str>, Option<&str>),
+    progress: Option<&Path>,
 ) -> Result<(), String> {
     use cnpg_instance::restore::Pick;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
     let cfg = read_config(config).map_err(|e| e.to_string())?;
-    let pick = match (backup_id, before) {
-        (Some(id), _) => Pick::Id(id),
-        (None, Some(t)) => Pick::Before(t.parse().map_err(|e| {
+    let pick = match (backup_id, before, before_lsn) {
+        (Some(id), _, _) => Pick::Id(id),
+        (None, Some(t), _) => Pick::Before(t.parse().map_err(|e| {
             format!("--before {t:?}: {e} (write RFC 3339, e.g. 2026-12-02T05:00:00Z)")
         })?),
-        (None, None) => Pick::Latest,
+        (None, None, Some(l)) => Pick::BeforeLsn(
+            l.parse()
+                .map_err(|e| format!("--before-lsn {l:?}: {e} (write it as 0/3000060)"))?,
+        ),
+        (None, None, None) => Pick::Latest,
     };
-    let info = runtime()
-        .map_err(|e| e.to_string())?
-        .block_on(cnpg_instance::restore::restore_backup(&cfg, &pick, pgdata))
-        .map_err(|e| e.to_string())?;
+    let restored = Arc::new(AtomicU64::new(0));
+    let report = |n: u64| {
+        if let Some(p) = progress {
+            write_whole(p, &serde_json::json!({ "restoredBytes": n }).to_string());
+        }
+    };
+    let info = runtime().map_err(|e| e.to_string())?.block_on(async {
+        let restoring =
+            cnpg_instance::restore::restore_backup_counted(&cfg, &pick, pgdata, restored.clone());
+        tokio::pin!(restoring);
+        loop {
+            tokio::select! {
+                r = &mut restoring => break r,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                    report(restored.load(Ordering::Relaxed));
+                }
+            }
+        }
+    });
+    report(restored.load(Ordering::Relaxed));
+    let info = info.map_err(|e| e.to_string())?;
     println!("{}", serde_json::to_string(&info).unwrap_or_default());
     Ok(())
 }
 
+/// `wal-exists`: 0 the archive holds `name`, 1 it does not, 2 the store cannot say.
+fn wal_exists(config: &Path, name: &str) -> ExitCode {
+    let result = (|| {
+        let cfg = read_config(config).map_err(|e| e.to_string())?;
+        runtime()
+            .map_err(|e| e.to_string())?
+            .block_on(cnpg_instance::restore::holds(&cfg, name))
+            .map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: cnpg-cloud wal-exists {name}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Writes `info` to `path` whole (a reader never sees half of it).
 fn write_status(path: &Path, info: &BackupInfo) {
+    write_whole(path, &serde_json::to_string(info).unwrap_or_default());
+}
+
+/// Writes `text` to `path` through a temporary file (a reader never sees half of it).
+fn write_whole(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
-    let json = serde_json::to_string(info).unwrap_or_default();
-    if std::fs::write(&tmp, json).is_ok() {
+    if std::fs::write(&tmp, text).is_ok() {
         let _ = std::fs::rename(&tmp, path);
     }
 }

@@ -65,6 +65,50 @@ enum Command {
         #[arg(long, default_value = "app")]
         app_owner: String,
     },
+    /// Create the first instance of a new cluster from another cluster's backups
+    /// (`bootstrap.recovery`): restore a base backup from its object store, replay its
+    /// archived WAL to the target (or the end of the archive), promote, and give it this
+    /// cluster's credentials.
+    Recover {
+        #[command(flatten)]
+        instance: Instance,
+        /// The source's object store (`cnpg-cloud`'s JSON configuration); PostgreSQL's
+        /// user must be able to read it (restore_command reads it).
+        #[arg(long, value_name = "FILE")]
+        source_config: PathBuf,
+        /// The backup to start from (default: the newest that ended before a time or LSN
+        /// target, else the newest).
+        #[arg(long)]
+        backup_id: Option<String>,
+        /// Stop at this time (RFC 3339, or `YYYY-MM-DD HH:MM:SS`, UTC without a zone).
+        #[arg(long)]
+        target_time: Option<String>,
+        /// Stop at this LSN.
+        #[arg(long)]
+        target_lsn: Option<String>,
+        /// Stop at this transaction's commit.
+        #[arg(long)]
+        target_xid: Option<String>,
+        /// Stop at this restore point.
+        #[arg(long)]
+        target_name: Option<String>,
+        /// Stop as soon as the backup is consistent.
+        #[arg(long)]
+        target_immediate: bool,
+        /// The timeline to follow: latest (default), current or a number.
+        #[arg(long)]
+        target_tli: Option<String>,
+        /// Stop just before the target instead of just after it.
+        #[arg(long)]
+        exclusive: bool,
+        /// Application database (created when the backup lacks it).
+        #[arg(long, default_value = "app")]
+        app_db: String,
+        /// Owner of the application database (created when the backup lacks it; given this
+        /// cluster's application password).
+        #[arg(long, default_value = "app")]
+        app_owner: String,
+    },
     /// Create a standby by cloning the primary (pg_basebackup).
     Join {
         #[command(flatten)]
@@ -153,6 +197,38 @@ enum Command {
     },
     /// Show which PostgreSQL installation would be used, and why.
     FindPostgres,
+    /// Run one PgBouncer of a Pooler: render its files from the operator's configuration,
+    /// keep it running, reload it on changes, pause and resume it, serve its metrics.
+    Pgbouncer {
+        /// The pooler's configuration (JSON, written by the operator; re-read every 100 ms).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// This PgBouncer's own directory (its files, socket and log).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The cluster's certificates (`ca.crt`, `server.crt`, `server.key`,
+        /// `cnpg_pooler_pgbouncer.crt`, `cnpg_pooler_pgbouncer.key`, `client-ca.crt`).
+        #[arg(long, value_name = "DIR")]
+        certificates: PathBuf,
+        /// Where PgBouncer listens (the pooler's other processes share the port).
+        #[arg(long, default_value = "127.0.0.1")]
+        listen_addr: String,
+        /// PgBouncer's port.
+        #[arg(long)]
+        port: u16,
+        /// Port of `/status`, `/metrics`, `/pause` and `/resume`.
+        #[arg(long)]
+        http_port: u16,
+        /// Address of that endpoint.
+        #[arg(long, default_value = "127.0.0.1")]
+        http_addr: String,
+        /// The token `/pause` and `/resume` take (the cluster's `status-token`).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The `pgbouncer` program (default: $PGBOUNCER, then PATH, then /usr/sbin).
+        #[arg(long, value_name = "FILE")]
+        pgbouncer: Option<PathBuf>,
+    },
     /// Pod init container: copy this program into a shared volume (so any PostgreSQL
     /// image can run it) and the cluster's passwords beside it.
     Install {
@@ -173,6 +249,37 @@ enum Command {
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::FAILURE
+}
+
+/// What `initdb`, `join` and `recover` share: nothing to do when PGDATA already holds the
+/// instance (`Ok(false)`, said), else its directories and secrets prepared and `make` run
+/// on it (`Ok(true)` once made).
+async fn bootstrapping<E: std::fmt::Display>(
+    bin: &PgBinaries,
+    instance: &Instance,
+    run_as: Option<RunAs>,
+    make: impl AsyncFnOnce(&bootstrap::NewInstance<'_>) -> Result<(), E>,
+) -> Result<bool, String> {
+    let secrets = Secrets {
+        dir: instance.secrets.clone(),
+    };
+    if already_initialized(instance) {
+        return Ok(false);
+    }
+    prepare(instance, &secrets, run_as)?;
+    let c = ctl(bin, instance, run_as, &secrets);
+    let data = DataDir::new(&instance.pgdata);
+    make(&bootstrap::NewInstance {
+        run_as,
+        ctl: &c,
+        data: &data,
+        secrets: &secrets,
+        cluster: &instance.cluster,
+        instance: &instance.name,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 fn ctl(bin: &PgBinaries, i: &Instance, run_as: Option<RunAs>, secrets: &Secrets) -> PgCtl {
@@ -228,6 +335,9 @@ fn main() -> ExitCode {
     {
         return install(to, passwords.as_deref(), certificates.as_deref());
     }
+    if let Command::Pgbouncer { .. } = &cli.command {
+        return pgbouncer(cli.command);
+    }
     let bin = match Search::standard(cli.pg_bin.clone()).find() {
         Ok(b) => b,
         Err(e) => return fail(e),
@@ -260,28 +370,12 @@ fn main() -> ExitCode {
                 app_db,
                 app_owner,
             } => {
-                let secrets = Secrets {
-                    dir: instance.secrets.clone(),
-                };
-                if already_initialized(&instance) {
-                    return ExitCode::SUCCESS;
-                }
-                if let Err(e) = prepare(&instance, &secrets, run_as) {
-                    return fail(e);
-                }
-                let c = ctl(&bin, &instance, run_as, &secrets);
-                match bootstrap::initdb(
-                    run_as,
-                    &c,
-                    &DataDir::new(&instance.pgdata),
-                    &secrets,
-                    &instance.cluster,
-                    &instance.name,
-                    (&app_db, &app_owner),
-                )
-                .await
-                {
-                    Ok(()) => {
+                let made = bootstrapping(&bin, &instance, run_as, async |new| {
+                    bootstrap::initdb(new, (&app_db, &app_owner)).await
+                })
+                .await;
+                match made {
+                    Ok(true) => {
                         println!(
                             "initialized {} ({}) in {}",
                             instance.name,
@@ -290,7 +384,81 @@ fn main() -> ExitCode {
                         );
                         ExitCode::SUCCESS
                     }
+                    Ok(false) => ExitCode::SUCCESS,
                     Err(e) => fail(format!("initdb of {}: {e}", instance.name)),
+                }
+            }
+            Command::Recover {
+                instance,
+                source_config,
+                backup_id,
+                target_time,
+                target_lsn,
+                target_xid,
+                target_name,
+                target_immediate,
+                target_tli,
+                exclusive,
+                app_db,
+                app_owner,
+            } => {
+                let config = match cnpg_instance::archive::read_config(&source_config) {
+                    Ok(c) => c,
+                    Err(e) => return fail(format!("--source-config: {e}")),
+                };
+                let program = match std::env::current_exe() {
+                    Ok(me) => me.with_file_name(cnpg_instance::archive::PROGRAM),
+                    Err(e) => return fail(format!("restore_command needs this program's path: {e}")),
+                };
+                if !program.exists() {
+                    return fail(format!(
+                        "recovery replays WAL through {}, which is missing: install it beside this program",
+                        program.display()
+                    ));
+                }
+                let source = cnpg_instance::recovery::Source {
+                    config,
+                    config_path: source_config,
+                    program,
+                    backup_id,
+                    target: cnpg_core::recovery::Target {
+                        time: target_time,
+                        lsn: target_lsn,
+                        xid: target_xid,
+                        name: target_name,
+                        immediate: target_immediate,
+                        timeline: target_tli,
+                        exclusive,
+                    },
+                };
+                // Refused before anything is made.
+                if let Err(e) = source.target.settings() {
+                    return fail(format!("recoveryTarget.{e}"));
+                }
+                let mut recovered = None;
+                let made = bootstrapping(&bin, &instance, run_as, async |new| {
+                    let info =
+                        cnpg_instance::recovery::recover(new, (&app_db, &app_owner), &source)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    recovered = Some(info);
+                    Ok::<(), String>(())
+                })
+                .await;
+                match (made, recovered) {
+                    (Ok(true), Some(info)) => {
+                        println!(
+                            "recovered {} ({}) from backup {} of {} in {}",
+                            instance.name,
+                            instance.cluster,
+                            info.backup_id,
+                            source.config.server_name,
+                            instance.pgdata.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    (Ok(_), _) => ExitCode::SUCCESS,
+                    (Err(e), _) => fail(format!("recovery of {}: {e}", instance.name)),
                 }
             }
             Command::Join {
@@ -298,29 +466,12 @@ fn main() -> ExitCode {
                 source_host,
                 source_port,
             } => {
-                let secrets = Secrets {
-                    dir: instance.secrets.clone(),
-                };
-                if already_initialized(&instance) {
-                    return ExitCode::SUCCESS;
-                }
-                if let Err(e) = prepare(&instance, &secrets, run_as) {
-                    return fail(e);
-                }
-                let c = ctl(&bin, &instance, run_as, &secrets);
-                match bootstrap::join(
-                    run_as,
-                    &c,
-                    &DataDir::new(&instance.pgdata),
-                    &secrets,
-                    &instance.cluster,
-                    &instance.name,
-                    &source_host,
-                    source_port,
-                )
-                .await
-                {
-                    Ok(()) => {
+                let made = bootstrapping(&bin, &instance, run_as, async |new| {
+                    bootstrap::join(new, &source_host, source_port).await
+                })
+                .await;
+                match made {
+                    Ok(true) => {
                         println!(
                             "cloned {} from {source_host}:{source_port} into {}",
                             instance.name,
@@ -328,6 +479,7 @@ fn main() -> ExitCode {
                         );
                         ExitCode::SUCCESS
                     }
+                    Ok(false) => ExitCode::SUCCESS,
                     Err(e) => fail(format!("join of {}: {e}", instance.name)),
                 }
             }
@@ -376,9 +528,94 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Status { .. } | Command::FindPostgres | Command::Install { .. } => {
+            Command::Status { .. }
+            | Command::FindPostgres
+            | Command::Install { .. }
+            | Command::Pgbouncer { .. } => {
                 unreachable!("handled above")
             }
+        }
+    })
+}
+
+/// Sends `true` on `tx` at the first SIGTERM or SIGINT.
+async fn stop_on_signal(tx: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let _ = tx.send(true);
+}
+
+/// `cnpg-instance pgbouncer`: the pooler manager, until SIGTERM or SIGINT.
+fn pgbouncer(command: Command) -> ExitCode {
+    use cnpg_instance::pooler::{self, manager};
+    let Command::Pgbouncer {
+        config,
+        dir,
+        certificates,
+        listen_addr,
+        port,
+        http_port,
+        http_addr,
+        token_file,
+        pgbouncer,
+    } = command
+    else {
+        unreachable!("called for pgbouncer only")
+    };
+    let program = match pooler::find_pgbouncer(pgbouncer.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let version = match pooler::version(&program) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let token = match token_file.as_ref().map(std::fs::read_to_string) {
+        None => None,
+        Some(Ok(t)) => Some(t.trim().to_owned()),
+        Some(Err(e)) => return fail(format!("--token-file: {e}")),
+    };
+    let opts = manager::Options {
+        config,
+        dir: pooler::Dir(dir),
+        tls: pooler::Tls::of(&tls::Files { dir: certificates }),
+        listen: (listen_addr, port),
+        pgbouncer: (program, version),
+        token,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async move {
+        let http = match tokio::net::TcpListener::bind((http_addr.as_str(), http_port)).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("--http-port {http_port}: {e}")),
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(stop_on_signal(tx));
+        // The local operator adopts a running pooler manager after its own restart by
+        // this pid.
+        let pid_file = opts.dir.0.join("manager.pid");
+        let _ = std::fs::create_dir_all(&opts.dir.0);
+        let _ = std::fs::write(&pid_file, std::process::id().to_string());
+        let done = manager::run(opts, http, rx).await;
+        let _ = std::fs::remove_file(&pid_file);
+        match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
         }
     })
 }
@@ -622,20 +859,7 @@ async fn run(
                 .await;
         }
     });
-    let signals = tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        let _ = tx.send(true);
-    });
+    let signals = tokio::spawn(stop_on_signal(tx));
     // The local operator adopts a running instance manager after its own restart by this pid.
     let pid_file = base.join("manager.pid");
     let _ = std::fs::write(&pid_file, std::process::id().to_string());

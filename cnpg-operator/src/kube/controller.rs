@@ -1,6 +1,7 @@
 //! The operator process on Kubernetes: a kube-rs controller for Clusters, woken by changes
-//! of the Pods, PVCs, Services, PodDisruptionBudgets and Secrets they own, and one for
-//! Backups and ScheduledBackups ([`super::backup`]), all gated on a Lease so that only one of several operator
+//! of the Pods, PVCs, Services, PodDisruptionBudgets and Secrets they own and of their
+//! Poolers, one for Backups and ScheduledBackups ([`super::backup`]), and one for Poolers
+//! ([`super::pooler`]: their Deployments, Services and Secrets), all gated on a Lease so that only one of several operator
 //! replicas acts; health, readiness and metrics over HTTP;
 //! a graceful shutdown that lets the reconcile in flight finish and releases the Lease.
 //!
@@ -11,14 +12,18 @@ use super::platform::KubePlatform;
 use crate::clock::now;
 use crate::platform::{PlatformError, reconcile_cluster};
 use cnpg_core::api::Cluster;
+use cnpg_core::api::Pooler;
 use cnpg_core::api::backup::{Backup, ScheduledBackup};
 use cnpg_instance::lease::{Attempt, LeaseLock};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -120,6 +125,19 @@ async fn reconcile_schedule(
     ctx: Arc<Ctx>,
 ) -> Result<Action, PlatformError> {
     super::backup::reconcile_schedule(&sb, &ctx.platform).await
+}
+
+async fn reconcile_pooler(p: Arc<Pooler>, ctx: Arc<Ctx>) -> Result<Action, PlatformError> {
+    super::pooler::reconcile_pooler(&p, &ctx.platform).await
+}
+
+fn pooler_error_policy(p: Arc<Pooler>, e: &PlatformError, ctx: Arc<Ctx>) -> Action {
+    ctx.metrics.failures.inc();
+    tracing::warn!(
+        pooler = p.metadata.name.as_deref().unwrap_or(""),
+        "reconcile failed: {e}"
+    );
+    Action::requeue(Duration::from_secs(5))
 }
 
 fn schedule_error_policy(sb: Arc<ScheduledBackup>, e: &PlatformError, ctx: Arc<Ctx>) -> Action {
@@ -306,7 +324,18 @@ pub async fn run(
     let halted = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|h| *h).await;
     };
+    // A Pooler's cluster makes its client certificate and the primary its role: a new
+    // Pooler wakes the Cluster too.
+    let pooler_cluster = |p: Pooler| {
+        let ns = p.namespace().unwrap_or_default();
+        Some(ObjectRef::<Cluster>::new(&p.spec.cluster.name).within(&ns))
+    };
     let clusters = Controller::new(clusters, watcher::Config::default())
+        .watches(
+            owned::<Pooler>(&client, ns),
+            watcher::Config::default(),
+            pooler_cluster,
+        )
         .owns(owned::<Pod>(&client, ns), labelled())
         .owns(owned::<PersistentVolumeClaim>(&client, ns), labelled())
         .owns(owned::<Service>(&client, ns), labelled())
@@ -327,6 +356,18 @@ pub async fn run(
                 tracing::debug!("backup controller: {e}");
             }
         });
+    let pooled = || watcher::Config::default().labels(super::pooler::LABEL_POOLER);
+    let poolers = Controller::new(owned::<Pooler>(&client, ns), watcher::Config::default())
+        .owns(owned::<Deployment>(&client, ns), pooled())
+        .owns(owned::<Service>(&client, ns), pooled())
+        .owns(owned::<Secret>(&client, ns), pooled())
+        .graceful_shutdown_on(halted(halt_rx.clone()))
+        .run(reconcile_pooler, pooler_error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!("pooler controller: {e}");
+            }
+        });
     let schedules = Controller::new(
         owned::<ScheduledBackup>(&client, ns),
         watcher::Config::default(),
@@ -338,7 +379,7 @@ pub async fn run(
             tracing::debug!("scheduled backup controller: {e}");
         }
     });
-    futures::join!(clusters, backups, schedules);
+    futures::join!(clusters, backups, schedules, poolers);
     renewer.abort();
     ready.store(false, Ordering::Relaxed);
     if let Some(h) = health {

@@ -22,7 +22,8 @@ use std::collections::BTreeMap;
 pub type Permission = (&'static str, &'static str, &'static [&'static str]);
 
 /// What the operator does on the API (watch and reconcile clusters; make their pods,
-/// PVCs, Services, PDBs, Secrets and the instance managers' RBAC; events; its own Lease).
+/// PVCs, Services, PDBs, Secrets and the instance managers' RBAC; the poolers'
+/// Deployments; events; its own Lease).
 /// Objects it server-side applies need `create` beside `patch`: applying an object that does
 /// not exist yet creates it, and the API server checks both.
 pub const OPERATOR_PERMISSIONS: &[Permission] = &[
@@ -31,11 +32,15 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
     (
         "postgresql.cnpg.io",
         "backups",
-        &["list", "watch", "create"],
+        // get: a cluster recovered from a Backup reads it (bootstrap.recovery.backup).
+        &["list", "watch", "get", "create"],
     ),
     ("postgresql.cnpg.io", "backups/status", &["patch"]),
     ("postgresql.cnpg.io", "scheduledbackups", &["list", "watch"]),
     ("postgresql.cnpg.io", "scheduledbackups/status", &["patch"]),
+    ("postgresql.cnpg.io", "poolers", &["list", "watch"]),
+    ("postgresql.cnpg.io", "poolers/status", &["patch"]),
+    ("apps", "deployments", &["list", "watch", "create", "patch"]),
     (
         "",
         "pods",

@@ -14,6 +14,8 @@
 //! 4. In each Pod, `cnpg-instance run --kubernetes` (the `cnpg-instance` crate) watches the
 //!    same Cluster, takes the primary Lease before promoting, and drives PostgreSQL.
 //!
+//! 5. [`pooler`] turns each Pooler into a Deployment of PgBouncer pods and a Service.
+//!
 //! [`install`] prints the installation (CRDs, RBAC, Deployment); its permission tables are
 //! the single source of the RBAC the code needs, for the operator and for instance pods.
 
@@ -22,5 +24,6 @@ pub mod controller;
 pub mod install;
 pub mod meta;
 pub mod platform;
+pub mod pooler;
 pub mod secrets;
 pub mod specs;

@@ -209,6 +209,18 @@ pub struct KubePlatform {
     instances: Arc<dyn InstanceClient>,
     settings: OperatorSettings,
     recorder: Recorder,
+    /// The rw poolers paused for a switchover, by `namespace/cluster`.
+    held: Arc<std::sync::Mutex<BTreeMap<String, Held>>>,
+}
+
+/// A cluster's rw poolers during a switchover.
+#[derive(Debug, Clone)]
+enum Held {
+    /// Paused since then: these pods' managers.
+    Paused(std::time::Instant, Vec<crate::pooler::Manager>),
+    /// Resumed after [`crate::pooler::HOLD_MAX`] although the switchover goes on: not
+    /// paused again for it.
+    GaveUp,
 }
 
 /// An API error as the platform reports it: a 409 is a conflict to decide again on.
@@ -252,6 +264,29 @@ fn namespace(c: &Cluster) -> String {
 
 fn now_ms() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_millisecond()
+}
+
+/// Server-side applies `object` as `name` with the operator's field manager, taking the
+/// fields it sends (forced), and returns the object as the API server now holds it.
+pub(crate) async fn apply<K>(api: &Api<K>, name: &str, object: &K) -> Result<K, PlatformError>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let mut body =
+        serde_json::to_value(object).map_err(|e| PlatformError::Invalid(format!("{name}: {e}")))?;
+    body["apiVersion"] = json!(K::api_version(&()));
+    body["kind"] = json!(K::kind(&()));
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(api_err(format!("applying {} {name}", K::kind(&()))))
 }
 
 /// Whether the kubelet says the pod is Ready.
@@ -305,12 +340,166 @@ impl KubePlatform {
             instances,
             settings,
             recorder,
+            held: Arc::default(),
         }
     }
 
     /// The API client.
     pub fn client(&self) -> &kube::Client {
         &self.client
+    }
+
+    /// What the operator knows that the Cluster does not say.
+    pub fn settings(&self) -> &OperatorSettings {
+        &self.settings
+    }
+
+    /// The Poolers in front of `c`.
+    async fn poolers_of(&self, c: &Cluster) -> Result<Vec<cnpg_core::api::Pooler>, PlatformError> {
+        let name = c.name_any();
+        Ok(self
+            .api::<cnpg_core::api::Pooler>(c)
+            .list(&ListParams::default())
+            .await
+            .map_err(api_err("listing poolers"))?
+            .items
+            .into_iter()
+            .filter(|p| p.spec.cluster.name == name)
+            .collect())
+    }
+
+    /// The pooler managers of `c`'s rw Poolers whose pods are ready.
+    async fn rw_pooler_managers(
+        &self,
+        c: &Cluster,
+        poolers: &[cnpg_core::api::Pooler],
+    ) -> Result<Vec<crate::pooler::Manager>, PlatformError> {
+        use cnpg_core::api::pooler::PoolerType;
+        let mut out = Vec::new();
+        for p in poolers.iter().filter(|p| p.spec.type_ == PoolerType::Rw) {
+            let pods = self
+                .api::<Pod>(c)
+                .list(&ListParams::default().labels(&format!(
+                    "{}={}",
+                    crate::pooler::LABEL_POOLER,
+                    p.name_any()
+                )))
+                .await
+                .map_err(api_err("listing pooler pods"))?;
+            out.extend(pods.items.into_iter().filter(pod_ready).filter_map(|pod| {
+                Some(crate::pooler::Manager {
+                    host: pod.status.as_ref()?.pod_ip.clone()?,
+                    name: pod.name_any(),
+                    port: crate::pooler::METRICS_PORT as u16,
+                })
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The token the cluster's instance and pooler managers take.
+    async fn status_token(&self, c: &Cluster) -> Result<String, PlatformError> {
+        let passwords = secrets::passwords_secret(&c.name_any());
+        let s = self
+            .api::<Secret>(c)
+            .get(&passwords)
+            .await
+            .map_err(api_err(format!("reading secret {passwords}")))?;
+        secrets::value(&s, "status-token").map_err(|e| PlatformError::Invalid(e.to_string()))
+    }
+
+    /// Around a switchover, the rw poolers: paused before the operator publishes the new
+    /// target primary (each `PAUSE` returns once its running transactions end, so the
+    /// primary changes while no query is in flight and clients wait instead of failing),
+    /// or as soon as it sees one that `kubectl cnpg promote` published; resumed once the
+    /// new primary has published itself, or after [`crate::pooler::HOLD_MAX`].
+    async fn hold_poolers_around(
+        &self,
+        c: &Cluster,
+        poolers: &[cnpg_core::api::Pooler],
+        update: &StatusUpdate,
+    ) -> Result<(), PlatformError> {
+        use crate::pooler::{HOLD_MAX, hold, release, switching};
+        let before = c.status.clone().unwrap_or_default();
+        let current = before.current_primary.as_deref();
+        let was = switching(before.target_primary.as_deref(), current);
+        let is = switching(update.status.target_primary.as_deref(), current);
+        let key = format!("{}/{}", namespace(c), c.name_any());
+        let entry = {
+            let held = self.held.lock().expect("held");
+            held.get(&key).cloned()
+        };
+        match entry {
+            None if is => {
+                let managers = self.rw_pooler_managers(c, poolers).await?;
+                if managers.is_empty() {
+                    return Ok(());
+                }
+                let token = self.status_token(c).await?;
+                let begun = std::time::Instant::now();
+                let said = hold(&managers, &token).await;
+                self.note(
+                    c,
+                    "PoolersPaused",
+                    &format!(
+                        "for the switchover{} in {} ms: {}",
+                        if was {
+                            " (it was already under way)"
+                        } else {
+                            ""
+                        },
+                        begun.elapsed().as_millis(),
+                        said.join("; ")
+                    ),
+                )
+                .await;
+                self.held
+                    .lock()
+                    .expect("held")
+                    .insert(key, Held::Paused(begun, managers));
+            }
+            Some(Held::Paused(since, managers)) if !is || since.elapsed() > HOLD_MAX => {
+                let token = self.status_token(c).await?;
+                release(&managers, &token).await;
+                {
+                    let mut held = self.held.lock().expect("held");
+                    if is {
+                        held.insert(key, Held::GaveUp);
+                    } else {
+                        held.remove(&key);
+                    }
+                }
+                self.note(
+                    c,
+                    "PoolersResumed",
+                    &format!(
+                        "after {} ms{}",
+                        since.elapsed().as_millis(),
+                        if is {
+                            " (the switchover did not end in time)"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+                .await;
+            }
+            Some(Held::GaveUp) if !is => {
+                self.held.lock().expect("held").remove(&key);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether a Pooler of `c` logs in with the cluster's poolers' certificate (so the
+    /// primary must make `cnpg_pooler_pgbouncer` and `user_search`).
+    async fn integrated_poolers(&self, c: &Cluster) -> Result<bool, PlatformError> {
+        Ok(self
+            .poolers_of(c)
+            .await?
+            .iter()
+            .any(crate::pooler::automatic_auth))
     }
 
     /// Asks the instance manager of `instance` (a pod of `c`) for a base backup (`body`:
@@ -368,19 +557,7 @@ impl KubePlatform {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let mut body = serde_json::to_value(object)
-            .map_err(|e| PlatformError::Invalid(format!("{name}: {e}")))?;
-        body["apiVersion"] = json!(K::api_version(&()));
-        body["kind"] = json!(K::kind(&()));
-        self.api::<K>(c)
-            .patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map(|_| ())
-            .map_err(api_err(format!("applying {} {name}", K::kind(&()))))
+        apply(&self.api::<K>(c), name, object).await.map(|_| ())
     }
 
     async fn create<K>(&self, c: &Cluster, object: &K) -> Result<(), PlatformError>
@@ -531,8 +708,21 @@ impl KubePlatform {
                 secrets.insert(name, s);
             }
         }
-        let due = secrets::due(c, &secrets, now_ms())
+        let mut due = secrets::due(c, &secrets, now_ms())
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        // The poolers' client certificate, while a Pooler logs in with it.
+        let pooler = secrets::pooler_secret(&c.name_any());
+        if self.integrated_poolers(c).await? {
+            let client_ca = secrets::CertificateSecrets::of(c).client_ca;
+            let renewed = due.iter().find(|s| s.name_any() == client_ca).cloned();
+            if let Some(s) = secrets::pooler_certificate(c, &secrets, now_ms(), renewed.as_ref())
+                .map_err(|e| PlatformError::Invalid(e.to_string()))?
+            {
+                due.push(s);
+            }
+        } else if secrets.contains_key(&pooler) {
+            self.delete::<Secret>(c, &pooler).await?;
+        }
         // WAL archiving's configuration never holds up the rest (a failover among it).
         if let Err(e) = self.ensure_archive(c, &secrets).await {
             self.warn(c, "ArchiveConfiguration", &format!("WAL archiving: {e}"))
@@ -578,9 +768,21 @@ impl KubePlatform {
         c: &Cluster,
         ours: &BTreeMap<String, Secret>,
     ) -> Result<(), PlatformError> {
+        let user = self.user_secrets(c, secrets::archive_sources(c)).await?;
+        let want = secrets::archive(c, &user).map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        let name = secrets::archive_secret(&c.name_any());
+        self.put_secret(c, &name, want, ours.get(&name)).await
+    }
+
+    /// The user's Secrets of these names that exist, by name.
+    async fn user_secrets(
+        &self,
+        c: &Cluster,
+        names: Vec<String>,
+    ) -> Result<BTreeMap<String, Secret>, PlatformError> {
         let api = self.api::<Secret>(c);
         let mut user = BTreeMap::new();
-        for name in secrets::archive_sources(c) {
+        for name in names {
             if let Some(s) = api
                 .get_opt(&name)
                 .await
@@ -589,20 +791,68 @@ impl KubePlatform {
                 user.insert(name, s);
             }
         }
-        let name = secrets::archive_secret(&c.name_any());
-        let want = secrets::archive(c, &user).map_err(|e| PlatformError::Invalid(e.to_string()))?;
-        match (want, ours.get(&name)) {
+        Ok(user)
+    }
+
+    /// Brings our Secret `name` to `want`: created, replaced when its data differs, deleted
+    /// when no longer wanted.
+    async fn put_secret(
+        &self,
+        c: &Cluster,
+        name: &str,
+        want: Option<Secret>,
+        old: Option<&Secret>,
+    ) -> Result<(), PlatformError> {
+        match (want, old) {
             (Some(s), None) => self.create::<Secret>(c, &s).await,
             (Some(mut s), Some(old)) if s.data != old.data => {
                 s.metadata.resource_version = old.metadata.resource_version.clone();
-                api.replace(&name, &PostParams::default(), &s)
+                self.api::<Secret>(c)
+                    .replace(name, &PostParams::default(), &s)
                     .await
                     .map_err(api_err(format!("updating secret {name}")))?;
                 Ok(())
             }
-            (None, Some(_)) => self.delete::<Secret>(c, &name).await,
+            (None, Some(_)) => self.delete::<Secret>(c, name).await,
             _ => Ok(()),
         }
+    }
+
+    /// The recovery source's Secret, made (or brought up to date) before the pod that
+    /// reads it: from the `externalClusters` entry's store, or from what the `Backup`
+    /// named recorded. Returns that backup's id.
+    async fn ensure_recovery(&self, c: &Cluster) -> Result<Option<String>, PlatformError> {
+        let named = c
+            .spec
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.recovery.as_ref())
+            .and_then(|r| r.backup.as_ref())
+            .map(|b| b.name.clone());
+        let backup = match &named {
+            Some(name) => self
+                .api::<cnpg_core::api::backup::Backup>(c)
+                .get_opt(name)
+                .await
+                .map_err(api_err(format!("reading Backup {name}")))?,
+            None => None,
+        };
+        let user = self
+            .user_secrets(c, secrets::recovery_sources(c, backup.as_ref()))
+            .await?;
+        let Some((want, backup_id)) = secrets::recovery(c, backup.as_ref(), &user)
+            .map_err(|e| PlatformError::Invalid(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let name = want.name_any();
+        let old = self
+            .api::<Secret>(c)
+            .get_opt(&name)
+            .await
+            .map_err(api_err(format!("reading secret {name}")))?;
+        self.put_secret(c, &name, Some(want), old.as_ref()).await?;
+        Ok(backup_id)
     }
 
     /// See [`instance_access`].
@@ -795,10 +1045,21 @@ impl Platform for KubePlatform {
             );
             return Ok(());
         }
+        // What a recovery reads comes first: an instance whose storage exists is only ever
+        // started again, never bootstrapped, so nothing may be made before this can fail.
+        let recovering = match bootstrap {
+            Bootstrap::Initdb if crate::recovery::recovering(c) => {
+                Some(self.ensure_recovery(c).await?)
+            }
+            _ => None,
+        };
         for pvc in specs::instance_pvcs(c, name) {
             self.create::<PersistentVolumeClaim>(c, &pvc).await?;
         }
         let (role, source) = match bootstrap {
+            Bootstrap::Initdb if let Some(backup_id) = recovering => {
+                (Role::Primary, DataSource::Recover { backup_id })
+            }
             Bootstrap::Initdb => (Role::Primary, DataSource::Initdb),
             Bootstrap::Join { .. } => (Role::Replica, DataSource::Join),
         };
@@ -892,6 +1153,21 @@ impl Platform for KubePlatform {
             "metadata": {"name": name},
             "status": update.status,
         });
+        let poolers = self.poolers_of(c).await?;
+        if let Err(e) = self.hold_poolers_around(c, &poolers, update).await {
+            self.warn(c, "PoolersNotPaused", &e.to_string()).await;
+        }
+        // Upstream's sign for the primary to make what PgBouncer's auth_query needs.
+        if let Some(st) = body["status"].as_object_mut() {
+            if poolers.iter().any(crate::pooler::automatic_auth) {
+                st.insert(
+                    "poolerIntegrations".into(),
+                    json!({"pgBouncerIntegration": {"secrets": [secrets::pooler_secret(&name)]}}),
+                );
+            } else {
+                st.remove("poolerIntegrations");
+            }
+        }
         // The optimistic lock: only onto the Cluster this loop observed.
         if let Some(rv) = &c.metadata.resource_version {
             body["metadata"]["resourceVersion"] = json!(rv);

@@ -37,6 +37,57 @@ pub fn operator_client_secret(cluster: &str) -> String {
     format!("{cluster}-operator-client")
 }
 
+/// The Secret of the client certificate poolers log in to PostgreSQL with
+/// (`cnpg_pooler_pgbouncer`, signed by the client CA), as upstream names it.
+pub fn pooler_secret(cluster: &str) -> String {
+    format!("{cluster}-pooler")
+}
+
+/// The poolers' client certificate when it is missing, expiring, or `renewed_ca` (the
+/// client CA just issued again) signs it anew; `existing` holds the cluster's Secrets and
+/// the user's certificate Secrets.
+pub fn pooler_certificate(
+    c: &Cluster,
+    existing: &BTreeMap<String, Secret>,
+    now_ms: i64,
+    renewed_ca: Option<&Secret>,
+) -> Result<Option<Secret>, SecretError> {
+    let name = pooler_secret(&c.metadata.name.clone().unwrap_or_default());
+    if renewed_ca.is_none() && existing.get(&name).is_some_and(|s| !expiring(s, now_ms)) {
+        return Ok(None);
+    }
+    let names = CertificateSecrets::of(c);
+    let ca = renewed_ca
+        .or_else(|| existing.get(&names.client_ca))
+        .ok_or_else(|| SecretError::Missing {
+            secret: names.client_ca.clone(),
+            key: "ca.crt".into(),
+        })?;
+    let key = value(ca, "ca.key").map_err(|_| match names.is_user(&names.client_ca) {
+        Some(field) => SecretError::UserSecret {
+            field,
+            secret: names.client_ca.clone(),
+            why: "it has no ca.key, and the operator needs it to issue the poolers' client \
+                  certificate (cnpg_pooler_pgbouncer); give each Pooler its own \
+                  spec.pgbouncer.serverTLSSecret, or the CA's key"
+                .into(),
+        },
+        None => SecretError::Missing {
+            secret: names.client_ca.clone(),
+            key: "ca.key".into(),
+        },
+    })?;
+    let issued = issue_leaf(
+        &value(ca, "ca.crt")?,
+        &key,
+        cnpg_instance::config::POOLER_USER,
+        vec![],
+        true,
+        now_ms,
+    )?;
+    Ok(Some(tls_secret(c, &name, &issued, None)))
+}
+
 /// The common name of the operator's client certificate.
 pub const OPERATOR_CLIENT_NAME: &str = "cnpg-operator";
 
@@ -63,7 +114,7 @@ pub enum SecretError {
     #[error("spec.{field}: {why}")]
     Unsupported {
         /// The field.
-        field: &'static str,
+        field: String,
         /// Why, and what to do.
         why: String,
     },
@@ -487,6 +538,119 @@ pub fn archive_secret(cluster: &str) -> String {
 /// mounted files into its private directory).
 const ARCHIVE_CA_IN_POD: &str = "/controller/secrets/archive-ca.crt";
 
+/// The Secret with the store a cluster made from backups recovers from
+/// (`recovery-source.json`, and its endpoint's CA).
+pub fn recovery_secret(cluster: &str) -> String {
+    format!("{cluster}-recovery-source")
+}
+
+/// Where a pod finds the recovery source's configuration (its certificates volume, copied
+/// among the instance's secrets).
+pub const RECOVERY_CONFIG_IN_POD: &str = "/controller/secrets/recovery-source.json";
+const RECOVERY_CA_IN_POD: &str = "/controller/secrets/recovery-source-ca.crt";
+
+/// The Secrets the recovery source names (credentials, endpoint CA): the
+/// `externalClusters` entry's store, or the one `backup` (the `Backup` that
+/// `bootstrap.recovery.backup` names) recorded.
+pub fn recovery_sources(
+    c: &Cluster,
+    backup: Option<&cnpg_core::api::backup::Backup>,
+) -> Vec<String> {
+    let Some(rec) = c.spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref()) else {
+        return vec![];
+    };
+    let from_store = rec.source.as_ref().and_then(|s| {
+        c.spec
+            .external_clusters
+            .iter()
+            .find(|e| &e.name == s)
+            .and_then(|e| e.barman_object_store.as_ref())
+            .map(|b| {
+                (
+                    b.s3_credentials.clone(),
+                    b.azure_credentials.clone(),
+                    b.endpoint_ca.clone(),
+                )
+            })
+    });
+    let from_backup = backup.and_then(|b| b.status.as_ref()).map(|st| {
+        (
+            st.s3_credentials.clone(),
+            st.azure_credentials.clone(),
+            rec.backup
+                .as_ref()
+                .and_then(|b| b.endpoint_ca.clone())
+                .or(st.endpoint_ca.clone()),
+        )
+    });
+    let Some((s3, azure, ca)) = from_store.or(from_backup) else {
+        return vec![];
+    };
+    secret_names(s3.as_ref(), azure.as_ref(), ca.as_ref())
+}
+
+/// The names of the Secrets a store's credentials and endpoint CA point at, each once.
+fn secret_names(
+    s3: Option<&cnpg_core::api::barman::S3Credentials>,
+    azure: Option<&cnpg_core::api::barman::AzureCredentials>,
+    ca: Option<&cnpg_core::api::common::SecretKeySelector>,
+) -> Vec<String> {
+    let mut names: Vec<String> = [
+        s3.and_then(|s| s.access_key_id.as_ref()),
+        s3.and_then(|s| s.secret_access_key.as_ref()),
+        s3.and_then(|s| s.session_token.as_ref()),
+        s3.and_then(|s| s.region.as_ref()),
+        azure.and_then(|a| a.connection_string.as_ref()),
+        azure.and_then(|a| a.storage_account.as_ref()),
+        azure.and_then(|a| a.storage_key.as_ref()),
+        azure.and_then(|a| a.storage_sas_token.as_ref()),
+        ca,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|k| k.name.clone())
+    .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The recovery source's Secret (none when `c` is not made from backups) and the backup
+/// id a `Backup` named, from the user's Secrets by name. Errors name the field.
+pub fn recovery(
+    c: &Cluster,
+    backup: Option<&cnpg_core::api::backup::Backup>,
+    user: &BTreeMap<String, Secret>,
+) -> Result<Option<(Secret, Option<String>)>, SecretError> {
+    let Some((config, ca, backup_id)) =
+        recovery_config(c, backup, user, Path::new(RECOVERY_CA_IN_POD))?
+    else {
+        return Ok(None);
+    };
+    let mut data = BTreeMap::new();
+    if let Some(ca) = ca {
+        data.insert("recovery-source-ca.crt".to_owned(), ca);
+    }
+    data.insert(
+        "recovery-source.json".to_owned(),
+        serde_json::to_string(&config).map_err(|e| SecretError::Unsupported {
+            field: "bootstrap.recovery".into(),
+            why: e.to_string(),
+        })?,
+    );
+    let cluster = c.metadata.name.clone().unwrap_or_default();
+    Ok(Some((
+        secret(
+            c,
+            &recovery_secret(&cluster),
+            "Opaque",
+            data,
+            BTreeMap::new(),
+        ),
+        backup_id,
+    )))
+}
+
 /// `spec.backup.barmanObjectStore`, when there is one.
 fn object_store(c: &Cluster) -> Option<&cnpg_core::api::barman::BarmanObjectStoreConfiguration> {
     c.spec.backup.as_ref()?.barman_object_store.as_ref()
@@ -497,26 +661,11 @@ pub fn archive_sources(c: &Cluster) -> Vec<String> {
     let Some(store) = object_store(c) else {
         return vec![];
     };
-    let s3 = store.s3_credentials.as_ref();
-    let azure = store.azure_credentials.as_ref();
-    let mut names: Vec<String> = [
-        s3.and_then(|s| s.access_key_id.as_ref()),
-        s3.and_then(|s| s.secret_access_key.as_ref()),
-        s3.and_then(|s| s.session_token.as_ref()),
-        s3.and_then(|s| s.region.as_ref()),
-        azure.and_then(|a| a.connection_string.as_ref()),
-        azure.and_then(|a| a.storage_account.as_ref()),
-        azure.and_then(|a| a.storage_key.as_ref()),
-        azure.and_then(|a| a.storage_sas_token.as_ref()),
+    secret_names(
+        store.s3_credentials.as_ref(),
+        store.azure_credentials.as_ref(),
         store.endpoint_ca.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|k| k.name.clone())
-    .collect();
-    names.sort();
-    names.dedup();
-    names
+    )
 }
 
 /// The archive Secret as it should be (none without an object store), from the user's
@@ -536,7 +685,7 @@ pub fn archive(
     data.insert(
         "archive.json".to_owned(),
         serde_json::to_string(&config).map_err(|e| SecretError::Unsupported {
-            field: "backup",
+            field: "backup".into(),
             why: e.to_string(),
         })?,
     );
@@ -556,15 +705,142 @@ pub fn archive_config(
     user: &BTreeMap<String, Secret>,
     ca_path: &Path,
 ) -> Result<Option<(cnpg_instance::archive::ArchiveConfig, Option<String>)>, SecretError> {
-    use cnpg_core::api::barman::{CompressionType, EncryptionType};
-    use cnpg_instance::archive::{
-        ArchiveConfig, AzureCredentials, Compression, DataConfig, S3Credentials,
-    };
     let Some(store) = object_store(c) else {
         return Ok(None);
     };
     let cluster = c.metadata.name.clone().unwrap_or_default();
-    let field = |f: &'static str, why: String| SecretError::Unsupported { field: f, why };
+    store_config(
+        store,
+        "backup.barmanObjectStore",
+        store.server_name.clone().unwrap_or(cluster),
+        user,
+        ca_path,
+        c.spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.retention_policy.clone()),
+    )
+    .map(Some)
+}
+
+/// The store a `bootstrap.recovery` reads (none without one): the `externalClusters`
+/// entry `source` names (its `serverName` defaults to the entry's name, as upstream), or
+/// the store the `Backup` that `backup` names was written to — found by the platform and
+/// passed as `backup` — with that backup's id. Errors name the field.
+#[allow(clippy::type_complexity)]
+pub fn recovery_config(
+    c: &Cluster,
+    backup: Option<&cnpg_core::api::backup::Backup>,
+    user: &BTreeMap<String, Secret>,
+    ca_path: &Path,
+) -> Result<
+    Option<(
+        cnpg_instance::archive::ArchiveConfig,
+        Option<String>,
+        Option<String>,
+    )>,
+    SecretError,
+> {
+    let Some(rec) = c.spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref()) else {
+        return Ok(None);
+    };
+    if let Some(source) = &rec.source {
+        let at = format!("externalClusters[{source}].barmanObjectStore");
+        let ext = c
+            .spec
+            .external_clusters
+            .iter()
+            .find(|e| &e.name == source)
+            .ok_or_else(|| SecretError::Unsupported {
+                field: "bootstrap.recovery.source".into(),
+                why: format!("no externalClusters entry is named {source:?}"),
+            })?;
+        let store = ext
+            .barman_object_store
+            .as_ref()
+            .ok_or_else(|| SecretError::Unsupported {
+                field: at.clone(),
+                why: format!(
+                    "{source} has no barmanObjectStore: recovery reads the backups and WAL from it \
+                 (plugins are not supported yet)"
+                ),
+            })?;
+        let (config, ca) = store_config(
+            store,
+            &at,
+            store.server_name.clone().unwrap_or_else(|| source.clone()),
+            user,
+            ca_path,
+            None,
+        )?;
+        return Ok(Some((config, ca, None)));
+    }
+    let Some(named) = &rec.backup else {
+        return Ok(None);
+    };
+    let b = backup.ok_or_else(|| SecretError::Unsupported {
+        field: "bootstrap.recovery.backup.name".into(),
+        why: format!("there is no Backup named {:?}", named.name),
+    })?;
+    let st = b.status.clone().unwrap_or_default();
+    let done = st.phase.as_deref() == Some("completed");
+    let (Some(path), Some(id), true) = (st.destination_path.clone(), st.backup_id.clone(), done)
+    else {
+        return Err(SecretError::Unsupported {
+            field: "bootstrap.recovery.backup.name".into(),
+            why: format!(
+                "Backup {} has not completed (phase {}): recover from a completed one",
+                named.name,
+                st.phase.as_deref().unwrap_or("none")
+            ),
+        });
+    };
+    let store = cnpg_core::api::barman::BarmanObjectStoreConfiguration {
+        destination_path: path,
+        endpoint_url: st.endpoint_url.clone(),
+        endpoint_ca: named.endpoint_ca.clone().or(st.endpoint_ca.clone()),
+        server_name: st.server_name.clone(),
+        s3_credentials: st.s3_credentials.clone(),
+        azure_credentials: st.azure_credentials.clone(),
+        google_credentials: st.google_credentials.clone(),
+        ..Default::default()
+    };
+    let (config, ca) = store_config(
+        &store,
+        &format!("Backup {}'s store", named.name),
+        st.server_name
+            .clone()
+            .unwrap_or_else(|| b.spec.cluster.name.clone()),
+        user,
+        ca_path,
+        None,
+    )?;
+    Ok(Some((config, ca, Some(id))))
+}
+
+/// What `cnpg-cloud` is to read for `store` (described at `at` in the manifest, which
+/// errors name), and the endpoint's CA (PEM) to put at `ca_path`, from the user's Secrets
+/// by name.
+pub fn store_config(
+    store: &cnpg_core::api::barman::BarmanObjectStoreConfiguration,
+    at: &str,
+    server_name: String,
+    user: &BTreeMap<String, Secret>,
+    ca_path: &Path,
+    retention_policy: Option<String>,
+) -> Result<(cnpg_instance::archive::ArchiveConfig, Option<String>), SecretError> {
+    use cnpg_core::api::barman::{CompressionType, EncryptionType};
+    use cnpg_instance::archive::{
+        ArchiveConfig, AzureCredentials, Compression, DataConfig, S3Credentials,
+    };
+    let field = |f: &str, why: String| SecretError::Unsupported {
+        field: if f.is_empty() {
+            at.to_owned()
+        } else {
+            format!("{at}.{f}")
+        },
+        why,
+    };
     let pick = |sel: &cnpg_core::api::common::SecretKeySelector| -> Result<String, SecretError> {
         let s = user.get(&sel.name).ok_or_else(|| SecretError::Missing {
             secret: sel.name.clone(),
@@ -588,7 +864,7 @@ pub fn archive_config(
                 && made.storage_sas_token.is_none()
             {
                 return Err(field(
-                    "backup.barmanObjectStore.azureCredentials",
+                    "azureCredentials",
                     "give connectionString, storageAccount with storageKey or storageSasToken, \
                      or set inheritFromAzureAD or useDefaultAzureCredentials"
                         .into(),
@@ -600,7 +876,7 @@ pub fn archive_config(
     };
     if store.google_credentials.is_some() {
         return Err(field(
-            "backup.barmanObjectStore.googleCredentials",
+            "googleCredentials",
             "Google Cloud Storage is not supported yet: use S3 (or an S3-compatible store) \
              or Azure Blob Storage"
                 .into(),
@@ -613,7 +889,7 @@ pub fn archive_config(
              -> Result<String, SecretError> {
                 sel.ok_or_else(|| {
                     field(
-                        "backup.barmanObjectStore.s3Credentials",
+                        "s3Credentials",
                         format!("{name} is required unless inheritFromIAMRole is true"),
                     )
                 })
@@ -642,7 +918,7 @@ pub fn archive_config(
     let data_compression = match data.compression.map(codec) {
         Some(c) if !c.for_data() => {
             return Err(field(
-                "backup.barmanObjectStore.data.compression",
+                "data.compression",
                 format!(
                     "{c} is for WAL only (barman-cloud writes and restores base backups \
                      with gzip, bzip2 or snappy): use one of those, or none"
@@ -658,7 +934,7 @@ pub fn archive_config(
     let ca = store.endpoint_ca.as_ref().map(pick).transpose()?;
     let config = ArchiveConfig {
         destination_path: store.destination_path.clone(),
-        server_name: store.server_name.clone().unwrap_or_else(|| cluster.clone()),
+        server_name,
         endpoint_url: store.endpoint_url.clone(),
         endpoint_ca: ca.as_ref().map(|_| ca_path.to_owned()),
         compression,
@@ -672,16 +948,11 @@ pub fn archive_config(
             jobs: data.jobs.unwrap_or(2).max(1) as usize,
             immediate_checkpoint: data.immediate_checkpoint.unwrap_or(false),
         },
-        retention_policy: c
-            .spec
-            .backup
-            .as_ref()
-            .and_then(|b| b.retention_policy.clone()),
+        retention_policy,
     };
     // Checked here, where the user sees the error, not first in an archive_command.
-    cnpg_instance::archive::Destination::check(&config)
-        .map_err(|e| field("backup.barmanObjectStore", e.to_string()))?;
-    Ok(Some((config, ca)))
+    cnpg_instance::archive::Destination::check(&config).map_err(|e| field("", e.to_string()))?;
+    Ok((config, ca))
 }
 
 /// How the operator reaches the instance managers of a cluster over HTTPS: verifying them

@@ -91,6 +91,12 @@ pub enum DataSource {
     Initdb,
     /// `pg_basebackup` from the `-rw` Service.
     Join,
+    /// Recovered from backups (`bootstrap.recovery`): from the backup with this id when a
+    /// `Backup` object named it.
+    Recover {
+        /// The backup's id.
+        backup_id: Option<String>,
+    },
 }
 
 /// A probe from `spec.probes` over upstream's defaults (period 10 s, timeout 5 s).
@@ -139,7 +145,7 @@ pub fn env_from_field(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn mount(name: &str, path: &str) -> VolumeMount {
+pub(crate) fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
@@ -147,7 +153,7 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
-fn port(name: &str, p: i32) -> ContainerPort {
+pub(crate) fn port(name: &str, p: i32) -> ContainerPort {
     ContainerPort {
         name: Some(name.into()),
         container_port: p,
@@ -165,7 +171,7 @@ pub const STATUS_TLS_FLAG: &str = "--status-tls";
 const CERTIFICATES: &str = "/projected/certificates";
 
 /// These keys of a Secret, each at its path in a projected volume.
-fn secret_projection(
+pub(crate) fn secret_projection(
     secret: &str,
     items: &[(&str, &str)],
 ) -> k8s_openapi::api::core::v1::VolumeProjection {
@@ -203,6 +209,25 @@ fn archive_projection(c: &Cluster) -> Option<k8s_openapi::api::core::v1::VolumeP
     ))
 }
 
+/// The recovery source's configuration, when the cluster is made from backups (optional:
+/// only the first instance's first start reads it).
+fn recovery_projection(c: &Cluster) -> Option<k8s_openapi::api::core::v1::VolumeProjection> {
+    if !crate::recovery::recovering(c) {
+        return None;
+    }
+    let mut p = secret_projection(
+        &crate::kube::secrets::recovery_secret(&c.metadata.name.clone().unwrap_or_default()),
+        &[
+            ("recovery-source.json", "recovery-source.json"),
+            ("recovery-source-ca.crt", "recovery-source-ca.crt"),
+        ],
+    );
+    if let Some(s) = p.secret.as_mut() {
+        s.optional = Some(true);
+    }
+    Some(p)
+}
+
 /// The certificates an instance needs, from the Secrets that hold them (the user's or the
 /// operator's), under the names `cnpg-instance` expects — and never a CA's key.
 fn certificates_volume(c: &Cluster) -> Volume {
@@ -238,6 +263,7 @@ fn certificates_volume(c: &Cluster) -> Volume {
                 ]
                 .into_iter()
                 .chain(archive_projection(c))
+                .chain(recovery_projection(c))
                 .collect(),
             ),
         }),
@@ -258,22 +284,55 @@ fn runtime_default() -> k8s_openapi::api::core::v1::SeccompProfile {
 /// and the manager write only to their volumes — PGDATA, `/controller` with its socket and
 /// temporary directories — and to the `/dev/shm` every container runtime mounts).
 fn container_security_context(c: &Cluster) -> k8s_openapi::api::core::v1::SecurityContext {
-    use k8s_openapi::api::core::v1::{Capabilities, SecurityContext};
     c.spec
         .security_context
         .clone()
-        .unwrap_or_else(|| SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            seccomp_profile: Some(runtime_default()),
-            ..Default::default()
-        })
+        .unwrap_or_else(hardened_container)
+}
+
+/// The hardened container security context upstream gives every container it makes.
+pub(crate) fn hardened_container() -> k8s_openapi::api::core::v1::SecurityContext {
+    use k8s_openapi::api::core::v1::{Capabilities, SecurityContext};
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(runtime_default()),
+        ..Default::default()
+    }
+}
+
+/// The init container that copies `cnpg-instance` out of the operator's image into
+/// `/controller` (so any PostgreSQL or PgBouncer image can run it), with `more` arguments.
+pub(crate) fn install_container(
+    settings: &OperatorSettings,
+    more: &[&str],
+    volume_mounts: Vec<VolumeMount>,
+    security: k8s_openapi::api::core::v1::SecurityContext,
+) -> Container {
+    let mut command: Vec<String> = [
+        "/usr/local/bin/cnpg-instance",
+        "install",
+        "--to",
+        "/controller",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    command.extend(more.iter().map(|s| (*s).to_owned()));
+    Container {
+        name: "bootstrap-controller".into(),
+        image: Some(settings.operator_image.clone()),
+        command: Some(command),
+        volume_mounts: Some(volume_mounts),
+        security_context: Some(security),
+        ..Default::default()
+    }
 }
 
 /// The instance manager's common arguments.
@@ -428,27 +487,16 @@ pub fn instance_pod(
         volume_mounts: Some(mounts.clone()),
         ..Default::default()
     };
-    let mut init = vec![Container {
-        name: "bootstrap-controller".into(),
-        image: Some(settings.operator_image.clone()),
-        command: Some(vec![
-            "/usr/local/bin/cnpg-instance".into(),
-            "install".into(),
-            "--to".into(),
-            "/controller".into(),
-            "--passwords".into(),
-            "/passwords".into(),
-            "--certificates".into(),
-            CERTIFICATES.into(),
-        ]),
-        volume_mounts: Some(vec![
+    let mut init = vec![install_container(
+        settings,
+        &["--passwords", "/passwords", "--certificates", CERTIFICATES],
+        vec![
             controller,
             mount("passwords", "/passwords"),
             mount("certificates", CERTIFICATES),
-        ]),
-        security_context: Some(container_security_context(c)),
-        ..Default::default()
-    }];
+        ],
+        container_security_context(c),
+    )];
     let bootstrap = match source {
         DataSource::Existing => None,
         DataSource::Initdb => {
@@ -460,6 +508,15 @@ pub fn instance_pod(
                 "--app-owner".into(),
                 owner,
             ])
+        }
+        DataSource::Recover { backup_id } => {
+            let mut args = vec!["recover".to_owned()];
+            args.extend(crate::recovery::recover_args(
+                c,
+                crate::kube::secrets::RECOVERY_CONFIG_IN_POD,
+                backup_id.clone(),
+            ));
+            Some(args)
         }
         DataSource::Join => Some(vec![
             "join".to_owned(),

@@ -2,12 +2,14 @@
 //! clusters they name, as `kubectl apply` hands them to the API server. A Cluster replaces
 //! the running cluster's manifest (its operator picks it up); a `Backup` is written for the
 //! operator to run; a `ScheduledBackup` is created or has its spec replaced (its status,
-//! which remembers the last occurrence, is kept). Every document is checked first, as the
+//! which remembers the last occurrence, is kept); a `Pooler` is created or replaced (its
+//! cluster cannot change). Every document is checked first, as the
 //! admission webhook would: one invalid document and nothing is written.
 
+use super::error::LocalError;
 use super::layout::Layout;
-use super::operator::LocalError;
 use cnpg_core::api::backup::{Backup, ScheduledBackup};
+use cnpg_core::api::pooler::Pooler;
 use serde_json::Value;
 use std::path::Path;
 
@@ -21,6 +23,27 @@ fn invalid(what: String) -> LocalError {
 
 /// Applies `file` to the local clusters under `state_dir`; a line per document done.
 pub fn apply_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalError> {
+    let done = apply_kinds(
+        state_dir,
+        file,
+        &["Cluster", "Backup", "ScheduledBackup", "Pooler"],
+    )?;
+    if done.is_empty() {
+        return Err(invalid(format!(
+            "{} holds no Cluster, Pooler, Backup or ScheduledBackup",
+            file.display()
+        )));
+    }
+    Ok(done)
+}
+
+/// The Poolers of the file that starts a cluster (`local up -f`), as `apply` does.
+pub fn apply_poolers(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalError> {
+    apply_kinds(state_dir, file, &["Pooler"])
+}
+
+/// Applies the documents of these kinds; nothing when one is invalid.
+fn apply_kinds(state_dir: &Path, file: &Path, kinds: &[&str]) -> Result<Vec<String>, LocalError> {
     let text =
         std::fs::read_to_string(file).map_err(|e| invalid(format!("{}: {e}", file.display())))?;
     let docs = crate::manifests::parse_documents(&text)
@@ -34,7 +57,7 @@ pub fn apply_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalErr
     let mut plan: Vec<(String, Value)> = Vec::new();
     for d in docs {
         let k = kind(&d);
-        if !matches!(k.as_str(), "Cluster" | "Backup" | "ScheduledBackup") {
+        if !kinds.contains(&k.as_str()) {
             continue;
         }
         let report = cnpg_core::api::manifest::check_document(&d);
@@ -48,12 +71,6 @@ pub fn apply_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalErr
             )));
         }
         plan.push((k, d));
-    }
-    if plan.is_empty() {
-        return Err(invalid(format!(
-            "{} holds no Cluster, Backup or ScheduledBackup",
-            file.display()
-        )));
     }
     let layout = |cluster: &str| -> Result<Layout, LocalError> {
         let l = Layout::new(state_dir, cluster);
@@ -88,6 +105,32 @@ pub fn apply_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalErr
                     .to_owned();
                 write(&layout(&name)?.manifest(), &text)?;
                 done.push(format!("cluster {name} configured"));
+            }
+            "Pooler" => {
+                let p: Pooler = serde_json::from_value(d).map_err(|e| invalid(e.to_string()))?;
+                let name = p.metadata.name.clone().unwrap_or_default();
+                let l = layout(&p.spec.cluster.name)?;
+                let path = l.pooler(&name);
+                let old = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Pooler>(&t).ok());
+                let verb = match &old {
+                    Some(o) if o.spec == p.spec => "unchanged",
+                    Some(_) => "configured",
+                    None => "created",
+                };
+                if let Some(o) = old
+                    && o.spec.cluster != p.spec.cluster
+                {
+                    return Err(invalid(format!(
+                        "pooler {name}: spec.cluster is immutable ({} now); delete the Pooler first",
+                        o.spec.cluster.name
+                    )));
+                }
+                std::fs::create_dir_all(l.poolers())
+                    .map_err(|e| invalid(format!("{}: {e}", l.poolers().display())))?;
+                write(&path, &pretty(&p))?;
+                done.push(format!("pooler {name} {verb}"));
             }
             "Backup" => {
                 let b: Backup = serde_json::from_value(d).map_err(|e| invalid(e.to_string()))?;
@@ -133,6 +176,42 @@ pub fn apply_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalErr
                 write(&path, &pretty(&sb))?;
                 done.push(format!("scheduledbackup {name} {verb}"));
             }
+        }
+    }
+    Ok(done)
+}
+
+/// `local delete -f FILE`: removes the Poolers, Backups and ScheduledBackups the file
+/// names (the operator then stops what a Pooler ran); a line per document. A Cluster is
+/// not deleted this way: `local destroy` deletes it with its data.
+pub fn delete_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalError> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+    let docs = crate::manifests::parse_documents(&text)
+        .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+    let mut done = Vec::new();
+    for d in docs {
+        let kind = d["kind"].as_str().unwrap_or_default();
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        let cluster = d["spec"]["cluster"]["name"].as_str().unwrap_or_default();
+        let l = Layout::new(state_dir, cluster);
+        let path = match kind {
+            "Pooler" => l.pooler(name),
+            "Backup" => l.backups().join(format!("{name}.json")),
+            "ScheduledBackup" => l.scheduled_backups().join(format!("{name}.json")),
+            "Cluster" => {
+                return Err(invalid(format!(
+                    "cluster {name}: a Cluster is deleted with its data by kubectl-cnpg local destroy {name}"
+                )));
+            }
+            _ => continue,
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => done.push(format!("{} {name} deleted", kind.to_lowercase())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                done.push(format!("{} {name} not found", kind.to_lowercase()))
+            }
+            Err(e) => return Err(invalid(format!("{}: {e}", path.display()))),
         }
     }
     Ok(done)

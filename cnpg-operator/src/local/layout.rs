@@ -76,9 +76,31 @@ impl Layout {
     pub fn backups(&self) -> PathBuf {
         self.root.join("backups")
     }
+    /// Where the recovery from backups that makes the first instance stands (the file
+    /// `cnpg-instance recover` keeps beside that instance's PGDATA), if one ran.
+    pub fn recovery_progress(&self) -> Option<cnpg_instance::recovery::Progress> {
+        let dir = std::fs::read_dir(self.root.join("instances")).ok()?;
+        dir.flatten().find_map(|i| {
+            let file = cnpg_instance::recovery::progress_file(&i.path().join("data"));
+            serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()
+        })
+    }
     /// `ScheduledBackup` documents (`local apply -f`), with their status.
     pub fn scheduled_backups(&self) -> PathBuf {
         self.root.join("scheduled-backups")
+    }
+    /// The cluster's `Pooler`s: `<name>.json` each, and a directory each for what its
+    /// processes use ([`super::poolers`]).
+    pub fn poolers(&self) -> PathBuf {
+        self.root.join("poolers")
+    }
+    /// One Pooler's document.
+    pub fn pooler(&self, name: &str) -> PathBuf {
+        self.poolers().join(format!("{name}.json"))
+    }
+    /// One Pooler's directory.
+    pub fn pooler_dir(&self, name: &str) -> PathBuf {
+        self.poolers().join(name)
     }
     /// A request to destroy one replica (`kubectl-cnpg destroy`).
     pub fn destroy_request(&self) -> PathBuf {
@@ -186,10 +208,39 @@ pub struct StatusFile {
     /// when the cluster archives to an object store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<cnpg_core::backup::Summary>,
+    /// The recovery from backups that made the first instance (`bootstrap.recovery`):
+    /// where it stands, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<cnpg_instance::recovery::Progress>,
+    /// The poolers (`Pooler`s applied to the cluster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poolers: Vec<PoolerLine>,
     /// Recent events, newest last.
     pub events: Vec<String>,
     /// Ports.
     pub ports: Ports,
     /// Pid of the operator.
     pub operator_pid: u32,
+}
+
+/// One pooler in `status.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolerLine {
+    /// Its name.
+    pub name: String,
+    /// `rw`, `ro` or `r`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Its port.
+    pub port: u16,
+    /// Processes asked for.
+    pub instances: i32,
+    /// Processes whose PgBouncer runs.
+    pub ready: i32,
+    /// `active`, `paused` or `failed`.
+    pub phase: String,
+    /// Why, when it is not active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

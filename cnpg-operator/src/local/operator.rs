@@ -7,6 +7,7 @@
 //! standby names), pointing the [`super::services`] at the right members, and writing
 //! `status.json` with the events that explain each decision.
 
+use super::error::LocalError;
 use super::layout::{InstanceLine, Layout, OperatorLock, Ports, StatusFile};
 use super::services::{Routes, Service};
 use crate::clock::now;
@@ -37,25 +38,6 @@ pub struct LocalOptions {
     pub pg_bin: Option<PathBuf>,
 }
 
-/// A local platform failure, said so a person knows what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum LocalError {
-    /// The manifest is not valid.
-    #[error("the manifest is not valid; nothing was started:\n{0}")]
-    Invalid(String),
-    /// A file could not be used.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Anything else, with the reason.
-    #[error("{0}")]
-    Other(String),
-}
-
 /// How long a manager this operator started may take to answer before it counts as
 /// failing: it starts in well under a second alone, several on a loaded machine.
 const START_GRACE_MS: u64 = 15_000;
@@ -72,6 +54,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// Whether a switchover is under way (see [`crate::pooler::switching`]).
+fn switching(st: &ClusterState) -> bool {
+    crate::pooler::switching(st.target_primary.as_deref(), st.current_primary.as_deref())
 }
 
 /// How often the local issuer looks for certificates about to expire.
@@ -183,6 +170,9 @@ pub struct LocalOperator {
     events: VecDeque<String>,
     /// The last reason the archive configuration could not be written.
     archive_problem: Option<String>,
+    /// Why the recovery of the first instance failed: not tried again (it would fail the
+    /// same way) until the operator restarts.
+    recovery_failed: Option<String>,
     /// The backups the status shows (from the ended Backups), once the cluster archives.
     backup_summary: Option<cnpg_core::backup::Summary>,
     last_election: Option<String>,
@@ -191,6 +181,10 @@ pub struct LocalOperator {
     /// What the instance managers' `/pg/status` wants from us (`secrets/status-token`):
     /// their status servers listen on loopback, and nobody else on the machine needs it.
     status_token: String,
+    /// The cluster's poolers.
+    poolers: super::poolers::Poolers,
+    /// When the poolers were held paused for a switchover.
+    held_since: Option<Instant>,
     /// `operator.pid`, locked for as long as this operator lives.
     _lock: OperatorLock,
 }
@@ -233,6 +227,8 @@ impl LocalOperator {
         let lock = layout.lock_operator().map_err(LocalError::Other)?;
         if manifest_path != layout.manifest() {
             std::fs::copy(manifest_path, layout.manifest()).map_err(io(&layout.manifest()))?;
+            // Poolers in the same file as the Cluster start with it.
+            super::apply::apply_poolers(&opts.state_dir, manifest_path)?;
         }
         let mut ports: Ports = std::fs::read_to_string(layout.ports())
             .ok()
@@ -267,6 +263,7 @@ impl LocalOperator {
         let saved: Option<StatusFile> = std::fs::read_to_string(layout.status())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
+        let layout_copy = layout.clone();
         let op = LocalOperator {
             state: saved.map(|s| s.state).unwrap_or_default(),
             layout,
@@ -284,11 +281,14 @@ impl LocalOperator {
             restart_seen: None,
             events: VecDeque::new(),
             archive_problem: None,
+            recovery_failed: None,
             backup_summary: None,
             last_election: None,
             manifest,
             last_view: String::new(),
             status_token,
+            poolers: super::poolers::Poolers::new(layout_copy),
+            held_since: None,
             _lock: lock,
         };
         op.save_ports()?;
@@ -551,6 +551,7 @@ impl LocalOperator {
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
+        let was_switching = switching(&self.state);
         if let Ok(target) = std::fs::read_to_string(self.layout.promote_request()) {
             let _ = std::fs::remove_file(self.layout.promote_request());
             let target = target.trim().to_owned();
@@ -623,6 +624,21 @@ impl LocalOperator {
             }
             self.event(format!("{}: {}", e.reason, e.message));
         }
+        // A switchover begins: the poolers in front of the primary pause first (each PAUSE
+        // returns once its running transactions end), so the primary changes while no
+        // query is in flight and their clients wait instead of failing.
+        if switching(&plan.state) && !was_switching && !self.poolers.lines().is_empty() {
+            let begun = Instant::now();
+            let said = self.poolers.hold(&self.status_token).await;
+            if !said.is_empty() {
+                self.held_since = Some(begun);
+                self.event(format!(
+                    "PoolersPaused for the switchover in {} ms: {}",
+                    begun.elapsed().as_millis(),
+                    said.join("; ")
+                ));
+            }
+        }
         self.state = plan.state.clone();
         for action in plan.actions {
             if let Err(e) = self.apply(action, &observed).await {
@@ -636,9 +652,47 @@ impl LocalOperator {
         // than what the instances were told, and undid a failover by "switching back").
         // Backups report in the next loop's status.
         self.write_status(&plan.phase, &plan.phase_reason, &observed);
+        self.run_poolers().await;
         self.run_schedules();
         self.run_backups(&observed).await;
         plan.phase
+    }
+
+    /// The Pooler controller's pass, and the end of a switchover's pause: once the new
+    /// primary is served through `-rw` (or after [`crate::pooler::HOLD_MAX`], whatever happened).
+    async fn run_poolers(&mut self) {
+        let user = manifest_secrets(&self.layout.manifest());
+        let secrets = self.layout.secrets();
+        let ctx = super::poolers::Context {
+            instance_bin: &self.opts.instance_bin,
+            services: (self.ports.rw, self.ports.ro, self.ports.r),
+            secrets: &secrets,
+            user_secrets: &user,
+        };
+        for e in self.poolers.step(&ctx).await {
+            self.event(e);
+        }
+        if let Some(since) = self.held_since {
+            let primary = self.state.current_primary.clone();
+            let served = primary.is_some()
+                && primary == self.state.target_primary
+                && primary
+                    .as_ref()
+                    .is_some_and(|p| self.roles.get(p) == Some(&Role::Primary));
+            if served || since.elapsed() > crate::pooler::HOLD_MAX {
+                self.poolers.release(&self.status_token).await;
+                self.held_since = None;
+                self.event(format!(
+                    "PoolersResumed after {} ms{}",
+                    since.elapsed().as_millis(),
+                    if served {
+                        ""
+                    } else {
+                        " (the switchover did not end in time)"
+                    }
+                ));
+            }
+        }
     }
 
     /// The Backup controller of the local platform: each `Backup` not yet ended is started
@@ -936,6 +990,7 @@ impl LocalOperator {
             restart: self.restart.clone(),
             reload: self.reload.clone(),
             backups: self.backup_summary.clone().unwrap_or_default(),
+            pooler_integration: !self.poolers.lines().is_empty(),
         };
         let text = serde_json::to_string_pretty(&view).expect("view serializes");
         if text != self.last_view && write_atomically(&self.layout.view(), &text).is_ok() {
@@ -969,6 +1024,8 @@ impl LocalOperator {
                 .collect(),
             last_election: self.last_election.clone(),
             backups: self.backup_summary.clone(),
+            recovery: self.recovery_progress(),
+            poolers: self.poolers.lines(),
             events: self.events.iter().cloned().collect(),
             ports: self.ports.clone(),
             operator_pid: std::process::id(),
@@ -1018,7 +1075,19 @@ impl LocalOperator {
             secrets.as_str(),
         ];
         let source_port;
+        let recovering =
+            matches!(bootstrap, Bootstrap::Initdb) && crate::recovery::recovering(&self.manifest);
+        let recovery_args;
         let sub = match bootstrap {
+            Bootstrap::Initdb if recovering => {
+                if self.recovery_failed.is_some() {
+                    // The same recovery would fail the same way: the status says why.
+                    return Ok(());
+                }
+                recovery_args = self.recovery_args()?;
+                args.extend(recovery_args.iter().map(String::as_str));
+                "recover"
+            }
             Bootstrap::Initdb => "initdb",
             Bootstrap::Join { source } => {
                 source_port = self
@@ -1040,13 +1109,107 @@ impl LocalOperator {
             ))
         })?;
         if !out.status.success() {
-            return Err(LocalError::Other(format!(
+            let why = format!(
                 "{sub} of {name} failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            );
+            if recovering {
+                self.recovery_failed = Some(why.clone());
+            }
+            return Err(LocalError::Other(why));
+        }
+        if recovering {
+            self.event(format!(
+                "{name} {}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            ));
         }
         self.event(format!("{name} created ({sub})"));
         self.spawn(name)
+    }
+
+    /// Where the recovery that makes the first instance stands (from the file that
+    /// `cnpg-instance recover` keeps beside its PGDATA), when the cluster is made so.
+    fn recovery_progress(&self) -> Option<cnpg_instance::recovery::Progress> {
+        self.manifest.spec.bootstrap.as_ref()?.recovery.as_ref()?;
+        self.layout.recovery_progress()
+    }
+
+    /// What `cnpg-instance recover` needs beyond the instance: the source's store
+    /// configuration (written among the secrets, PostgreSQL's user's, as `archive.json`
+    /// is), the backup and the target, the application database and owner.
+    fn recovery_args(&self) -> Result<Vec<String>, LocalError> {
+        let Some(rec) = self
+            .manifest
+            .spec
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.recovery.as_ref())
+        else {
+            return Ok(vec![]);
+        };
+        let secrets = self.layout.secrets();
+        let (json, ca) = (
+            secrets.join("recovery-source.json"),
+            secrets.join("recovery-source-ca.crt"),
+        );
+        let backup = match &rec.backup {
+            Some(b) => Some(self.find_backup(&b.name)?),
+            None => None,
+        };
+        let user = manifest_secrets(&self.layout.manifest());
+        let made =
+            crate::kube::secrets::recovery_config(&self.manifest, backup.as_ref(), &user, &ca)
+                .map_err(|e| LocalError::Invalid(e.to_string()))?;
+        let Some((config, ca_pem, backup_id)) = made else {
+            return Err(LocalError::Invalid(
+                "spec.bootstrap.recovery: say what to recover from: backup or source".into(),
+            ));
+        };
+        std::fs::create_dir_all(&secrets).map_err(io(&secrets))?;
+        let run_as = cnpg_instance::runas::RunAs::detect().ok().flatten();
+        let text = serde_json::to_string(&config).map_err(|e| LocalError::Other(e.to_string()))?;
+        cnpg_instance::tls::write_private(&json, &text, run_as)
+            .map_err(|e| LocalError::Other(e.to_string()))?;
+        if let Some(pem) = ca_pem {
+            cnpg_instance::tls::write_private(&ca, &pem, run_as)
+                .map_err(|e| LocalError::Other(e.to_string()))?;
+        }
+        Ok(crate::recovery::recover_args(
+            &self.manifest,
+            &json.display().to_string(),
+            backup_id,
+        ))
+    }
+
+    /// The `Backup` named `name` among the local clusters of this state directory (each
+    /// keeps its Backups in its own `backups/`).
+    fn find_backup(&self, name: &str) -> Result<cnpg_core::api::backup::Backup, LocalError> {
+        let state = self.layout.root.parent().unwrap_or(&self.layout.root);
+        let mut found = Vec::new();
+        if let Ok(clusters) = std::fs::read_dir(state) {
+            for c in clusters.flatten() {
+                let file = c.path().join("backups").join(format!("{name}.json"));
+                if let Ok(text) = std::fs::read_to_string(&file)
+                    && let Ok(b) = serde_json::from_str::<cnpg_core::api::backup::Backup>(&text)
+                {
+                    found.push(b);
+                }
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(LocalError::Invalid(format!(
+                "spec.bootstrap.recovery.backup.name: no Backup {name:?} in any local cluster of {} \
+                 (each keeps its Backups in CLUSTER/backups; kubectl-cnpg backup CLUSTER makes one)",
+                state.display()
+            ))),
+            n => Err(LocalError::Invalid(format!(
+                "spec.bootstrap.recovery.backup.name: {n} local clusters have a Backup {name:?}; \
+                 recover with source (an externalClusters entry with that cluster's \
+                 barmanObjectStore) and recoveryTarget.backupID instead"
+            ))),
+        }
     }
 
     fn spawn(&mut self, name: &str) -> Result<(), LocalError> {
@@ -1193,6 +1356,7 @@ impl LocalOperator {
     }
 
     async fn shutdown(&mut self) {
+        self.poolers.stop_all().await;
         let mut names: Vec<String> = self.children.keys().cloned().collect();
         names.extend(self.adopted.keys().cloned());
         // Replicas first, the primary last, so nothing fails over on the way down.

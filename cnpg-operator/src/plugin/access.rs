@@ -139,6 +139,12 @@ pub struct StatusReport {
     /// The backups the cluster's status records, when it archives to an object store
     /// (upstream's "Continuous Backup status" section, with the primary's archiver).
     pub backups: Option<cnpg_core::backup::Summary>,
+    /// How the recovery from backups that made the first instance went, where the
+    /// cluster was made so.
+    pub recovery: Option<cnpg_instance::recovery::Progress>,
+    /// The poolers in front of the cluster: a line each (name, type, address, processes
+    /// ready, phase).
+    pub poolers: Vec<String>,
 }
 
 /// One Pod in `status`.

@@ -266,6 +266,16 @@ pub enum LocalCommand {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Delete the Poolers, Backups and ScheduledBackups a file names (what a Pooler ran
+    /// stops).
+    Delete {
+        /// The manifest.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Stop a cluster, keeping its data (`local up` resumes it).
     Down {
         /// Cluster name.

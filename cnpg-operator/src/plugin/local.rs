@@ -146,18 +146,21 @@ pub(crate) fn local(
         LocalCommand::Apply {
             file,
             state_dir: sd,
-        } => match crate::local::apply::apply_file(&state_dir(sd), &file) {
-            Ok(done) => {
-                for line in done {
-                    writeln!(out, "{line}")?;
-                }
-                Ok(0)
-            }
-            Err(e) => {
-                writeln!(err, "error: {}: {e}", file.display())?;
-                Ok(1)
-            }
-        },
+        } => said(
+            crate::local::apply::apply_file(&state_dir(sd), &file),
+            &file,
+            out,
+            err,
+        ),
+        LocalCommand::Delete {
+            file,
+            state_dir: sd,
+        } => said(
+            crate::local::apply::delete_file(&state_dir(sd), &file),
+            &file,
+            out,
+            err,
+        ),
         LocalCommand::Down {
             cluster,
             state_dir: sd,
@@ -216,8 +219,33 @@ fn detach_up(
         .stderr(log)
         .process_group(0)
         .spawn()?;
-    let start = Instant::now();
+    let mut start = Instant::now();
+    let mut shown = String::new();
     loop {
+        // A recovery from backups shows its progress, and takes as long as it progresses.
+        if let Some(p) = layout.recovery_progress() {
+            let line = p.line();
+            if line != shown {
+                writeln!(out, "{line}")?;
+                shown = line;
+                start = Instant::now();
+            }
+            if p.phase == "failed" {
+                writeln!(
+                    err,
+                    "error: the cluster could not be recovered; nothing was started from it. \
+                     Fix spec.bootstrap.recovery and run `kubectl-cnpg local destroy {}` then \
+                     `local up` again (the operator keeps running until then; its log: {})",
+                    layout
+                        .root
+                        .file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default(),
+                    layout.log().display()
+                )?;
+                return Ok(1);
+            }
+        }
         if let Ok(strings) = std::fs::read_to_string(layout.root.join("ready")) {
             writeln!(
                 out,
@@ -340,4 +368,25 @@ pub(crate) fn logs(
         }
     }
     Ok(())
+}
+
+/// Prints what `apply` or `delete` did, a line per document, or why it did nothing.
+fn said(
+    done: Result<Vec<String>, crate::local::LocalError>,
+    file: &Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    match done {
+        Ok(done) => {
+            for line in done {
+                writeln!(out, "{line}")?;
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(err, "error: {}: {e}", file.display())?;
+            Ok(1)
+        }
+    }
 }

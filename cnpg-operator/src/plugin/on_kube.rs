@@ -298,6 +298,8 @@ impl ClusterAccess for KubeAccess {
                 .collect(),
             events: Vec::new(),
             events_source: None,
+            recovery: None,
+            poolers: Vec::new(),
             backups: c
                 .spec
                 .backup

@@ -192,6 +192,26 @@ impl ClusterAccess for LocalAccess {
             events: s.events.iter().rev().take(8).rev().cloned().collect(),
             events_source: Some(self.layout.status().display().to_string()),
             backups: s.backups.clone(),
+            recovery: s.recovery.clone(),
+            poolers: s
+                .poolers
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{:<16} {:<4} 127.0.0.1:{:<6} {}/{} ready  {}{}",
+                        p.name,
+                        p.type_,
+                        p.port,
+                        p.ready,
+                        p.instances,
+                        p.phase,
+                        p.reason
+                            .as_ref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect(),
         })
     }
 

@@ -64,6 +64,9 @@ pub fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
             p.synchronous_standby_names.clone().unwrap_or_default()
         )?;
     }
+    if let Some(p) = &r.recovery {
+        writeln!(out, "Recovery:             {}", p.line())?;
+    }
     if let Some(services) = &r.services {
         writeln!(out, "Services:             {services}")?;
     }
@@ -77,6 +80,12 @@ pub fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
         write_continuous_backup(out, b, primary)?;
     }
     write_instances(out, primary, &r.reports)?;
+    if !r.poolers.is_empty() {
+        writeln!(out, "\nPoolers")?;
+        for p in &r.poolers {
+            writeln!(out, "{p}")?;
+        }
+    }
     if !r.pods.is_empty() {
         writeln!(out, "\nPods")?;
         writeln!(out, "{:<16} {:<10} {:<10} Node", "Name", "Role", "Ready")?;

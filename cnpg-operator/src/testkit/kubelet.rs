@@ -611,11 +611,27 @@ impl PodRunner {
     async fn run(mut self) -> Result<(), String> {
         let spec = self.pod.spec.clone().unwrap_or_default();
         let start_time = k8s_openapi::jiff::Timestamp::now().to_string();
-        // Volumes: wait for what the Pod mounts (Secrets, PVCs) like a kubelet does.
+        // Volumes: wait for what the Pod mounts (Secrets, PVCs) like a kubelet does; why it
+        // waits goes to the pod's status and, for a test's failure message, to its log
+        // directory (`kubelet.log`), once per reason.
+        let mut said = String::new();
         let volumes = loop {
             match self.volumes().await {
                 Ok(v) => break v,
                 Err(e) => {
+                    if e != said {
+                        let logs = self.dir().join("logs");
+                        let _ = std::fs::create_dir_all(&logs);
+                        let _ = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(logs.join("kubelet.log"))
+                            .and_then(|mut f| {
+                                use std::io::Write;
+                                writeln!(f, "volumes not ready: {e}")
+                            });
+                        said = e.clone();
+                    }
                     self.status(&start_time, "Pending", &[], &[], false, Some(&e))
                         .await;
                     if self.wait_or_terminate(Duration::from_secs(1)).await {
@@ -976,20 +992,27 @@ impl PodRunner {
             }
         }
         if let Some(sec) = &source.secret {
+            // As the kubelet: an optional Secret, or key, that is not there gives nothing.
+            let optional = sec.optional == Some(true);
             let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
-            let s = api
-                .get(&sec.name)
-                .await
-                .map_err(|e| format!("secret {}: {e}", sec.name))?;
+            let s = match api.get_opt(&sec.name).await {
+                Ok(Some(s)) => s,
+                Ok(None) if optional => Secret::default(),
+                Ok(None) => return Err(format!("secret {} not found", sec.name)),
+                Err(e) => return Err(format!("secret {}: {e}", sec.name)),
+            };
             let data = s.data.unwrap_or_default();
             match &sec.items {
                 // Only the keys listed, each at its path.
                 Some(items) => {
                     for item in items {
-                        let v = data
-                            .get(&item.key)
-                            .ok_or_else(|| format!("secret {} has no {}", sec.name, item.key))?;
-                        files.push((item.path.clone(), v.0.clone()));
+                        match data.get(&item.key) {
+                            Some(v) => files.push((item.path.clone(), v.0.clone())),
+                            None if optional => {}
+                            None => {
+                                return Err(format!("secret {} has no {}", sec.name, item.key));
+                            }
+                        }
                     }
                 }
                 None => files.extend(data.into_iter().map(|(k, v)| (k, v.0))),

@@ -17,6 +17,9 @@ pub struct Seen {
     pub rounds: u64,
     /// The first such round: when, and who.
     pub first: Option<(Instant, Vec<String>)>,
+    /// Every change of an instance's answer: when, which instance, and what it now says
+    /// (`Some(true)` accepts writes, `Some(false)` is a standby, `None` no answer).
+    pub changes: Vec<(Instant, String, Option<bool>)>,
 }
 
 /// The probing thread.
@@ -57,6 +60,7 @@ impl Probe {
             rt.block_on(async move {
                 let mut clients: Vec<Option<tokio_postgres::Client>> =
                     targets.iter().map(|_| None).collect();
+                let mut last: Vec<Option<Option<bool>>> = targets.iter().map(|_| None).collect();
                 while !st.load(Ordering::Relaxed) {
                     // Every instance at once, so one round is one instant.
                     let asks =
@@ -90,6 +94,15 @@ impl Probe {
                     {
                         let mut seen = s.lock().expect("probe lock");
                         seen.rounds += 1;
+                        let now = Instant::now();
+                        for (((name, _), answer), before) in
+                            targets.iter().zip(&answers).zip(last.iter_mut())
+                        {
+                            if *before != Some(*answer) {
+                                *before = Some(*answer);
+                                seen.changes.push((now, name.clone(), *answer));
+                            }
+                        }
                         if writable.len() > 1 {
                             seen.split_rounds += 1;
                             if seen.first.is_none() {

@@ -114,9 +114,23 @@ impl Target {
     }
 }
 
+/// One connection the writer made, for explaining a lost row afterwards: which server
+/// acknowledged it.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection {
+    /// The first number written over it.
+    pub from: i64,
+    /// The server's port (`inet_server_port()`): which instance, or `-rw` itself.
+    pub port: Option<u16>,
+    /// When it was made.
+    pub at: Instant,
+}
+
 /// The writing client (its own thread and runtime).
 pub struct Writer {
     acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    /// Each connection made: the first number it wrote, the server's port, when.
+    connections: Arc<Mutex<Vec<Connection>>>,
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -131,8 +145,9 @@ impl Writer {
     /// own table.
     pub fn start_into(target: Target, table: &'static str) -> Writer {
         let acked = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (acked.clone(), stop.clone());
+        let (a, s, conns) = (acked.clone(), stop.clone(), connections.clone());
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -150,6 +165,20 @@ impl Writer {
                                         "CREATE TABLE IF NOT EXISTS {table} (n bigint PRIMARY KEY)"
                                     ))
                                     .await;
+                                // Unnamed statements only (one round trip each): a
+                                // pooler in transaction mode may run each round trip
+                                // on another server connection.
+                                let port = c
+                                    .query_typed("SELECT inet_server_port()", &[])
+                                    .await
+                                    .ok()
+                                    .and_then(|rows| rows.first()?.get::<_, Option<i32>>(0))
+                                    .and_then(|p| u16::try_from(p).ok());
+                                conns.lock().expect("connections lock").push(Connection {
+                                    from: next,
+                                    port,
+                                    at: Instant::now(),
+                                });
                                 client = Some(c);
                             }
                             Err(_) => {
@@ -160,9 +189,12 @@ impl Writer {
                     }
                     let c = client.as_ref().expect("connected just above");
                     let n = next;
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&n];
                     let sql = format!("INSERT INTO {table} VALUES ($1) ON CONFLICT DO NOTHING");
-                    let insert = c.execute(&sql, &params);
+                    let params = [(
+                        &n as &(dyn tokio_postgres::types::ToSql + Sync),
+                        tokio_postgres::types::Type::INT8,
+                    )];
+                    let insert = c.execute_typed(&sql, &params);
                     match tokio::time::timeout(Duration::from_secs(3), insert).await {
                         Ok(Ok(_)) => {
                             a.lock().expect("acked lock").push((n, Instant::now()));
@@ -176,6 +208,7 @@ impl Writer {
         });
         Writer {
             acked,
+            connections,
             stop,
             handle: Some(handle),
         }
@@ -207,6 +240,16 @@ impl Writer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The numbers acknowledged so far, with when.
+    pub fn acked_at(&self) -> Vec<(i64, Instant)> {
+        self.acked.lock().expect("acked lock").clone()
+    }
+
+    /// Every connection made so far, in order.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.connections.lock().expect("connections lock").clone()
     }
 
     /// How long after `t` the first commit was acknowledged (waits up to `timeout`).

@@ -239,6 +239,42 @@ fn recovery_target_rules() {
         "spec.bootstrap.recovery.recoveryTarget.targetTLI",
         "not a timeline",
     );
+    c.spec.bootstrap = Some(BootstrapConfiguration {
+        recovery: Some(BootstrapRecovery {
+            source: Some("origin".into()),
+            recovery_target: Some(RecoveryTarget {
+                target_time: Some("yesterday".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let store = |path: &str| crate::api::barman::BarmanObjectStoreConfiguration {
+        destination_path: path.into(),
+        ..Default::default()
+    };
+    c.spec.external_clusters = vec![crate::api::cluster::ExternalCluster {
+        name: "origin".into(),
+        barman_object_store: Some(store("s3://b/p")),
+        ..Default::default()
+    }];
+    has(
+        &c,
+        "spec.bootstrap.recovery.recoveryTarget.targetTime",
+        "not a time",
+    );
+    // Its own archive where the source's is (serverName defaulting to each one's name).
+    c.metadata.name = Some("origin".into());
+    c.spec.backup = Some(crate::api::cluster::BackupConfiguration {
+        barman_object_store: Some(store("s3://b/p/")),
+        ..Default::default()
+    });
+    has(
+        &c,
+        "spec.backup.barmanObjectStore",
+        "a recovered cluster writes a history of its own",
+    );
 }
 
 #[test]
