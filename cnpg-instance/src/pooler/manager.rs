@@ -61,6 +61,10 @@ pub struct Status {
 struct Shared {
     status: Arc<Mutex<Status>>,
     opts: Arc<Options>,
+    /// Counts `/pause` and `/resume` requests: the loop's own command, begun before one
+    /// of them, must not record its outcome after it (a late RESUME's answer would mark
+    /// a held pooler resumed, and at the hold's end nothing would resume it).
+    requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -70,6 +74,21 @@ impl Shared {
     fn get(&self) -> Status {
         self.status.lock().expect("status lock").clone()
     }
+    fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn request(&self) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The loop's `PAUSE` or `RESUME` in flight.
+struct InFlight {
+    pause: bool,
+    /// [`Shared::requests`] when it began.
+    asked: u64,
+    task: tokio::task::JoinHandle<Result<(), PoolerError>>,
 }
 
 /// `PAUSE` or `RESUME`, where being in that state already is no error.
@@ -97,6 +116,7 @@ pub async fn run(
             ..Default::default()
         })),
         opts: Arc::new(opts),
+        requests: Arc::default(),
     };
     let app = axum::Router::new()
         .route("/status", get(status))
@@ -114,6 +134,7 @@ pub async fn run(
     let mut child: Option<Child> = None;
     let mut started = Instant::now();
     let mut problem: Option<String> = None;
+    let mut inflight: Option<InFlight> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -155,6 +176,9 @@ pub async fn run(
         if let Some(why) = ended {
             tracing::warn!(pooler = %cfg.name, "PgBouncer ended ({why}); starting it again");
             child = None;
+            if let Some(c) = inflight.take() {
+                c.task.abort();
+            }
             shared.update(|s| {
                 s.pid = None;
                 s.paused = false;
@@ -195,37 +219,50 @@ pub async fn run(
             }
         }
         // A hold nobody ended: the pooler resumes by itself (as the Pooler says).
-        if shared
-            .get()
-            .held_until
-            .is_some_and(|t| shared.get().held && Instant::now() > t)
-        {
+        let st = shared.get();
+        if st.held && st.held_until.is_some_and(|t| Instant::now() > t) {
             tracing::warn!(pooler = %cfg.name, "held paused past its bound and never resumed: resuming");
             shared.update(|s| {
                 s.held = false;
                 s.held_until = None;
             });
         }
+        // The Pooler's `paused`, one command at a time: `paused` changes only when PgBouncer
+        // said it did. PAUSE waits for running transactions, so it runs beside the loop; a
+        // PAUSE the spec no longer wants is dropped before RESUME (PgBouncer never answers
+        // a PAUSE resumed under it, and a late answer must not mark it paused again).
+        if let Some(done) = inflight.take_if(|c| c.task.is_finished()) {
+            match done.task.await {
+                Ok(_) if done.asked != shared.requests() => {}
+                Ok(Ok(())) => shared.update(|s| {
+                    s.paused = done.pause;
+                    s.error = None;
+                }),
+                Ok(Err(e)) => shared.update(|s| s.error = Some(e.to_string())),
+                Err(_) => {}
+            }
+        }
         // While the operator holds the pause, `/pause` and `/resume` drive it.
         let st = shared.get();
         let want = cfg.paused;
-        if !st.held && want != st.paused && started.elapsed() > Duration::from_millis(300) {
-            // PAUSE waits for running transactions: it runs beside the loop.
-            let (sh, o) = (shared.clone(), opts.clone());
-            tokio::spawn(async move {
-                match set_paused(&o, want).await {
-                    Ok(()) => sh.update(|s| {
-                        s.paused = want;
-                        s.error = None;
-                    }),
-                    Err(e) => sh.update(|s| {
-                        s.paused = !want;
-                        s.error = Some(e.to_string());
-                    }),
-                }
+        if st.held {
+            continue;
+        }
+        let mut paused = st.paused;
+        if let Some(dropped) = inflight.take_if(|c| c.pause != want) {
+            // It may have taken effect: the opposite command follows either way (both
+            // are no error in the state they ask for).
+            dropped.task.abort();
+            paused = dropped.pause;
+            shared.update(|s| s.paused = dropped.pause);
+        }
+        if inflight.is_none() && want != paused && started.elapsed() > Duration::from_millis(300) {
+            let o = opts.clone();
+            inflight = Some(InFlight {
+                pause: want,
+                asked: shared.requests(),
+                task: tokio::spawn(async move { set_paused(&o, want).await }),
             });
-            // Not again before this one is done.
-            shared.update(|s| s.paused = want);
         }
     }
     if let Some(mut c) = child {
@@ -328,6 +365,7 @@ async fn pause(
     if let Some(r) = refused(&sh, &headers) {
         return r;
     }
+    sh.request();
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(5_000));
     let begun = Instant::now();
     let until = begun + q.hold_ms.map_or(HOLD_DEFAULT, Duration::from_millis);
@@ -369,6 +407,7 @@ async fn resume(State(sh): State<Shared>, headers: axum::http::HeaderMap) -> Res
     if let Some(r) = refused(&sh, &headers) {
         return r;
     }
+    sh.request();
     sh.update(|s| s.held = false);
     let keep = read_config(&sh.opts.config).is_ok_and(|c| c.paused);
     if keep {
