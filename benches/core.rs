@@ -46,6 +46,7 @@ fn cluster(n: u32) -> (Policy, Observed) {
                 status,
                 outdated: None,
                 restart_only: false,
+                creating: false,
             }
         })
         .collect();

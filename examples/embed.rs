@@ -163,6 +163,7 @@ fn main() {
                 status: s.clone(),
                 outdated: None,
                 restart_only: false,
+                creating: false,
             })
             .collect(),
         state: ClusterState {

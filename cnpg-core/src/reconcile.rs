@@ -66,6 +66,11 @@ pub struct ObservedInstance {
     pub outdated: Option<String>,
     /// Whether a PostgreSQL restart suffices for that update (parameters only).
     pub restart_only: bool,
+    /// Its storage is still being made (initdb, a recovery, a join copying the primary):
+    /// it has never streamed, so it holds no acknowledged commit, and it joins the
+    /// synchronous configuration once made. Listed before, a failover while it copies
+    /// could not reach the quorum (a commit might have waited for it alone).
+    pub creating: bool,
 }
 
 /// Everything observed in one loop.
@@ -246,7 +251,7 @@ impl Builder {
 ///
 /// let instance = |status: InstanceStatus, role| ObservedInstance {
 ///     name: status.name.clone(), running: true, role: Some(role), status,
-///     outdated: None, restart_only: false,
+///     outdated: None, restart_only: false, creating: false,
 /// };
 /// let observed = Observed {
 ///     instances: vec![
@@ -904,7 +909,12 @@ fn apply_sync(
     current: &str,
     ready: &BTreeSet<String>,
 ) {
-    let names: Vec<String> = observed.instances.iter().map(|i| i.name.clone()).collect();
+    let names: Vec<String> = observed
+        .instances
+        .iter()
+        .filter(|i| !i.creating)
+        .map(|i| i.name.clone())
+        .collect();
     let desired = sync::desired(&policy.sync, &policy.cluster, &names, ready, current);
     let value = sync::render(desired.as_ref());
     match observed.sync_in_effect.as_deref() {

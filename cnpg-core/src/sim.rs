@@ -891,6 +891,7 @@ impl World<'_> {
                     status,
                     outdated: n.outdated.clone(),
                     restart_only: false,
+                    creating: false,
                 }
             })
             .collect();

@@ -868,6 +868,100 @@ fn scale_up_and_down_reclone_and_hibernate() {
     assert_no_acked_row_missing(&c, &acked);
 }
 
+/// A replica being created does not hold up a failover: its `join` (the copy of a large
+/// database, held here by SIGSTOP) runs beside the operator's loop, so when the primary's
+/// node crashes meanwhile another replica is promoted at once. The stopped copy, whose
+/// source is gone, fails once resumed, and the instance is cloned again from the new primary.
+#[test]
+fn a_failover_does_not_wait_for_a_replica_being_created() {
+    use nix::sys::signal::Signal;
+    let c = Cluster::up("pgj");
+    let old = c.wait_converged(None, T);
+    let w = Writer::start(c.target());
+    w.wait_for_more(0, T);
+    let manifest = c.state.path().join("cluster.yaml");
+    std::fs::write(
+        &manifest,
+        MANIFEST
+            .replace("NAME", "pgj")
+            .replace("instances: 3", "instances: 4"),
+    )
+    .expect("manifest");
+    c.cnpg(&["local", "apply", "-f", manifest.to_str().expect("utf-8")]);
+    let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
+        .expect("operator.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let deadline = Instant::now() + T;
+    let join = loop {
+        if let Some(pid) = child_named(operator, "join") {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no join started\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    cnpg_operator::local::process::signal_instance(join, Signal::SIGSTOP);
+    // The status says so (what a pod in its init step shows), and it is in no synchronous
+    // configuration (it holds no commit): the primary runs the one published without it.
+    let deadline = Instant::now() + T;
+    loop {
+        let s = c.status();
+        let find = |name: &str| {
+            s["instances"]
+                .as_array()
+                .and_then(|a| a.iter().find(|i| i["name"] == name).cloned())
+                .unwrap_or_default()
+        };
+        let creating = find("pgj-4");
+        if creating["status"]
+            .to_string()
+            .contains("being created (join in progress)")
+            && !s["state"]["publishedSync"].is_null()
+            && !s["state"]["publishedSync"].to_string().contains("pgj-4")
+            && sync_confirmed(&s, &find(&old))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pgj-4 is not shown being created, or is listed: {creating}\n{}",
+            s["state"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The primary's node crashes while the copy is held.
+    let manager = parent(c.postmaster_pid(&old));
+    let pm = c.postmaster_pid(&old);
+    kill(manager);
+    kill(pm);
+    let start = Instant::now();
+    let new = loop {
+        let s = c.status();
+        if let Some(p) = s["state"]["currentPrimary"].as_str()
+            && p != old
+            && s["instances"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|i| i["name"] == p && i["status"]["isPrimary"] == true)
+            })
+        {
+            break p.to_owned();
+        }
+        assert!(
+            start.elapsed() < T,
+            "no failover while pgj-4 was being created: {}\n{}",
+            s["events"],
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    cnpg_operator::local::process::signal_instance(join, Signal::SIGCONT);
+    assert_eq!(c.wait_converged_n(None, 4, T), new, "{}", c.logs());
+    w.wait_for_more(w.count(), T);
+    let acked = w.finish();
+    assert_no_acked_row_missing(&c, &acked);
+}
+
 #[test]
 fn an_invalid_manifest_starts_nothing() {
     let state = tempfile::tempdir().expect("tempdir");

@@ -20,6 +20,7 @@ fn inst(name: &str, primary: bool, lsn: u64) -> ObservedInstance {
         status,
         outdated: None,
         restart_only: false,
+        creating: false,
     }
 }
 
@@ -523,6 +524,60 @@ fn reordering_the_same_standbys_keeps_the_failover_quorum() {
 }
 
 #[test]
+fn a_primary_that_does_not_answer_keeps_the_confirmed_quorum() {
+    // The loop that first finds the primary silent (its node just crashed) fails over on
+    // the configuration confirmed before, which it still runs.
+    let (mut policy, mut o) = healthy();
+    policy.sync = required(1);
+    o.sync_in_effect = Some(r#"ANY 1 ("pg-2","pg-3","pg-1")"#.into());
+    let p = reconcile(&policy, &o, now());
+    assert!(p.state.published_sync.is_some());
+    o.state = p.state;
+    o.instances[0].status = InstanceStatus::unreachable("pg-1", "connection refused");
+    o.sync_in_effect = None;
+    let p = reconcile(&policy, &o, now());
+    assert!(p.state.published_sync.is_some(), "{p:#?}");
+    o.state = p.state;
+    kill_primary(&mut o);
+    stop_receivers(&mut o);
+    let p = reconcile(&policy, &o, now());
+    assert!(
+        !p.events.iter().any(|e| e.reason == "FailoverRefused"),
+        "{:?}",
+        p.events
+    );
+}
+
+#[test]
+fn an_instance_being_created_is_in_no_synchronous_configuration() {
+    // A replica copying the primary has never streamed: listing it would make a failover
+    // during the copy wait for a quorum it can never be part of.
+    let (mut policy, mut o) = healthy();
+    policy.sync = required(1);
+    policy.instances = 4;
+    o.sync_in_effect = Some(r#"ANY 1 ("pg-2","pg-3","pg-1")"#.into());
+    let mut joining = inst("pg-4", false, 0);
+    joining.status = InstanceStatus::unreachable("pg-4", "being created (join in progress)");
+    joining.creating = true;
+    o.instances.push(joining);
+    let p = reconcile(&policy, &o, now());
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplySyncStandbyNames { .. })),
+        "{:?}",
+        p.actions
+    );
+    assert!(p.state.published_sync.is_some());
+    o.state = p.state;
+    kill_primary(&mut o);
+    stop_receivers(&mut o);
+    o.instances[3].status = InstanceStatus::unreachable("pg-4", "being created (join in progress)");
+    let p = reconcile(&policy, &o, now());
+    assert_eq!(p.state.target_primary.as_deref(), Some("pg-3"), "{p:#?}");
+}
+
+#[test]
 fn guards_multiple_primaries_and_full_wal_disk() {
     let (policy, mut o) = healthy();
     o.instances[1].status.is_primary = true;
@@ -678,6 +733,7 @@ fn arb_observed() -> impl Strategy<Value = (Policy, Observed)> {
                         status: s,
                         outdated: None,
                         restart_only: false,
+                        creating: false,
                     }
                 })
                 .collect();

@@ -1004,6 +1004,8 @@ impl Platform for KubePlatform {
                 status,
                 outdated,
                 restart_only,
+                // A pod in its init step may be an old member restarting: kept listed.
+                creating: false,
             });
         }
         Ok(out)

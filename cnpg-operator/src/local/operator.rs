@@ -148,6 +148,25 @@ fn write_archive(layout: &Layout, cluster: &Cluster) -> Result<(), LocalError> {
     Ok(())
 }
 
+/// An instance being made by `cnpg-instance initdb|recover|join`, run beside the loop: a
+/// replica copying a large database (minutes) must not hold up a failover, as it does not on
+/// Kubernetes, where a joining pod's init step runs while the operator goes on. Until it
+/// ends the instance is observed as started but not answering (what a pod in its init step
+/// looks like), so nothing else is created, elected or started there.
+struct Creation {
+    /// `initdb`, `recover` or `join`.
+    sub: &'static str,
+    recovering: bool,
+    /// Its process group's leader.
+    pid: Option<i32>,
+    done: tokio::task::JoinHandle<std::io::Result<std::process::Output>>,
+}
+
+/// The file that marks an instance directory still being made: an operator that finds it
+/// without a creation of its own (it was restarted meanwhile) discards the directory, which
+/// never held a running instance, and the instance is created again.
+const CREATING: &str = "creating";
+
 /// A running local cluster.
 pub struct LocalOperator {
     layout: Layout,
@@ -173,6 +192,8 @@ pub struct LocalOperator {
     /// Why the recovery of the first instance failed: not tried again (it would fail the
     /// same way) until the operator restarts.
     recovery_failed: Option<String>,
+    /// Instances being created (initdb, recovery, a join), each by a process of its own.
+    creating: BTreeMap<String, Creation>,
     /// The backups the status shows (from the ended Backups), once the cluster archives.
     backup_summary: Option<cnpg_core::backup::Summary>,
     last_election: Option<String>,
@@ -282,6 +303,7 @@ impl LocalOperator {
             events: VecDeque::new(),
             archive_problem: None,
             recovery_failed: None,
+            creating: BTreeMap::new(),
             backup_summary: None,
             last_election: None,
             manifest,
@@ -414,7 +436,10 @@ impl LocalOperator {
         let mut v: Vec<String> = std::fs::read_dir(self.layout.root.join("instances"))
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.path().join("data").join("PG_VERSION").exists())
+                    .filter(|e| {
+                        e.path().join("data").join("PG_VERSION").exists()
+                            && !e.path().join(CREATING).exists()
+                    })
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })
@@ -424,6 +449,7 @@ impl LocalOperator {
     }
 
     async fn observe(&mut self) -> Observed {
+        self.creations_ended().await;
         // Reap instance processes that exited.
         let mut gone = Vec::new();
         for (name, child) in &mut self.children {
@@ -518,8 +544,32 @@ impl LocalOperator {
                 status,
                 outdated,
                 restart_only: false,
+                creating: false,
             });
         }
+        // Being created: started, not answering yet (a pod in its init step).
+        for (name, c) in &self.creating {
+            if instances.iter().any(|i: &ObservedInstance| &i.name == name) {
+                continue;
+            }
+            let mut status = InstanceStatus::unreachable(
+                name,
+                &format!("being created ({} in progress)", c.sub),
+            );
+            status.might_be_unavailable = true;
+            instances.push(ObservedInstance {
+                name: name.clone(),
+                running: true,
+                role: self.roles.get(name).copied(),
+                status,
+                outdated: None,
+                restart_only: false,
+                creating: true,
+            });
+        }
+        instances.sort_by_key(|i| {
+            cnpg_core::naming::serial_of(&self.cluster, &i.name).unwrap_or(u32::MAX)
+        });
         let sync_in_effect = self
             .state
             .current_primary
@@ -1102,30 +1152,135 @@ impl LocalOperator {
         };
         let mut full = vec![sub];
         full.extend(args);
-        let out = self.instance_command(&full).output().await.map_err(|e| {
-            LocalError::Other(format!(
-                "cannot run {}: {e}",
-                self.opts.instance_bin.display()
-            ))
-        })?;
-        if !out.status.success() {
-            let why = format!(
-                "{sub} of {name} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            if recovering {
-                self.recovery_failed = Some(why.clone());
-            }
-            return Err(LocalError::Other(why));
+        let dir = self.layout.instance(name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        std::fs::write(dir.join(CREATING), sub).map_err(io(&dir.join(CREATING)))?;
+        let child = self
+            .instance_command(&full)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                let _ = std::fs::remove_file(dir.join(CREATING));
+                LocalError::Other(format!(
+                    "cannot run {}: {e}",
+                    self.opts.instance_bin.display()
+                ))
+            })?;
+        let pid = child.id().map(|p| p as i32);
+        // Its pid, for an operator that finds the marker after a restart.
+        if let Some(p) = pid {
+            let _ = std::fs::write(dir.join(CREATING), format!("{sub} {p}"));
         }
-        if recovering {
+        self.creating.insert(
+            name.to_owned(),
+            Creation {
+                sub,
+                recovering,
+                pid,
+                done: tokio::spawn(child.wait_with_output()),
+            },
+        );
+        Ok(())
+    }
+
+    /// Takes in the creations that ended: a made instance's manager starts, a failed one
+    /// says why (a failed recovery is not tried again), and a directory a creation of an
+    /// earlier operator left half made is discarded.
+    async fn creations_ended(&mut self) {
+        let ended: Vec<String> = self
+            .creating
+            .iter()
+            .filter(|(_, c)| c.done.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ended {
+            let Some(c) = self.creating.remove(&name) else {
+                continue;
+            };
+            let dir = self.layout.instance(&name);
+            let _ = std::fs::remove_file(dir.join(CREATING));
+            let out = match c.done.await {
+                Ok(Ok(out)) => out,
+                Ok(Err(e)) => {
+                    self.event(format!("{} of {name} failed: {e}", c.sub));
+                    continue;
+                }
+                Err(e) => {
+                    self.event(format!("{} of {name} failed: {e}", c.sub));
+                    continue;
+                }
+            };
+            if !out.status.success() {
+                let why = format!(
+                    "{} of {name} failed: {}",
+                    c.sub,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                if c.recovering {
+                    self.recovery_failed = Some(why.clone());
+                }
+                tracing::warn!("{why}");
+                self.event(why);
+                continue;
+            }
+            if c.recovering {
+                self.event(format!(
+                    "{name} {}",
+                    String::from_utf8_lossy(&out.stdout).trim()
+                ));
+            }
+            self.event(format!("{name} created ({})", c.sub));
+            if let Err(e) = self.spawn(&name) {
+                self.event(format!("{name}: {e}"));
+            }
+        }
+        // Left by an operator that was stopped while it created them.
+        for d in std::fs::read_dir(self.layout.root.join("instances"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if d.path().join(CREATING).exists() && !self.creating.contains_key(&name) {
+                // Its process may outlive the operator that started it: it must not go on
+                // writing (or cleaning up) where the instance will be made again. Its
+                // command line names this directory, so a reused pid is left alone.
+                let marker = std::fs::read_to_string(d.path().join(CREATING)).unwrap_or_default();
+                if let Some(pid) = marker
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.parse::<i32>().ok())
+                    .filter(|pid| {
+                        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                            String::from_utf8_lossy(&c).contains(&*d.path().to_string_lossy())
+                        })
+                    })
+                {
+                    super::process::signal_instance(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                self.event(format!(
+                    "{name} was being created when the operator stopped: discarding it to create it again"
+                ));
+                let _ = std::fs::remove_dir_all(d.path());
+            }
+        }
+    }
+
+    /// Stops the creation of `name`, if one runs, and discards what it made.
+    async fn abandon_creation(&mut self, name: &str) {
+        if let Some(c) = self.creating.remove(name) {
+            if let Some(pid) = c.pid {
+                super::process::signal_instance(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = c.done.await;
+            let _ = std::fs::remove_dir_all(self.layout.instance(name));
             self.event(format!(
-                "{name} {}",
-                String::from_utf8_lossy(&out.stdout).trim()
+                "{} of {name} stopped; what it made is discarded",
+                c.sub
             ));
         }
-        self.event(format!("{name} created ({sub})"));
-        self.spawn(name)
     }
 
     /// Where the recovery that makes the first instance stands (from the file that
@@ -1318,11 +1473,20 @@ impl LocalOperator {
 
     async fn apply(&mut self, action: Action, _observed: &Observed) -> Result<(), LocalError> {
         match action {
+            Action::CreateInstance { name, .. } if self.creating.contains_key(&name) => Ok(()),
             Action::CreateInstance { name, bootstrap } => self.bootstrap(&name, &bootstrap).await,
+            Action::StartInstance { name } if self.creating.contains_key(&name) => Ok(()),
             Action::StartInstance { name } => self.spawn(&name),
             Action::StopInstance { name } => {
+                self.abandon_creation(&name).await;
                 self.stop_instance(&name).await;
                 Ok(())
+            }
+            Action::DeleteInstance { name } if self.creating.contains_key(&name) => {
+                self.abandon_creation(&name).await;
+                self.roles.remove(&name);
+                self.ports.instances.remove(&name);
+                self.save_ports()
             }
             Action::DeleteInstance { name } => {
                 self.stop_instance(&name).await;
@@ -1348,6 +1512,7 @@ impl LocalOperator {
                 Ok(())
             }
             Action::KillInstance { name, reason } => {
+                self.abandon_creation(&name).await;
                 self.kill_instance(&name).await;
                 self.event(format!("KillInstance: {reason}"));
                 Ok(())
@@ -1357,6 +1522,10 @@ impl LocalOperator {
 
     async fn shutdown(&mut self) {
         self.poolers.stop_all().await;
+        let made: Vec<String> = self.creating.keys().cloned().collect();
+        for n in made {
+            self.abandon_creation(&n).await;
+        }
         let mut names: Vec<String> = self.children.keys().cloned().collect();
         names.extend(self.adopted.keys().cloned());
         // Replicas first, the primary last, so nothing fails over on the way down.
