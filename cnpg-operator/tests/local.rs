@@ -98,31 +98,12 @@ fn sync_confirmed(s: &serde_json::Value, primary: &serde_json::Value) -> bool {
     let in_effect = primary["status"]["synchronousStandbyNames"]
         .as_str()
         .unwrap_or_default();
-    let published = &s["state"]["publishedSync"];
-    if published.is_null() {
-        return in_effect.is_empty();
+    match serde_json::from_value::<Option<cnpg_core::sync::SyncStandbys>>(
+        s["state"]["publishedSync"].clone(),
+    ) {
+        Ok(published) => cnpg_core::sync::render(published.as_ref()) == in_effect,
+        Err(_) => false,
     }
-    let names: Vec<String> = published["names"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| {
-            format!(
-                "\"{}\"",
-                n.as_str().unwrap_or_default().replace('"', "\"\"")
-            )
-        })
-        .collect();
-    let rendered = format!(
-        "{} {} ({})",
-        published["method"]
-            .as_str()
-            .unwrap_or_default()
-            .to_uppercase(),
-        published["number"],
-        names.join(",")
-    );
-    rendered == in_effect
 }
 
 impl Cluster {
@@ -879,29 +860,34 @@ fn a_failover_does_not_wait_for_a_replica_being_created() {
     let old = c.wait_converged(None, T);
     let w = Writer::start(c.target());
     w.wait_for_more(0, T);
-    let manifest = c.state.path().join("cluster.yaml");
-    std::fs::write(
-        &manifest,
-        MANIFEST
-            .replace("NAME", "pgj")
-            .replace("instances: 3", "instances: 4"),
-    )
-    .expect("manifest");
-    c.cnpg(&["local", "apply", "-f", manifest.to_str().expect("utf-8")]);
-    let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
-        .expect("operator.pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    let deadline = Instant::now() + T;
-    let join = loop {
-        if let Some(pid) = child_named(operator, "join") {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "no join started\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(5));
+    // Scales to `n` and holds the new instance's copy (SIGSTOP): (the operator, the join).
+    let scale_and_hold = |n: u32| {
+        let manifest = c.state.path().join("cluster.yaml");
+        std::fs::write(
+            &manifest,
+            MANIFEST
+                .replace("NAME", "pgj")
+                .replace("instances: 3", &format!("instances: {n}")),
+        )
+        .expect("manifest");
+        c.cnpg(&["local", "apply", "-f", manifest.to_str().expect("utf-8")]);
+        let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
+            .expect("operator.pid")
+            .trim()
+            .parse()
+            .expect("a pid");
+        let deadline = Instant::now() + T;
+        let join = loop {
+            if let Some(pid) = child_named(operator, "join") {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "no join started\n{}", c.logs());
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        cnpg_operator::local::process::signal_instance(join, Signal::SIGSTOP);
+        (operator, join)
     };
-    cnpg_operator::local::process::signal_instance(join, Signal::SIGSTOP);
+    let (_, join) = scale_and_hold(4);
     // The status says so (what a pod in its init step shows), and it is in no synchronous
     // configuration (it holds no commit): the primary runs the one published without it.
     let deadline = Instant::now() + T;
@@ -957,6 +943,25 @@ fn a_failover_does_not_wait_for_a_replica_being_created() {
     };
     cnpg_operator::local::process::signal_instance(join, Signal::SIGCONT);
     assert_eq!(c.wait_converged_n(None, 4, T), new, "{}", c.logs());
+    w.wait_for_more(w.count(), T);
+
+    // The operator killed while a join is held: the next one kills that orphaned copy,
+    // discards its half-made directory, and makes the instance again.
+    let (operator, join) = scale_and_hold(5);
+    kill(operator);
+    c.restart_operator();
+    assert_eq!(c.wait_converged_n(None, 5, T), new, "{}", c.logs());
+    assert!(
+        c.status()["events"]
+            .to_string()
+            .contains("pgj-5 was being created when the operator stopped"),
+        "{}",
+        c.status()["events"]
+    );
+    assert!(
+        cnpg_instance::proc::exited(join),
+        "the orphaned join {join} still runs"
+    );
     w.wait_for_more(w.count(), T);
     let acked = w.finish();
     assert_no_acked_row_missing(&c, &acked);

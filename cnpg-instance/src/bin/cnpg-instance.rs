@@ -291,6 +291,15 @@ fn ctl(bin: &PgBinaries, i: &Instance, run_as: Option<RunAs>, secrets: &Secrets)
     }
 }
 
+/// The async runtime: one thread is plenty for one PostgreSQL (or one PgBouncer), and
+/// keeps the manager small.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the runtime: {e}")))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -355,13 +364,9 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    // One thread is plenty for one PostgreSQL, and keeps the manager small.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+        Err(code) => return code,
     };
     rt.block_on(async move {
         match cli.command {
@@ -592,12 +597,9 @@ fn pgbouncer(command: Command) -> ExitCode {
         pgbouncer: (program, version),
         token,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let http = match tokio::net::TcpListener::bind((http_addr.as_str(), http_port)).await {

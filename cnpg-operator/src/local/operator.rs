@@ -285,7 +285,7 @@ impl LocalOperator {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
         let layout_copy = layout.clone();
-        let op = LocalOperator {
+        let mut op = LocalOperator {
             state: saved.map(|s| s.state).unwrap_or_default(),
             layout,
             opts,
@@ -314,6 +314,7 @@ impl LocalOperator {
             _lock: lock,
         };
         op.save_ports()?;
+        op.discard_abandoned_creations();
         Ok((op, listeners))
     }
 
@@ -1186,8 +1187,7 @@ impl LocalOperator {
     }
 
     /// Takes in the creations that ended: a made instance's manager starts, a failed one
-    /// says why (a failed recovery is not tried again), and a directory a creation of an
-    /// earlier operator left half made is discarded.
+    /// says why (a failed recovery is not tried again).
     async fn creations_ended(&mut self) {
         let ended: Vec<String> = self
             .creating
@@ -1236,7 +1236,11 @@ impl LocalOperator {
                 self.event(format!("{name}: {e}"));
             }
         }
-        // Left by an operator that was stopped while it created them.
+    }
+
+    /// Discards what creations of an earlier operator left half made (their directory
+    /// still holds the marker): once, at start, as only a stopped operator leaves them.
+    fn discard_abandoned_creations(&mut self) {
         for d in std::fs::read_dir(self.layout.root.join("instances"))
             .into_iter()
             .flatten()
