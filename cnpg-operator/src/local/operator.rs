@@ -697,12 +697,14 @@ impl LocalOperator {
             }
         }
         self.update_routes();
-        self.write_view(&policy);
-        // The decision state is saved right after the view that acts on it is published:
-        // nothing may run in between (an operator killed there restarts from a state older
-        // than what the instances were told, and undid a failover by "switching back").
+        // The decision state is saved before the view that acts on it is published: an
+        // operator killed in between restarts from the new state and publishes it again.
+        // Saved after, a kill there (CI: 150 ms into a failover) restarted from the
+        // target the instances were no longer told, read the promoted replica as a
+        // switchover away from it, and "switched back" to the dead primary's old timeline.
         // Backups report in the next loop's status.
         self.write_status(&plan.phase, &plan.phase_reason, &observed);
+        self.write_view(&policy);
         self.run_poolers().await;
         self.run_schedules();
         self.run_backups(&observed).await;
