@@ -549,12 +549,18 @@ fn fill_counts(cluster: &Cluster, observed: &Observed, status: &mut ClusterStatu
             );
         }
     }
-    // Every instance observed has its storage (that is what makes it an instance).
-    status.healthy_pvc = names.clone();
-    if cluster.spec.wal_storage.is_some() {
-        status
-            .healthy_pvc
-            .extend(names.iter().map(|n| cnpg_core::naming::wal_pvc(n)));
+    // Every instance observed has its storage (that is what makes it an instance); that of
+    // one still being made is initializing, as upstream says it.
+    for i in &observed.instances {
+        let pvcs = if i.creating {
+            &mut status.initializing_pvc
+        } else {
+            &mut status.healthy_pvc
+        };
+        pvcs.push(i.name.clone());
+        if cluster.spec.wal_storage.is_some() {
+            pvcs.push(cnpg_core::naming::wal_pvc(&i.name));
+        }
     }
     // Where the instances run: the nodes used, when the platform has nodes.
     let nodes: BTreeSet<&str> = observed

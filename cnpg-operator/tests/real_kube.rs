@@ -1354,7 +1354,7 @@ async fn rolling_updates_and_scaling_lose_no_acknowledged_write() {
     else {
         return;
     };
-    let (_tmp, ns, _kubelet, ops) = deployed(cp, "rolling", &["operator-under-test"], None).await;
+    let (_tmp, ns, kubelet, ops) = deployed(cp, "rolling", &["operator-under-test"], None).await;
     let op = &ops[0];
     let admin = cp.admin().await;
     settled(&admin, &ns, "cluster-sync", op, "bootstrap", None).await;
@@ -1441,7 +1441,74 @@ async fn rolling_updates_and_scaling_lose_no_acknowledged_write() {
     .await;
     more(20);
 
-    // 3. Scale to five, then back to three.
+    // 3. A fourth instance, and the primary lost while it is being made: it holds no
+    //    commit yet, so the failover does not wait for it (listed among the synchronous
+    //    standbys of this `required` cluster, it would: no quorum without it). Its PVC
+    //    says `initializing` until it first runs, then `ready`.
+    let primary = settled(&admin, &ns, "cluster-sync", op, "before scaling", None).await;
+    patch_spec(&admin, &ns, serde_json::json!({ "instances": 4 })).await;
+    let fourth = "cluster-sync-4";
+    let start = std::time::Instant::now();
+    while kubelet.signal_pod(&ns, fourth, nix::sys::signal::Signal::SIGSTOP) == 0 {
+        assert!(
+            start.elapsed() < limit,
+            "{fourth} never started: {}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    let pvc_status = |name: &'static str| {
+        let pvcs = pvcs.clone();
+        async move {
+            pvcs.get(name)
+                .await
+                .ok()
+                .and_then(|p| p.metadata.annotations?.get("cnpg.io/pvcStatus").cloned())
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(pvc_status(fourth).await, "initializing");
+    let clusters: Api<Cluster> = Api::namespaced(admin.clone(), &ns);
+    wait_for(
+        "the held instance shown as being made",
+        limit,
+        op,
+        || async {
+            let st = status_of(&clusters, "cluster-sync").await?;
+            if st.initializing_pvc == [fourth] {
+                Ok(())
+            } else {
+                Err(format!("initializingPVC {:?}", st.initializing_pvc))
+            }
+        },
+    )
+    .await;
+    kubelet.kill_pod(&ns, &primary);
+    wait_for(
+        "a failover while the fourth is being made",
+        limit,
+        op,
+        || async {
+            let st = status_of(&clusters, "cluster-sync").await?;
+            match (st.current_primary.as_deref(), st.target_primary.as_deref()) {
+                (Some(c), Some(t)) if c == t && c != primary => Ok(()),
+                _ => Err(format!(
+                    "{:?} ({:?}), current {:?}, target {:?}",
+                    st.phase, st.phase_reason, st.current_primary, st.target_primary
+                )),
+            }
+        },
+    )
+    .await;
+    more(20);
+    assert_eq!(pvc_status(fourth).await, "initializing", "it was held");
+    kubelet.signal_pod(&ns, fourth, nix::sys::signal::Signal::SIGCONT);
+    settled(&admin, &ns, "cluster-sync", op, "the fourth made", None).await;
+    assert_eq!(pvc_status(fourth).await, "ready");
+    more(20);
+
+    // 4. Scale to five, then back to three.
     patch_spec(&admin, &ns, serde_json::json!({ "instances": 5 })).await;
     settled(&admin, &ns, "cluster-sync", op, "scaled to five", None).await;
     more(20);

@@ -207,6 +207,11 @@ async fn an_instance_is_its_pvc_then_its_pod_created_once() {
         ("POST", "/api/v1/namespaces/db/persistentvolumeclaims?")
     );
     assert_eq!(body["metadata"]["labels"]["cnpg.io/pvcRole"], "PG_DATA");
+    // Made before the instance is: marked ready once the instance first answers.
+    assert_eq!(
+        body["metadata"]["annotations"]["cnpg.io/pvcStatus"],
+        "initializing"
+    );
     assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
     let (method, uri, _, body) = expect(&mut h, ok_object("Pod", "pg-2")).await;
     assert_eq!(

@@ -49,7 +49,7 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
     (
         "",
         "persistentvolumeclaims",
-        &["list", "watch", "create", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
     ),
     ("", "services", &["list", "watch", "create", "patch"]),
     (

@@ -881,6 +881,52 @@ impl KubePlatform {
         }
     }
 
+    /// The pod that makes an instance: the first one (initdb, or a recovery from backups
+    /// as `spec.bootstrap` says) or a replica copying the primary.
+    async fn bootstrap_pod(
+        &self,
+        c: &Cluster,
+        name: &str,
+        first: bool,
+    ) -> Result<Pod, PlatformError> {
+        let (role, source) = if !first {
+            (Role::Replica, DataSource::Join)
+        } else if crate::recovery::recovering(c) {
+            let backup_id = self.ensure_recovery(c).await?;
+            (Role::Primary, DataSource::Recover { backup_id })
+        } else {
+            (Role::Primary, DataSource::Initdb)
+        };
+        Ok(specs::instance_pod(c, &self.settings, name, role, &source))
+    }
+
+    /// The instance has run: its PVCs are marked ready, and from then on it is started
+    /// again on its data, never bootstrapped.
+    async fn mark_made(&self, c: &Cluster, name: &str) -> Result<(), PlatformError> {
+        let patch = json!({"metadata": {"annotations": {
+            specs::ANNOTATION_PVC_STATUS: specs::PVC_READY,
+        }}});
+        for p in self.instance_pvcs(c, name).await? {
+            if p.annotations()
+                .get(specs::ANNOTATION_PVC_STATUS)
+                .map(String::as_str)
+                == Some(specs::PVC_READY)
+            {
+                continue;
+            }
+            self.api::<PersistentVolumeClaim>(c)
+                .patch(
+                    &p.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(api_err(format!("marking PVC {} ready", p.name_any())))?;
+        }
+        tracing::info!(instance = name, "made: its PVCs are ready");
+        Ok(())
+    }
+
     fn role_of(c: &Cluster, name: &str) -> Role {
         let status = c.status.as_ref();
         let primary = status
@@ -959,6 +1005,27 @@ impl Platform for KubePlatform {
         for (name, mut status) in names.into_iter().zip(reports) {
             let pod = pods.items.iter().find(|p| p.name_any() == name);
             let running = pod.is_some_and(pod_active);
+            let mut creating = pvcs.items.iter().any(|p| {
+                p.labels().get(naming::LABEL_INSTANCE_NAME) == Some(&name)
+                    && p.annotations()
+                        .get(specs::ANNOTATION_PVC_STATUS)
+                        .map(String::as_str)
+                        == Some(specs::PVC_INITIALIZING)
+            });
+            if creating && status.is_reachable() {
+                // Its manager answers, and it runs only once the pod's bootstrap step
+                // has ended: the instance is made.
+                if let Err(e) = self.mark_made(c, &name).await {
+                    tracing::warn!(instance = %name, "cannot mark its PVCs ready: {e}");
+                }
+                creating = false;
+            } else if creating && running {
+                status = InstanceStatus::unreachable(
+                    &name,
+                    "being created (its pod's bootstrap step is running)",
+                );
+                status.might_be_unavailable = true;
+            }
             status.name = name.clone();
             // The kubelet's readiness is what Services act on.
             status.is_pod_ready = pod.is_some_and(pod_ready) && status.is_reachable();
@@ -1004,8 +1071,7 @@ impl Platform for KubePlatform {
                 status,
                 outdated,
                 restart_only,
-                // A pod in its init step may be an old member restarting: kept listed.
-                creating: false,
+                creating,
             });
         }
         Ok(out)
@@ -1047,25 +1113,13 @@ impl Platform for KubePlatform {
             );
             return Ok(());
         }
-        // What a recovery reads comes first: an instance whose storage exists is only ever
-        // started again, never bootstrapped, so nothing may be made before this can fail.
-        let recovering = match bootstrap {
-            Bootstrap::Initdb if crate::recovery::recovering(c) => {
-                Some(self.ensure_recovery(c).await?)
-            }
-            _ => None,
-        };
+        // What a recovery reads comes first, so nothing is made before this can fail.
+        let pod = self
+            .bootstrap_pod(c, name, matches!(bootstrap, Bootstrap::Initdb))
+            .await?;
         for pvc in specs::instance_pvcs(c, name) {
             self.create::<PersistentVolumeClaim>(c, &pvc).await?;
         }
-        let (role, source) = match bootstrap {
-            Bootstrap::Initdb if let Some(backup_id) = recovering => {
-                (Role::Primary, DataSource::Recover { backup_id })
-            }
-            Bootstrap::Initdb => (Role::Primary, DataSource::Initdb),
-            Bootstrap::Join { .. } => (Role::Replica, DataSource::Join),
-        };
-        let pod = specs::instance_pod(c, &self.settings, name, role, &source);
         self.create::<Pod>(c, &pod).await
     }
 
@@ -1078,25 +1132,35 @@ impl Platform for KubePlatform {
         // being destroyed loses its PVCs as its pod goes, and a pod on storage that is gone
         // would wait for it forever.
         let data = naming::pgdata_pvc(name);
-        let usable = self
-            .instance_pvcs(c, name)
-            .await?
+        let pvcs = self.instance_pvcs(c, name).await?;
+        let Some(data) = pvcs
             .iter()
-            .any(|p| p.name_any() == data && p.metadata.deletion_timestamp.is_none());
-        if !usable {
+            .find(|p| p.name_any() == data && p.metadata.deletion_timestamp.is_none())
+        else {
             tracing::info!(
                 instance = name,
                 "not starting it again: its storage is gone or going"
             );
             return Ok(());
-        }
-        let pod = specs::instance_pod(
-            c,
-            &self.settings,
-            name,
-            Self::role_of(c, name),
-            &DataSource::Existing,
-        );
+        };
+        let role = Self::role_of(c, name);
+        let pod = if data
+            .annotations()
+            .get(specs::ANNOTATION_PVC_STATUS)
+            .map(String::as_str)
+            == Some(specs::PVC_INITIALIZING)
+        {
+            // Its pod went away before the instance was made: what the storage holds is
+            // not a member's data, so the bootstrap step runs again (it starts over on a
+            // half-made directory, and does nothing on a finished one).
+            tracing::info!(
+                instance = name,
+                "its storage was never made ready: bootstrapping it again"
+            );
+            self.bootstrap_pod(c, name, role == Role::Primary).await?
+        } else {
+            specs::instance_pod(c, &self.settings, name, role, &DataSource::Existing)
+        };
         self.create::<Pod>(c, &pod).await
     }
 

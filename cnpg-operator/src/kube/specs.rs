@@ -42,6 +42,11 @@ pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 pub const ANNOTATION_POD_SPEC_HASH: &str = "cnpg.io/podSpecHash";
 /// Annotation on a PVC: `initializing`, `ready` or `detached`.
 pub const ANNOTATION_PVC_STATUS: &str = "cnpg.io/pvcStatus";
+/// A PVC whose instance is still being made (initdb, recovery, a join copying the
+/// primary): what it holds is not yet a member's data.
+pub const PVC_INITIALIZING: &str = "initializing";
+/// A PVC whose instance has run: its data is a member's.
+pub const PVC_READY: &str = "ready";
 /// Label on PVCs: the tablespace.
 pub const LABEL_TABLESPACE: &str = "cnpg.io/tablespaceName";
 
@@ -726,7 +731,12 @@ fn pvc(
             naming::ANNOTATION_NODE_SERIAL.to_owned(),
             serial.to_string(),
         ),
-        (ANNOTATION_PVC_STATUS.to_owned(), "ready".to_owned()),
+        // Created before the instance is made: the operator marks it ready once the
+        // instance first answers (upstream's states, so its tools read them alike).
+        (
+            ANNOTATION_PVC_STATUS.to_owned(),
+            PVC_INITIALIZING.to_owned(),
+        ),
     ]));
     let mut spec = storage.pvc_template.clone().unwrap_or_default();
     if spec.access_modes.is_none() {

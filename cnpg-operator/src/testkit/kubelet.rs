@@ -143,15 +143,23 @@ impl Kubelet {
 
     /// Sends `signal` to every process of one Pod's containers: SIGSTOP makes it a hung
     /// node (nothing in it runs, nothing exits, its kubelet still answers), SIGCONT wakes
-    /// it.
-    pub fn signal_pod(&self, namespace: &str, name: &str, signal: nix::sys::signal::Signal) {
+    /// it. Returns how many containers it reached (none before the pod's first starts).
+    pub fn signal_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        signal: nix::sys::signal::Signal,
+    ) -> usize {
+        let mut reached = 0;
         for p in self.pods.lock().expect("pods").values() {
             if p.namespace == namespace && p.name == name {
                 for pid in p.pids.lock().expect("pids").iter() {
                     crate::local::process::signal_instance(*pid, signal);
+                    reached += 1;
                 }
             }
         }
+        reached
     }
 
     /// Kills the processes of one Pod's containers (kill -9 of everything in it); the
