@@ -204,8 +204,14 @@ impl Cluster {
 
     /// Starts the operator again (after it was killed), on the same state.
     fn restart_operator(&self) {
+        self.restart_operator_with(&[]);
+    }
+
+    /// The operator started again, with these variables in its environment.
+    fn restart_operator_with(&self, env: &[(&str, &str)]) {
         let out = local_up(&self.state.path().join("cluster.yaml"), self.state.path())
             .arg("--detach")
+            .envs(env.iter().copied())
             .output()
             .expect("kubectl-cnpg runs");
         assert!(
@@ -762,36 +768,102 @@ fn switchover_and_fencing_the_primary() {
     assert_no_acked_row_missing(&c, &acked);
 }
 
+/// For a second after a new operator's first status: the synchronous configuration the
+/// primary runs and the confirmed one stay as they were. (A new operator once published
+/// an empty one for a loop: synchronous replication off, and no failover possible.)
+fn restarted_without_touching_sync(c: &Cluster, pid: i32, at: &str) {
+    let start = Instant::now();
+    while c.status()["operatorPid"] != pid {
+        assert!(
+            start.elapsed() < T,
+            "{at}: the new operator wrote no status"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        let s = c.status();
+        let primary = s["state"]["currentPrimary"].clone();
+        let runs = s["instances"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == primary))
+            .map(|i| i["status"]["synchronousStandbyNames"].clone());
+        assert!(
+            !s["state"]["publishedSync"].is_null()
+                && runs
+                    .as_ref()
+                    .is_some_and(|r| r.as_str().is_some_and(|v| !v.is_empty())),
+            "{at}: the restarted operator changed the synchronous configuration: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The operator killed at each step of a failover — after it decides to take the target
+/// from the failed primary, then after it elects the new one: once its actions are carried
+/// out, once its decision is saved, once the instances are told — and started again. Each
+/// time the restarted operator finishes the failover: one primary, every replica on its
+/// timeline, no acknowledged row lost. (Killed between saving and telling, it once
+/// restarted from an older decision and "switched back" to the dead primary.)
 #[test]
-fn operator_killed_mid_failover_and_restarted() {
+fn operator_killed_at_each_step_of_a_failover_and_restarted() {
     let c = Cluster::up("pgo");
-    let old = c.wait_converged(None, T);
+    let mut old = c.wait_converged(None, T);
     let w = Writer::start(c.target());
     w.wait_for_more(0, T);
-    let before = w.count();
-    let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("pid");
-    let pm = c.postmaster_pid(&old);
-    let ppid = parent(pm);
-    kill(ppid);
-    kill(pm);
-    std::thread::sleep(Duration::from_millis(150)); // the failover has begun
-    kill(operator);
-    std::thread::sleep(Duration::from_millis(300));
-    c.restart_operator();
-    w.wait_for_more(before, T);
-    let new = c.wait_converged(Some(&old), T);
-    assert_ne!(new, old);
+    let operator = || -> i32 {
+        std::fs::read_to_string(c.root().join("operator.pid"))
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("pid")
+    };
+    let paused = c.root().join("paused");
+    for at in [
+        "pending:actions",
+        "pending:state",
+        "pending:view",
+        "elected:actions",
+        "elected:state",
+        "elected:view",
+    ] {
+        // The operator again, told to stop at this point of the next failover.
+        kill(operator());
+        std::thread::sleep(Duration::from_millis(200));
+        c.restart_operator_with(&[("CNPG_LOCAL_PAUSE_AT", at)]);
+        restarted_without_touching_sync(&c, operator(), at);
+        c.wait_converged(None, T);
+        let before = w.count();
+        // The primary's node crashes: its instance manager and postmaster.
+        let pm = c.postmaster_pid(&old);
+        let ppid = parent(pm);
+        kill(ppid);
+        kill(pm);
+        let start = Instant::now();
+        while !paused.exists() {
+            assert!(
+                start.elapsed() < T,
+                "{at}: the operator never paused: {}",
+                c.status()["events"]
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill(operator());
+        let _ = std::fs::remove_file(&paused);
+        std::thread::sleep(Duration::from_millis(200));
+        c.restart_operator();
+        let new = c.wait_converged(Some(&old), T);
+        assert_ne!(new, old, "{at}");
+        w.wait_for_more(before, T);
+        let events = c.status()["events"].to_string();
+        assert!(
+            events.contains("adopted the running instance manager"),
+            "{at}: {events}"
+        );
+        old = new;
+    }
     let acked = w.finish();
     assert_no_acked_row_missing(&c, &acked);
-    let events = c.status()["events"].to_string();
-    assert!(
-        events.contains("adopted the running instance manager"),
-        "{events}"
-    );
 }
 
 #[test]

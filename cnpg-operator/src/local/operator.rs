@@ -206,8 +206,48 @@ pub struct LocalOperator {
     poolers: super::poolers::Poolers,
     /// When the poolers were held paused for a switchover.
     held_since: Option<Instant>,
+    /// Where to stop for a test to kill the operator (`CNPG_LOCAL_PAUSE_AT`).
+    pause_at: Option<PausePoint>,
     /// `operator.pid`, locked for as long as this operator lives.
     _lock: OperatorLock,
+}
+
+/// A point of a failover (or switchover) at which the operator stops, so that a test or
+/// the fault suite can kill it exactly there: `CNPG_LOCAL_PAUSE_AT=<move>:<step>`, where
+/// `<move>` is `pending` (the loop that takes the target away from the primary: to
+/// `pending`, or straight to the new primary when no WAL receiver is left to wait for)
+/// or `elected` (the loop that names the new primary), and `<step>` is `actions` (its
+/// actions carried out, nothing written), `state` (its decision saved, the instances not
+/// told) or `view` (both written). The operator writes `paused` in the cluster's directory
+/// and waits there for a minute. Unset, nothing of this runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PausePoint {
+    pending: bool,
+    step: String,
+}
+
+impl PausePoint {
+    const VAR: &'static str = "CNPG_LOCAL_PAUSE_AT";
+
+    fn from_env() -> Option<PausePoint> {
+        let v = std::env::var(Self::VAR).ok()?;
+        let parsed = match v.split_once(':') {
+            Some((m @ ("pending" | "elected"), step @ ("actions" | "state" | "view"))) => {
+                Some(PausePoint {
+                    pending: m == "pending",
+                    step: step.to_owned(),
+                })
+            }
+            _ => None,
+        };
+        if parsed.is_none() {
+            tracing::warn!(
+                "{}={v:?} ignored: expected pending|elected:actions|state|view",
+                Self::VAR
+            );
+        }
+        parsed
+    }
 }
 
 impl LocalOperator {
@@ -311,8 +351,20 @@ impl LocalOperator {
             status_token,
             poolers: super::poolers::Poolers::new(layout_copy),
             held_since: None,
+            pause_at: PausePoint::from_env(),
             _lock: lock,
         };
+        // What the instances were told last stays what they run until this operator
+        // decides otherwise. Published empty by a new operator, it turned synchronous
+        // replication off for one loop (commits acknowledged by the primary alone) and
+        // dropped the confirmed configuration, so a failover then was refused (found by
+        // killing the operator at each step of a failover).
+        if let Some(last) = std::fs::read_to_string(op.layout.view())
+            .ok()
+            .and_then(|t| serde_json::from_str::<ViewData>(&t).ok())
+        {
+            op.sync_value = last.synchronous_standby_names;
+        }
         op.save_ports()?;
         op.discard_abandoned_creations();
         Ok((op, listeners))
@@ -603,6 +655,7 @@ impl LocalOperator {
             tracing::warn!("{w}");
         }
         let was_switching = switching(&self.state);
+        let target_before = self.state.target_primary.clone();
         if let Ok(target) = std::fs::read_to_string(self.layout.promote_request()) {
             let _ = std::fs::remove_file(self.layout.promote_request());
             let target = target.trim().to_owned();
@@ -691,11 +744,15 @@ impl LocalOperator {
             }
         }
         self.state = plan.state.clone();
+        let moved = (self.state.target_primary != target_before)
+            .then(|| Some((target_before?, self.state.target_primary.clone()?)))
+            .flatten();
         for action in plan.actions {
             if let Err(e) = self.apply(action, &observed).await {
                 self.event(format!("action failed: {e}"));
             }
         }
+        self.pause_if_asked(moved.as_ref(), "actions").await;
         self.update_routes();
         // The decision state is saved before the view that acts on it is published: an
         // operator killed in between restarts from the new state and publishes it again.
@@ -704,11 +761,34 @@ impl LocalOperator {
         // switchover away from it, and "switched back" to the dead primary's old timeline.
         // Backups report in the next loop's status.
         self.write_status(&plan.phase, &plan.phase_reason, &observed);
+        self.pause_if_asked(moved.as_ref(), "state").await;
         self.write_view(&policy);
+        self.pause_if_asked(moved.as_ref(), "view").await;
         self.run_poolers().await;
         self.run_schedules();
         self.run_backups(&observed).await;
         plan.phase
+    }
+
+    /// Stops here for a minute when `CNPG_LOCAL_PAUSE_AT` names this step of this move
+    /// of the target primary (`from`, `to`; see [`PausePoint`]).
+    async fn pause_if_asked(&self, moved: Option<&(String, String)>, step: &str) {
+        let Some((at, (from, to))) = self.pause_at.as_ref().zip(moved) else {
+            return;
+        };
+        let pending = cnpg_core::naming::PENDING;
+        let this_move = if at.pending {
+            from != pending
+        } else {
+            to != pending
+        };
+        if at.step != step || !this_move {
+            return;
+        }
+        let what = format!("target {from} -> {to}, step {step}");
+        tracing::warn!("{}: pausing at {what}", PausePoint::VAR);
+        let _ = std::fs::write(self.layout.root.join("paused"), &what);
+        tokio::time::sleep(Duration::from_secs(60)).await;
     }
 
     /// The Pooler controller's pass, and the end of a switchover's pause: once the new
