@@ -439,12 +439,24 @@ impl Fault {
             Fault::Switchover => "switchover",
             Fault::HungNode => "hung node 10 s",
             Fault::Partition => "partition 10 s",
-            Fault::OperatorKilled => "operator killed",
+            Fault::OperatorKilled => "operator killed at each step",
             Fault::DiskFull => "replica disk full",
             Fault::ClockStep => "clock step ±1 h",
         }
     }
 }
+
+/// Where the operator is killed in a failover, trial after trial: once the target leaves
+/// the crashed primary, then once the new one is elected; each time after its actions,
+/// after saving its decision, after telling the instances (`CNPG_LOCAL_PAUSE_AT`).
+const PAUSE_POINTS: [&str; 6] = [
+    "pending:actions",
+    "pending:state",
+    "pending:view",
+    "elected:actions",
+    "elected:state",
+    "elected:view",
+];
 
 /// Single-row commits, one after the other: the median, in ms.
 fn commit_latency(t: &Target, n: usize) -> f64 {
@@ -507,6 +519,19 @@ impl Cluster {
         )
     }
 
+    /// A new operator that stops at `at` of the next failover, once it has written its
+    /// first status.
+    fn arm_pause(&self, at: &str) {
+        kill(self.operator_pid());
+        std::thread::sleep(Duration::from_millis(200));
+        self.restart_operator_with(Some(at));
+        let pid = self.operator_pid();
+        let start = Instant::now();
+        while self.status()["operatorPid"] != pid && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn operator_pid(&self) -> i32 {
         std::fs::read_to_string(self.root().join("operator.pid"))
             .ok()
@@ -514,14 +539,18 @@ impl Cluster {
             .expect("operator.pid")
     }
 
-    fn restart_operator(&self) {
-        let out = Command::new(self.bin.join("kubectl-cnpg"))
-            .args(["local", "up", "--detach", "-f"])
+    /// The operator started again; with `pause_at`, told to stop at that point of the
+    /// next failover (`CNPG_LOCAL_PAUSE_AT`).
+    fn restart_operator_with(&self, pause_at: Option<&str>) {
+        let mut cmd = Command::new(self.bin.join("kubectl-cnpg"));
+        cmd.args(["local", "up", "--detach", "-f"])
             .arg(self.root().join("cluster.yaml"))
             .arg("--state-dir")
-            .arg(self.state.path())
-            .output()
-            .expect("runs");
+            .arg(self.state.path());
+        if let Some(at) = pause_at {
+            cmd.env("CNPG_LOCAL_PAUSE_AT", at);
+        }
+        let out = cmd.output().expect("runs");
         assert!(
             out.status.success(),
             "restarting the operator: {}",
@@ -600,10 +629,23 @@ fn inject(c: &Cluster, fault: Fault, p: &str, trial: usize) -> bool {
             kill(parent(pm));
             kill(pm);
             if fault == Fault::OperatorKilled {
-                std::thread::sleep(Duration::from_millis(100 * (trial % 6) as u64));
+                // Armed before the trial (`arm_pause`): the operator stops at its point of
+                // the failover, and is killed there.
+                let paused = c.root().join("paused");
+                let start = Instant::now();
+                while !paused.exists() && start.elapsed() < Duration::from_secs(30) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if !paused.exists() {
+                    println!(
+                        "         trial {trial}: the operator never reached {}",
+                        PAUSE_POINTS[trial % PAUSE_POINTS.len()]
+                    );
+                }
                 kill(c.operator_pid());
-                std::thread::sleep(Duration::from_millis(300));
-                c.restart_operator();
+                let _ = std::fs::remove_file(&paused);
+                std::thread::sleep(Duration::from_millis(200));
+                c.restart_operator_with(None);
             }
         }
         Fault::Switchover => {
@@ -722,6 +764,9 @@ fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
         let (mut kept_gaps, mut moved_gaps) = (Vec::new(), Vec::new());
         let mut injected = Vec::new();
         for trial in 0..trials {
+            if fault == Fault::OperatorKilled {
+                c.arm_pause(PAUSE_POINTS[trial % PAUSE_POINTS.len()]);
+            }
             c.wait_converged();
             std::thread::sleep(Duration::from_millis(300));
             let p = c.primary();

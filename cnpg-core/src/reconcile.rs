@@ -325,9 +325,15 @@ pub fn reconcile(policy: &Policy, observed: &Observed, now: Timestamp) -> Plan {
                 name: target.clone(),
             });
         }
+        // What holds it up, when its platform says (a bootstrap that fails, and why).
+        let why = by_name
+            .get(target.as_str())
+            .and_then(|i| i.status.error.as_deref())
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
         return b.phase(
             ClusterPhase::FirstPrimary,
-            format!("Waiting for {target} to become primary"),
+            format!("Waiting for {target} to become primary{why}"),
             Some(SOON),
         );
     };

@@ -1297,6 +1297,50 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         "of {} acknowledged rows, {missing} not recovered",
         acked.len()
     );
+    // A target that backup cannot reach: the recovery refuses it, and the Cluster's
+    // status says why (the bootstrap step's last words, through the pod's termination
+    // message) while nothing else of the cluster is made.
+    let too_early = serde_json::json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "cluster-too-early", "namespace": ns},
+        "spec": {"instances": 2, "storage": {"size": "1Gi"},
+                 "bootstrap": {"recovery": {"backup": {"name": "on-demand"},
+                     "recoveryTarget": {"targetTime": "2001-01-01T00:00:00Z"}}}}
+    });
+    apply_yaml(&admin, &too_early.to_string(), "test-user").await;
+    wait_for(
+        "the refused recovery target in the status",
+        Duration::from_secs(180),
+        op,
+        || async {
+            let st = status_of(&clusters, "cluster-too-early").await?;
+            let reason = st.phase_reason.clone().unwrap_or_default();
+            if reason.contains("bootstrap step failed") && reason.contains("lies before the end of")
+            {
+                Ok(())
+            } else {
+                Err(format!("{:?}: {reason}", st.phase))
+            }
+        },
+    )
+    .await;
+    let made: Vec<String> = Api::<Pod>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default().labels("cnpg.io/cluster=cluster-too-early"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(
+        made,
+        ["cluster-too-early-1"],
+        "only the first instance is tried"
+    );
+    clusters
+        .delete("cluster-too-early", &Default::default())
+        .await
+        .expect("delete the cluster");
     // Without an object store the archive's configuration goes, with the credentials it
     // held (the operator's own RBAC lets it delete a Secret), and so does the condition.
     patch_spec(&admin, &ns, serde_json::json!({ "backup": null })).await;

@@ -80,6 +80,19 @@ fn a_new_cluster_starts_with_initdb() {
         p.phase_reason
             .contains("Waiting for pg-1 to become primary")
     );
+    // What holds it up, as its platform says, is in the reason.
+    let mut failing = o.clone();
+    failing.instances[0].status = InstanceStatus::unreachable(
+        "pg-1",
+        "being created: its bootstrap step failed (exit 1, tried 2 times): error: no backup",
+    );
+    let p = reconcile(&Policy::new("pg", 3), &failing, now());
+    assert!(
+        p.phase_reason.contains("its bootstrap step failed")
+            && p.phase_reason.contains("no backup"),
+        "{}",
+        p.phase_reason
+    );
     o.state.current_primary = Some("pg-1".into());
     o.sync_in_effect = Some(String::new());
     let p = reconcile(&Policy::new("pg", 3), &o, now());

@@ -303,6 +303,33 @@ pub fn pod_active(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Failed" | "Succeeded"))
 }
 
+/// How the pod's bootstrap step (initdb, recovery, join) last failed, if it did: its exit
+/// code, how often it was tried, and the last line of its log (its termination message).
+fn bootstrap_failure(pod: &Pod) -> Option<String> {
+    let st = pod
+        .status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "bootstrap")?;
+    let failed = st.last_state.as_ref()?.terminated.as_ref()?;
+    if failed.exit_code == 0 {
+        return None;
+    }
+    let said = failed
+        .message
+        .as_deref()
+        .and_then(|m| m.lines().rev().find(|l| !l.trim().is_empty()))
+        .map(|l| format!(": {}", l.trim()))
+        .unwrap_or_default();
+    Some(format!(
+        "its bootstrap step failed (exit {}, tried {} times){said}",
+        failed.exit_code,
+        st.restart_count + 1
+    ))
+}
+
 impl KubePlatform {
     /// The PVCs of one instance (data, WAL, tablespaces), as they are now.
     async fn instance_pvcs(
@@ -1020,10 +1047,11 @@ impl Platform for KubePlatform {
                 }
                 creating = false;
             } else if creating && running {
-                status = InstanceStatus::unreachable(
-                    &name,
-                    "being created (its pod's bootstrap step is running)",
+                let why = pod.and_then(bootstrap_failure).map_or_else(
+                    || "being created (its pod's bootstrap step is running)".to_owned(),
+                    |f| format!("being created: {f}"),
                 );
+                status = InstanceStatus::unreachable(&name, &why);
                 status.might_be_unavailable = true;
             }
             status.name = name.clone();

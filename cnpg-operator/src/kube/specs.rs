@@ -546,6 +546,8 @@ pub fn instance_pod(
             volume_mounts: Some(mounts),
             resources: c.spec.resources.clone(),
             security_context: Some(container_security_context(c)),
+            // Why it failed reaches the pod's status, and from there the Cluster's.
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Default::default()
         });
     }

@@ -601,12 +601,29 @@ struct Running {
     next_probe: Instant,
     next_start: Instant,
     last_exit: Option<(i32, String)>,
+    /// Its termination message: with `terminationMessagePolicy: FallbackToLogsOnError`,
+    /// the end of its log when it failed (as a kubelet: at most 80 lines, 2048 bytes).
+    last_message: Option<String>,
 }
 
 impl PodRunner {
     fn dir(&self) -> PathBuf {
         let uid = self.pod.uid().unwrap_or_default();
         self.ctx.config.root.join("pods").join(uid)
+    }
+
+    /// The end of a container's log, as a kubelet takes it for a termination message.
+    fn log_tail(&self, container: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.dir().join("logs").join(format!("{container}.log")))
+                .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+        let mut start = tail.len().saturating_sub(2048);
+        while !tail.is_char_boundary(start) {
+            start += 1;
+        }
+        tail[start..].to_owned()
     }
 
     fn api(&self) -> Api<Pod> {
@@ -684,6 +701,10 @@ impl PodRunner {
                 self.forget(&mut inits[i]);
                 inits[i].last_exit =
                     Some((code, if code == 0 { "Completed" } else { "Error" }.into()));
+                inits[i].last_message = (code != 0
+                    && inits[i].spec.termination_message_policy.as_deref()
+                        == Some("FallbackToLogsOnError"))
+                .then(|| self.log_tail(&inits[i].spec.name));
                 if code == 0 {
                     break;
                 }
@@ -1375,7 +1396,7 @@ impl PodRunner {
         let statuses = |list: &[Running]| -> Vec<serde_json::Value> {
             list.iter()
                 .map(|c| {
-                    json!({
+                    let mut status = json!({
                         "name": c.spec.name,
                         "image": c.spec.image.clone().unwrap_or_default(),
                         "imageID": "",
@@ -1384,7 +1405,17 @@ impl PodRunner {
                         "started": c.started && c.child.is_some() && !terminated,
                         "restartCount": c.restarts,
                         "state": state(c),
-                    })
+                    });
+                    // A failed run, with its message, while it is tried again.
+                    if let Some((code, reason)) = &c.last_exit
+                        && *code != 0
+                    {
+                        status["lastState"] = json!({"terminated": {
+                            "exitCode": code, "reason": reason, "finishedAt": now,
+                            "message": c.last_message.clone().unwrap_or_default(),
+                            "startedAt": c.started_at.clone().unwrap_or_else(|| now.clone())}});
+                    }
+                    status
                 })
                 .collect()
         };
@@ -1444,6 +1475,7 @@ impl Running {
             next_probe: Instant::now(),
             next_start: Instant::now(),
             last_exit: None,
+            last_message: None,
         }
     }
 }
