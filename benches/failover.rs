@@ -19,7 +19,7 @@
 //!
 //! `cargo bench -p cnpg-benches --bench failover` (builds the release binaries first).
 //! TRIALS sets the trials per fault (default 5); FAULTS=node,hung (label prefixes) picks
-//! faults.
+//! faults; MODES=required or MODES=async runs one replication mode.
 //!
 //! `cargo bench -p cnpg-benches --bench failover -- --kubernetes` runs trials on
 //! Kubernetes (as root, with `../shared/k8s` beside the workspace): the real control
@@ -699,8 +699,13 @@ fn main() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|x| f.label().starts_with(x.trim())))
     };
+    // `MODES=required` or `MODES=async` runs one of the two.
+    let modes = std::env::var("MODES").unwrap_or_default();
     for required in [true, false] {
         let mode = if required { "required" } else { "async" };
+        if !modes.is_empty() && !modes.split(',').any(|m| m.trim() == mode) {
+            continue;
+        }
         for rig in [Rig::Plain, Rig::Volumes, Rig::Clock] {
             let faults: Vec<Fault> = Fault::ALL
                 .into_iter()
