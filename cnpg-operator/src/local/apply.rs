@@ -21,6 +21,14 @@ fn invalid(what: String) -> LocalError {
     LocalError::Invalid(what)
 }
 
+/// Runs `f` holding the lock of the objects' directory `dir` (made if missing), as the
+/// operator does when it writes their status ([`super::objects`]).
+fn under_lock<T>(dir: &Path, f: impl FnOnce() -> Result<T, LocalError>) -> Result<T, LocalError> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| super::objects::locked(dir, f))
+        .map_err(|e| invalid(format!("{}: {e}", dir.display())))?
+}
+
 /// Applies `file` to the local clusters under `state_dir`; a line per document done.
 pub fn apply_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalError> {
     let done = apply_kinds(
@@ -111,25 +119,26 @@ fn apply_kinds(state_dir: &Path, file: &Path, kinds: &[&str]) -> Result<Vec<Stri
                 let name = p.metadata.name.clone().unwrap_or_default();
                 let l = layout(&p.spec.cluster.name)?;
                 let path = l.pooler(&name);
-                let old = std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Pooler>(&t).ok());
-                let verb = match &old {
-                    Some(o) if o.spec == p.spec => "unchanged",
-                    Some(_) => "configured",
-                    None => "created",
-                };
-                if let Some(o) = old
-                    && o.spec.cluster != p.spec.cluster
-                {
-                    return Err(invalid(format!(
-                        "pooler {name}: spec.cluster is immutable ({} now); delete the Pooler first",
-                        o.spec.cluster.name
-                    )));
-                }
-                std::fs::create_dir_all(l.poolers())
-                    .map_err(|e| invalid(format!("{}: {e}", l.poolers().display())))?;
-                write(&path, &pretty(&p))?;
+                let verb = under_lock(&l.poolers(), || {
+                    let old = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<Pooler>(&t).ok());
+                    let verb = match &old {
+                        Some(o) if o.spec == p.spec => "unchanged",
+                        Some(_) => "configured",
+                        None => "created",
+                    };
+                    if let Some(o) = old
+                        && o.spec.cluster != p.spec.cluster
+                    {
+                        return Err(invalid(format!(
+                            "pooler {name}: spec.cluster is immutable ({} now); delete the Pooler first",
+                            o.spec.cluster.name
+                        )));
+                    }
+                    write(&path, &pretty(&p))?;
+                    Ok(verb)
+                })?;
                 done.push(format!("pooler {name} {verb}"));
             }
             "Backup" => {
@@ -137,14 +146,14 @@ fn apply_kinds(state_dir: &Path, file: &Path, kinds: &[&str]) -> Result<Vec<Stri
                 let name = b.metadata.name.clone().unwrap_or_default();
                 let l = layout(&b.spec.cluster.name)?;
                 let path = l.backups().join(format!("{name}.json"));
-                if path.exists() {
-                    done.push(format!("backup {name} unchanged (it exists)"));
-                    continue;
-                }
-                std::fs::create_dir_all(l.backups())
-                    .map_err(|e| invalid(format!("{}: {e}", l.backups().display())))?;
-                write(&path, &pretty(&b))?;
-                done.push(format!("backup {name} created"));
+                let verb = under_lock(&l.backups(), || {
+                    if path.exists() {
+                        return Ok("unchanged (it exists)");
+                    }
+                    write(&path, &pretty(&b))?;
+                    Ok("created")
+                })?;
+                done.push(format!("backup {name} {verb}"));
             }
             _ => {
                 let mut sb: ScheduledBackup =
@@ -153,27 +162,28 @@ fn apply_kinds(state_dir: &Path, file: &Path, kinds: &[&str]) -> Result<Vec<Stri
                 let l = layout(&sb.spec.cluster.name)?;
                 let dir = l.scheduled_backups();
                 let path = dir.join(format!("{name}.json"));
-                let old = std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<ScheduledBackup>(&t).ok());
-                let verb = match old {
-                    Some(old) => {
-                        sb.status = old.status;
-                        sb.metadata.creation_timestamp = old.metadata.creation_timestamp;
-                        "configured"
-                    }
-                    None => {
-                        sb.status = None;
-                        sb.metadata.creation_timestamp =
-                            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                                k8s_openapi::jiff::Timestamp::now(),
-                            ));
-                        "created"
-                    }
-                };
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
-                write(&path, &pretty(&sb))?;
+                let verb = under_lock(&dir, || {
+                    let old = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<ScheduledBackup>(&t).ok());
+                    let verb = match old {
+                        Some(old) => {
+                            sb.status = old.status;
+                            sb.metadata.creation_timestamp = old.metadata.creation_timestamp;
+                            "configured"
+                        }
+                        None => {
+                            sb.status = None;
+                            sb.metadata.creation_timestamp =
+                                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                                    k8s_openapi::jiff::Timestamp::now(),
+                                ));
+                            "created"
+                        }
+                    };
+                    write(&path, &pretty(&sb))?;
+                    Ok(verb)
+                })?;
                 done.push(format!("scheduledbackup {name} {verb}"));
             }
         }
@@ -206,7 +216,13 @@ pub fn delete_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalEr
             }
             _ => continue,
         };
-        match std::fs::remove_file(&path) {
+        let removed = match path.parent().filter(|d| d.exists()) {
+            Some(dir) => {
+                super::objects::locked(dir, || std::fs::remove_file(&path)).and_then(|r| r)
+            }
+            None => Err(std::io::ErrorKind::NotFound.into()),
+        };
+        match removed {
             Ok(()) => done.push(format!("{} {name} deleted", kind.to_lowercase())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 done.push(format!("{} {name} not found", kind.to_lowercase()))

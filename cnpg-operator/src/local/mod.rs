@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod error;
 pub mod layout;
+pub mod objects;
 pub mod operator;
 pub mod poolers;
 pub mod process;

@@ -43,12 +43,6 @@ pub struct LocalOptions {
 const START_GRACE_MS: u64 = 15_000;
 
 /// Writes a `Backup` document back whole.
-fn save_backup(path: &Path, b: &cnpg_core::api::backup::Backup) {
-    if let Ok(text) = serde_json::to_string_pretty(b) {
-        let _ = cnpg_instance::view::write_atomically(path, &text);
-    }
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
     move |source| LocalError::Io {
         path: path.to_owned(),
@@ -878,7 +872,7 @@ impl LocalOperator {
                 .await;
                 if backup.status.as_ref() != Some(&st) {
                     backup.status = Some(st.clone());
-                    save_backup(&path, &backup);
+                    super::objects::write_status(&path, &backup);
                 }
             }
             if b::ended(&st) {
@@ -929,10 +923,7 @@ impl LocalOperator {
                     next,
                 }) => {
                     let file = self.layout.backups().join(format!("{backup}.json"));
-                    if !file.exists() {
-                        let b = crate::backup::scheduled(&sb, &backup);
-                        let _ = std::fs::create_dir_all(self.layout.backups());
-                        save_backup(&file, &b);
+                    if super::objects::create(&file, &crate::backup::scheduled(&sb, &backup)) {
                         self.event(format!(
                             "ScheduledBackup {name} created Backup {backup}: {reason}"
                         ));
@@ -953,9 +944,7 @@ impl LocalOperator {
             if Some(&st) != before.as_ref() {
                 st.last_check_time = Some(crate::backup::rfc3339(now_ms));
                 sb.status = Some(st);
-                if let Ok(text) = serde_json::to_string_pretty(&sb) {
-                    let _ = write_atomically(&path, &text);
-                }
+                super::objects::write_status(&path, &sb);
             }
         }
     }

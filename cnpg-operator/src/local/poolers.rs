@@ -231,7 +231,8 @@ impl Poolers {
             phase_reason: line.reason.clone(),
             ..Default::default()
         });
-        let _ = write_json(&self.layout.pooler(name), &doc);
+        // Not over a Pooler changed or deleted meanwhile (the next pass sees it).
+        super::objects::write_status(&self.layout.pooler(name), &doc);
         (line, said)
     }
 
