@@ -19,6 +19,7 @@
 //!   acknowledged commit (R + W > N);
 //! * [`reconcile`]: the whole cluster decision, `(policy, observed, now) -> Plan`;
 //! * [`instance`]: what an instance manager does with its PostgreSQL;
+//! * [`roles`]: the changes that make PostgreSQL's roles match `spec.managed.roles`;
 //! * [`rollout`], [`fencing`], [`hibernation`], [`pdb`], [`naming`];
 //! * [`sim`]: a deterministic simulator that runs all of the above under faults.
 //!
@@ -54,6 +55,7 @@ pub mod policy;
 pub mod quantity;
 pub mod reconcile;
 pub mod recovery;
+pub mod roles;
 pub mod rollout;
 #[cfg(feature = "api")]
 pub mod schedule;

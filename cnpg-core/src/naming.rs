@@ -1,7 +1,17 @@
 //! Names and labels of everything a cluster owns, as upstream names them, so existing
 //! dashboards, selectors and `kubectl` habits keep working.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+
+/// A reference to an object by name in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "api", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectReference {
+    /// Name of the referent.
+    pub name: String,
+}
 
 /// Label: the cluster an object belongs to.
 pub const LABEL_CLUSTER: &str = "cnpg.io/cluster";

@@ -100,6 +100,10 @@ pub struct InstanceStatus {
     /// field names, flattened into the report).
     #[serde(flatten)]
     pub archiving: Archiving,
+    /// On a primary with managed roles: where they stand after its last pass
+    /// (`status.managedRolesStatus` is copied from the primary's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_roles: Option<crate::roles::ManagedRoles>,
 }
 
 /// How WAL archiving goes on an instance. Times are RFC 3339 in UTC.

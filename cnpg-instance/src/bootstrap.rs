@@ -41,6 +41,11 @@ impl Secrets {
     pub fn app(&self) -> PathBuf {
         self.dir.join("app-password")
     }
+    /// The managed roles' passwords from their Secrets: JSON, role name to
+    /// [`cnpg_core::roles::Secret`] (written by the operator).
+    pub fn managed_roles(&self) -> PathBuf {
+        self.dir.join("managed-roles.json")
+    }
     /// The bearer token the instance managers' `/pg/status` requires, where it exists
     /// (the local platform makes it; pods have none yet).
     pub fn status_token(&self) -> PathBuf {

@@ -78,6 +78,16 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
             .pooler_integrations
             .as_ref()
             .is_some_and(|p| p.pg_bouncer_integration.is_some()),
+        managed_roles: c
+            .spec
+            .managed
+            .as_ref()
+            .map(|m| m.roles.clone())
+            .unwrap_or_default(),
+        role_passwords_applied: status
+            .managed_roles_status
+            .map(|m| m.password_status)
+            .unwrap_or_default(),
     }
 }
 

@@ -44,6 +44,7 @@ pub mod proc;
 pub mod query;
 pub mod recovery;
 pub mod restore;
+pub mod roles;
 pub mod runas;
 pub mod server;
 pub mod store;

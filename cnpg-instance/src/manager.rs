@@ -41,6 +41,9 @@ pub struct ManagerConfig {
     /// The file holding `postgres`'s password, set on a primary while the cluster
     /// enables superuser access (and removed while it does not).
     pub superuser_password: PathBuf,
+    /// The managed roles' passwords the operator writes
+    /// ([`crate::bootstrap::Secrets::managed_roles`]).
+    pub managed_role_passwords: PathBuf,
     /// Run PostgreSQL as this user (when we are root).
     pub run_as: Option<RunAs>,
     /// How often to look when nothing happens.
@@ -88,6 +91,8 @@ pub struct Shared {
     pub session_id: String,
     /// The cluster's backups, from the view (for the metrics).
     pub backups: cnpg_core::backup::Summary,
+    /// Managed roles after this primary's last pass.
+    pub managed_roles: Option<cnpg_core::roles::ManagedRoles>,
 }
 
 impl Shared {
@@ -132,6 +137,8 @@ pub struct Manager {
     ),
     applied_restart: Option<Option<String>>,
     applied_reload: Option<Option<String>>,
+    /// When managed roles were last compared, and what with.
+    roles_pass: Option<(Instant, String)>,
     last_view: ViewData,
     rewind_failed: bool,
     /// The last stop was an unexpected death (a start after it is a crash restart).
@@ -265,6 +272,7 @@ impl Manager {
             pooler_databases: Default::default(),
             applied_restart: None,
             applied_reload: None,
+            roles_pass: None,
             last_view: ViewData::default(),
             rewind_failed: false,
             crashed: false,
@@ -945,8 +953,55 @@ impl Manager {
             if view.pooler_integration {
                 self.ensure_pooler_integration().await?;
             }
+            self.ensure_managed_roles(view).await;
         }
         Ok(())
+    }
+
+    /// `spec.managed.roles` on this primary: a pass whenever the spec or a password
+    /// changes, and every 30 s (a role changed by hand is put back). A pass that cannot
+    /// read the roles is said and retried; it never stops the loop.
+    async fn ensure_managed_roles(&mut self, view: &ViewData) {
+        if view.managed_roles.is_empty() && self.roles_pass.is_none() {
+            return;
+        }
+        let secrets = match crate::roles::passwords(&self.cfg.managed_role_passwords) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(instance = %self.cfg.instance, "managed roles: {e}");
+                Default::default()
+            }
+        };
+        let inputs =
+            serde_json::to_string(&(&view.managed_roles, &secrets, &view.role_passwords_applied))
+                .unwrap_or_default();
+        if self
+            .roles_pass
+            .as_ref()
+            .is_some_and(|(at, seen)| seen == &inputs && at.elapsed() < Duration::from_secs(30))
+        {
+            return;
+        }
+        // What this primary applied itself is newer than what the status says yet.
+        let mut applied = view.role_passwords_applied.clone();
+        if let Some(mine) = self
+            .shared
+            .lock()
+            .expect("shared state lock")
+            .managed_roles
+            .as_ref()
+        {
+            applied.extend(mine.password_status.clone());
+        }
+        match crate::roles::reconcile(self.query.as_ref(), &view.managed_roles, &secrets, &applied)
+            .await
+        {
+            Ok(status) => {
+                self.set(|s| s.managed_roles = Some(status));
+                self.roles_pass = Some((Instant::now(), inputs));
+            }
+            Err(e) => tracing::warn!(instance = %self.cfg.instance, "managed roles: {e}"),
+        }
     }
 
     /// While a pooler serves the cluster: the role PgBouncer logs in as (by certificate,

@@ -51,6 +51,8 @@ pub trait PgQuery: Send + Sync {
     async fn execute_in(&self, db: &str, sql: &str) -> Result<(), PgError>;
     /// The databases that take connections (`template0` does not).
     async fn databases(&self) -> Result<Vec<String>, PgError>;
+    /// Every role, as managed roles compare them.
+    async fn roles(&self) -> Result<Vec<cnpg_core::roles::DbRole>, PgError>;
 }
 
 /// A tokio-postgres client of the local instance.
@@ -86,8 +88,12 @@ impl PgClient {
     }
 }
 
+/// PostgreSQL's own message when it refused (tokio-postgres says only `db error`).
 fn q(e: tokio_postgres::Error) -> PgError {
-    PgError::Query(e.to_string())
+    PgError::Query(match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    })
 }
 
 fn text(row: &tokio_postgres::Row, i: usize) -> String {
@@ -145,6 +151,46 @@ impl PgQuery for PgClient {
             .await
             .map_err(q)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn roles(&self) -> Result<Vec<cnpg_core::roles::DbRole>, PgError> {
+        let rows = self
+            .connect()
+            .await?
+            .query(
+                "SELECT a.rolname::text, a.rolsuper, a.rolcreatedb, a.rolcreaterole, a.rolinherit,
+                        a.rolcanlogin, a.rolreplication, a.rolbypassrls, a.rolconnlimit::int8,
+                        CASE WHEN a.rolvaliduntil IS NULL THEN NULL
+                             WHEN a.rolvaliduntil = 'infinity' THEN 'infinity'
+                             ELSE to_char(a.rolvaliduntil AT TIME ZONE 'UTC',
+                                          'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END,
+                        shobj_description(a.oid, 'pg_authid'),
+                        ARRAY(SELECT g.rolname::text FROM pg_auth_members m
+                              JOIN pg_authid g ON g.oid = m.roleid WHERE m.member = a.oid),
+                        a.rolpassword IS NOT NULL
+                   FROM pg_authid a ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(q)?;
+        Ok(rows
+            .iter()
+            .map(|r| cnpg_core::roles::DbRole {
+                name: r.get(0),
+                superuser: r.get(1),
+                createdb: r.get(2),
+                createrole: r.get(3),
+                inherit: r.get(4),
+                login: r.get(5),
+                replication: r.get(6),
+                bypassrls: r.get(7),
+                connection_limit: r.get(8),
+                valid_until: r.get(9),
+                comment: r.get(10),
+                in_roles: r.get::<_, Vec<String>>(11).into_iter().collect(),
+                has_password: r.get(12),
+            })
+            .collect())
     }
 }
 

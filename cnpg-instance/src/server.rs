@@ -85,6 +85,9 @@ pub fn report(state: &AppState, snapshot: Result<&Snapshot, &str>) -> InstanceSt
             s.synchronous_standby_names = Some(p.synchronous_standby_names.clone());
             s.replication_info = p.replication.clone();
             s.archiving = p.archiving.clone();
+            if p.is_primary {
+                s.managed_roles = shared.managed_roles.clone();
+            }
             if !s.archiving.is_archiving_wal {
                 s.archiving.archive_error = shared.archive_error.clone().unwrap_or_default();
             }

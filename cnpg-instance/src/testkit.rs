@@ -305,6 +305,7 @@ impl Harness {
             log_file: log_file.clone(),
             certificates_from: None,
             superuser_password: self.secrets.superuser(),
+            managed_role_passwords: self.secrets.managed_roles(),
             run_as: self.run_as,
             tick: Duration::from_millis(100),
             stop_timeout: Duration::from_secs(20),

@@ -71,6 +71,13 @@ pub struct ViewData {
     /// needs (the `cnpg_pooler_pgbouncer` role and, in every database, `user_search`).
     #[serde(default)]
     pub pooler_integration: bool,
+    /// `spec.managed.roles`: the primary makes PostgreSQL's roles match them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_roles: Vec<cnpg_core::roles::RoleConfiguration>,
+    /// The role passwords already applied (`status.managedRolesStatus.passwordStatus`),
+    /// so a new primary does not set them again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub role_passwords_applied: std::collections::BTreeMap<String, cnpg_core::roles::PasswordState>,
 }
 
 impl ViewData {

@@ -288,6 +288,14 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
         ..Default::default()
     };
     fill_counts(cluster, &observed, &mut status);
+    // `managedRolesStatus`: the primary's last pass (kept while no primary reports one).
+    status.managed_roles_status = observed
+        .state
+        .current_primary
+        .as_ref()
+        .and_then(|p| observed.instances.iter().find(|i| &i.name == p))
+        .and_then(|p| p.status.managed_roles.clone())
+        .or_else(|| before.managed_roles_status.clone());
     status.conditions = conditions(cluster, &before, &status, now);
     archiving_status(cluster, &observed, &before, &mut status, now);
     if !expirations.is_empty() {

@@ -22,6 +22,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use crate::roles::{EnsureOption, ManagedRoles, PasswordState, RoleConfiguration};
+
 fn default_instances() -> i32 {
     1
 }
@@ -1237,67 +1239,6 @@ pub struct ManagedConfiguration {
     pub services: Option<ManagedServices>,
 }
 
-/// Whether a role should exist.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EnsureOption {
-    /// The role must exist.
-    #[default]
-    Present,
-    /// The role must not exist.
-    Absent,
-}
-
-/// A database role managed by the operator.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RoleConfiguration {
-    /// Role name.
-    pub name: String,
-    /// Comment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
-    /// `present` (default) or `absent`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ensure: Option<EnsureOption>,
-    /// Secret with the password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_secret: Option<LocalObjectReference>,
-    /// Connection limit (-1, the default, is unlimited).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_limit: Option<i64>,
-    /// Password expiry (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub valid_until: Option<String>,
-    /// Roles this role is a member of.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub in_roles: Vec<String>,
-    /// Inherit privileges (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inherit: Option<bool>,
-    /// Set the password to NULL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disable_password: Option<bool>,
-    /// SUPERUSER.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub superuser: Option<bool>,
-    /// CREATEDB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub createdb: Option<bool>,
-    /// CREATEROLE.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub createrole: Option<bool>,
-    /// LOGIN.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login: Option<bool>,
-    /// REPLICATION.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replication: Option<bool>,
-    /// BYPASSRLS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bypassrls: Option<bool>,
-}
-
 /// Which instances a Service selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -1867,37 +1808,6 @@ pub struct CertificatesStatus {
     /// Expiration time of each certificate, by Secret name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub expirations: BTreeMap<String, String>,
-}
-
-/// State of the managed roles.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ManagedRoles {
-    /// Role names by state (`reconciled`, `not-managed`, `pending-reconciliation`, `reserved`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub by_status: BTreeMap<String, Vec<String>>,
-    /// Errors by role.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub cannot_reconcile: BTreeMap<String, Vec<String>>,
-    /// Password state by role.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub password_status: BTreeMap<String, PasswordState>,
-}
-
-/// Where a role's password was last applied.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PasswordState {
-    /// Transaction that applied it.
-    #[serde(
-        default,
-        rename = "transactionID",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub transaction_id: Option<i64>,
-    /// Resource version of the Secret applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_version: Option<String>,
 }
 
 /// State of a tablespace.

@@ -13,13 +13,7 @@ pub const VERSION: &str = "v1";
 /// `apiVersion` as written in manifests.
 pub const API_VERSION: &str = "postgresql.cnpg.io/v1";
 
-/// A reference to an object by name in the same namespace.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LocalObjectReference {
-    /// Name of the referent.
-    pub name: String,
-}
+pub use crate::naming::LocalObjectReference;
 
 /// A key of a Secret in the same namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

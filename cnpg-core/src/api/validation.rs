@@ -91,14 +91,6 @@ pub const MIN_POSTGRES_MAJOR: u32 = 13;
 
 pub use crate::parameters::fixed_parameter;
 
-/// Role names the operator reserves for itself.
-const RESERVED_ROLES: &[&str] = &[
-    "postgres",
-    "streaming_replica",
-    "cnpg_pooler_pgbouncer",
-    "cnpg_metrics_exporter",
-];
-
 impl Validate for Cluster {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
@@ -844,11 +836,11 @@ fn check_managed(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
         let p = format!("spec.managed.roles[{i}].name");
         if role.name.is_empty() {
             errs.push(FieldError::required(p, "name the role"));
-        } else if RESERVED_ROLES.contains(&role.name.as_str()) {
+        } else if crate::roles::is_reserved(&role.name) {
             errs.push(FieldError::invalid(
                 p,
                 format!(
-                    "{:?} is reserved by the operator; choose another role name",
+                    "{:?} is reserved (by the operator, or PostgreSQL's pg_ prefix); choose another role name",
                     role.name
                 ),
             ));
@@ -859,6 +851,20 @@ fn check_managed(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
                     "role {:?} is defined twice; define each role once",
                     role.name
                 ),
+            ));
+        }
+        if role.password_secret.is_some() && role.disable_password == Some(true) {
+            errs.push(FieldError::invalid(
+                format!("spec.managed.roles[{i}].disablePassword"),
+                "set either passwordSecret or disablePassword, not both",
+            ));
+        }
+        if let Some(t) = &role.valid_until
+            && t.parse::<jiff::Timestamp>().is_err()
+        {
+            errs.push(FieldError::invalid(
+                format!("spec.managed.roles[{i}].validUntil"),
+                format!("{t:?} is not a time; use RFC 3339, e.g. 2030-01-01T00:00:00Z"),
             ));
         }
         if role.connection_limit.is_some_and(|l| l < -1) {

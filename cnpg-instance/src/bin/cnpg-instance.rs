@@ -799,6 +799,7 @@ async fn run(
         log_file: log_file.unwrap_or_else(|| base.join("postgres.log")),
         certificates_from,
         superuser_password: secrets.superuser(),
+        managed_role_passwords: secrets.managed_roles(),
         run_as,
         tick: Duration::from_millis(200),
         stop_timeout,

@@ -42,6 +42,7 @@ fn cfg(dir: &std::path::Path) -> ManagerConfig {
         log_file: dir.join("log"),
         certificates_from: None,
         superuser_password: dir.join("superuser-password"),
+        managed_role_passwords: dir.join("managed-roles.json"),
         run_as: None,
         tick: Duration::from_secs(3600),
         stop_timeout: Duration::from_secs(5),

@@ -215,6 +215,10 @@ pub struct StatusFile {
     /// The poolers (`Pooler`s applied to the cluster).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poolers: Vec<PoolerLine>,
+    /// `spec.managed.roles` as the primary last reported them (upstream's
+    /// `managedRolesStatus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_roles_status: Option<cnpg_core::roles::ManagedRoles>,
     /// Recent events, newest last.
     pub events: Vec<String>,
     /// Ports.

@@ -109,22 +109,15 @@ pub fn free_port() -> Result<u16, LocalError> {
 /// manifest asks for an object store, as the operator does on Kubernetes, with the
 /// credentials from the Secrets the manifest file carries; removes it when it no longer
 /// does. Instance managers archive with it from their next start.
-fn write_archive(layout: &Layout, cluster: &Cluster) -> Result<(), LocalError> {
+fn write_archive(
+    layout: &Layout,
+    cluster: &Cluster,
+    user: &BTreeMap<String, k8s_openapi::api::core::v1::Secret>,
+) -> Result<(), LocalError> {
     let secrets = layout.secrets();
     let (json, ca) = (secrets.join("archive.json"), secrets.join("archive-ca.crt"));
-    let user = manifest_secrets(&layout.manifest());
-    let made = crate::kube::secrets::archive_config(cluster, &user, &ca)
+    let made = crate::kube::secrets::archive_config(cluster, user, &ca)
         .map_err(|e| LocalError::Invalid(e.to_string()))?;
-    let write = |path: &Path, text: &str| -> Result<(), LocalError> {
-        if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
-            return Ok(());
-        }
-        std::fs::create_dir_all(&secrets).map_err(io(&secrets))?;
-        // PostgreSQL's user runs archive_command: the file is its, as the passwords are.
-        let run_as = cnpg_instance::runas::RunAs::detect().ok().flatten();
-        cnpg_instance::tls::write_private(path, text, run_as)
-            .map_err(|e| LocalError::Other(e.to_string()))
-    };
     match made {
         None => {
             let _ = std::fs::remove_file(&json);
@@ -133,13 +126,85 @@ fn write_archive(layout: &Layout, cluster: &Cluster) -> Result<(), LocalError> {
         Some((config, ca_pem)) => {
             let text =
                 serde_json::to_string(&config).map_err(|e| LocalError::Other(e.to_string()))?;
-            write(&json, &text)?;
+            write_secret_file(&json, &text)?;
             if let Some(pem) = ca_pem {
-                write(&ca, &pem)?;
+                write_secret_file(&ca, &pem)?;
             }
         }
     }
     Ok(())
+}
+
+/// Writes the managed roles' passwords among the cluster's secrets (0600) for the
+/// primary's instance manager, from the Secrets the manifest file carries (`password`,
+/// and `username`, which must be the role's when given, as upstream asks). A Secret's
+/// version is its `resourceVersion` when it has one, else a digest of what it holds: a
+/// new password is a new version, applied once. A Secret missing or not fit is left out:
+/// the instance manager reports that role as not reconciled, and why.
+fn write_role_passwords(
+    layout: &Layout,
+    cluster: &Cluster,
+    user: &BTreeMap<String, k8s_openapi::api::core::v1::Secret>,
+) -> Result<(), LocalError> {
+    use std::hash::{Hash, Hasher};
+    let path = cnpg_instance::bootstrap::Secrets {
+        dir: layout.secrets(),
+    }
+    .managed_roles();
+    let roles = cluster
+        .spec
+        .managed
+        .as_ref()
+        .map(|m| m.roles.as_slice())
+        .unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for r in roles {
+        let Some(s) = r.password_secret.as_ref().and_then(|s| user.get(&s.name)) else {
+            continue;
+        };
+        let data = s.data.clone().unwrap_or_default();
+        let Some(password) = data.get("password") else {
+            continue;
+        };
+        if data
+            .get("username")
+            .is_some_and(|u| u.0 != r.name.as_bytes())
+        {
+            continue;
+        }
+        let version = s.metadata.resource_version.clone().unwrap_or_else(|| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            password.0.hash(&mut h);
+            format!("local-{:016x}", h.finish())
+        });
+        out.insert(
+            r.name.clone(),
+            cnpg_core::roles::Secret {
+                password: String::from_utf8_lossy(&password.0).into_owned(),
+                version,
+            },
+        );
+    }
+    if out.is_empty() {
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    }
+    let text = serde_json::to_string(&out).map_err(|e| LocalError::Other(e.to_string()))?;
+    write_secret_file(&path, &text)
+}
+
+/// A file among the cluster's secrets, 0600 and PostgreSQL's user's (its processes read
+/// it: archive_command, the instance manager), rewritten only when it changed.
+fn write_secret_file(path: &Path, text: &str) -> Result<(), LocalError> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let run_as = cnpg_instance::runas::RunAs::detect().ok().flatten();
+    cnpg_instance::tls::write_private(path, text, run_as)
+        .map_err(|e| LocalError::Other(e.to_string()))
 }
 
 /// An instance being made by `cnpg-instance initdb|recover|join`, run beside the loop: a
@@ -174,6 +239,8 @@ pub struct LocalOperator {
     routes: Routes,
     state: ClusterState,
     sync_value: String,
+    /// `managedRolesStatus`: the primary's last report (kept across operator restarts).
+    managed_roles: Option<cnpg_core::roles::ManagedRoles>,
     restart: Option<String>,
     reload: Option<String>,
     /// When each instance manager was started by this operator (adopted ones: unknown, 0).
@@ -314,12 +381,15 @@ impl LocalOperator {
         }
         .ensure_status_token(None)
         .map_err(|e| LocalError::Other(format!("the status token: {e}")))?;
-        write_archive(&layout, &manifest)?;
+        let user = manifest_secrets(&layout.manifest());
+        write_archive(&layout, &manifest, &user)?;
+        write_role_passwords(&layout, &manifest, &user)?;
         let saved: Option<StatusFile> = std::fs::read_to_string(layout.status())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
         let layout_copy = layout.clone();
         let mut op = LocalOperator {
+            managed_roles: saved.as_ref().and_then(|s| s.managed_roles_status.clone()),
             state: saved.map(|s| s.state).unwrap_or_default(),
             layout,
             opts,
@@ -636,7 +706,11 @@ impl LocalOperator {
         if let Ok(m) = load_manifest(&self.layout.manifest()) {
             self.manifest = m;
             // Said once per new problem, not every loop.
-            let problem = write_archive(&self.layout, &self.manifest)
+            let user = manifest_secrets(&self.layout.manifest());
+            if let Err(e) = write_role_passwords(&self.layout, &self.manifest, &user) {
+                tracing::warn!("managed roles' passwords: {e}");
+            }
+            let problem = write_archive(&self.layout, &self.manifest, &user)
                 .err()
                 .map(|e| format!("WAL archiving is not configured: {e}"));
             if problem.is_some() && problem != self.archive_problem {
@@ -715,6 +789,15 @@ impl LocalOperator {
             }
         }
         let observed = self.observe().await;
+        if let Some(m) = self
+            .state
+            .current_primary
+            .as_ref()
+            .and_then(|p| observed.instances.iter().find(|i| &i.name == p))
+            .and_then(|p| p.status.managed_roles.clone())
+        {
+            self.managed_roles = Some(m);
+        }
         let plan = reconcile::reconcile(&policy, &observed, now());
         for e in &plan.events {
             if e.reason == "FailoverTarget" || e.reason == "Switchover" {
@@ -1113,6 +1196,18 @@ impl LocalOperator {
             reload: self.reload.clone(),
             backups: self.backup_summary.clone().unwrap_or_default(),
             pooler_integration: !self.poolers.lines().is_empty(),
+            managed_roles: self
+                .manifest
+                .spec
+                .managed
+                .as_ref()
+                .map(|m| m.roles.clone())
+                .unwrap_or_default(),
+            role_passwords_applied: self
+                .managed_roles
+                .as_ref()
+                .map(|m| m.password_status.clone())
+                .unwrap_or_default(),
         };
         let text = serde_json::to_string_pretty(&view).expect("view serializes");
         if text != self.last_view && write_atomically(&self.layout.view(), &text).is_ok() {
@@ -1148,6 +1243,7 @@ impl LocalOperator {
             backups: self.backup_summary.clone(),
             recovery: self.recovery_progress(),
             poolers: self.poolers.lines(),
+            managed_roles_status: self.managed_roles.clone(),
             events: self.events.iter().cloned().collect(),
             ports: self.ports.clone(),
             operator_pid: std::process::id(),
