@@ -2455,6 +2455,12 @@ fn managed_roles_follow_the_spec_with_passwords_from_secrets() {
     );
     assert!(listed(&s, "reserved", "postgres"), "{s}");
     assert!(listed(&s, "not-managed", "app"), "{s}");
+    let shown = c.cnpg(&["status", "roles"]);
+    assert!(
+        shown.contains("Managed roles status") && shown.contains("Irreconcilable roles"),
+        "{shown}"
+    );
+    assert!(shown.contains("role \"poets\" does not exist"), "{shown}");
     assert_eq!(
         psql(&conninfo("dante", "first-pw"), "SELECT current_user").as_deref(),
         Ok("dante")

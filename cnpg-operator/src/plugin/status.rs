@@ -79,6 +79,9 @@ pub fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(b) = &r.backups {
         write_continuous_backup(out, b, primary)?;
     }
+    if let Some(m) = primary.and_then(|p| p.managed_roles.as_ref()) {
+        write_managed_roles(out, m)?;
+    }
     write_instances(out, primary, &r.reports)?;
     if !r.poolers.is_empty() {
         writeln!(out, "\nPoolers")?;
@@ -168,6 +171,27 @@ fn write_continuous_backup(
         "Last Failed WAL:                {}",
         at(&a.last_failed_wal, &a.last_failed_wal_time)
     )
+}
+
+/// Upstream's `Managed roles status` and `Irreconcilable roles` sections, from the
+/// primary's last pass.
+fn write_managed_roles(
+    out: &mut dyn Write,
+    m: &cnpg_core::roles::ManagedRoles,
+) -> std::io::Result<()> {
+    writeln!(out, "\nManaged roles status")?;
+    writeln!(out, "{:<24} Roles", STATUS)?;
+    for (state, roles) in &m.by_status {
+        writeln!(out, "{state:<24} {}", roles.join(","))?;
+    }
+    if !m.cannot_reconcile.is_empty() {
+        writeln!(out, "\nIrreconcilable roles")?;
+        writeln!(out, "{:<16} Errors", "Role")?;
+        for (role, errors) in &m.cannot_reconcile {
+            writeln!(out, "{role:<16} {}", errors.join("; "))?;
+        }
+    }
+    Ok(())
 }
 
 /// The `Streaming Replication status` and `Instances status` sections (upstream's
