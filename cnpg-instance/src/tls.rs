@@ -168,13 +168,14 @@ pub fn issue_leaf(
 }
 
 /// The files an instance takes from its mounted volume of certificates: no CA key among
-/// them; and the WAL archive's configuration, when the cluster archives, and the recovery
-/// source's, when it is made from backups.
+/// them; and the WAL archive's configuration, when the cluster archives, the recovery
+/// source's, when it is made from backups, and the managed roles' passwords.
 pub const MOUNTED: &[&str] = &[
     "archive.json",
     "archive-ca.crt",
     "recovery-source.json",
     "recovery-source-ca.crt",
+    "managed-roles.json",
     "ca.crt",
     "client-ca.crt",
     "server.crt",

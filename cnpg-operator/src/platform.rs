@@ -309,6 +309,20 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
             ..Default::default()
         });
     }
+    // A managed role the primary has yet to report reconciled: look again soon. Its pass
+    // runs beside this loop, and nothing on the API server changes when it ends.
+    let roles_pending = cluster
+        .spec
+        .managed
+        .iter()
+        .flat_map(|m| m.roles.iter())
+        .any(|r| {
+            !status
+                .managed_roles_status
+                .as_ref()
+                .and_then(|m| m.by_status.get("reconciled"))
+                .is_some_and(|done| done.contains(&r.name))
+        });
     platform
         .write_status(cluster, &StatusUpdate { status })
         .await?;
@@ -333,14 +347,19 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
     Ok(Outcome {
         phase: plan.phase,
         reason: plan.phase_reason,
-        requeue: if failures.is_empty() {
-            plan.requeue
-        } else {
+        requeue: if !failures.is_empty() {
             Some(Duration::from_secs(1))
+        } else if roles_pending {
+            Some(plan.requeue.map_or(ROLES_RECHECK, |r| r.min(ROLES_RECHECK)))
+        } else {
+            plan.requeue
         },
         actions: done,
     })
 }
+
+/// How soon a loop looks again while a managed role is not reconciled.
+const ROLES_RECHECK: Duration = Duration::from_secs(5);
 
 /// Nothing can progress until the platform lets us create or see the cluster's objects:
 /// say so in the status from the very first loop (phase `Unable to create required cluster

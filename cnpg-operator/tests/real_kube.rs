@@ -524,6 +524,99 @@ async fn three_instances_run_with_synchronous_replication() {
     assert_eq!(st.topology.and_then(|t| t.nodes_used), Some(3));
     assert_eq!(st.healthy_pvc.len(), 3, "{:?}", st.healthy_pvc);
     assert_eq!(st.timeline_id, Some(1));
+
+    // Managed roles on a running cluster: a role whose password is in a basic-auth
+    // Secret. The primary makes it, the status says so with the Secret's version, the
+    // role logs in through -rw with that password, and no pod rolls.
+    let pods_before: BTreeSet<String> = pods.items.iter().map(uid).collect();
+    apply_yaml(
+        &admin,
+        &serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": "dante-pw", "namespace": ns},
+            "stringData": {"username": "dante", "password": "dante-first-pw"}
+        })
+        .to_string(),
+        "test-user",
+    )
+    .await;
+    patch_spec(
+        &admin,
+        &ns,
+        serde_json::json!({"managed": {"roles": [
+            {"name": "dante", "login": true, "passwordSecret": {"name": "dante-pw"}}
+        ]}}),
+    )
+    .await;
+    let version = Api::<Secret>::namespaced(admin.clone(), &ns)
+        .get("dante-pw")
+        .await
+        .expect("the role's Secret")
+        .metadata
+        .resource_version;
+    wait_for(
+        "dante reconciled with its Secret's password",
+        Duration::from_secs(180),
+        op,
+        || async {
+            let m = status_of(&clusters, "cluster-sync")
+                .await?
+                .managed_roles_status
+                .unwrap_or_default();
+            let reconciled = m
+                .by_status
+                .get("reconciled")
+                .is_some_and(|r| r.iter().any(|n| n == "dante"));
+            let applied = m
+                .password_status
+                .get("dante")
+                .and_then(|p| p.resource_version.clone());
+            if reconciled && applied == version {
+                Ok(())
+            } else {
+                let made = Api::<Secret>::namespaced(admin.clone(), &ns)
+                    .get_opt("cluster-sync-managed-roles")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some();
+                let report = pod_report(&admin, &ns, "cluster-sync-1")
+                    .await
+                    .map(|r| format!("{:?}", r.managed_roles));
+                let mut mounted = Vec::new();
+                for f in cnpg_instance::testkit::files_under(_tmp.path()) {
+                    if f.ends_with("managed-roles.json") {
+                        mounted.push(f.display().to_string());
+                    }
+                }
+                Err(format!(
+                    "{m:?}; cluster-sync-managed-roles made: {made}; the primary reports {report:?}; files: {mounted:?}"
+                ))
+            }
+        },
+    )
+    .await;
+    let rw = rw_target(&admin, &ns, "cluster-sync")
+        .await
+        .expect("-rw")
+        .host;
+    let who = psql(
+        &format!(
+            "host={rw} port=5432 user=dante password=dante-first-pw dbname=app sslmode=require"
+        ),
+        "SELECT current_user",
+    )
+    .expect("dante logs in with the Secret's password");
+    assert_eq!(who, "dante");
+    let pods_after: BTreeSet<String> = Api::<Pod>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .map(uid)
+        .collect();
+    assert_eq!(pods_before, pods_after, "a pod was replaced for a role");
+
     // An open session would hold the primary's smart shutdown when it hibernates.
     drop(client);
 

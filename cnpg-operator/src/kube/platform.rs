@@ -755,6 +755,10 @@ impl KubePlatform {
             self.warn(c, "ArchiveConfiguration", &format!("WAL archiving: {e}"))
                 .await;
         }
+        if let Err(e) = self.ensure_managed_roles(c, &secrets).await {
+            self.warn(c, "ManagedRoles", &format!("managed roles' passwords: {e}"))
+                .await;
+        }
         let mut all = secrets.clone();
         for mut s in due {
             let name = s.name_any();
@@ -798,6 +802,22 @@ impl KubePlatform {
         let user = self.user_secrets(c, secrets::archive_sources(c)).await?;
         let want = secrets::archive(c, &user).map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let name = secrets::archive_secret(&c.name_any());
+        self.put_secret(c, &name, want, ours.get(&name)).await
+    }
+
+    /// The managed roles' passwords, from the user's Secrets, for the pods
+    /// ([`secrets::managed_roles_secret`]).
+    async fn ensure_managed_roles(
+        &self,
+        c: &Cluster,
+        ours: &BTreeMap<String, Secret>,
+    ) -> Result<(), PlatformError> {
+        let user = self
+            .user_secrets(c, secrets::managed_roles_sources(c))
+            .await?;
+        let want =
+            secrets::managed_roles(c, &user).map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        let name = secrets::managed_roles_secret(&c.name_any());
         self.put_secret(c, &name, want, ours.get(&name)).await
     }
 

@@ -534,6 +534,87 @@ pub fn archive_secret(cluster: &str) -> String {
     format!("{cluster}-archive")
 }
 
+/// The Secret of a cluster's managed roles' passwords: `managed-roles.json`, each role's
+/// password and its Secret's version ([`role_passwords`]). Pods mount it with their
+/// certificates (optional: it exists only while a role takes its password from a Secret),
+/// and the primary's manager reads it on every change.
+pub fn managed_roles_secret(cluster: &str) -> String {
+    format!("{cluster}-managed-roles")
+}
+
+/// The Secrets `spec.managed.roles` take their passwords from.
+pub fn managed_roles_sources(c: &Cluster) -> Vec<String> {
+    c.spec
+        .managed
+        .iter()
+        .flat_map(|m| m.roles.iter())
+        .filter_map(|r| r.password_secret.as_ref().map(|s| s.name.clone()))
+        .collect()
+}
+
+/// Each managed role's password from its `kubernetes.io/basic-auth` Secret (`password`;
+/// `username`, when given, must be the role's, as upstream asks). The version is the
+/// Secret's `resourceVersion` (the local platform's Secrets have none: a digest of the
+/// password). A Secret missing or not fit is left out: the primary reports that role as
+/// not reconciled, and why.
+pub fn role_passwords(
+    c: &Cluster,
+    user: &BTreeMap<String, Secret>,
+) -> BTreeMap<String, cnpg_core::roles::Secret> {
+    use std::hash::{Hash, Hasher};
+    let mut out = BTreeMap::new();
+    for r in c.spec.managed.iter().flat_map(|m| m.roles.iter()) {
+        let Some(s) = r.password_secret.as_ref().and_then(|s| user.get(&s.name)) else {
+            continue;
+        };
+        let data = s.data.clone().unwrap_or_default();
+        let Some(password) = data.get("password") else {
+            continue;
+        };
+        if data
+            .get("username")
+            .is_some_and(|u| u.0 != r.name.as_bytes())
+        {
+            continue;
+        }
+        let version = s.metadata.resource_version.clone().unwrap_or_else(|| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            password.0.hash(&mut h);
+            format!("local-{:016x}", h.finish())
+        });
+        out.insert(
+            r.name.clone(),
+            cnpg_core::roles::Secret {
+                password: String::from_utf8_lossy(&password.0).into_owned(),
+                version,
+            },
+        );
+    }
+    out
+}
+
+/// The managed roles' Secret as it should be: none while no role has a password.
+pub fn managed_roles(
+    c: &Cluster,
+    user: &BTreeMap<String, Secret>,
+) -> Result<Option<Secret>, SecretError> {
+    let passwords = role_passwords(c, user);
+    if passwords.is_empty() {
+        return Ok(None);
+    }
+    let text = serde_json::to_string(&passwords).map_err(|e| SecretError::Unsupported {
+        field: "spec.managed.roles".into(),
+        why: e.to_string(),
+    })?;
+    Ok(Some(secret(
+        c,
+        &managed_roles_secret(&c.metadata.name.clone().unwrap_or_default()),
+        "Opaque",
+        BTreeMap::from([("managed-roles.json".to_owned(), text)]),
+        BTreeMap::new(),
+    )))
+}
+
 /// Where an instance pod keeps its copy of `archive-ca.crt` (the manager copies the
 /// mounted files into its private directory).
 const ARCHIVE_CA_IN_POD: &str = "/controller/secrets/archive-ca.crt";

@@ -233,6 +233,19 @@ fn recovery_projection(c: &Cluster) -> Option<k8s_openapi::api::core::v1::Volume
     Some(p)
 }
 
+/// The managed roles' passwords (optional, and always there: a role given a password
+/// later rolls no pod).
+fn managed_roles_projection(c: &Cluster) -> k8s_openapi::api::core::v1::VolumeProjection {
+    let mut p = secret_projection(
+        &crate::kube::secrets::managed_roles_secret(&c.metadata.name.clone().unwrap_or_default()),
+        &[("managed-roles.json", "managed-roles.json")],
+    );
+    if let Some(s) = p.secret.as_mut() {
+        s.optional = Some(true);
+    }
+    p
+}
+
 /// The certificates an instance needs, from the Secrets that hold them (the user's or the
 /// operator's), under the names `cnpg-instance` expects — and never a CA's key.
 fn certificates_volume(c: &Cluster) -> Volume {
@@ -269,6 +282,7 @@ fn certificates_volume(c: &Cluster) -> Volume {
                 .into_iter()
                 .chain(archive_projection(c))
                 .chain(recovery_projection(c))
+                .chain([managed_roles_projection(c)])
                 .collect(),
             ),
         }),

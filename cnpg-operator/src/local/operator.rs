@@ -136,55 +136,18 @@ fn write_archive(
 }
 
 /// Writes the managed roles' passwords among the cluster's secrets (0600) for the
-/// primary's instance manager, from the Secrets the manifest file carries (`password`,
-/// and `username`, which must be the role's when given, as upstream asks). A Secret's
-/// version is its `resourceVersion` when it has one, else a digest of what it holds: a
-/// new password is a new version, applied once. A Secret missing or not fit is left out:
-/// the instance manager reports that role as not reconciled, and why.
+/// primary's instance manager, from the Secrets the manifest file carries, as the
+/// operator does on Kubernetes ([`crate::kube::secrets::role_passwords`]).
 fn write_role_passwords(
     layout: &Layout,
     cluster: &Cluster,
     user: &BTreeMap<String, k8s_openapi::api::core::v1::Secret>,
 ) -> Result<(), LocalError> {
-    use std::hash::{Hash, Hasher};
     let path = cnpg_instance::bootstrap::Secrets {
         dir: layout.secrets(),
     }
     .managed_roles();
-    let roles = cluster
-        .spec
-        .managed
-        .as_ref()
-        .map(|m| m.roles.as_slice())
-        .unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for r in roles {
-        let Some(s) = r.password_secret.as_ref().and_then(|s| user.get(&s.name)) else {
-            continue;
-        };
-        let data = s.data.clone().unwrap_or_default();
-        let Some(password) = data.get("password") else {
-            continue;
-        };
-        if data
-            .get("username")
-            .is_some_and(|u| u.0 != r.name.as_bytes())
-        {
-            continue;
-        }
-        let version = s.metadata.resource_version.clone().unwrap_or_else(|| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            password.0.hash(&mut h);
-            format!("local-{:016x}", h.finish())
-        });
-        out.insert(
-            r.name.clone(),
-            cnpg_core::roles::Secret {
-                password: String::from_utf8_lossy(&password.0).into_owned(),
-                version,
-            },
-        );
-    }
+    let out = crate::kube::secrets::role_passwords(cluster, user);
     if out.is_empty() {
         let _ = std::fs::remove_file(&path);
         return Ok(());
