@@ -70,6 +70,29 @@ mod tests {
     }
 
     #[test]
+    fn yaml_1_1_booleans_read_as_kubectl_reads_them() {
+        let v = &parse_documents("a: yes\nb: on\nc: No\nd: OFF\ne: 'yes'\nf: \"on\"\n")
+            .expect("yaml")[0];
+        assert_eq!(v["a"], true);
+        assert_eq!(v["b"], true);
+        assert_eq!(v["c"], false);
+        assert_eq!(v["d"], false);
+        assert_eq!(v["e"], "yes");
+        assert_eq!(v["f"], "on");
+        // A boolean field takes one; a string field says how to write it.
+        let reports = check_text(
+            "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: pg}\nspec:\n  instances: 1\n  enableSuperuserAccess: yes\n  postgresql:\n    parameters: {autovacuum: on}\n  storage: {size: 1Gi}\n",
+        )
+        .expect("yaml");
+        let text = format!("{:?}", reports[0].errors);
+        assert_eq!(reports[0].errors.len(), 1, "{text}");
+        assert!(
+            text.contains("spec.postgresql.parameters.autovacuum") && text.contains("quote it"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn broken_yaml_is_an_error_not_a_panic() {
         assert!(check_text("a: [1, 2\nb: {").is_err());
     }

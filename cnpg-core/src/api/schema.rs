@@ -388,10 +388,20 @@ pub fn validate_value(
             Some("number") => "a number",
             _ => "something else",
         };
+        // kubectl reads YAML 1.1: an unquoted yes/no/on/off is a boolean, as here.
+        let hint = if value.is_boolean() && expected == Some("string") {
+            " (YAML reads an unquoted on/off/yes/no as a boolean, as kubectl does: quote it, e.g. 'on')"
+        } else {
+            ""
+        };
         errs.push(FieldError::new(
             here,
             ErrorKind::WrongType,
-            format!("expected {want}, got {} {}", type_name(value), short(value)),
+            format!(
+                "expected {want}, got {} {}{hint}",
+                type_name(value),
+                short(value)
+            ),
         ));
         return;
     }
