@@ -224,3 +224,44 @@ fn checked_in_crds_are_up_to_date() {
         );
     }
 }
+
+#[test]
+fn version_and_shell_completion() {
+    let v = kubectl_cnpg(&["version"], None);
+    assert!(v.status.success());
+    assert!(
+        stdout(&v).contains(&format!("Version:{}", env!("CARGO_PKG_VERSION")))
+            && stdout(&v).contains("API:postgresql.cnpg.io/v1"),
+        "{}",
+        stdout(&v)
+    );
+    // The bash script, loaded by a real bash, completes the subcommands.
+    let script = kubectl_cnpg(&["completion", "bash"], None);
+    assert!(script.status.success());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubectl-cnpg.bash");
+    std::fs::write(&path, &script.stdout).expect("script");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && f=$(complete -p kubectl-cnpg | sed -E 's/.*-F ([^ ]+).*/\\1/') && \
+             COMP_WORDS=(kubectl-cnpg val) COMP_CWORD=1 COMP_LINE='kubectl-cnpg val' COMP_POINT=16 && \
+             $f kubectl-cnpg val kubectl-cnpg && echo \"${{COMPREPLY[@]}}\"",
+            path.display()
+        ))
+        .output()
+        .expect("bash runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "validate",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let s = kubectl_cnpg(&["completion", shell], None);
+        assert!(s.status.success() && !s.stdout.is_empty(), "{shell}");
+    }
+    let bad = kubectl_cnpg(&["completion", "cmd"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("possible values"));
+}

@@ -220,6 +220,13 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Print the plugin's version and the API it speaks.
+    Version,
+    /// Print a completion script for a shell, e.g. `source <(kubectl-cnpg completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `maintenance` subcommands.

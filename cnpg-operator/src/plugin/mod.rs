@@ -63,6 +63,19 @@ where
     let result = match cli.command {
         Command::Install { what } => manifest::install(what, cli.namespace, out, err),
         Command::Validate { files } => manifest::validate(&files, stdin, out, err),
+        Command::Version => writeln!(
+            out,
+            "Build: {{Version:{} API:{} Implementation:cnpg-rs}}",
+            env!("CARGO_PKG_VERSION"),
+            cnpg_core::api::API_VERSION
+        )
+        .map(|()| 0)
+        .map_err(PluginError::from),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "kubectl-cnpg", out);
+            Ok(0)
+        }
         Command::Local { what } => local::local(what, out, err).map_err(PluginError::from),
         Command::Psql {
             cluster,
