@@ -130,3 +130,85 @@ pub fn fixed_parameter(name: &str) -> Option<&'static str> {
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, hint)| *hint)
 }
+
+/// `shared_preload_libraries`: the operator sets it (users list libraries in
+/// `spec.postgresql.shared_preload_libraries`).
+pub const PRELOAD_LIBRARIES: &str = "shared_preload_libraries";
+
+/// Libraries loaded because their parameters are set, as upstream's managed extensions:
+/// any `pgaudit.*` parameter loads `pgaudit`, and so on. `(library, the extension the
+/// primary creates in every database, if any)`.
+const MANAGED_LIBRARIES: &[(&str, Option<&str>)] = &[
+    ("pg_stat_statements", Some("pg_stat_statements")),
+    ("auto_explain", None),
+    ("pgaudit", Some("pgaudit")),
+];
+
+fn set_for(library: &str, parameters: &std::collections::BTreeMap<String, String>) -> bool {
+    let prefix = format!("{library}.");
+    parameters
+        .keys()
+        .any(|k| k.to_ascii_lowercase().starts_with(&prefix))
+}
+
+/// The parameters PostgreSQL gets: the user's, and [`PRELOAD_LIBRARIES`] when anything is
+/// to be loaded — the user's libraries, then each managed one whose parameters are set,
+/// none twice. A change to it needs a restart, which the instance reports like any other.
+pub fn effective(
+    parameters: &std::collections::BTreeMap<String, String>,
+    user_libraries: &[String],
+) -> std::collections::BTreeMap<String, String> {
+    let mut libraries: Vec<&str> = user_libraries.iter().map(String::as_str).collect();
+    for (library, _) in MANAGED_LIBRARIES {
+        if set_for(library, parameters) && !libraries.contains(library) {
+            libraries.push(library);
+        }
+    }
+    let mut out = parameters.clone();
+    if !libraries.is_empty() {
+        out.insert(PRELOAD_LIBRARIES.to_owned(), libraries.join(","));
+    }
+    out
+}
+
+/// The extensions the primary creates in every database: those of the managed libraries
+/// whose parameters are set (an extension is never dropped for a parameter removed: its
+/// objects may be in use).
+pub fn managed_extensions(
+    parameters: &std::collections::BTreeMap<String, String>,
+) -> Vec<&'static str> {
+    MANAGED_LIBRARIES
+        .iter()
+        .filter(|(library, _)| set_for(library, parameters))
+        .filter_map(|(_, extension)| *extension)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn managed_libraries_follow_their_parameters() {
+        let p = BTreeMap::from([
+            ("pgaudit.log".to_owned(), "write".to_owned()),
+            ("work_mem".to_owned(), "8MB".to_owned()),
+        ]);
+        let e = effective(&p, &["pg_stat_statements".to_owned()]);
+        assert_eq!(e[PRELOAD_LIBRARIES], "pg_stat_statements,pgaudit");
+        assert_eq!(e["work_mem"], "8MB");
+        assert_eq!(managed_extensions(&p), vec!["pgaudit"]);
+        // Listed by the user too: once.
+        let e = effective(&p, &["pgaudit".to_owned()]);
+        assert_eq!(e[PRELOAD_LIBRARIES], "pgaudit");
+        // Nothing to load: not set at all.
+        let plain = BTreeMap::from([("work_mem".to_owned(), "8MB".to_owned())]);
+        assert!(!effective(&plain, &[]).contains_key(PRELOAD_LIBRARIES));
+        let e = effective(
+            &BTreeMap::from([("auto_explain.log_min_duration".to_owned(), "1s".to_owned())]),
+            &[],
+        );
+        assert_eq!(e[PRELOAD_LIBRARIES], "auto_explain");
+    }
+}

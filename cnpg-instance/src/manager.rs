@@ -139,6 +139,11 @@ pub struct Manager {
     applied_reload: Option<Option<String>>,
     /// When managed roles were last compared, and what with.
     roles_pass: Option<(Instant, String)>,
+    /// The managed extensions made, by database, and when the databases were last listed.
+    extensions: (
+        std::collections::BTreeSet<(String, String)>,
+        Option<Instant>,
+    ),
     last_view: ViewData,
     rewind_failed: bool,
     /// The last stop was an unexpected death (a start after it is a crash restart).
@@ -273,6 +278,7 @@ impl Manager {
             applied_restart: None,
             applied_reload: None,
             roles_pass: None,
+            extensions: Default::default(),
             last_view: ViewData::default(),
             rewind_failed: false,
             crashed: false,
@@ -514,7 +520,11 @@ impl Manager {
         settings.pg_hba.extend(view.pg_hba.iter().cloned());
         settings.pg_ident.extend(view.pg_ident.iter().cloned());
         for (k, v) in &view.parameters {
-            if cnpg_core::parameters::fixed_parameter(k).is_none() {
+            // The libraries to load come from the operator alone
+            // (`cnpg_core::parameters::effective`).
+            if cnpg_core::parameters::fixed_parameter(k).is_none()
+                || k == cnpg_core::parameters::PRELOAD_LIBRARIES
+            {
                 settings.parameters.insert(k.clone(), v.clone());
             }
         }
@@ -954,8 +964,58 @@ impl Manager {
                 self.ensure_pooler_integration().await?;
             }
             self.ensure_managed_roles(view).await;
+            self.ensure_extensions(view).await;
         }
         Ok(())
+    }
+
+    /// The managed extensions (`pgaudit` while a `pgaudit.*` parameter is set, ...) in
+    /// every database that takes connections, `template1` too (databases made later copy
+    /// it); databases are listed again every 30 s. Until the library is loaded (a restart
+    /// after `shared_preload_libraries` changed) PostgreSQL refuses some of them: said,
+    /// and tried again; it never stops the loop.
+    async fn ensure_extensions(&mut self, view: &ViewData) {
+        let wanted = cnpg_core::parameters::managed_extensions(&view.parameters);
+        let (done, listed) = &self.extensions;
+        if wanted.is_empty()
+            || listed.is_some_and(|t| t.elapsed() < Duration::from_secs(30))
+                && wanted.iter().all(|e| done.iter().any(|(_, x)| x == e))
+        {
+            return;
+        }
+        let databases = match self.query.databases().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(instance = %self.cfg.instance, "extensions: {e}");
+                return;
+            }
+        };
+        let mut done = done.clone();
+        let mut failed = false;
+        for db in &databases {
+            for ext in &wanted {
+                if done.contains(&(db.clone(), (*ext).to_owned())) {
+                    continue;
+                }
+                let sql = format!(
+                    "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
+                     CREATE EXTENSION IF NOT EXISTS {}",
+                    cnpg_core::roles::ident(ext)
+                );
+                match self.query.execute_in(db, &sql).await {
+                    Ok(()) => {
+                        tracing::info!(instance = %self.cfg.instance, database = %db, extension = %ext, "extension ready");
+                        done.insert((db.clone(), (*ext).to_owned()));
+                    }
+                    Err(e) => {
+                        failed = true;
+                        tracing::warn!(instance = %self.cfg.instance, database = %db, extension = %ext, "cannot create the extension yet: {e}");
+                    }
+                }
+            }
+        }
+        // A refusal is tried again at the next step, not 30 s later.
+        self.extensions = (done, (!failed).then(Instant::now));
     }
 
     /// `spec.managed.roles` on this primary: a pass whenever the spec or a password

@@ -74,9 +74,26 @@ struct Rig {
     spec: String,
     /// Documents added after the Cluster (Secrets it names).
     docs: String,
+    /// PostgreSQL parameters added (six-space indented lines).
+    parameters: String,
 }
 
 impl Rig {
+    /// The cluster's file: [`MANIFEST`] with this rig's lines and documents.
+    fn manifest(&self, name: &str) -> String {
+        MANIFEST
+            .replace("NAME", name)
+            .replace(
+                "      wal_retrieve_retry_interval: 200ms\n",
+                &format!(
+                    "      wal_retrieve_retry_interval: 200ms\n{}",
+                    self.parameters
+                ),
+            )
+            .replace("  storage:", &format!("{}  storage:", self.spec))
+            + &self.docs
+    }
+
     /// Archiving to `destination` on `s3` (gzip, two segments at a time) with credentials
     /// from a Secret in the same file; `more` continues the `barmanObjectStore` block.
     fn archiving(s3: &cnpg_instance::testkit::S3Server, destination: &str, more: &str) -> Rig {
@@ -133,11 +150,7 @@ impl Cluster {
     ) -> Result<Cluster, Box<(Cluster, String)>> {
         let user = RunAs::detect().expect("user");
         let manifest = state.path().join(file);
-        let text = MANIFEST
-            .replace("NAME", name)
-            .replace("  storage:", &format!("{}  storage:", rig.spec))
-            + &rig.docs;
-        std::fs::write(&manifest, text).expect("manifest");
+        std::fs::write(&manifest, rig.manifest(name)).expect("manifest");
         let mut volumes = Vec::new();
         if rig.volumes {
             let instances = state.path().join(name).join("instances");
@@ -2406,12 +2419,24 @@ fn roles_rig(password: &str, limit: u32) -> Rig {
         docs: format!(
             "---\napiVersion: v1\nkind: Secret\ntype: kubernetes.io/basic-auth\nmetadata: {{name: dante-pw}}\nstringData: {{username: dante, password: {password}}}\n"
         ),
+        // Audit logging: the operator loads pgaudit and creates its extension.
+        parameters: "      pgaudit.log: write\n".into(),
         ..Default::default()
     }
 }
 
 #[test]
-fn managed_roles_follow_the_spec_with_passwords_from_secrets() {
+fn managed_roles_and_pgaudit_follow_the_spec() {
+    let pg = cnpg_instance::pg_bin::Search::standard(None)
+        .find()
+        .expect("PostgreSQL");
+    let lib = pg.dir.join("../lib/pgaudit.so");
+    assert!(
+        lib.exists(),
+        "pgaudit is not installed ({} is missing): apt-get install postgresql-{}-pgaudit (.ci/run installs it)",
+        lib.display(),
+        pg.major
+    );
     let c = Cluster::up_on("roles", roles_rig("first-pw", 4));
     c.wait_converged(None, T);
     let su = std::fs::read_to_string(c.root().join("secrets/superuser-password"))
@@ -2505,16 +2530,37 @@ fn managed_roles_follow_the_spec_with_passwords_from_secrets() {
     assert_eq!(c.wait_converged(Some(&old), T), to);
     let version = |s: &serde_json::Value| s["passwordStatus"]["dante"]["resourceVersion"].clone();
     let before = version(&roles_status());
-    let rig = roles_rig("second-pw", 5);
-    let text = MANIFEST
-        .replace("NAME", "roles")
-        .replace("  storage:", &format!("{}  storage:", rig.spec))
-        + &rig.docs;
-    let (ok, said) = apply(&c, "cluster.yaml", &text);
+    let (ok, said) = apply(
+        &c,
+        "cluster.yaml",
+        // With a parameter that needs a restart (max_connections).
+        &roles_rig("second-pw", 5)
+            .manifest("roles")
+            .replace("max_connections: '40'", "max_connections: '45'"),
+    );
     assert!(ok, "{said}");
     wait("the new password applied", &|s| {
         version(s) != before && listed(s, "reconciled", "dante")
     });
+    // Every instance restarted for max_connections, in the rollout's order; none left
+    // pending.
+    let start = Instant::now();
+    loop {
+        let s = c.status();
+        let pending = s["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|i| i["status"]["pendingRestart"] == true));
+        if !pending && c.converged_now() && sql("SHOW max_connections").as_deref() == Ok("45") {
+            break;
+        }
+        assert!(
+            start.elapsed() < T,
+            "max_connections not applied everywhere: {}\n{}",
+            s["instances"],
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     assert_eq!(
         psql(&conninfo("dante", "second-pw"), "SELECT current_user").as_deref(),
         Ok("dante")
@@ -2524,6 +2570,43 @@ fn managed_roles_follow_the_spec_with_passwords_from_secrets() {
         sql("SELECT rolconnlimit FROM pg_authid WHERE rolname = 'dante'").as_deref(),
         Ok("5")
     );
+    let to = c.primary().expect("a primary");
+    let to = to.as_str();
+    // pgaudit: loaded because a pgaudit.* parameter is set, its extension made in every
+    // database, and a write audited in the primary's log.
+    assert_eq!(
+        sql("SHOW shared_preload_libraries").as_deref(),
+        Ok("pgaudit")
+    );
+    let start = Instant::now();
+    while psql(
+        &c.app_conninfo(),
+        "SELECT count(*) FROM pg_extension WHERE extname = 'pgaudit'",
+    )
+    .as_deref()
+        != Ok("1")
+    {
+        assert!(
+            start.elapsed() < T,
+            "no pgaudit extension in app\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    psql(
+        &c.app_conninfo(),
+        "CREATE TABLE audited (n int); INSERT INTO audited VALUES (42)",
+    )
+    .expect("a write");
+    let log = c.root().join("instances").join(to).join("postgres.log");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("AUDIT: SESSION,")
+    {
+        assert!(start.elapsed() < T, "no audit line in {}", log.display());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Neither password ever reached a log.
     for d in std::fs::read_dir(c.root().join("instances"))
         .expect("instances")

@@ -617,13 +617,18 @@ impl LocalOperator {
             {
                 status.might_be_unavailable = true;
             }
+            // A parameter that needs a restart (shared_preload_libraries, max_connections):
+            // restarted in place, in the rollout's order, as on Kubernetes.
+            let restart_only = outdated.is_none() && status.pending_restart;
+            let outdated = outdated
+                .or_else(|| restart_only.then(|| "a parameter change needs a restart".to_owned()));
             instances.push(ObservedInstance {
                 name: name.clone(),
                 running,
                 role: self.roles.get(&name).copied(),
                 status,
                 outdated,
-                restart_only: false,
+                restart_only,
                 creating: false,
             });
         }
@@ -1151,7 +1156,11 @@ impl LocalOperator {
                     )
                 })
                 .collect(),
-            parameters: pg.map(|p| p.parameters.clone()).unwrap_or_default(),
+            parameters: pg
+                .map(|p| {
+                    cnpg_core::parameters::effective(&p.parameters, &p.shared_preload_libraries)
+                })
+                .unwrap_or_default(),
             pg_hba: pg.map(|p| p.pg_hba.clone()).unwrap_or_default(),
             pg_ident: pg.map(|p| p.pg_ident.clone()).unwrap_or_default(),
             superuser_access: Some(self.manifest.spec.enable_superuser_access.unwrap_or(false)),
