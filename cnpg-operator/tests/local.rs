@@ -115,11 +115,14 @@ fn sync_confirmed(s: &serde_json::Value, primary: &serde_json::Value) -> bool {
     let in_effect = primary["status"]["synchronousStandbyNames"]
         .as_str()
         .unwrap_or_default();
+    // Nothing published is nothing confirmed: every cluster here runs `dataDurability:
+    // required`, and an empty value in effect must not pass for one (CI: a switchover's
+    // new primary, killed 0.8 s after this said "converged", could not be failed over).
     match serde_json::from_value::<Option<cnpg_core::sync::SyncStandbys>>(
         s["state"]["publishedSync"].clone(),
     ) {
-        Ok(published) => cnpg_core::sync::render(published.as_ref()) == in_effect,
-        Err(_) => false,
+        Ok(Some(published)) => cnpg_core::sync::render(Some(&published)) == in_effect,
+        _ => false,
     }
 }
 
