@@ -19,7 +19,8 @@
 //!
 //! `cargo bench -p cnpg-benches --bench failover` (builds the release binaries first).
 //! TRIALS sets the trials per fault (default 5); FAULTS=node,hung (label prefixes) picks
-//! faults; MODES=required or MODES=async runs one replication mode.
+//! faults; MODES=required or MODES=async runs one replication mode; a long run prints
+//! interim figures every PROGRESS trials (default 25).
 //!
 //! `cargo bench -p cnpg-benches --bench failover -- --kubernetes` runs trials on
 //! Kubernetes (as root, with `../shared/k8s` beside the workspace): the real control
@@ -744,6 +745,15 @@ fn main() {
     );
 }
 
+/// How many trials pass between two interim lines of one fault (`PROGRESS`, default 25).
+fn progress_every() -> usize {
+    std::env::var("PROGRESS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(25)
+}
+
 /// Trials of each fault on one cluster, a writer through `-rw` and the probe running
 /// throughout; one line per fault, and the totals.
 fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
@@ -768,6 +778,7 @@ fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
         // The outages of trials that kept the primary and of those that moved it.
         let (mut kept_gaps, mut moved_gaps) = (Vec::new(), Vec::new());
         let mut injected = Vec::new();
+        let started = Instant::now();
         for trial in 0..trials {
             if fault == Fault::OperatorKilled {
                 c.arm_pause(PAUSE_POINTS[trial % PAUSE_POINTS.len()]);
@@ -814,6 +825,21 @@ fn run_faults(c: &Cluster, mode: &str, faults: &[Fault], trials: usize) {
                 moved_gaps.push(gap);
             } else {
                 kept_gaps.push(gap);
+            }
+            // A long run says where it stands every `PROGRESS` trials, so that one stopped
+            // early still has figures.
+            let done = trial + 1;
+            if done < trials && done.is_multiple_of(progress_every()) {
+                report_split(
+                    &format!(
+                        "{mode:>8} {:<16} … after {:.0} s (primary moved {moved}/{done})",
+                        fault.label(),
+                        started.elapsed().as_secs_f64()
+                    ),
+                    &gaps,
+                    lost(c, &w.acked()).saturating_sub(lost_before),
+                    Some(probe.seen().split_rounds - split_before),
+                );
             }
         }
         c.wait_converged();
