@@ -130,20 +130,14 @@ pub struct Manager {
     applied_superuser: Option<bool>,
     /// `streaming_replica` checked (certificate only, rewind grants) on this primary.
     replication_role_checked: bool,
-    /// The databases that have `user_search`, and when they were last listed.
-    pooler_databases: (
-        std::collections::BTreeSet<String>,
-        Option<std::time::Instant>,
-    ),
+    /// The pooler's role made on this primary.
+    pooler_role_checked: bool,
     applied_restart: Option<Option<String>>,
     applied_reload: Option<Option<String>>,
-    /// When managed roles were last compared, and what with.
-    roles_pass: Option<(Instant, String)>,
-    /// The managed extensions made, by database, and when the databases were last listed.
-    extensions: (
-        std::collections::BTreeSet<(String, String)>,
-        Option<Instant>,
-    ),
+    /// When managed roles are next compared at the latest, and what with last.
+    roles_pass: Option<(Instant, RolesInputs)>,
+    /// The pooler's function and the managed extensions, database by database.
+    every_database: every_database::EveryDatabase,
     last_view: ViewData,
     rewind_failed: bool,
     /// The last stop was an unexpected death (a start after it is a crash restart).
@@ -274,11 +268,11 @@ impl Manager {
             applied_tls: None,
             applied_superuser: None,
             replication_role_checked: false,
-            pooler_databases: Default::default(),
+            pooler_role_checked: false,
             applied_restart: None,
             applied_reload: None,
             roles_pass: None,
-            extensions: Default::default(),
+            every_database: Default::default(),
             last_view: ViewData::default(),
             rewind_failed: false,
             crashed: false,
@@ -961,87 +955,103 @@ impl Manager {
             self.ensure_replication_role().await?;
             self.ensure_superuser_access(view).await?;
             if view.pooler_integration {
-                self.ensure_pooler_integration().await?;
+                self.ensure_pooler_role().await?;
             }
             self.ensure_managed_roles(view).await;
-            self.ensure_extensions(view).await;
+            self.ensure_every_database(view).await;
         }
         Ok(())
     }
 
-    /// The managed extensions (`pgaudit` while a `pgaudit.*` parameter is set, ...) in
-    /// every database that takes connections, `template1` too (databases made later copy
-    /// it); databases are listed again every 30 s. Until the library is loaded (a restart
-    /// after `shared_preload_libraries` changed) PostgreSQL refuses some of them: said,
-    /// and tried again; it never stops the loop.
-    async fn ensure_extensions(&mut self, view: &ViewData) {
-        let wanted = cnpg_core::parameters::managed_extensions(&view.parameters);
-        let (done, listed) = &self.extensions;
-        if wanted.is_empty()
-            || listed.is_some_and(|t| t.elapsed() < Duration::from_secs(30))
-                && wanted.iter().all(|e| done.iter().any(|(_, x)| x == e))
-        {
-            return;
+    /// In every database that takes connections (see [`every_database`]): while a
+    /// pooler serves the cluster, the `SECURITY DEFINER` function its `auth_query` calls
+    /// (every database, as PgBouncer before 1.20 runs the query in the client's
+    /// database); the managed extensions (`pgaudit` while a `pgaudit.*` parameter is set,
+    /// ...). Until a library is loaded (a restart after `shared_preload_libraries`
+    /// changed) PostgreSQL refuses its extension: said, and tried again a few seconds
+    /// later; it never stops the loop.
+    async fn ensure_every_database(&mut self, view: &ViewData) {
+        let mut jobs = Vec::new();
+        if view.pooler_integration && self.pooler_role_checked {
+            let user = crate::config::POOLER_USER;
+            jobs.push(every_database::Job {
+                key: "pooler auth_query function".into(),
+                sql: format!(
+                    "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
+                     CREATE OR REPLACE FUNCTION public.user_search(uname text) \
+                     RETURNS TABLE (usename name, passwd text) LANGUAGE sql \
+                     SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS \
+                     'SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1';\n\
+                     REVOKE ALL ON FUNCTION public.user_search(text) FROM public;\n\
+                     GRANT EXECUTE ON FUNCTION public.user_search(text) TO {user};"
+                ),
+            });
         }
-        let databases = match self.query.databases().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(instance = %self.cfg.instance, "extensions: {e}");
-                return;
-            }
-        };
-        let mut done = done.clone();
-        let mut failed = false;
-        for db in &databases {
-            for ext in &wanted {
-                if done.contains(&(db.clone(), (*ext).to_owned())) {
-                    continue;
-                }
-                let sql = format!(
+        for ext in cnpg_core::parameters::managed_extensions(&view.parameters) {
+            jobs.push(every_database::Job {
+                key: format!("extension {ext}"),
+                sql: format!(
                     "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
                      CREATE EXTENSION IF NOT EXISTS {}",
                     cnpg_core::roles::ident(ext)
-                );
-                match self.query.execute_in(db, &sql).await {
-                    Ok(()) => {
-                        tracing::info!(instance = %self.cfg.instance, database = %db, extension = %ext, "extension ready");
-                        done.insert((db.clone(), (*ext).to_owned()));
-                    }
-                    Err(e) => {
-                        failed = true;
-                        tracing::warn!(instance = %self.cfg.instance, database = %db, extension = %ext, "cannot create the extension yet: {e}");
-                    }
+                ),
+            });
+        }
+        let outcomes = match self
+            .every_database
+            .ensure(self.query.as_ref(), &jobs, Instant::now())
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(instance = %self.cfg.instance, "listing the databases: {e}");
+                return;
+            }
+        };
+        for o in outcomes {
+            match o {
+                every_database::Outcome::Done { database, key } => {
+                    tracing::info!(instance = %self.cfg.instance, %database, "{key} ready");
+                }
+                every_database::Outcome::Refused {
+                    database,
+                    key,
+                    error,
+                } => {
+                    tracing::warn!(instance = %self.cfg.instance, %database, "cannot make the {key} yet (tried again in {} s): {error}", every_database::RETRY.as_secs());
                 }
             }
         }
-        // A refusal is tried again at the next step, not 30 s later.
-        self.extensions = (done, (!failed).then(Instant::now));
     }
 
-    /// `spec.managed.roles` on this primary: a pass whenever the spec or a password
-    /// changes, and every 30 s (a role changed by hand is put back). A pass that cannot
-    /// read the roles is said and retried; it never stops the loop.
+    /// `spec.managed.roles` on this primary: a pass whenever the spec, the status or the
+    /// passwords file changes, and every 30 s (a role changed by hand is put back). A pass
+    /// that cannot read the roles is said and tried again 5 s later; it never stops the
+    /// loop. Between passes a step costs one `stat` of the passwords file.
     async fn ensure_managed_roles(&mut self, view: &ViewData) {
         if view.managed_roles.is_empty() && self.roles_pass.is_none() {
             return;
         }
-        let secrets = match crate::roles::passwords(&self.cfg.managed_role_passwords) {
+        let file = &self.cfg.managed_role_passwords;
+        let stamp = std::fs::metadata(file).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.ino(), m.mtime(), m.mtime_nsec(), m.len())
+        });
+        if self.roles_pass.as_ref().is_some_and(|(due, seen)| {
+            Instant::now() < *due
+                && seen.passwords_file == stamp
+                && seen.roles == view.managed_roles
+                && seen.applied == view.role_passwords_applied
+        }) {
+            return;
+        }
+        let secrets = match crate::roles::passwords(file) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(instance = %self.cfg.instance, "managed roles: {e}");
                 Default::default()
             }
         };
-        let inputs =
-            serde_json::to_string(&(&view.managed_roles, &secrets, &view.role_passwords_applied))
-                .unwrap_or_default();
-        if self
-            .roles_pass
-            .as_ref()
-            .is_some_and(|(at, seen)| seen == &inputs && at.elapsed() < Duration::from_secs(30))
-        {
-            return;
-        }
         // What this primary applied itself is newer than what the status says yet.
         let mut applied = view.role_passwords_applied.clone();
         if let Some(mine) = self
@@ -1053,60 +1063,47 @@ impl Manager {
         {
             applied.extend(mine.password_status.clone());
         }
-        match crate::roles::reconcile(self.query.as_ref(), &view.managed_roles, &secrets, &applied)
-            .await
+        let next = match crate::roles::reconcile(
+            self.query.as_ref(),
+            &view.managed_roles,
+            &secrets,
+            &applied,
+        )
+        .await
         {
             Ok(status) => {
                 self.set(|s| s.managed_roles = Some(status));
-                self.roles_pass = Some((Instant::now(), inputs));
+                Duration::from_secs(30)
             }
-            Err(e) => tracing::warn!(instance = %self.cfg.instance, "managed roles: {e}"),
-        }
+            Err(e) => {
+                tracing::warn!(instance = %self.cfg.instance, "managed roles (tried again in 5 s): {e}");
+                Duration::from_secs(5)
+            }
+        };
+        let inputs = RolesInputs {
+            roles: view.managed_roles.clone(),
+            applied: view.role_passwords_applied.clone(),
+            passwords_file: stamp,
+        };
+        self.roles_pass = Some((Instant::now() + next, inputs));
     }
 
     /// While a pooler serves the cluster: the role PgBouncer logs in as (by certificate,
-    /// no password) and, in every database that takes connections, the `SECURITY DEFINER`
-    /// function its `auth_query` calls — every database, as PgBouncer before 1.20 runs
-    /// the query in the client's database (`template1` too: databases made later copy
-    /// it). Databases are listed again every 30 s for new ones.
-    async fn ensure_pooler_integration(&mut self) -> Result<(), PgError> {
-        let (done, listed) = &self.pooler_databases;
-        if listed.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(30)) {
+    /// no password), once per manager on a primary; its function in every database is
+    /// [`Self::ensure_every_database`]'s.
+    async fn ensure_pooler_role(&mut self) -> Result<(), PgError> {
+        if self.pooler_role_checked {
             return Ok(());
         }
         let user = crate::config::POOLER_USER;
-        if done.is_empty() {
-            self.query
-                .execute(&format!(
-                    "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
-                     DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{user}') \
-                     THEN CREATE ROLE {user} LOGIN; END IF; END$$;"
-                ))
-                .await?;
-        }
-        let mut done = done.clone();
-        for db in self.query.databases().await? {
-            if done.contains(&db) {
-                continue;
-            }
-            self.query
-                .execute_in(
-                    &db,
-                    &format!(
-                        "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
-                         CREATE OR REPLACE FUNCTION public.user_search(uname text) \
-                         RETURNS TABLE (usename name, passwd text) LANGUAGE sql \
-                         SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS \
-                         'SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1';\n\
-                         REVOKE ALL ON FUNCTION public.user_search(text) FROM public;\n\
-                         GRANT EXECUTE ON FUNCTION public.user_search(text) TO {user};"
-                    ),
-                )
-                .await?;
-            tracing::info!(instance = %self.cfg.instance, database = %db, "pooler auth_query function ready");
-            done.insert(db);
-        }
-        self.pooler_databases = (done, Some(std::time::Instant::now()));
+        self.query
+            .execute(&format!(
+                "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
+                 DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{user}') \
+                 THEN CREATE ROLE {user} LOGIN; END IF; END$$;"
+            ))
+            .await?;
+        self.pooler_role_checked = true;
         Ok(())
     }
 
@@ -1205,5 +1202,15 @@ impl Manager {
     }
 }
 
+/// What a managed-roles pass was made of; a step makes another only when one changes.
+struct RolesInputs {
+    roles: Vec<cnpg_core::roles::RoleConfiguration>,
+    applied: std::collections::BTreeMap<String, cnpg_core::roles::PasswordState>,
+    /// Inode, modification time and length of the passwords file (none while absent):
+    /// the operator replaces it when a password changes.
+    passwords_file: Option<(u64, i64, i64, u64)>,
+}
+
+mod every_database;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,204 @@
+//! Statements a primary keeps true in every database that takes connections: the pooler's
+//! `auth_query` function, the managed extensions. `template1` is one of them, so databases
+//! made later copy the result; the databases are listed again every [`RELIST`] for new ones.
+//!
+//! One tracker for all of them, so that a step lists the databases once, not once per
+//! kind of work, and a statement PostgreSQL refuses (an extension whose library is not
+//! loaded until a restart) is tried again every [`RETRY`], not at every step of the loop.
+
+use crate::control::PgError;
+use crate::query::PgQuery;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// How often the databases are listed again, for ones made since.
+pub(super) const RELIST: Duration = Duration::from_secs(30);
+/// How long a refused statement waits before it is tried again in that database.
+pub(super) const RETRY: Duration = Duration::from_secs(5);
+
+/// One statement to hold in every database, under a key that names it in logs and in the
+/// tracker (`pooler auth_query`, `extension pgaudit`).
+pub(super) struct Job {
+    pub key: String,
+    pub sql: String,
+}
+
+/// What one database made of one job this pass.
+pub(super) enum Outcome {
+    Done {
+        database: String,
+        key: String,
+    },
+    Refused {
+        database: String,
+        key: String,
+        error: PgError,
+    },
+}
+
+/// The databases as last listed, and which jobs hold in which of them.
+#[derive(Default)]
+pub(super) struct EveryDatabase {
+    listed: Option<(Instant, Vec<String>)>,
+    done: BTreeSet<(String, String)>,
+    refused: BTreeMap<(String, String), Instant>,
+}
+
+impl EveryDatabase {
+    /// Runs each job in every database where it does not hold yet (and was not refused in
+    /// the last [`RETRY`]). Cheap when there is nothing to do: no query at all until the
+    /// list is [`RELIST`] old or a new job appears. Fails only when the databases cannot
+    /// be listed.
+    pub(super) async fn ensure(
+        &mut self,
+        query: &dyn PgQuery,
+        jobs: &[Job],
+        now: Instant,
+    ) -> Result<Vec<Outcome>, PgError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stale = self
+            .listed
+            .as_ref()
+            .is_none_or(|(at, _)| now.duration_since(*at) >= RELIST);
+        if stale {
+            self.listed = Some((now, query.databases().await?));
+        }
+        let databases = self
+            .listed
+            .as_ref()
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default();
+        let mut outcomes = Vec::new();
+        for database in &databases {
+            for job in jobs {
+                let id = (database.clone(), job.key.clone());
+                if self.done.contains(&id)
+                    || self
+                        .refused
+                        .get(&id)
+                        .is_some_and(|at| now.duration_since(*at) < RETRY)
+                {
+                    continue;
+                }
+                match query.execute_in(database, &job.sql).await {
+                    Ok(()) => {
+                        self.refused.remove(&id);
+                        self.done.insert(id);
+                        outcomes.push(Outcome::Done {
+                            database: database.clone(),
+                            key: job.key.clone(),
+                        });
+                    }
+                    Err(error) => {
+                        self.refused.insert(id, now);
+                        outcomes.push(Outcome::Refused {
+                            database: database.clone(),
+                            key: job.key.clone(),
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::MockPgQuery;
+    use std::sync::{Arc, Mutex};
+
+    fn job(key: &str) -> Job {
+        Job {
+            key: key.into(),
+            sql: format!("-- {key}"),
+        }
+    }
+
+    /// Lists `dbs` and records every statement; `refuse` says which (database, sql) fail.
+    fn mock(
+        dbs: &'static [&'static str],
+        refuse: fn(&str, &str) -> bool,
+    ) -> (MockPgQuery, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut q = MockPgQuery::new();
+        let l = log.clone();
+        q.expect_databases().returning(move || {
+            l.lock().expect("log").push("list".into());
+            Ok(dbs.iter().map(|d| d.to_string()).collect())
+        });
+        let l = log.clone();
+        q.expect_execute_in().returning(move |db, sql| {
+            l.lock().expect("log").push(format!("{db}: {sql}"));
+            if refuse(db, sql) {
+                Err(PgError::Query("library not loaded".into()))
+            } else {
+                Ok(())
+            }
+        });
+        (q, log)
+    }
+
+    #[tokio::test]
+    async fn each_job_runs_once_per_database_and_the_list_is_shared() {
+        let (q, log) = mock(&["app", "template1"], |_, _| false);
+        let mut every = EveryDatabase::default();
+        let t = Instant::now();
+        let jobs = [job("a"), job("b")];
+        let out = every.ensure(&q, &jobs, t).await.expect("listed");
+        assert_eq!(out.len(), 4);
+        assert_eq!(
+            every
+                .ensure(&q, &jobs, t + RETRY)
+                .await
+                .expect("listed")
+                .len(),
+            0
+        );
+        assert_eq!(
+            *log.lock().expect("log"),
+            [
+                "list",
+                "app: -- a",
+                "app: -- b",
+                "template1: -- a",
+                "template1: -- b"
+            ]
+        );
+        // A new job runs at once, on the list it already has.
+        every
+            .ensure(&q, &[job("c")], t + RETRY)
+            .await
+            .expect("listed");
+        assert_eq!(log.lock().expect("log").len(), 7);
+        // Listed again after RELIST, for databases made since; nothing runs twice.
+        every.ensure(&q, &jobs, t + RELIST).await.expect("listed");
+        assert_eq!(log.lock().expect("log").len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_refused_statement_waits_before_it_is_tried_again() {
+        let (q, log) = mock(&["app"], |_, sql| sql.contains("pgaudit"));
+        let mut every = EveryDatabase::default();
+        let t = Instant::now();
+        let jobs = [job("pgaudit"), job("pooler")];
+        let out = every.ensure(&q, &jobs, t).await.expect("listed");
+        assert!(matches!(&out[0], Outcome::Refused { key, .. } if key == "pgaudit"));
+        assert!(matches!(&out[1], Outcome::Done { key, .. } if key == "pooler"));
+        // Every step of the loop (200 ms) within RETRY: nothing is tried.
+        for ms in (200..5000).step_by(200) {
+            let out = every.ensure(&q, &jobs, t + Duration::from_millis(ms)).await;
+            assert!(out.expect("listed").is_empty());
+        }
+        assert_eq!(log.lock().expect("log").len(), 3);
+        every.ensure(&q, &jobs, t + RETRY).await.expect("listed");
+        assert_eq!(
+            log.lock().expect("log").last().expect("a statement"),
+            "app: -- pgaudit"
+        );
+    }
+}
