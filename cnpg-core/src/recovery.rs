@@ -7,6 +7,71 @@
 
 use crate::lsn::Lsn;
 
+/// Where a recovery from backups stands: written by the instance manager's `recover` as
+/// it goes, shown by `local up`, `kubectl-cnpg status` and, on Kubernetes, the Cluster's
+/// `status.recoveryProgress` (our addition to upstream's status: upstream shows none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "api", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// `restoring`, `waiting for <WAL file> to be archived` (a backup taken on a standby,
+    /// before the primary archived its last WAL), `replaying`, `promoting`, `done` or
+    /// `failed`.
+    pub phase: String,
+    /// The backup being restored.
+    #[serde(default, rename = "backupID", skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// Bytes of the backup's tarballs restored so far.
+    #[serde(default)]
+    #[cfg_attr(feature = "api", schemars(with = "i64"))]
+    pub restored_bytes: u64,
+    /// The backup's size (`backup.info`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "api", schemars(with = "Option<i64>"))]
+    pub backup_bytes: Option<u64>,
+    /// The last WAL file PostgreSQL restored from the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<String>,
+    /// WAL files replayed from the archive so far.
+    #[serde(default)]
+    #[cfg_attr(feature = "api", schemars(with = "i64"))]
+    pub wal_files: u64,
+    /// Where it stops: `end of archive`, or the target.
+    #[serde(default)]
+    pub target: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Progress {
+    /// One line for a person.
+    pub fn line(&self) -> String {
+        let mut s = format!("recovery {}", self.phase);
+        if let Some(id) = &self.backup_id {
+            s.push_str(&format!(", backup {id}"));
+        }
+        if self.restored_bytes > 0 {
+            match self.backup_bytes {
+                Some(total) if total > 0 => s.push_str(&format!(
+                    ", {} of {} MB restored",
+                    self.restored_bytes >> 20,
+                    total >> 20
+                )),
+                _ => s.push_str(&format!(", {} MB restored", self.restored_bytes >> 20)),
+            }
+        }
+        if let Some(w) = &self.wal {
+            s.push_str(&format!(", {} WAL files replayed (at {w})", self.wal_files));
+        }
+        s.push_str(&format!(", to {}", self.target));
+        if let Some(e) = &self.error {
+            s.push_str(&format!(": {e}"));
+        }
+        s
+    }
+}
+
 /// A recovery target as the manifest gives it (every field optional; none: the end of the
 /// archive).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -277,3 +277,87 @@ impl ClusterView for KubeView {
         Ok(())
     }
 }
+
+/// The field manager a recovering instance publishes its progress with: its own, so that
+/// the instance manager's later applies (which leave the field out) do not remove it.
+pub const RECOVERY_FIELD_MANAGER: &str = "cnpg-instance-recovery";
+
+/// Publishes a recovery's progress file (`cnpg-instance recover`, run in the first pod's
+/// bootstrap step) to the Cluster's `status.recoveryProgress`, every time it changes,
+/// until dropped; [`RecoveryPublisher::finish`] publishes the last state. A failed write
+/// is logged and tried again at the next change: the status never holds up a recovery.
+pub struct RecoveryPublisher {
+    task: tokio::task::JoinHandle<()>,
+    clusters: Api<Cluster>,
+    cluster: String,
+    file: std::path::PathBuf,
+}
+
+impl RecoveryPublisher {
+    /// Starts publishing `file` to Cluster `cluster`, checking it every second.
+    pub fn start(clusters: Api<Cluster>, cluster: &str, file: std::path::PathBuf) -> Self {
+        let (c, name, f) = (clusters.clone(), cluster.to_owned(), file.clone());
+        let task = tokio::spawn(async move {
+            let mut published = None;
+            loop {
+                publish_progress(&c, &name, &f, &mut published).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        RecoveryPublisher {
+            task,
+            clusters,
+            cluster: cluster.to_owned(),
+            file,
+        }
+    }
+
+    /// Stops following the file and publishes what it says now (`done`, or `failed` and
+    /// why).
+    pub async fn finish(self) {
+        self.task.abort();
+        publish_progress(&self.clusters, &self.cluster, &self.file, &mut None).await;
+    }
+}
+
+impl Drop for RecoveryPublisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One look at the progress file: applied to the status when it changed since
+/// `published`.
+async fn publish_progress(
+    clusters: &Api<Cluster>,
+    cluster: &str,
+    file: &std::path::Path,
+    published: &mut Option<cnpg_core::recovery::Progress>,
+) {
+    let Some(progress) = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<cnpg_core::recovery::Progress>(&t).ok())
+    else {
+        return;
+    };
+    if published.as_ref() == Some(&progress) {
+        return;
+    }
+    let body = json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": cluster},
+        "status": {"recoveryProgress": progress},
+    });
+    match clusters
+        .patch_status(
+            cluster,
+            &PatchParams::apply(RECOVERY_FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => *published = Some(progress),
+        Err(e) => tracing::warn!(cluster, "publishing the recovery's progress: {e}"),
+    }
+}

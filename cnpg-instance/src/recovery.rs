@@ -45,65 +45,10 @@ pub enum RecoveryError {
     Replay(String),
 }
 
-/// Where the recovery stands, written as JSON beside PGDATA for the operator and
-/// `local up` to show while it runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    /// `restoring`, `waiting for <WAL file> to be archived` (a backup taken on a standby,
-    /// before the primary archived its last WAL), `replaying`, `promoting`, `done` or
-    /// `failed`.
-    pub phase: String,
-    /// The backup being restored.
-    #[serde(default, rename = "backupID", skip_serializing_if = "Option::is_none")]
-    pub backup_id: Option<String>,
-    /// Bytes of the backup's tarballs restored so far.
-    #[serde(default)]
-    pub restored_bytes: u64,
-    /// The backup's size (`backup.info`), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup_bytes: Option<u64>,
-    /// The last WAL file PostgreSQL restored from the archive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wal: Option<String>,
-    /// WAL files replayed from the archive so far.
-    #[serde(default)]
-    pub wal_files: u64,
-    /// Where it stops: `end of archive`, or the target.
-    #[serde(default)]
-    pub target: String,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl Progress {
-    /// One line for a person.
-    pub fn line(&self) -> String {
-        let mut s = format!("recovery {}", self.phase);
-        if let Some(id) = &self.backup_id {
-            s.push_str(&format!(", backup {id}"));
-        }
-        if self.restored_bytes > 0 {
-            match self.backup_bytes {
-                Some(total) if total > 0 => s.push_str(&format!(
-                    ", {} of {} MB restored",
-                    self.restored_bytes >> 20,
-                    total >> 20
-                )),
-                _ => s.push_str(&format!(", {} MB restored", self.restored_bytes >> 20)),
-            }
-        }
-        if let Some(w) = &self.wal {
-            s.push_str(&format!(", {} WAL files replayed (at {w})", self.wal_files));
-        }
-        s.push_str(&format!(", to {}", self.target));
-        if let Some(e) = &self.error {
-            s.push_str(&format!(": {e}"));
-        }
-        s
-    }
-}
+/// Where the recovery stands, written as JSON beside PGDATA ([`progress_file`]) for the
+/// operator and `local up` to show while it runs; on Kubernetes also published in the
+/// Cluster's `status.recoveryProgress`.
+pub use cnpg_core::recovery::Progress;
 
 /// Restores the base backup `pick` into `pgdata` through `cnpg-cloud restore`, reporting
 /// the bytes restored as it goes. A program of its own: the object-store client never

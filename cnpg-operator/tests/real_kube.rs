@@ -1377,6 +1377,23 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         None,
     )
     .await;
+    // Its first instance published how the recovery went in the Cluster's status, and the
+    // plugin shows it.
+    let st = status_of(&clusters, "cluster-restored")
+        .await
+        .expect("the restored cluster's status");
+    let progress = st.recovery_progress.expect("status.recoveryProgress");
+    assert_eq!(progress.phase, "done", "{progress:?}");
+    assert!(
+        progress.restored_bytes > 0 && progress.backup_id.is_some(),
+        "{progress:?}"
+    );
+    let (code, out, err) = plugin(cp, &ns, &["status", "cluster-restored"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Recovery:") && out.contains("recovery done"),
+        "{out}"
+    );
     let restored_rw = rw_target(&admin, &ns, "cluster-restored")
         .await
         .expect("the restored cluster's -rw");
@@ -1408,7 +1425,13 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         || async {
             let st = status_of(&clusters, "cluster-too-early").await?;
             let reason = st.phase_reason.clone().unwrap_or_default();
-            if reason.contains("bootstrap step failed") && reason.contains("lies before the end of")
+            let failed = st
+                .recovery_progress
+                .as_ref()
+                .is_some_and(|p| p.phase == "failed" && p.error.is_some());
+            if reason.contains("bootstrap step failed")
+                && reason.contains("lies before the end of")
+                && failed
             {
                 Ok(())
             } else {

@@ -1593,6 +1593,11 @@ pub struct ClusterStatus {
     /// State of the managed roles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_roles_status: Option<ManagedRoles>,
+    /// Where the recovery that makes the first instance stands (`bootstrap.recovery`),
+    /// published by that instance while it restores and replays, and kept once done or
+    /// failed. Not upstream's: its clients ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_progress: Option<crate::recovery::Progress>,
     /// State of the tablespaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tablespaces_status: Vec<TablespaceState>,

@@ -108,6 +108,13 @@ enum Command {
         /// cluster's application password).
         #[arg(long, default_value = "app")]
         app_owner: String,
+        /// Publish the progress in the Cluster's `status.recoveryProgress` as it goes
+        /// (in-cluster credentials or kubeconfig).
+        #[arg(long)]
+        kubernetes: bool,
+        /// The Cluster's namespace (with --kubernetes).
+        #[arg(long, env = "NAMESPACE", default_value = "default")]
+        namespace: String,
     },
     /// Create a standby by cloning the primary (pg_basebackup).
     Join {
@@ -406,6 +413,8 @@ fn main() -> ExitCode {
                 exclusive,
                 app_db,
                 app_owner,
+                kubernetes,
+                namespace,
             } => {
                 let config = match cnpg_instance::archive::read_config(&source_config) {
                     Ok(c) => c,
@@ -440,6 +449,14 @@ fn main() -> ExitCode {
                 if let Err(e) = source.target.settings() {
                     return fail(format!("recoveryTarget.{e}"));
                 }
+                let publisher = if kubernetes {
+                    match recovery_publisher(&namespace, &instance).await {
+                        Ok(p) => Some(p),
+                        Err(e) => return fail(e),
+                    }
+                } else {
+                    None
+                };
                 let mut recovered = None;
                 let made = bootstrapping(&bin, &instance, run_as, async |new| {
                     let info =
@@ -450,6 +467,9 @@ fn main() -> ExitCode {
                     Ok::<(), String>(())
                 })
                 .await;
+                if let Some(p) = publisher {
+                    p.finish().await;
+                }
                 match (made, recovered) {
                     (Ok(true), Some(info)) => {
                         println!(
@@ -873,6 +893,39 @@ async fn run(
     let _ = server.await;
     tracing::info!(instance = %instance.name, "stopped");
     ExitCode::SUCCESS
+}
+
+/// What publishes a recovery's progress in its Cluster's status.
+#[cfg(feature = "kubernetes")]
+type RecoveryPublisher = cnpg_instance::kube_view::RecoveryPublisher;
+#[cfg(not(feature = "kubernetes"))]
+struct RecoveryPublisher;
+#[cfg(not(feature = "kubernetes"))]
+impl RecoveryPublisher {
+    async fn finish(self) {}
+}
+
+/// The recovery's progress file, published in its Cluster's status as it changes.
+#[cfg(feature = "kubernetes")]
+async fn recovery_publisher(namespace: &str, i: &Instance) -> Result<RecoveryPublisher, String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("--kubernetes: no Kubernetes API: {e}"))?;
+    Ok(RecoveryPublisher::start(
+        kube::Api::namespaced(client, namespace),
+        &i.cluster,
+        cnpg_instance::recovery::progress_file(&i.pgdata),
+    ))
+}
+
+/// Without the `kubernetes` feature there is no API client: say so.
+#[cfg(not(feature = "kubernetes"))]
+async fn recovery_publisher(_namespace: &str, _i: &Instance) -> Result<RecoveryPublisher, String> {
+    Err(
+        "--kubernetes: this cnpg-instance was built without Kubernetes support (cargo feature \
+         `kubernetes`); leave --kubernetes out, or build it with the default features"
+            .to_owned(),
+    )
 }
 
 /// The view of the Cluster on Kubernetes: its spec gives the primary Lease's duration.

@@ -1067,8 +1067,17 @@ impl Platform for KubePlatform {
                 }
                 creating = false;
             } else if creating && running {
+                // A recovery from backups says how far it got (it publishes that itself).
+                let recovering = c
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.recovery_progress.as_ref())
+                    .filter(|p| p.phase != "done" && p.phase != "failed");
                 let why = pod.and_then(bootstrap_failure).map_or_else(
-                    || "being created (its pod's bootstrap step is running)".to_owned(),
+                    || match recovering {
+                        Some(p) => format!("being created: {}", p.line()),
+                        None => "being created (its pod's bootstrap step is running)".to_owned(),
+                    },
                     |f| format!("being created: {f}"),
                 );
                 status = InstanceStatus::unreachable(&name, &why);

@@ -529,7 +529,8 @@ pub fn instance_pod(
             ])
         }
         DataSource::Recover { backup_id } => {
-            let mut args = vec!["recover".to_owned()];
+            // Its progress goes to the Cluster's status as it runs.
+            let mut args = vec!["recover".to_owned(), "--kubernetes".to_owned()];
             args.extend(crate::recovery::recover_args(
                 c,
                 crate::kube::secrets::RECOVERY_CONFIG_IN_POD,

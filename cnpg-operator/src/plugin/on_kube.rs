@@ -298,7 +298,7 @@ impl ClusterAccess for KubeAccess {
                 .collect(),
             events: Vec::new(),
             events_source: None,
-            recovery: None,
+            recovery: st.recovery_progress.clone(),
             poolers: Vec::new(),
             backups: c
                 .spec
