@@ -607,6 +607,39 @@ async fn three_instances_run_with_synchronous_replication() {
     )
     .expect("dante logs in with the Secret's password");
     assert_eq!(who, "dante");
+    // The password rotated in its Secret: the operator watches the Secrets a Cluster
+    // reads, so the new one is in force long before the 5-minute periodic pass.
+    apply_yaml(
+        &admin,
+        &serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": "dante-pw", "namespace": ns},
+            "stringData": {"username": "dante", "password": "dante-second-pw"}
+        })
+        .to_string(),
+        "test-user",
+    )
+    .await;
+    wait_for(
+        "dante's rotated password in force",
+        Duration::from_secs(150),
+        op,
+        || async {
+            let rw = rw.clone();
+            tokio::task::spawn_blocking(move || {
+                psql(
+                    &format!(
+                        "host={rw} port=5432 user=dante password=dante-second-pw dbname=app sslmode=require"
+                    ),
+                    "SELECT current_user",
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|_| ())
+        },
+    )
+    .await;
     let pods_after: BTreeSet<String> = Api::<Pod>::namespaced(admin.clone(), &ns)
         .list(&ListParams::default())
         .await

@@ -330,7 +330,26 @@ pub async fn run(
         let ns = p.namespace().unwrap_or_default();
         Some(ObjectRef::<Cluster>::new(&p.spec.cluster.name).within(&ns))
     };
-    let clusters = Controller::new(clusters, watcher::Config::default())
+    let clusters = Controller::new(clusters, watcher::Config::default());
+    // A Secret of the user's that a Cluster reads (a managed role's password, the store's
+    // credentials, a certificate) wakes that Cluster when it changes. Only their metadata
+    // is watched: the operator holds no copy of Secrets it does not own.
+    let cache = clusters.store();
+    let secret_clusters = move |s: kube::core::PartialObjectMeta<Secret>| {
+        let (ns, name) = (s.namespace(), s.name_any());
+        cache
+            .state()
+            .into_iter()
+            .filter(|c| c.namespace() == ns && super::secrets::referenced(c).contains(&name))
+            .map(|c| ObjectRef::from_obj(&*c))
+            .collect::<Vec<_>>()
+    };
+    let clusters = clusters
+        .watches(
+            owned::<kube::core::PartialObjectMeta<Secret>>(&client, ns),
+            watcher::Config::default(),
+            secret_clusters,
+        )
         .watches(
             owned::<Pooler>(&client, ns),
             watcher::Config::default(),

@@ -630,6 +630,21 @@ pub fn recovery_secret(cluster: &str) -> String {
 pub const RECOVERY_CONFIG_IN_POD: &str = "/controller/secrets/recovery-source.json";
 const RECOVERY_CA_IN_POD: &str = "/controller/secrets/recovery-source-ca.crt";
 
+/// Every Secret of the user's that `c` reads: its certificates, the object store's
+/// credentials, the managed roles' passwords, the recovery source's. A change to one of
+/// them wakes the Cluster's reconcile (a rotated password is applied at once, not at the
+/// next periodic pass).
+pub fn referenced(c: &Cluster) -> std::collections::BTreeSet<String> {
+    CertificateSecrets::of(c)
+        .user
+        .into_iter()
+        .map(|(_, name)| name)
+        .chain(archive_sources(c))
+        .chain(managed_roles_sources(c))
+        .chain(recovery_sources(c, None))
+        .collect()
+}
+
 /// The Secrets the recovery source names (credentials, endpoint CA): the
 /// `externalClusters` entry's store, or the one `backup` (the `Backup` that
 /// `bootstrap.recovery.backup` names) recorded.
