@@ -53,6 +53,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The metrics port's router: `/metrics` and nothing else (Prometheus scrapes it; the
+/// status and backups stay on the status port).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 /// Builds the status report from the manager's state and a live snapshot (or why there is
 /// none: PostgreSQL is down, or the query's error).
 pub fn report(state: &AppState, snapshot: Result<&Snapshot, &str>) -> InstanceStatus {

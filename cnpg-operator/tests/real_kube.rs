@@ -1324,6 +1324,52 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         },
     )
     .await;
+    // Every instance's metrics port (upstream's 9187, plain HTTP, what a PodMonitor
+    // scrapes) carries upstream's backup gauges from the Cluster's status.
+    let pods = Api::<Pod>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default().labels("cnpg.io/cluster=cluster-sync"))
+        .await
+        .expect("the pods");
+    for pod in pods
+        .items
+        .iter()
+        .filter(|p| cnpg_operator::kube::platform::pod_ready(p))
+    {
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .expect("a ready pod has an address");
+        let name = kube::ResourceExt::name_any(pod);
+        wait_for(
+            &format!("the backup gauges on {name}:9187"),
+            Duration::from_secs(60),
+            op,
+            || async {
+                let (code, body) =
+                    cnpg_instance::http::get(&ip, 9187, "/metrics", Duration::from_secs(5)).await?;
+                let gauge = |g: &str| -> i64 {
+                    body.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{g} ")))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(-1)
+                };
+                let now = k8s_openapi::jiff::Timestamp::now().as_second();
+                let last = gauge("cnpg_collector_last_available_backup_timestamp");
+                if code == 200
+                    && last > now - 3600
+                    && last <= now
+                    && gauge("cnpg_collector_first_recoverability_point") > 0
+                    && gauge("cnpg_collector_last_failed_backup_timestamp") == 0
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{code}: {body}"))
+                }
+            },
+        )
+        .await;
+    }
     // A ScheduledBackup with `immediate`: its first Backup is made and run at once.
     let daily: cnpg_core::api::backup::ScheduledBackup = serde_json::from_value(serde_json::json!({
         "apiVersion": "postgresql.cnpg.io/v1",

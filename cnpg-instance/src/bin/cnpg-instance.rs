@@ -181,6 +181,14 @@ enum Command {
         /// token. The probes and `/metrics` stay open.
         #[arg(long)]
         status_tls: bool,
+        /// Also serve `/metrics` alone on this port (upstream's 9187, which PodMonitors
+        /// and Prometheus scrape), over plain HTTP unless --metrics-tls.
+        #[arg(long)]
+        metrics_port: Option<u16>,
+        /// Serve the metrics port over HTTPS with the server certificate
+        /// (`spec.monitoring.tls.enabled`).
+        #[arg(long, requires = "metrics_port")]
+        metrics_tls: bool,
     },
     /// Print an instance's status (GET /pg/status).
     Status {
@@ -524,6 +532,8 @@ fn main() -> ExitCode {
                 stop_timeout,
                 certificates_from,
                 status_tls,
+                metrics_port,
+                metrics_tls,
             } => {
                 let source = match (kubernetes, cluster_status) {
                     (true, _) => ViewSource::Kubernetes { namespace },
@@ -550,6 +560,7 @@ fn main() -> ExitCode {
                     log_file,
                     timeouts,
                     (certificates_from, status_tls),
+                    metrics_port.map(|p| (p, metrics_tls)),
                 )
                 .await
             }
@@ -688,6 +699,7 @@ async fn run(
     log_file: Option<PathBuf>,
     (smart_timeout, stop_timeout): (Duration, Duration),
     (certificates_from, status_tls): (Option<PathBuf>, bool),
+    metrics: Option<(u16, bool)>,
 ) -> ExitCode {
     let data = DataDir::new(&instance.pgdata);
     if let Err(e) = data
@@ -760,6 +772,20 @@ async fn run(
                 "cannot listen on {status_listen}:{status_port} for the status server: {e} (is the port in use?)"
             ));
         }
+    };
+    // Metrics on a port of their own, on the status server's address.
+    let metrics_listener = match metrics {
+        Some((port, _)) => {
+            match tokio::net::TcpListener::bind((status_listen.as_str(), port)).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    return fail(format!(
+                        "cannot listen on {status_listen}:{port} for metrics: {e} (is the port in use?)"
+                    ));
+                }
+            }
+        }
+        None => None,
     };
     // The cluster archives WAL when its configuration came with the certificates (the
     // operator writes it from spec.backup.barmanObjectStore).
@@ -860,28 +886,36 @@ async fn run(
              come with --certificates-from)"
         ));
     }
-    let app = server::router(AppState {
+    let state = AppState {
         instance: instance.name.clone(),
         shared: manager.shared(),
         query,
         token,
         operator_tls: status_tls,
         backups,
-    });
+    };
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut srx = rx.clone();
-    let server = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = srx.wait_for(|s| *s).await;
-        };
-        if status_tls {
-            cnpg_instance::https::serve(listener, app, tls_files, stopped).await;
-        } else {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await;
-        }
+    let serving = |listener, app, tls: bool| {
+        let mut srx = rx.clone();
+        let files = tls_files.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = srx.wait_for(|s| *s).await;
+            };
+            if tls {
+                cnpg_instance::https::serve(listener, app, files, stopped).await;
+            } else {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+            }
+        })
+    };
+    let metrics_server = metrics_listener.map(|l| {
+        let tls = metrics.is_some_and(|(_, tls)| tls);
+        serving(l, server::metrics_router(state.clone()), tls)
     });
+    let server = serving(listener, server::router(state), status_tls);
     let signals = tokio::spawn(stop_on_signal(tx));
     // The local operator adopts a running instance manager after its own restart by this pid.
     let pid_file = base.join("manager.pid");
@@ -891,6 +925,9 @@ async fn run(
     let _ = std::fs::remove_file(&pid_file);
     signals.abort();
     let _ = server.await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     tracing::info!(instance = %instance.name, "stopped");
     ExitCode::SUCCESS
 }

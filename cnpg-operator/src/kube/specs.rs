@@ -32,7 +32,8 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/cloudnative-pg/postgresql:18.1-system-t
 pub const POSTGRES_PORT: i32 = 5432;
 /// The instance manager's status port.
 pub const STATUS_PORT: i32 = 8000;
-/// The metrics port (upstream's; our manager serves metrics on the status port too).
+/// The metrics port (upstream's): `/metrics` alone, plain HTTP unless
+/// `spec.monitoring.tls.enabled`; the status port serves it too.
 pub const METRICS_PORT: i32 = 9187;
 /// Where PGDATA's volume is mounted.
 pub const PGDATA_MOUNT: &str = "/var/lib/postgresql/data";
@@ -469,7 +470,18 @@ pub fn instance_pod(
         "--certificates-from".into(),
         CERTIFICATES.into(),
         STATUS_TLS_FLAG.into(),
+        // Upstream's metrics port, where PodMonitors and Prometheus scrape.
+        "--metrics-port".into(),
+        METRICS_PORT.to_string(),
     ]);
+    if c.spec
+        .monitoring
+        .as_ref()
+        .and_then(|m| m.tls.as_ref())
+        .is_some_and(|t| t.enabled)
+    {
+        run_args.push("--metrics-tls".into());
+    }
     let probes = c.spec.probes.clone().unwrap_or_default();
     let start_threshold = (c.spec.start_delay.max(10) + 9) / 10;
     let liveness = probes.liveness.as_ref().map(|l| ProbeWithStrategy {
