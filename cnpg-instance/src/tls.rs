@@ -187,6 +187,19 @@ pub const MOUNTED: &[&str] = &[
     "operator-ca.crt",
 ];
 
+/// The files of [`MOUNTED`] that come and go with the spec (WAL archiving, a recovery
+/// source, managed roles' passwords, a pooler): when the volume no longer has one, our
+/// copy goes too, or a stale archive configuration or password would outlive its spec.
+const MOUNTED_WHILE_USED: &[&str] = &[
+    "archive.json",
+    "archive-ca.crt",
+    "recovery-source.json",
+    "recovery-source-ca.crt",
+    "managed-roles.json",
+    "cnpg_pooler_pgbouncer.crt",
+    "cnpg_pooler_pgbouncer.key",
+];
+
 /// The certificate files of a cluster, in one directory (the instance's secrets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Files {
@@ -265,6 +278,19 @@ impl Files {
             if std::fs::read_to_string(&to).ok().as_deref() != Some(text.as_str()) {
                 write_private(&to, &text, run_as)?;
                 changed = true;
+            }
+        }
+        // Only a volume that is there (its CA always is) says a file is gone.
+        if source.join("ca.crt").exists() {
+            for name in MOUNTED_WHILE_USED {
+                let ours = self.dir.join(name);
+                if !source.join(name).exists() && ours.exists() {
+                    std::fs::remove_file(&ours).map_err(|e| TlsError::Io {
+                        path: ours.clone(),
+                        source: e,
+                    })?;
+                    changed = true;
+                }
             }
         }
         Ok(changed)
@@ -462,6 +488,15 @@ mod tests {
         assert!(files.sync_from(&mounted, None).expect("sync"));
         assert!(!files.sync_from(&mounted, None).expect("again"));
         assert_eq!(files.client_ca(), files.dir.join("client-ca.crt"));
+        // A file that only comes while the spec uses it goes with it from the volume.
+        std::fs::write(mounted.join("ca.crt"), "the CA").expect("write");
+        std::fs::write(mounted.join("managed-roles.json"), "{}").expect("write");
+        assert!(files.sync_from(&mounted, None).expect("sync"));
+        assert!(files.dir.join("managed-roles.json").exists());
+        std::fs::remove_file(mounted.join("managed-roles.json")).expect("rm");
+        assert!(files.sync_from(&mounted, None).expect("sync"));
+        assert!(!files.dir.join("managed-roles.json").exists());
+        assert!(files.dir.join("client-ca.crt").exists(), "the rest stays");
         assert_ne!(files.digest(), digest);
         let conn = files.replication_conninfo();
         assert!(
