@@ -1165,6 +1165,27 @@ fn rolling_restart_replicas_first_primary_last_then_reload_and_report() {
             .to_string_lossy()
             .contains("password")
     }));
+    // Debian's fio in the primary's directory: a line of figures per job, nothing left.
+    let fio = c.cnpg(&["fio", "pgr", "--runtime", "1", "--size", "8M"]);
+    for job in [
+        "sequential-read",
+        "random-read-8k",
+        "random-write-8k-fdatasync",
+    ] {
+        assert!(
+            fio.lines()
+                .any(|l| l.starts_with(job) && l.contains(" IOPS ") && l.contains("MiB/s")),
+            "{job}: {fio}"
+        );
+    }
+    assert!(fio.contains(&format!("{primary}'s storage")), "{fio}");
+    let scratch = c
+        .state
+        .path()
+        .join("pgr/instances")
+        .join(&primary)
+        .join("fio-scratch");
+    assert!(!scratch.exists(), "{} left behind", scratch.display());
 }
 
 /// Runs `sql` with the real `psql` on `conninfo` (as us: the files are ours).

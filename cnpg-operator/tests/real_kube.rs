@@ -750,6 +750,120 @@ async fn plugin_commands(cp: &ControlPlane, ns: &str, op: &Operator) {
     };
     let limit = Duration::from_secs(300);
 
+    // fio as upstream deploys it: --dry-run prints the PVC, ConfigMap and Deployment and
+    // makes nothing; without it they are made (nothing here runs a Deployment's pods).
+    let dry = ok(plugin(cp, ns, &["fio", "fio-bench", "--dry-run"]).await);
+    for kind in [
+        "kind: PersistentVolumeClaim",
+        "kind: ConfigMap",
+        "kind: Deployment",
+    ] {
+        assert!(dry.contains(kind), "{kind}: {dry}");
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(admin.clone(), ns);
+    assert!(
+        deployments
+            .get_opt("fio-bench")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    ok(plugin(cp, ns, &["fio", "fio-bench", "--pvcSize", "1Gi"]).await);
+    let d = deployments
+        .get("fio-bench")
+        .await
+        .expect("the fio Deployment");
+    let pod = d.spec.and_then(|s| s.template.spec).expect("its pod");
+    assert!(
+        pod.containers[0]
+            .image
+            .as_deref()
+            .is_some_and(|i| i.contains("fio"))
+    );
+    let job = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), ns)
+        .get("fio-bench")
+        .await
+        .expect("the fio ConfigMap")
+        .data
+        .unwrap_or_default();
+    assert!(job["job"].contains("directory=/data"), "{job:?}");
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(admin.clone(), ns)
+        .get("fio-bench")
+        .await
+        .expect("the fio PVC");
+    assert_eq!(
+        pvc.spec
+            .and_then(|s| s.resources)
+            .and_then(|r| r.requests)
+            .map(|r| r["storage"].0.clone()),
+        Some("1Gi".to_owned())
+    );
+    let (code, _, err) = plugin(cp, ns, &["fio", "fio-bench", "--pvcSize", "lots"]).await;
+    assert!(code != 0 && err.contains("--pvcSize"), "{err}");
+    let dp = kube::api::DeleteParams::default();
+    deployments.delete("fio-bench", &dp).await.expect("delete");
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), ns)
+        .delete("fio-bench", &dp)
+        .await
+        .expect("delete");
+    Api::<PersistentVolumeClaim>::namespaced(admin.clone(), ns)
+        .delete("fio-bench", &dp)
+        .await
+        .expect("delete");
+
+    // pgbench as upstream runs it on Kubernetes: a Job against -rw as the app user.
+    let pgbench_args = |dry: bool| {
+        let mut args = vec!["pgbench", "cluster-sync", "--job-name", "pgbench-init"];
+        if dry {
+            args.push("--dry-run");
+        }
+        args.extend(["--", "--initialize"]);
+        args
+    };
+    let dry = ok(plugin(cp, ns, &pgbench_args(true)).await);
+    assert!(
+        dry.contains("kind: Job") && dry.contains("--initialize"),
+        "{dry}"
+    );
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(admin.clone(), ns);
+    assert!(jobs.get_opt("pgbench-init").await.expect("get").is_none());
+    ok(plugin(cp, ns, &pgbench_args(false)).await);
+    let job = jobs.get("pgbench-init").await.expect("the pgbench Job");
+    let container = job
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].clone())
+        .expect("its container");
+    assert_eq!(container.args, Some(vec!["--initialize".to_owned()]));
+    let env: Vec<String> = container
+        .env
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let from = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|r| format!("{}/{}", r.name, r.key));
+            format!(
+                "{}={}",
+                e.name,
+                e.value.clone().or(from).unwrap_or_default()
+            )
+        })
+        .collect();
+    for want in [
+        "PGHOST=cluster-sync-rw",
+        "PGDATABASE=app",
+        "PGPASSWORD=cluster-sync-app/password",
+    ] {
+        assert!(env.iter().any(|e| e == want), "{want}: {env:?}");
+    }
+    jobs.delete("pgbench-init", &kube::api::DeleteParams::background())
+        .await
+        .expect("delete the Job");
+
     // Fencing a replica stops PostgreSQL and keeps it stopped; lifting it brings it back.
     ok(plugin(cp, ns, &["fencing", "on", "cluster-sync", "cluster-sync-3"]).await);
     wait_for("cluster-sync-3 fenced", limit, op, || async {

@@ -165,16 +165,54 @@ pub enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run pgbench against the primary; arguments after `--` go to pgbench.
+    /// Run pgbench against the primary; arguments after `--` go to pgbench. Locally it
+    /// runs here; on Kubernetes, as upstream, in a Job.
     Pgbench {
         /// Cluster name.
         cluster: String,
+        /// Kubernetes: the Job's name (default: `<cluster>-pgbench-<digits>`).
+        #[arg(long)]
+        job_name: Option<String>,
+        /// The database pgbench works in.
+        #[arg(long, default_value = "app")]
+        db_name: String,
+        /// Kubernetes: print the Job instead of creating it.
+        #[arg(long)]
+        dry_run: bool,
         /// Where local clusters keep their state.
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// Arguments for pgbench.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Measure the storage with fio. On Kubernetes, as upstream: a PVC, a ConfigMap with
+    /// the fio job and a Deployment running fio, all named NAME (`--dry-run` prints them).
+    /// For a local cluster NAME: Debian's fio in an instance's directory, figures printed.
+    Fio {
+        /// The name of the fio objects on Kubernetes, or a local cluster.
+        name: String,
+        /// Local: the instance whose storage is measured (default: the primary).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Local: the file each job reads and writes (fio's size, e.g. 256M).
+        #[arg(long, default_value = "256M")]
+        size: String,
+        /// Local: seconds each of the three jobs runs.
+        #[arg(long, default_value_t = 10)]
+        runtime: u32,
+        /// Kubernetes: the PVC's storage class (default: the namespace's default).
+        #[arg(long = "storageClass")]
+        storage_class: Option<String>,
+        /// Kubernetes: the PVC's size.
+        #[arg(long = "pvcSize", default_value = "2Gi")]
+        pvc_size: String,
+        /// Kubernetes: print the objects instead of creating them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Where local clusters keep their state.
+        #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Print the logs of every instance (manager and PostgreSQL) of a local cluster.
     Logs {

@@ -328,6 +328,17 @@ pub(crate) fn client(
     replica: bool,
     args: &[String],
 ) -> Result<i32, PluginError> {
+    client_in(program, access, replica, "app", args)
+}
+
+/// [`client`] in database `db`.
+pub(crate) fn client_in(
+    program: &str,
+    access: &LocalAccess,
+    replica: bool,
+    db: &str,
+    args: &[String],
+) -> Result<i32, PluginError> {
     let s = access.read_status()?;
     let port = if replica { s.ports.ro } else { s.ports.rw };
     let secrets = access.layout().secrets();
@@ -335,7 +346,7 @@ pub(crate) fn client(
     let status = std::process::Command::new(program)
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
         .args(args)
-        .arg("app")
+        .arg(db)
         .env("PGPASSWORD", pw.trim())
         // As every client should: TLS, the server's certificate and name verified.
         .env("PGSSLMODE", "verify-full")

@@ -15,11 +15,13 @@
 //! * [`control`] — `promote`, `fencing`, `hibernate`, `restart`, `reload`, `destroy`,
 //!   `report`;
 //! * [`local`] — `local up|apply|down|destroy`, and `psql`, `pgbench`, `logs`;
+//! * [`fio`] — `fio`, deployed on Kubernetes, run in place locally;
 //! * [`manifest`] — `validate`, `install crds`, `install generate`.
 
 pub mod access;
 pub mod args;
 pub mod control;
+pub mod fio;
 pub mod local;
 pub mod manifest;
 pub mod on_kube;
@@ -86,10 +88,25 @@ where
             .and_then(|a| local::client("psql", &a, replica, &args)),
         Command::Pgbench {
             cluster,
+            job_name,
+            db_name,
+            dry_run,
             state_dir,
             args,
-        } => local::require(&cluster, state_dir)
-            .and_then(|a| local::client("pgbench", &a, false, &args)),
+        } => match local_unless_kube(&target, state_dir, &cluster) {
+            Some(local) => local::client_in("pgbench", &local, false, &db_name, &args),
+            None => block_on(async {
+                let access = KubeAccess::connect(&target, &cluster).await?;
+                on_kube::pgbench(
+                    &access,
+                    (job_name.as_deref(), &db_name),
+                    &args,
+                    dry_run,
+                    out,
+                )
+                .await
+            }),
+        },
         Command::Logs {
             cluster,
             tail,
@@ -105,16 +122,37 @@ where
             let access = KubeAccess::connect(&target, &cluster).await?;
             on_kube::maintenance(&access, switch == MaintenanceSwitch::Set, reuse_pvc, out).await
         }),
+        Command::Fio {
+            name,
+            instance,
+            size,
+            runtime,
+            storage_class,
+            pvc_size,
+            dry_run,
+            state_dir,
+        } => block_on(async {
+            if let Some(local) = local_unless_kube(&target, state_dir, &name) {
+                return fio::local(&local, instance.as_deref(), &size, runtime, out);
+            }
+            let (client, ns) = on_kube::connect(&target).await?;
+            fio::kubernetes(
+                client,
+                &ns,
+                &name,
+                (storage_class.as_deref(), &pvc_size),
+                dry_run,
+                out,
+            )
+            .await
+        }),
         Command::Certificate {
             secret,
             cnpg_cluster,
             cnpg_user,
             state_dir,
         } => block_on(async {
-            let explicit = target.kubeconfig.is_some()
-                || target.context.is_some()
-                || target.namespace.is_some();
-            if !explicit && let Some(local) = LocalAccess::find(state_dir, &cnpg_cluster) {
+            if let Some(local) = local_unless_kube(&target, state_dir, &cnpg_cluster) {
                 return on_local::certificate(&local, &secret, &cnpg_user, out);
             }
             let access = KubeAccess::connect(&target, &cnpg_cluster).await?;
@@ -237,10 +275,17 @@ pub struct Where {
 /// The cluster `name`: the local one when it exists and no Kubernetes flag was given, else
 /// the Cluster on Kubernetes (as kubectl would find it).
 pub async fn open(place: &Where, name: &str) -> Result<Box<dyn ClusterAccess>, PluginError> {
-    let t = &place.kube;
-    let explicit = t.kubeconfig.is_some() || t.context.is_some() || t.namespace.is_some();
-    if !explicit && let Some(local) = LocalAccess::find(place.state_dir.clone(), name) {
+    if let Some(local) = local_unless_kube(&place.kube, place.state_dir.clone(), name) {
         return Ok(Box::new(local));
     }
-    Ok(Box::new(KubeAccess::connect(t, name).await?))
+    Ok(Box::new(KubeAccess::connect(&place.kube, name).await?))
+}
+
+/// The local cluster `name`, unless a Kubernetes flag was given or there is none.
+fn local_unless_kube(t: &Target, state_dir: Option<PathBuf>, name: &str) -> Option<LocalAccess> {
+    let explicit = t.kubeconfig.is_some() || t.context.is_some() || t.namespace.is_some();
+    if explicit {
+        return None;
+    }
+    LocalAccess::find(state_dir, name)
 }

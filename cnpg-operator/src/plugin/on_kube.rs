@@ -457,7 +457,8 @@ async fn instance_status(
     }
 }
 
-fn yaml<T: serde::Serialize>(v: &T) -> String {
+/// `v` as YAML (for `--dry-run` and reports), or a comment saying why it cannot be.
+pub(crate) fn yaml<T: serde::Serialize>(v: &T) -> String {
     serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# cannot render: {e}"))
 }
 
@@ -517,4 +518,88 @@ pub async fn certificate(
         "secret/{secret} created (client certificate for {user}, signed by {name}'s CA)"
     )?;
     Ok(())
+}
+
+/// `pgbench CLUSTER [--job-name J] [--db-name D] [--dry-run] -- ARGS` on Kubernetes, as
+/// upstream: a Job running pgbench with ARGS against the `-rw` Service, as the application
+/// user (its Secret), with the cluster's image; `dry_run` prints it instead.
+pub async fn pgbench(
+    access: &KubeAccess,
+    (job_name, db_name): (Option<&str>, &str),
+    args: &[String],
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    let c = access.cluster().await?;
+    let name = &access.name;
+    let job_name = job_name.map_or_else(
+        || {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            format!("{name}-pgbench-{:06}", nanos % 1_000_000)
+        },
+        str::to_owned,
+    );
+    let job = pgbench_job(&c, &access.ns, &job_name, db_name, args)?;
+    if dry_run {
+        write!(out, "{}", yaml(&job))?;
+        return Ok(());
+    }
+    Api::<k8s_openapi::api::batch::v1::Job>::namespaced(access.client.clone(), &access.ns)
+        .create(&PostParams::default(), &job)
+        .await?;
+    writeln!(
+        out,
+        "job/{job_name} created; follow it with kubectl logs -n {} -f job/{job_name}",
+        access.ns
+    )?;
+    Ok(())
+}
+
+/// The Job [`pgbench`] creates.
+fn pgbench_job(
+    c: &Cluster,
+    ns: &str,
+    job_name: &str,
+    db_name: &str,
+    args: &[String],
+) -> Result<k8s_openapi::api::batch::v1::Job, PluginError> {
+    let cluster = c.name_any();
+    let app = naming::secret_app(&cluster);
+    let from_app = |key: &str| json!({"secretKeyRef": {"name": app, "key": key}});
+    let labels = json!({
+        "app.kubernetes.io/name": "pgbench",
+        "app.kubernetes.io/instance": job_name,
+        naming::LABEL_CLUSTER: cluster,
+    });
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": job_name, "namespace": ns, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "pgbench",
+                        "image": specs::image(c),
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["pgbench"],
+                        "args": args,
+                        "env": [
+                            {"name": "PGHOST", "value": naming::service_rw(&cluster)},
+                            {"name": "PGPORT", "value": "5432"},
+                            {"name": "PGDATABASE", "value": db_name},
+                            {"name": "PGUSER", "valueFrom": from_app("username")},
+                            {"name": "PGPASSWORD", "valueFrom": from_app("password")},
+                            {"name": "PGSSLMODE", "value": "require"},
+                        ],
+                    }],
+                }
+            }
+        }
+    }))
+    .map_err(|e| PluginError::Usage(e.to_string()))
 }
