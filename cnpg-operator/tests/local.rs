@@ -1152,6 +1152,34 @@ fn rolling_restart_replicas_first_primary_last_then_reload_and_report() {
     let acked = w.finish();
     assert_no_acked_row_missing(&c, &acked);
 
+    // An operator started again tells the instances what they were told last: none of
+    // them restarts again for the request it already carried out.
+    let instances: Vec<String> = c.status()["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|i| i["name"].as_str().map(String::from))
+        .collect();
+    let pids: Vec<i32> = instances.iter().map(|i| c.postmaster_pid(i)).collect();
+    let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
+        .expect("operator.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    kill(operator);
+    std::thread::sleep(Duration::from_millis(300));
+    c.restart_operator();
+    assert_eq!(c.wait_converged(None, T), primary);
+    // Several loops of the new operator (200 ms each) and of the managers.
+    std::thread::sleep(Duration::from_secs(3));
+    let after: Vec<i32> = instances.iter().map(|i| c.postmaster_pid(i)).collect();
+    assert_eq!(
+        pids,
+        after,
+        "PostgreSQL restarted after the operator did ({instances:?}); events: {}",
+        c.status()["events"]
+    );
+
     c.cnpg(&["reload", "pgr"]);
     let report = c.state.path().join("report");
     c.cnpg(&["report", "pgr", "--output", report.to_str().expect("utf-8")]);

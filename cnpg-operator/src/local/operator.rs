@@ -385,12 +385,18 @@ impl LocalOperator {
         // decides otherwise. Published empty by a new operator, it turned synchronous
         // replication off for one loop (commits acknowledged by the primary alone) and
         // dropped the confirmed configuration, so a failover then was refused (found by
-        // killing the operator at each step of a failover).
+        // killing the operator at each step of a failover); an empty restart or reload
+        // request is a new request to an instance that carried out the last one: every
+        // instance restarted PostgreSQL again.
         if let Some(last) = std::fs::read_to_string(op.layout.view())
             .ok()
             .and_then(|t| serde_json::from_str::<ViewData>(&t).ok())
         {
             op.sync_value = last.synchronous_standby_names;
+            op.restart = last.restart;
+            op.reload = last.reload;
+            op.backup_summary =
+                Some(last.backups).filter(|b| *b != cnpg_core::backup::Summary::default());
         }
         op.save_ports()?;
         op.discard_abandoned_creations();
