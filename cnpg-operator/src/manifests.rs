@@ -90,6 +90,21 @@ mod tests {
             text.contains("spec.postgresql.parameters.autovacuum") && text.contains("quote it"),
             "{text}"
         );
+        // So does the name (`name: on`, `name: 2026`).
+        for (name, hint) in [
+            ("on", "quote it, e.g. 'on'"),
+            ("2026", "got a number (quote it"),
+        ] {
+            let reports = check_text(&format!(
+                "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec:\n  instances: 1\n  storage: {{size: 1Gi}}\n"
+            ))
+            .expect("yaml");
+            let text = format!("{:?}", reports[0].errors);
+            assert!(
+                text.contains("metadata.name") && text.contains(hint),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -228,7 +228,7 @@ fn check_metadata(meta: Option<&Value>, errs: &mut Vec<FieldError>) {
         Some(v) => errs.push(FieldError::new(
             "metadata.name",
             ErrorKind::WrongType,
-            format!("expected a string, got {}", kind_of(v)),
+            expected_string(v),
         )),
     }
     for key in ["namespace", "generateName"] {
@@ -238,7 +238,7 @@ fn check_metadata(meta: Option<&Value>, errs: &mut Vec<FieldError>) {
             errs.push(FieldError::new(
                 format!("metadata.{key}"),
                 ErrorKind::WrongType,
-                format!("expected a string, got {}", kind_of(v)),
+                expected_string(v),
             ));
         }
     }
@@ -279,6 +279,19 @@ fn prune_nulls(v: Value) -> Value {
         ),
         Value::Array(items) => Value::Array(items.into_iter().map(prune_nulls).collect()),
         other => other,
+    }
+}
+
+/// A metadata string that is not one, with how to write it (a boolean or a number:
+/// quoted).
+fn expected_string(v: &Value) -> String {
+    match v {
+        Value::Bool(_) => format!(
+            "expected a string, got a boolean {v}{}",
+            super::schema::YAML_BOOLEAN_HINT
+        ),
+        Value::Number(_) => format!("expected a string, got a number (quote it: \"{v}\")"),
+        _ => format!("expected a string, got {}", kind_of(v)),
     }
 }
 

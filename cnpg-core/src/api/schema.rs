@@ -48,6 +48,11 @@ const KNOWN_FORMATS: &[&str] = &[
     "double",
 ];
 
+/// Why a string field got a boolean: kubectl reads YAML 1.1, where an unquoted
+/// yes/no/on/off is one, and so do we.
+pub(crate) const YAML_BOOLEAN_HINT: &str =
+    " (YAML reads an unquoted on/off/yes/no as a boolean, as kubectl does: quote it, e.g. 'on')";
+
 /// Every reason the CRD's schemas are not structural, each as `version: path: problem`.
 /// Empty means an API server would accept them.
 pub fn structural_problems(crd: &CustomResourceDefinition) -> Vec<String> {
@@ -388,9 +393,8 @@ pub fn validate_value(
             Some("number") => "a number",
             _ => "something else",
         };
-        // kubectl reads YAML 1.1: an unquoted yes/no/on/off is a boolean, as here.
         let hint = if value.is_boolean() && expected == Some("string") {
-            " (YAML reads an unquoted on/off/yes/no as a boolean, as kubectl does: quote it, e.g. 'on')"
+            YAML_BOOLEAN_HINT
         } else {
             ""
         };
