@@ -560,6 +560,7 @@ pub fn status(
     plan: &Plan,
     failed: &BTreeMap<String, String>,
     applied: &BTreeMap<String, PasswordState>,
+    transactions: &BTreeMap<String, i64>,
 ) -> ManagedRoles {
     let mut by_status: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut cannot = BTreeMap::new();
@@ -576,7 +577,7 @@ pub fn status(
                     c.role.clone(),
                     PasswordState {
                         resource_version: Some(version.clone()),
-                        ..Default::default()
+                        transaction_id: transactions.get(&c.role).copied(),
                     },
                 );
             }
@@ -768,7 +769,7 @@ mod tests {
             })
         );
         assert!(p.changes[0].statements.is_empty());
-        let st = status(&p, &BTreeMap::new(), &at("1"));
+        let st = status(&p, &BTreeMap::new(), &at("1"), &BTreeMap::new());
         assert_eq!(
             st.password_status["a"].resource_version.as_deref(),
             Some("2")
@@ -826,7 +827,7 @@ mod tests {
             "could not perform UPDATE_MEMBERSHIPS on role bad: role \"poets\" does not exist"
                 .to_owned(),
         )]);
-        let st = status(&p, &failed, &BTreeMap::new());
+        let st = status(&p, &failed, &BTreeMap::new(), &BTreeMap::new());
         assert_eq!(st.by_status["reconciled"], vec!["ok"]);
         assert_eq!(st.by_status["pending-reconciliation"], vec!["bad"]);
         assert_eq!(st.by_status["not-managed"], vec!["app"]);

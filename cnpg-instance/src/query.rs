@@ -49,6 +49,9 @@ pub trait PgQuery: Send + Sync {
     async fn execute(&self, sql: &str) -> Result<(), PgError>;
     /// Runs statements in database `db`.
     async fn execute_in(&self, db: &str, sql: &str) -> Result<(), PgError>;
+    /// Runs statements in one transaction and returns its id (`txid_current()`): the
+    /// transaction that set a role's password, as upstream's status records it.
+    async fn transaction(&self, sql: &str) -> Result<i64, PgError>;
     /// The databases that take connections (`template0` does not).
     async fn databases(&self) -> Result<Vec<String>, PgError>;
     /// Every role, as managed roles compare them.
@@ -130,6 +133,22 @@ impl PgQuery for PgClient {
 
     async fn execute(&self, sql: &str) -> Result<(), PgError> {
         self.connect().await?.batch_execute(sql).await.map_err(q)
+    }
+
+    async fn transaction(&self, sql: &str) -> Result<i64, PgError> {
+        // A failure leaves the transaction open on a connection that is then dropped:
+        // PostgreSQL rolls it back.
+        let c = self.connect().await?;
+        c.batch_execute(&format!("BEGIN;\n{sql}"))
+            .await
+            .map_err(q)?;
+        let xid: i64 = c
+            .query_one("SELECT txid_current()", &[])
+            .await
+            .map_err(q)?
+            .get(0);
+        c.batch_execute("COMMIT").await.map_err(q)?;
+        Ok(xid)
     }
 
     async fn execute_in(&self, db: &str, sql: &str) -> Result<(), PgError> {

@@ -39,12 +39,13 @@ pub async fn reconcile(
     let in_db = query.roles().await?;
     let plan = roles::plan(desired, &in_db, secrets, applied);
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    let mut transactions: BTreeMap<String, i64> = BTreeMap::new();
     for c in &plan.changes {
         if failed.contains_key(&c.role) {
             continue;
         }
         let mut sql = String::from(
-            "BEGIN; SET LOCAL log_statement = 'none'; \
+            "SET LOCAL log_statement = 'none'; \
              SET LOCAL log_min_error_statement = 'panic'; SET LOCAL log_min_duration_statement = -1; \
              SET LOCAL synchronous_commit = local; SET LOCAL statement_timeout = '5s';\n",
         );
@@ -64,10 +65,10 @@ pub async fn reconcile(
             }
             None => {}
         }
-        sql.push_str("COMMIT;");
-        match query.execute(&sql).await {
-            Ok(()) => {
-                tracing::info!(role = %c.role, operation = c.operation, "managed role: {}", c.reason)
+        match query.transaction(&sql).await {
+            Ok(xid) => {
+                tracing::info!(role = %c.role, operation = c.operation, "managed role: {}", c.reason);
+                transactions.insert(c.role.clone(), xid);
             }
             Err(e) => {
                 let why = format!("could not perform {} on role {}: {e}", c.operation, c.role);
@@ -76,7 +77,7 @@ pub async fn reconcile(
             }
         }
     }
-    Ok(roles::status(&plan, &failed, applied))
+    Ok(roles::status(&plan, &failed, applied, &transactions))
 }
 
 /// What PostgreSQL stores for `password`: a SCRAM-SHA-256 verifier, unless it is one

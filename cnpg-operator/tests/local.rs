@@ -2594,6 +2594,11 @@ fn managed_roles_and_pgaudit_follow_the_spec() {
     wait("the new password applied", &|s| {
         version(s) != before && listed(s, "reconciled", "dante")
     });
+    // With the transaction that set it, as upstream records it.
+    let xid = roles_status()["passwordStatus"]["dante"]["transactionID"]
+        .as_i64()
+        .unwrap_or_default();
+    assert!(xid > 0, "{}", roles_status());
     // Every instance restarted for max_connections, in the rollout's order; none left
     // pending.
     let start = Instant::now();
