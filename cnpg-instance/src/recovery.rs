@@ -293,12 +293,13 @@ pub async fn recover(
             report(&progress, &p);
         }
         Err(e) => {
+            // Nothing half-made may be taken for an instance: empty the directory again,
+            // before saying so (`local up` and the tests act on "failed" at once).
+            data.empty();
+            let _ = std::fs::remove_dir_all(crate::restore::spool(&data.path));
             p.phase = "failed".into();
             p.error = Some(e.to_string());
             report(&progress, &p);
-            // Nothing half-made may be taken for an instance: empty the directory again.
-            data.empty();
-            let _ = std::fs::remove_dir_all(crate::restore::spool(&data.path));
         }
     }
     result
