@@ -138,6 +138,8 @@ pub struct Manager {
     roles_pass: Option<(Instant, RolesInputs)>,
     /// The pooler's function and the managed extensions, database by database.
     every_database: every_database::EveryDatabase,
+    /// The statements [`Self::every_database`] keeps, with what they were made from.
+    every_database_jobs: (every_database::Wanted, Vec<every_database::Job>),
     last_view: ViewData,
     rewind_failed: bool,
     /// The last stop was an unexpected death (a start after it is a crash restart).
@@ -273,6 +275,7 @@ impl Manager {
             applied_reload: None,
             roles_pass: None,
             every_database: Default::default(),
+            every_database_jobs: Default::default(),
             last_view: ViewData::default(),
             rewind_failed: false,
             crashed: false,
@@ -964,42 +967,22 @@ impl Manager {
     }
 
     /// In every database that takes connections (see [`every_database`]): while a
-    /// pooler serves the cluster, the `SECURITY DEFINER` function its `auth_query` calls
-    /// (every database, as PgBouncer before 1.20 runs the query in the client's
-    /// database); the managed extensions (`pgaudit` while a `pgaudit.*` parameter is set,
-    /// ...). Until a library is loaded (a restart after `shared_preload_libraries`
+    /// pooler serves the cluster, the function its `auth_query` calls; the managed
+    /// extensions (`pgaudit` while a `pgaudit.*` parameter is set, ...). Until a library is loaded (a restart after `shared_preload_libraries`
     /// changed) PostgreSQL refuses its extension: said, and tried again a few seconds
     /// later; it never stops the loop.
     async fn ensure_every_database(&mut self, view: &ViewData) {
-        let mut jobs = Vec::new();
-        if view.pooler_integration && self.pooler_role_checked {
-            let user = crate::config::POOLER_USER;
-            jobs.push(every_database::Job {
-                key: "pooler auth_query function".into(),
-                sql: format!(
-                    "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
-                     CREATE OR REPLACE FUNCTION public.user_search(uname text) \
-                     RETURNS TABLE (usename name, passwd text) LANGUAGE sql \
-                     SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS \
-                     'SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1';\n\
-                     REVOKE ALL ON FUNCTION public.user_search(text) FROM public;\n\
-                     GRANT EXECUTE ON FUNCTION public.user_search(text) TO {user};"
-                ),
-            });
+        let wanted = every_database::Wanted {
+            pooler_function: view.pooler_integration && self.pooler_role_checked,
+            extensions: cnpg_core::parameters::managed_extensions(&view.parameters),
+        };
+        if self.every_database_jobs.0 != wanted {
+            self.every_database_jobs = (wanted.clone(), wanted.jobs());
         }
-        for ext in cnpg_core::parameters::managed_extensions(&view.parameters) {
-            jobs.push(every_database::Job {
-                key: format!("extension {ext}"),
-                sql: format!(
-                    "SET synchronous_commit = local; SET statement_timeout = '5s';\n\
-                     CREATE EXTENSION IF NOT EXISTS {}",
-                    cnpg_core::roles::ident(ext)
-                ),
-            });
-        }
+        let jobs = &self.every_database_jobs.1;
         let outcomes = match self
             .every_database
-            .ensure(self.query.as_ref(), &jobs, Instant::now())
+            .ensure(self.query.as_ref(), jobs, Instant::now())
             .await
         {
             Ok(o) => o,

@@ -442,9 +442,12 @@ async fn run(
     for (k, v) in &settings {
         set(k, v);
     }
+    // Killed if anything after this fails (the caller then empties the data directory):
+    // a postmaster left running on a directory being removed would be a stray server.
     let mut child = cmd
         .stdout(log_file.try_clone().map_err(io(&log))?)
         .stderr(log_file)
+        .kill_on_drop(true)
         .spawn()
         .map_err(|source| PgError::Spawn {
             program: "postgres".into(),

@@ -218,6 +218,22 @@ impl Cluster {
         out
     }
 
+    /// The pid the running operator wrote in `operator.pid`.
+    fn operator_pid(&self) -> i32 {
+        std::fs::read_to_string(self.root().join("operator.pid"))
+            .expect("operator.pid")
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+
+    /// The operator killed with SIGKILL and started again on the same state.
+    fn kill_and_restart_operator(&self) {
+        kill(self.operator_pid());
+        std::thread::sleep(Duration::from_millis(300));
+        self.restart_operator();
+    }
+
     /// Starts the operator again (after it was killed), on the same state.
     fn restart_operator(&self) {
         self.restart_operator_with(&[]);
@@ -827,13 +843,6 @@ fn operator_killed_at_each_step_of_a_failover_and_restarted() {
     let mut old = c.wait_converged(None, T);
     let w = Writer::start(c.target());
     w.wait_for_more(0, T);
-    let operator = || -> i32 {
-        std::fs::read_to_string(c.root().join("operator.pid"))
-            .expect("pid")
-            .trim()
-            .parse()
-            .expect("pid")
-    };
     let paused = c.root().join("paused");
     for at in [
         "pending:actions",
@@ -844,10 +853,10 @@ fn operator_killed_at_each_step_of_a_failover_and_restarted() {
         "elected:view",
     ] {
         // The operator again, told to stop at this point of the next failover.
-        kill(operator());
+        kill(c.operator_pid());
         std::thread::sleep(Duration::from_millis(200));
         c.restart_operator_with(&[("CNPG_LOCAL_PAUSE_AT", at)]);
-        restarted_without_touching_sync(&c, operator(), at);
+        restarted_without_touching_sync(&c, c.operator_pid(), at);
         c.wait_converged(None, T);
         let before = w.count();
         // The primary's node crashes: its instance manager and postmaster.
@@ -864,7 +873,7 @@ fn operator_killed_at_each_step_of_a_failover_and_restarted() {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        kill(operator());
+        kill(c.operator_pid());
         let _ = std::fs::remove_file(&paused);
         std::thread::sleep(Duration::from_millis(200));
         c.restart_operator();
@@ -959,11 +968,7 @@ fn a_failover_does_not_wait_for_a_replica_being_created() {
         )
         .expect("manifest");
         c.cnpg(&["local", "apply", "-f", manifest.to_str().expect("utf-8")]);
-        let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
-            .expect("operator.pid")
-            .trim()
-            .parse()
-            .expect("a pid");
+        let operator = c.operator_pid();
         let deadline = Instant::now() + T;
         let join = loop {
             if let Some(pid) = child_named(operator, "join") {
@@ -1161,14 +1166,7 @@ fn rolling_restart_replicas_first_primary_last_then_reload_and_report() {
         .filter_map(|i| i["name"].as_str().map(String::from))
         .collect();
     let pids: Vec<i32> = instances.iter().map(|i| c.postmaster_pid(i)).collect();
-    let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
-        .expect("operator.pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    kill(operator);
-    std::thread::sleep(Duration::from_millis(300));
-    c.restart_operator();
+    c.kill_and_restart_operator();
     assert_eq!(c.wait_converged(None, T), primary);
     // Several loops of the new operator (200 ms each) and of the managers.
     std::thread::sleep(Duration::from_secs(3));
@@ -1565,14 +1563,7 @@ fn wal_is_archived_to_s3_with_credentials_from_the_manifest() {
         sb.contains("\"lastScheduleTime\"") && sb.contains("\"nextScheduleTime\": \"20"),
         "{sb}"
     );
-    let operator: i32 = std::fs::read_to_string(c.root().join("operator.pid"))
-        .expect("operator.pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    kill(operator);
-    std::thread::sleep(Duration::from_millis(300));
-    c.restart_operator();
+    c.kill_and_restart_operator();
     c.wait_converged(None, T);
     std::thread::sleep(Duration::from_secs(2));
     let scheduled: Vec<_> = std::fs::read_dir(c.root().join("backups"))

@@ -529,17 +529,7 @@ async fn three_instances_run_with_synchronous_replication() {
     // Secret. The primary makes it, the status says so with the Secret's version, the
     // role logs in through -rw with that password, and no pod rolls.
     let pods_before: BTreeSet<String> = pods.items.iter().map(uid).collect();
-    apply_yaml(
-        &admin,
-        &serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-            "metadata": {"name": "dante-pw", "namespace": ns},
-            "stringData": {"username": "dante", "password": "dante-first-pw"}
-        })
-        .to_string(),
-        "test-user",
-    )
-    .await;
+    apply_yaml(&admin, &dante_secret(&ns, "dante-first-pw"), "test-user").await;
     patch_spec(
         &admin,
         &ns,
@@ -609,17 +599,7 @@ async fn three_instances_run_with_synchronous_replication() {
     assert_eq!(who, "dante");
     // The password rotated in its Secret: the operator watches the Secrets a Cluster
     // reads, so the new one is in force long before the 5-minute periodic pass.
-    apply_yaml(
-        &admin,
-        &serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-            "metadata": {"name": "dante-pw", "namespace": ns},
-            "stringData": {"username": "dante", "password": "dante-second-pw"}
-        })
-        .to_string(),
-        "test-user",
-    )
-    .await;
+    apply_yaml(&admin, &dante_secret(&ns, "dante-second-pw"), "test-user").await;
     wait_for(
         "dante's rotated password in force",
         Duration::from_secs(150),
@@ -725,6 +705,16 @@ async fn secret_contents(admin: &kube::Client, ns: &str) -> Vec<(String, String)
     }
     assert!(out.len() > 5, "the cluster's Secrets: {out:?}");
     out
+}
+
+/// The basic-auth Secret holding the managed role `dante`'s password.
+fn dante_secret(ns: &str, password: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+        "metadata": {"name": "dante-pw", "namespace": ns},
+        "stringData": {"username": "dante", "password": password}
+    })
+    .to_string()
 }
 
 /// Fails naming where a secret shows, and which.

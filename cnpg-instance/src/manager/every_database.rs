@@ -23,6 +23,51 @@ pub(super) struct Job {
     pub sql: String,
 }
 
+/// What the jobs are made from. The manager keeps the jobs it formatted with the inputs
+/// they came from and formats them again only when these change, not at every step.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub(super) struct Wanted {
+    /// A pooler serves the cluster and its role exists: the `auth_query` function.
+    pub pooler_function: bool,
+    /// The extensions of the managed libraries the parameters turn on.
+    pub extensions: Vec<&'static str>,
+}
+
+impl Wanted {
+    /// The statements: `SECURITY DEFINER` function for `auth_query` (every database, as
+    /// PgBouncer before 1.20 runs the query in the client's database), then one
+    /// `CREATE EXTENSION` per managed extension.
+    pub(super) fn jobs(&self) -> Vec<Job> {
+        const PREAMBLE: &str = "SET synchronous_commit = local; SET statement_timeout = '5s';";
+        let mut jobs = Vec::new();
+        if self.pooler_function {
+            let user = crate::config::POOLER_USER;
+            jobs.push(Job {
+                key: "pooler auth_query function".into(),
+                sql: format!(
+                    "{PREAMBLE}\n\
+                     CREATE OR REPLACE FUNCTION public.user_search(uname text) \
+                     RETURNS TABLE (usename name, passwd text) LANGUAGE sql \
+                     SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS \
+                     'SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1';\n\
+                     REVOKE ALL ON FUNCTION public.user_search(text) FROM public;\n\
+                     GRANT EXECUTE ON FUNCTION public.user_search(text) TO {user};"
+                ),
+            });
+        }
+        for ext in &self.extensions {
+            jobs.push(Job {
+                key: format!("extension {ext}"),
+                sql: format!(
+                    "{PREAMBLE}\nCREATE EXTENSION IF NOT EXISTS {}",
+                    cnpg_core::roles::ident(ext)
+                ),
+            });
+        }
+        jobs
+    }
+}
+
 /// What one database made of one job this pass.
 pub(super) enum Outcome {
     Done {
@@ -42,6 +87,9 @@ pub(super) struct EveryDatabase {
     listed: Option<(Instant, Vec<String>)>,
     done: BTreeSet<(String, String)>,
     refused: BTreeMap<(String, String), Instant>,
+    /// The keys of the jobs that held in every listed database after the last pass: until
+    /// the list is stale or the jobs change, a step returns at once, without allocating.
+    settled: Option<Vec<String>>,
 }
 
 impl EveryDatabase {
@@ -62,24 +110,29 @@ impl EveryDatabase {
             .listed
             .as_ref()
             .is_none_or(|(at, _)| now.duration_since(*at) >= RELIST);
+        let same_jobs = |keys: &Vec<String>| keys.iter().eq(jobs.iter().map(|j| &j.key));
+        if !stale && self.settled.as_ref().is_some_and(same_jobs) {
+            return Ok(Vec::new());
+        }
+        self.settled = None;
         if stale {
             self.listed = Some((now, query.databases().await?));
         }
-        let databases = self
-            .listed
-            .as_ref()
-            .map(|(_, d)| d.clone())
-            .unwrap_or_default();
+        let databases = self.listed.as_ref().map_or(&[][..], |(_, d)| &d[..]);
         let mut outcomes = Vec::new();
-        for database in &databases {
+        let mut all_hold = true;
+        for database in databases {
             for job in jobs {
                 let id = (database.clone(), job.key.clone());
-                if self.done.contains(&id)
-                    || self
-                        .refused
-                        .get(&id)
-                        .is_some_and(|at| now.duration_since(*at) < RETRY)
+                if self.done.contains(&id) {
+                    continue;
+                }
+                if self
+                    .refused
+                    .get(&id)
+                    .is_some_and(|at| now.duration_since(*at) < RETRY)
                 {
+                    all_hold = false;
                     continue;
                 }
                 match query.execute_in(database, &job.sql).await {
@@ -92,6 +145,7 @@ impl EveryDatabase {
                         });
                     }
                     Err(error) => {
+                        all_hold = false;
                         self.refused.insert(id, now);
                         outcomes.push(Outcome::Refused {
                             database: database.clone(),
@@ -101,6 +155,9 @@ impl EveryDatabase {
                     }
                 }
             }
+        }
+        if all_hold {
+            self.settled = Some(jobs.iter().map(|j| j.key.clone()).collect());
         }
         Ok(outcomes)
     }
@@ -151,6 +208,10 @@ mod tests {
         let jobs = [job("a"), job("b")];
         let out = every.ensure(&q, &jobs, t).await.expect("listed");
         assert_eq!(out.len(), 4);
+        assert!(
+            every.settled.is_some(),
+            "every pair holds: steps return at once"
+        );
         assert_eq!(
             every
                 .ensure(&q, &jobs, t + RETRY)
@@ -189,6 +250,7 @@ mod tests {
         let out = every.ensure(&q, &jobs, t).await.expect("listed");
         assert!(matches!(&out[0], Outcome::Refused { key, .. } if key == "pgaudit"));
         assert!(matches!(&out[1], Outcome::Done { key, .. } if key == "pooler"));
+        assert!(every.settled.is_none(), "a refused pair is still waiting");
         // Every step of the loop (200 ms) within RETRY: nothing is tried.
         for ms in (200..5000).step_by(200) {
             let out = every.ensure(&q, &jobs, t + Duration::from_millis(ms)).await;
