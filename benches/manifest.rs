@@ -30,7 +30,7 @@ fn manifest(c: &mut Criterion) {
     c.bench_function("Cluster::validate (rules only)", |b| {
         b.iter(|| black_box(&cluster).validate())
     });
-    c.bench_function("crds() (generate the four CRDs)", |b| b.iter(crds));
+    c.bench_function("crds() (generate the CRDs)", |b| b.iter(crds));
 }
 
 fn serde_json_value(doc: &serde_json::Value) -> Cluster {

@@ -184,7 +184,7 @@ fn printed_crds() -> Vec<CustomResourceDefinition> {
 }
 
 #[test]
-fn printed_crds_are_the_four_structural_crds() {
+fn printed_crds_are_the_five_structural_crds() {
     let crds = printed_crds();
     let names: Vec<&str> = crds
         .iter()
@@ -195,6 +195,7 @@ fn printed_crds_are_the_four_structural_crds() {
         [
             "backups.postgresql.cnpg.io",
             "clusters.postgresql.cnpg.io",
+            "databases.postgresql.cnpg.io",
             "poolers.postgresql.cnpg.io",
             "scheduledbackups.postgresql.cnpg.io"
         ]

@@ -6,7 +6,7 @@
 
 use super::schema::{child_path, did_you_mean, validate_value};
 use super::validation::{ErrorKind, FieldError, Validate};
-use super::{API_VERSION, Backup, Cluster, GROUP, Pooler, ScheduledBackup};
+use super::{API_VERSION, Backup, Cluster, Database, GROUP, Pooler, ScheduledBackup};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
 use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::sync::OnceLock;
 
 /// The kinds this crate knows.
-pub const KINDS: [&str; 4] = ["Cluster", "Pooler", "Backup", "ScheduledBackup"];
+pub const KINDS: [&str; 5] = ["Cluster", "Pooler", "Backup", "ScheduledBackup", "Database"];
 
 /// What was found in one document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,8 +46,8 @@ impl DocumentReport {
     }
 }
 
-fn schemas() -> &'static [(&'static str, JSONSchemaProps); 4] {
-    static SCHEMAS: OnceLock<[(&'static str, JSONSchemaProps); 4]> = OnceLock::new();
+fn schemas() -> &'static [(&'static str, JSONSchemaProps); KINDS.len()] {
+    static SCHEMAS: OnceLock<[(&'static str, JSONSchemaProps); KINDS.len()]> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
         let root = |crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
             crd.spec
@@ -63,6 +63,7 @@ fn schemas() -> &'static [(&'static str, JSONSchemaProps); 4] {
             ("Pooler", root(Pooler::crd())),
             ("Backup", root(Backup::crd())),
             ("ScheduledBackup", root(ScheduledBackup::crd())),
+            ("Database", root(Database::crd())),
         ]
     })
 }
@@ -158,6 +159,7 @@ pub fn check_document(doc: &Value) -> DocumentReport {
         "Cluster" => typed::<Cluster>(pruned),
         "Pooler" => typed::<Pooler>(pruned),
         "Backup" => typed::<Backup>(pruned),
+        "Database" => typed::<Database>(pruned),
         _ => typed::<ScheduledBackup>(pruned),
     };
     for e in rule_errors {

@@ -1,10 +1,10 @@
 //! CloudNativePG's `postgresql.cnpg.io/v1` API: the custom resources, their
 //! CustomResourceDefinitions, and manifest checking.
 //!
-//! * [`Cluster`], [`Pooler`], [`Backup`], [`ScheduledBackup`]: field-compatible with
+//! * [`Cluster`], [`Pooler`], [`Backup`], [`ScheduledBackup`], [`Database`]: field-compatible with
 //!   upstream (same camelCase names, types, defaults and enum values), so existing
 //!   CloudNativePG manifests parse unchanged.
-//! * [`crds`]: the four CustomResourceDefinitions, structural, with status (and, for
+//! * [`crds`]: the CustomResourceDefinitions, structural, with status (and, for
 //!   `Cluster` and `Pooler`, scale) subresources and upstream's printer columns.
 //! * [`validation`]: the rules upstream's admission webhook enforces, as pure functions
 //!   returning every error at once.
@@ -19,6 +19,7 @@ pub mod backup;
 pub mod barman;
 pub mod cluster;
 pub mod common;
+pub mod database;
 pub mod manifest;
 pub mod policy;
 pub mod pooler;
@@ -28,18 +29,20 @@ pub mod validation;
 pub use backup::{Backup, BackupSpec, BackupStatus, ScheduledBackup, ScheduledBackupSpec};
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus, HaState};
 pub use common::{API_VERSION, GROUP, VERSION};
+pub use database::{Database, DatabaseSpec, DatabaseStatus};
 pub use pooler::{Pooler, PoolerSpec, PoolerStatus};
 pub use validation::{FieldError, Validate};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The four CustomResourceDefinitions, in a stable order: Backup, Cluster, Pooler,
+/// The CustomResourceDefinitions, in a stable order: Backup, Cluster, Database, Pooler,
 /// ScheduledBackup (alphabetical, like upstream's `config/crd/bases`).
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         Backup::crd(),
         Cluster::crd(),
+        Database::crd(),
         Pooler::crd(),
         ScheduledBackup::crd(),
     ]
@@ -63,7 +66,7 @@ mod tests {
 
     #[test]
     fn no_preserve_unknown_fields_anywhere() {
-        // Upstream's four CRDs only preserve unknown fields where an embedded free-form
+        // Upstream's CRDs only preserve unknown fields where an embedded free-form
         // object demands it; ours have none, so every unknown field is reported.
         for crd in crds() {
             assert_eq!(

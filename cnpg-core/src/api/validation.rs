@@ -11,6 +11,7 @@ use super::cluster::{
     StorageConfiguration, SynchronousReplicaConfiguration,
 };
 use super::common::{BackupMethod, BackupPluginConfiguration, OnlineConfiguration};
+use super::database::{Database, OptionSpec, UsageSpec};
 use super::pooler::Pooler;
 use crate::quantity::Quantity;
 use std::collections::BTreeSet;
@@ -1250,3 +1251,138 @@ pub fn check_schedule(schedule: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests;
+
+/// The database names a `Database` may not take: the cluster's own.
+const RESERVED_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
+
+impl Validate for Database {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let spec = &self.spec;
+        if spec.cluster.name.is_empty() {
+            errs.push(FieldError::required(
+                "spec.cluster.name",
+                "name the Cluster that hosts the database",
+            ));
+        }
+        if spec.name.is_empty() {
+            errs.push(FieldError::required(
+                "spec.name",
+                "name the database to make in PostgreSQL",
+            ));
+        } else if RESERVED_DATABASES.contains(&spec.name.as_str()) {
+            errs.push(FieldError::invalid(
+                "spec.name",
+                format!(
+                    "the name {} is reserved: the cluster has that database already; pick another",
+                    spec.name
+                ),
+            ));
+        }
+        if spec.owner.is_empty() {
+            errs.push(FieldError::required(
+                "spec.owner",
+                "name the role that owns the database (it must exist, e.g. a managed role)",
+            ));
+        }
+        let provider = spec.locale_provider.as_deref();
+        for (field, value, needs) in [
+            ("icuLocale", &spec.icu_locale, "icu"),
+            ("icuRules", &spec.icu_rules, "icu"),
+            ("builtinLocale", &spec.builtin_locale, "builtin"),
+        ] {
+            if value.is_some() && provider != Some(needs) {
+                errs.push(FieldError::invalid(
+                    format!("spec.{field}"),
+                    format!("{field} is only available when localeProvider is set to `{needs}`"),
+                ));
+            }
+        }
+        if let Some(limit) = spec.connection_limit
+            && limit < -1
+        {
+            errs.push(FieldError::invalid(
+                "spec.connectionLimit",
+                format!("{limit} is not a connection limit: use -1 (no limit) or a count"),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, s) in spec.schemas.iter().enumerate() {
+            check_object_name("schemas", i, &s.name, &mut seen, &mut errs);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, e) in spec.extensions.iter().enumerate() {
+            check_object_name("extensions", i, &e.name, &mut seen, &mut errs);
+        }
+        let mut fdws = BTreeSet::new();
+        for (i, f) in spec.fdws.iter().enumerate() {
+            check_object_name("fdws", i, &f.name, &mut fdws, &mut errs);
+            check_options_usages("fdws", i, &f.options, &f.usages, &mut errs);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, s) in spec.servers.iter().enumerate() {
+            check_object_name("servers", i, &s.name, &mut seen, &mut errs);
+            check_options_usages("servers", i, &s.options, &s.usages, &mut errs);
+            if s.ensure != crate::roles::EnsureOption::Absent && !fdws.contains(s.fdw.as_str()) {
+                errs.push(FieldError::invalid(
+                    format!("spec.servers[{i}].fdw"),
+                    format!(
+                        "{:?} is not in spec.fdws; add the foreign data wrapper there",
+                        s.fdw
+                    ),
+                ));
+            }
+        }
+        errs
+    }
+}
+
+/// An object of a `Database` list (`schemas`, `extensions`, ...) has a name, once.
+fn check_object_name<'a>(
+    list: &str,
+    i: usize,
+    name: &'a str,
+    seen: &mut BTreeSet<&'a str>,
+    errs: &mut Vec<FieldError>,
+) {
+    if name.is_empty() {
+        errs.push(FieldError::required(
+            format!("spec.{list}[{i}].name"),
+            "give the object a name",
+        ));
+    } else if !seen.insert(name) {
+        errs.push(FieldError::invalid(
+            format!("spec.{list}[{i}].name"),
+            format!("{name:?} is listed twice in spec.{list}; keep one"),
+        ));
+    }
+}
+
+/// The options and usages of a foreign data wrapper or server name each option and role
+/// once.
+fn check_options_usages(
+    list: &str,
+    i: usize,
+    options: &[OptionSpec],
+    usages: &[UsageSpec],
+    errs: &mut Vec<FieldError>,
+) {
+    let mut seen = BTreeSet::new();
+    for (j, o) in options.iter().enumerate() {
+        if !seen.insert(o.name.as_str()) {
+            errs.push(FieldError::invalid(
+                format!("spec.{list}[{i}].options[{j}].name"),
+                format!("option {:?} is listed twice; keep one", o.name),
+            ));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (j, u) in usages.iter().enumerate() {
+        if !seen.insert(u.name.as_str()) {
+            errs.push(FieldError::invalid(
+                format!("spec.{list}[{i}].usage[{j}].name"),
+                format!("role {:?} is listed twice; keep one", u.name),
+            ));
+        }
+    }
+}

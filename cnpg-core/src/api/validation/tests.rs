@@ -629,3 +629,83 @@ fn a_users_certificate_needs_its_ca() {
     });
     assert_eq!(errs(&c), Vec::<String>::new());
 }
+
+#[test]
+fn database_rules_as_upstream_admission() {
+    use crate::api::database::*;
+    use crate::roles::EnsureOption;
+    let db = |spec: DatabaseSpec| {
+        Database::new("db", spec)
+            .validate()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    let good = DatabaseSpec {
+        cluster: LocalObjectReference { name: "pg".into() },
+        name: "shop".into(),
+        owner: "app".into(),
+        ..Default::default()
+    };
+    assert_eq!(db(good.clone()), Vec::<String>::new());
+    let all = db(DatabaseSpec::default()).join("\n");
+    for path in ["spec.cluster.name", "spec.name", "spec.owner"] {
+        assert!(all.contains(path), "{all}");
+    }
+    for reserved in ["postgres", "template0", "template1"] {
+        let all = db(DatabaseSpec {
+            name: reserved.into(),
+            ..good.clone()
+        });
+        assert!(all[0].contains("is reserved"), "{all:?}");
+    }
+    let all = db(DatabaseSpec {
+        icu_locale: Some("en".into()),
+        builtin_locale: Some("C.UTF-8".into()),
+        locale_provider: Some("icu".into()),
+        connection_limit: Some(-2),
+        ..good.clone()
+    })
+    .join("\n");
+    assert!(
+        !all.contains("spec.icuLocale") && all.contains("spec.builtinLocale"),
+        "{all}"
+    );
+    assert!(all.contains("spec.connectionLimit"), "{all}");
+    let ext = |name: &str| ExtensionSpec {
+        name: name.into(),
+        ..Default::default()
+    };
+    let opt = |name: &str| OptionSpec {
+        name: name.into(),
+        value: "v".into(),
+        ..Default::default()
+    };
+    let all = db(DatabaseSpec {
+        extensions: vec![ext("postgis"), ext("postgis")],
+        fdws: vec![FdwSpec {
+            name: "postgres_fdw".into(),
+            options: vec![opt("a"), opt("a")],
+            ..Default::default()
+        }],
+        servers: vec![
+            ServerSpec {
+                name: "remote".into(),
+                fdw: "mysql_fdw".into(),
+                ..Default::default()
+            },
+            ServerSpec {
+                name: "gone".into(),
+                fdw: "mysql_fdw".into(),
+                ensure: EnsureOption::Absent,
+                ..Default::default()
+            },
+        ],
+        ..good
+    })
+    .join("\n");
+    assert!(all.contains("spec.extensions[1].name"), "{all}");
+    assert!(all.contains("spec.fdws[0].options[1].name"), "{all}");
+    assert!(all.contains("spec.servers[0].fdw"), "{all}");
+    assert!(!all.contains("spec.servers[1]"), "{all}");
+}
