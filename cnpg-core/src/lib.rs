@@ -41,6 +41,8 @@
 #[cfg(feature = "api")]
 pub mod api;
 pub mod backup;
+#[cfg(feature = "api")]
+pub mod databases;
 pub mod election;
 pub mod fencing;
 pub mod hibernation;

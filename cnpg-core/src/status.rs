@@ -104,6 +104,11 @@ pub struct InstanceStatus {
     /// (`status.managedRolesStatus` is copied from the primary's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_roles: Option<crate::roles::ManagedRoles>,
+    /// On a primary with `Database` resources: each one's status after its last pass, by
+    /// the object's name (the host copies each into its `Database`'s status).
+    #[cfg(feature = "api")]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub databases: std::collections::BTreeMap<String, crate::api::DatabaseStatus>,
 }
 
 /// How WAL archiving goes on an instance. Times are RFC 3339 in UTC.

@@ -90,6 +90,7 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
             .managed_roles_status
             .map(|m| m.password_status)
             .unwrap_or_default(),
+        databases: Vec::new(),
     }
 }
 

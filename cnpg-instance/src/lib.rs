@@ -29,6 +29,7 @@ pub mod bootstrap;
 pub mod compression;
 pub mod config;
 pub mod control;
+pub mod databases;
 pub mod http;
 pub mod https;
 #[cfg(feature = "kubernetes")]

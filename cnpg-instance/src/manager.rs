@@ -93,6 +93,8 @@ pub struct Shared {
     pub backups: cnpg_core::backup::Summary,
     /// Managed roles after this primary's last pass.
     pub managed_roles: Option<cnpg_core::roles::ManagedRoles>,
+    /// `Database` resources after this primary's last pass, by object name.
+    pub databases: std::collections::BTreeMap<String, cnpg_core::api::DatabaseStatus>,
 }
 
 impl Shared {
@@ -136,6 +138,8 @@ pub struct Manager {
     applied_reload: Option<Option<String>>,
     /// When managed roles are next compared at the latest, and what with last.
     roles_pass: Option<(Instant, RolesInputs)>,
+    /// When `Database` resources are next reconciled at the latest, and from what list.
+    databases_pass: Option<(Instant, Vec<cnpg_core::databases::Managed>)>,
     /// The pooler's function and the managed extensions, database by database.
     every_database: every_database::EveryDatabase,
     /// The statements [`Self::every_database`] keeps, with what they were made from.
@@ -275,6 +279,7 @@ impl Manager {
             applied_reload: None,
             roles_pass: None,
             every_database: Default::default(),
+            databases_pass: None,
             every_database_jobs: Default::default(),
             last_view: ViewData::default(),
             rewind_failed: false,
@@ -961,6 +966,7 @@ impl Manager {
                 self.ensure_pooler_role().await?;
             }
             self.ensure_managed_roles(view).await;
+            self.ensure_databases(view).await;
             self.ensure_every_database(view).await;
         }
         Ok(())
@@ -1005,6 +1011,32 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// The cluster's `Database` resources on this primary: a pass whenever the list (or a
+    /// spec, or a deletion) changes, and every 30 s (a change made by hand is put back);
+    /// 5 s after a pass where something failed. Between passes a step costs a comparison.
+    async fn ensure_databases(&mut self, view: &ViewData) {
+        if view.databases.is_empty() && self.databases_pass.is_none() {
+            return;
+        }
+        if self
+            .databases_pass
+            .as_ref()
+            .is_some_and(|(due, seen)| Instant::now() < *due && *seen == view.databases)
+        {
+            return;
+        }
+        let mut statuses = std::collections::BTreeMap::new();
+        for item in &view.databases {
+            let st =
+                crate::databases::reconcile(self.query.as_ref(), item, &self.cfg.instance).await;
+            statuses.insert(item.object.clone(), st);
+        }
+        let all_applied = statuses.values().all(|s| s.applied == Some(true));
+        self.set(|s| s.databases = statuses);
+        let next = Duration::from_secs(if all_applied { 30 } else { 5 });
+        self.databases_pass = Some((Instant::now() + next, view.databases.clone()));
     }
 
     /// `spec.managed.roles` on this primary: a pass whenever the spec, the status or the

@@ -56,6 +56,17 @@ pub trait PgQuery: Send + Sync {
     async fn databases(&self) -> Result<Vec<String>, PgError>;
     /// Every role, as managed roles compare them.
     async fn roles(&self) -> Result<Vec<cnpg_core::roles::DbRole>, PgError>;
+    /// Database `name` as `pg_database` has it (`None`: there is none).
+    async fn database(
+        &self,
+        name: &str,
+    ) -> Result<Option<cnpg_core::databases::DbDatabase>, PgError>;
+    /// The schemas, extensions, foreign data wrappers and servers of database `db`.
+    async fn objects_in(&self, db: &str) -> Result<cnpg_core::databases::DbObjects, PgError>;
+    /// Runs each statement on its own (not in one transaction block: `CREATE DATABASE`
+    /// refuses one) in database `db`, on one connection whose commits are local and whose
+    /// statements give up after 30 s; stops at the first error.
+    async fn execute_each_in(&self, db: &str, statements: &[String]) -> Result<(), PgError>;
 }
 
 /// A tokio-postgres client of the local instance.
@@ -170,6 +181,100 @@ impl PgQuery for PgClient {
             .await
             .map_err(q)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn database(
+        &self,
+        name: &str,
+    ) -> Result<Option<cnpg_core::databases::DbDatabase>, PgError> {
+        let row = self
+            .connect()
+            .await?
+            .query_opt(
+                "SELECT d.datname::text, pg_get_userbyid(d.datdba)::text, d.datallowconn, \
+                 d.datistemplate, d.datconnlimit, t.spcname::text \
+                 FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace \
+                 WHERE d.datname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(q)?;
+        Ok(row.map(|r| cnpg_core::databases::DbDatabase {
+            name: r.get(0),
+            owner: r.get(1),
+            allow_connections: r.get(2),
+            is_template: r.get(3),
+            connection_limit: r.get(4),
+            tablespace: r.get(5),
+        }))
+    }
+
+    async fn objects_in(&self, db: &str) -> Result<cnpg_core::databases::DbObjects, PgError> {
+        let c = self.connect_to(db).await?;
+        let rows = |sql: &'static str| {
+            let c = &c;
+            async move { c.query(sql, &[]).await.map_err(q) }
+        };
+        // `k=v` option strings split at the first `=`, as PostgreSQL writes them.
+        let options = |o: Option<Vec<String>>| {
+            o.unwrap_or_default()
+                .into_iter()
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                })
+                .collect()
+        };
+        let mut out = cnpg_core::databases::DbObjects::default();
+        for r in
+            rows("SELECT nspname::text, pg_get_userbyid(nspowner)::text FROM pg_namespace").await?
+        {
+            out.schemas.insert(r.get(0), r.get(1));
+        }
+        for r in rows(
+            "SELECT e.extname::text, e.extversion, n.nspname::text FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace",
+        )
+        .await?
+        {
+            out.extensions.insert(r.get(0), (r.get(1), r.get(2)));
+        }
+        for r in rows(
+            "SELECT fdwname::text, pg_get_userbyid(fdwowner)::text, fdwhandler::regproc::text, \
+             fdwvalidator::regproc::text, fdwoptions FROM pg_foreign_data_wrapper",
+        )
+        .await?
+        {
+            out.fdws.insert(
+                r.get(0),
+                cnpg_core::databases::DbFdw {
+                    owner: r.get(1),
+                    handler: r.get(2),
+                    validator: r.get(3),
+                    options: options(r.get(4)),
+                },
+            );
+        }
+        for r in rows(
+            "SELECT s.srvname::text, w.fdwname::text, s.srvoptions FROM pg_foreign_server s \
+             JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw",
+        )
+        .await?
+        {
+            out.servers.insert(r.get(0), (r.get(1), options(r.get(2))));
+        }
+        Ok(out)
+    }
+
+    async fn execute_each_in(&self, db: &str, statements: &[String]) -> Result<(), PgError> {
+        let c = self.connect_to(db).await?;
+        c.batch_execute("SET synchronous_commit = local; SET statement_timeout = '30s'")
+            .await
+            .map_err(q)?;
+        for sql in statements {
+            c.batch_execute(sql).await.map_err(q)?;
+        }
+        Ok(())
     }
 
     async fn roles(&self) -> Result<Vec<cnpg_core::roles::DbRole>, PgError> {

@@ -95,6 +95,7 @@ pub fn report(state: &AppState, snapshot: Result<&Snapshot, &str>) -> InstanceSt
             s.archiving = p.archiving.clone();
             if p.is_primary {
                 s.managed_roles = shared.managed_roles.clone();
+                s.databases = shared.databases.clone();
             }
             if !s.archiving.is_archiving_wal {
                 s.archiving.archive_error = shared.archive_error.clone().unwrap_or_default();

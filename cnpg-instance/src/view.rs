@@ -78,6 +78,9 @@ pub struct ViewData {
     /// so a new primary does not set them again.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub role_passwords_applied: std::collections::BTreeMap<String, cnpg_core::roles::PasswordState>,
+    /// The cluster's `Database` resources: the primary makes PostgreSQL's databases match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<cnpg_core::databases::Managed>,
 }
 
 impl ViewData {

@@ -2670,3 +2670,175 @@ fn managed_roles_and_pgaudit_follow_the_spec() {
         }
     }
 }
+
+/// A `Database` document of cluster `dbs`.
+fn database_doc(object: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: postgresql.cnpg.io/v1\nkind: Database\nmetadata: {{name: {object}}}\nspec:\n  cluster: {{name: dbs}}\n{spec}"
+    )
+}
+
+/// `shop` with everything a Database holds, at connection limit `limit`, with hstore
+/// `hstore` (present or absent).
+fn shop_doc(limit: u32, hstore: &str) -> String {
+    database_doc(
+        "shop",
+        &format!(
+            "  name: shop\n  owner: shop_owner\n  template: template0\n  encoding: UTF8\n  localeCollate: C\n  localeCType: C\n  connectionLimit: {limit}\n  schemas:\n  - {{name: sales, owner: clerk}}\n  extensions:\n  - {{name: hstore, ensure: {hstore}}}\n  - {{name: postgres_fdw}}\n  fdws:\n  - name: postgres_fdw\n    usage: [{{name: clerk}}]\n  servers:\n  - name: remote\n    fdw: postgres_fdw\n    options: [{{name: host, value: 127.0.0.1}}, {{name: dbname, value: app}}]\n"
+        ),
+    )
+}
+
+#[test]
+fn databases_follow_their_resources() {
+    let docs = [
+        shop_doc(10, "present"),
+        // Its owner does not exist: reported, and holds up no other Database.
+        database_doc("bad", "  name: bad\n  owner: nobody\n"),
+        database_doc(
+            "scratch",
+            "  name: scratch\n  owner: clerk\n  databaseReclaimPolicy: delete\n",
+        ),
+    ]
+    .concat();
+    let c = Cluster::up_on(
+        "dbs",
+        Rig {
+            spec: "  enableSuperuserAccess: true\n  managed:\n    roles:\n    - {name: shop_owner, login: true}\n    - {name: clerk, login: true}\n".into(),
+            docs: docs.clone(),
+            ..Default::default()
+        },
+    );
+    c.wait_converged(None, T);
+    let status = |object: &str| -> serde_json::Value {
+        std::fs::read_to_string(c.root().join(format!("databases/{object}.json")))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|d| d["status"].clone())
+            .unwrap_or_default()
+    };
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !ok() {
+            assert!(
+                start.elapsed() < T,
+                "{what}: shop {} bad {} scratch {}\n{}",
+                status("shop"),
+                status("bad"),
+                status("scratch"),
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("shop and scratch applied, bad refused", &|| {
+        status("shop")["applied"] == true
+            && status("scratch")["applied"] == true
+            && status("bad")["applied"] == false
+    });
+    assert!(
+        status("bad")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("role \"nobody\" does not exist")),
+        "{}",
+        status("bad")
+    );
+    let shop = status("shop");
+    assert_eq!(shop["observedGeneration"], 1, "{shop}");
+    for (list, name) in [
+        ("schemas", "sales"),
+        ("extensions", "hstore"),
+        ("fdws", "postgres_fdw"),
+        ("servers", "remote"),
+    ] {
+        assert!(
+            shop[list]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|o| o["name"] == name && o["applied"] == true)),
+            "{list}: {shop}"
+        );
+    }
+    let su = std::fs::read_to_string(c.root().join("secrets/superuser-password"))
+        .expect("the superuser's password");
+    let sql = |db: &str, q: &str| {
+        psql(
+            &format!(
+                "host=127.0.0.1 port={} dbname={db} user=postgres password={} sslmode=require",
+                c.rw_port(),
+                su.trim()
+            ),
+            q,
+        )
+    };
+    assert_eq!(
+        sql(
+            "postgres",
+            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, \
+             datctype, datconnlimit FROM pg_database WHERE datname = 'shop'"
+        )
+        .as_deref(),
+        Ok("shop_owner|UTF8|C|C|10")
+    );
+    assert_eq!(
+        sql(
+            "shop",
+            "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'sales' \
+             UNION ALL SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension \
+             UNION ALL SELECT has_foreign_data_wrapper_privilege('clerk', 'postgres_fdw', 'USAGE')::text \
+             UNION ALL SELECT array_to_string(srvoptions, ',') FROM pg_foreign_server WHERE srvname = 'remote'"
+        )
+        .as_deref(),
+        Ok("clerk\nhstore,plpgsql,postgres_fdw\ntrue\nhost=127.0.0.1,dbname=app")
+    );
+
+    // A new spec: a new limit, hstore absent. Applied as generation 2.
+    let (ok, said) = apply(&c, "shop.yaml", &shop_doc(20, "absent"));
+    assert!(ok && said.contains("database shop configured"), "{said}");
+    wait("generation 2 applied", &|| {
+        status("shop")["observedGeneration"] == 2 && status("shop")["applied"] == true
+    });
+    assert_eq!(
+        sql(
+            "postgres",
+            "SELECT datconnlimit FROM pg_database WHERE datname = 'shop'"
+        )
+        .as_deref(),
+        Ok("20")
+    );
+    assert_eq!(
+        sql(
+            "shop",
+            "SELECT count(*) FROM pg_extension WHERE extname = 'hstore'"
+        )
+        .as_deref(),
+        Ok("0")
+    );
+
+    // Deleted: scratch (reclaim policy delete) is dropped and then goes; shop (retain)
+    // goes at once and its database stays.
+    let file = c.state.path().join("delete.yaml");
+    std::fs::write(&file, &docs).expect("delete file");
+    let said = c.cnpg(&["local", "delete", "-f", file.to_str().expect("utf-8")]);
+    assert!(
+        said.contains("database scratch marked for deletion")
+            && said.contains("database shop deleted"),
+        "{said}"
+    );
+    wait("scratch dropped and gone", &|| {
+        !c.root().join("databases/scratch.json").exists()
+    });
+    assert_eq!(
+        sql(
+            "postgres",
+            "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database \
+             WHERE datname IN ('shop', 'scratch', 'bad')"
+        )
+        .as_deref(),
+        Ok("shop")
+    );
+    assert!(
+        c.status()["events"]
+            .to_string()
+            .contains("Database scratch deleted")
+    );
+}

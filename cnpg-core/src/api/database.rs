@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 /// A PostgreSQL database of a cluster, built around `CREATE DATABASE`, `ALTER DATABASE` and
 /// `DROP DATABASE`. The fields that only `CREATE DATABASE` takes (template, encoding,
 /// locales) cannot change afterwards.
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
 #[kube(
     group = "postgresql.cnpg.io",
     version = "v1",

@@ -3,11 +3,13 @@
 //! the running cluster's manifest (its operator picks it up); a `Backup` is written for the
 //! operator to run; a `ScheduledBackup` is created or has its spec replaced (its status,
 //! which remembers the last occurrence, is kept); a `Pooler` is created or replaced (its
-//! cluster cannot change). Every document is checked first, as the
+//! cluster cannot change); a `Database` likewise (its cluster and name cannot change; its
+//! status is kept and its generation counts spec changes, as the API server's does). Every document is checked first, as the
 //! admission webhook would: one invalid document and nothing is written.
 
 use super::error::LocalError;
 use super::layout::Layout;
+use cnpg_core::api::Database;
 use cnpg_core::api::backup::{Backup, ScheduledBackup};
 use cnpg_core::api::pooler::Pooler;
 use serde_json::Value;
@@ -34,20 +36,21 @@ pub fn apply_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalErr
     let done = apply_kinds(
         state_dir,
         file,
-        &["Cluster", "Backup", "ScheduledBackup", "Pooler"],
+        &["Cluster", "Backup", "ScheduledBackup", "Pooler", "Database"],
     )?;
     if done.is_empty() {
         return Err(invalid(format!(
-            "{} holds no Cluster, Pooler, Backup or ScheduledBackup",
+            "{} holds no Cluster, Pooler, Backup, ScheduledBackup or Database",
             file.display()
         )));
     }
     Ok(done)
 }
 
-/// The Poolers of the file that starts a cluster (`local up -f`), as `apply` does.
+/// The Poolers and Databases of the file that starts a cluster (`local up -f`), as `apply`
+/// does.
 pub fn apply_poolers(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalError> {
-    apply_kinds(state_dir, file, &["Pooler"])
+    apply_kinds(state_dir, file, &["Pooler", "Database"])
 }
 
 /// Applies the documents of these kinds; nothing when one is invalid.
@@ -141,6 +144,54 @@ fn apply_kinds(state_dir: &Path, file: &Path, kinds: &[&str]) -> Result<Vec<Stri
                 })?;
                 done.push(format!("pooler {name} {verb}"));
             }
+            "Database" => {
+                let mut db: Database =
+                    serde_json::from_value(d).map_err(|e| invalid(e.to_string()))?;
+                let name = db.metadata.name.clone().unwrap_or_default();
+                let l = layout(&db.spec.cluster.name)?;
+                let dir = l.databases();
+                let path = dir.join(format!("{name}.json"));
+                let verb = under_lock(&dir, || {
+                    let old = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<Database>(&t).ok());
+                    let verb = match old {
+                        Some(old) if old.metadata.deletion_timestamp.is_some() => {
+                            return Err(invalid(format!(
+                                "database {name} is being deleted (its database {} is being dropped); apply it again once it is gone",
+                                old.spec.name
+                            )));
+                        }
+                        Some(old) if old.spec.name != db.spec.name => {
+                            return Err(invalid(format!(
+                                "database {name}: spec.name is immutable ({} now); make another Database",
+                                old.spec.name
+                            )));
+                        }
+                        Some(old) => {
+                            let same = old.spec == db.spec;
+                            let generation = old.metadata.generation.unwrap_or(1);
+                            db.metadata.generation =
+                                Some(if same { generation } else { generation + 1 });
+                            db.metadata.creation_timestamp = old.metadata.creation_timestamp;
+                            db.status = old.status;
+                            if same { "unchanged" } else { "configured" }
+                        }
+                        None => {
+                            db.metadata.generation = Some(1);
+                            db.metadata.creation_timestamp =
+                                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                                    k8s_openapi::jiff::Timestamp::now(),
+                                ));
+                            db.status = None;
+                            "created"
+                        }
+                    };
+                    write(&path, &pretty(&db))?;
+                    Ok(verb)
+                })?;
+                done.push(format!("database {name} {verb}"));
+            }
             "Backup" => {
                 let b: Backup = serde_json::from_value(d).map_err(|e| invalid(e.to_string()))?;
                 let name = b.metadata.name.clone().unwrap_or_default();
@@ -191,9 +242,11 @@ fn apply_kinds(state_dir: &Path, file: &Path, kinds: &[&str]) -> Result<Vec<Stri
     Ok(done)
 }
 
-/// `local delete -f FILE`: removes the Poolers, Backups and ScheduledBackups the file
-/// names (the operator then stops what a Pooler ran); a line per document. A Cluster is
-/// not deleted this way: `local destroy` deletes it with its data.
+/// `local delete -f FILE`: removes the Poolers, Backups, ScheduledBackups and Databases
+/// the file names (the operator then stops what a Pooler ran); a line per document. A
+/// Database whose reclaim policy is `delete` is only marked: the operator removes it once
+/// the primary dropped its database. A Cluster is not deleted this way: `local destroy`
+/// deletes it with its data.
 pub fn delete_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalError> {
     let text =
         std::fs::read_to_string(file).map_err(|e| invalid(format!("{}: {e}", file.display())))?;
@@ -209,6 +262,16 @@ pub fn delete_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalEr
             "Pooler" => l.pooler(name),
             "Backup" => l.backups().join(format!("{name}.json")),
             "ScheduledBackup" => l.scheduled_backups().join(format!("{name}.json")),
+            "Database" => {
+                let path = l.databases().join(format!("{name}.json"));
+                if mark_for_deletion(&path)? {
+                    done.push(format!(
+                        "database {name} marked for deletion (databaseReclaimPolicy: delete): the primary drops its database, then it goes"
+                    ));
+                    continue;
+                }
+                path
+            }
             "Cluster" => {
                 return Err(invalid(format!(
                     "cluster {name}: a Cluster is deleted with its data by kubectl-cnpg local destroy {name}"
@@ -231,4 +294,36 @@ pub fn delete_file(state_dir: &Path, file: &Path) -> Result<Vec<String>, LocalEr
         }
     }
     Ok(done)
+}
+
+/// Marks a `Database` whose reclaim policy is `delete` as being deleted (a deletion time
+/// and a new generation, as the API server does for an object with a finalizer); false
+/// when there is no such document or its policy is `retain` (it is simply removed).
+fn mark_for_deletion(path: &Path) -> Result<bool, LocalError> {
+    let Some(dir) = path.parent().filter(|d| d.exists()) else {
+        return Ok(false);
+    };
+    under_lock(dir, || {
+        let Some(mut db) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Database>(&t).ok())
+        else {
+            return Ok(false);
+        };
+        let delete =
+            db.spec.reclaim_policy == Some(cnpg_core::api::database::DatabaseReclaimPolicy::Delete);
+        if !delete {
+            return Ok(false);
+        }
+        if db.metadata.deletion_timestamp.is_none() {
+            db.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ));
+            db.metadata.generation = Some(db.metadata.generation.unwrap_or(1) + 1);
+            cnpg_instance::view::write_atomically(path, &pretty(&db))
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        }
+        Ok(true)
+    })
 }

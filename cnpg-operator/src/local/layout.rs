@@ -85,6 +85,10 @@ impl Layout {
             serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()
         })
     }
+    /// `Database` documents (`local apply -f`), with their status ([`super::databases`]).
+    pub fn databases(&self) -> PathBuf {
+        self.root.join("databases")
+    }
     /// `ScheduledBackup` documents (`local apply -f`), with their status.
     pub fn scheduled_backups(&self) -> PathBuf {
         self.root.join("scheduled-backups")

@@ -15,6 +15,7 @@
 //! commands read [`layout::StatusFile`] and leave requests in the layout for it.
 
 pub mod apply;
+pub mod databases;
 pub mod error;
 pub mod layout;
 pub mod objects;

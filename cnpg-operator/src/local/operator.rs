@@ -204,6 +204,8 @@ pub struct LocalOperator {
     sync_value: String,
     /// `managedRolesStatus`: the primary's last report (kept across operator restarts).
     managed_roles: Option<cnpg_core::roles::ManagedRoles>,
+    /// The `Database` documents as last handed to the instance managers.
+    databases: Vec<cnpg_core::databases::Managed>,
     restart: Option<String>,
     reload: Option<String>,
     /// When each instance manager was started by this operator (adopted ones: unknown, 0).
@@ -353,6 +355,7 @@ impl LocalOperator {
         let layout_copy = layout.clone();
         let mut op = LocalOperator {
             managed_roles: saved.as_ref().and_then(|s| s.managed_roles_status.clone()),
+            databases: Vec::new(),
             state: saved.map(|s| s.state).unwrap_or_default(),
             layout,
             opts,
@@ -763,14 +766,20 @@ impl LocalOperator {
             }
         }
         let observed = self.observe().await;
-        if let Some(m) = self
+        let primary = self
             .state
             .current_primary
             .as_ref()
             .and_then(|p| observed.instances.iter().find(|i| &i.name == p))
-            .and_then(|p| p.status.managed_roles.clone())
-        {
+            .filter(|p| p.status.is_primary);
+        if let Some(m) = primary.and_then(|p| p.status.managed_roles.clone()) {
             self.managed_roles = Some(m);
+        }
+        let (databases, said) =
+            super::databases::sync(&self.layout, primary.map(|p| &p.status.databases));
+        self.databases = databases;
+        for e in said {
+            self.event(e);
         }
         let plan = reconcile::reconcile(&policy, &observed, now());
         for e in &plan.events {
@@ -1186,6 +1195,7 @@ impl LocalOperator {
                 .as_ref()
                 .map(|m| m.password_status.clone())
                 .unwrap_or_default(),
+            databases: self.databases.clone(),
         };
         let text = serde_json::to_string_pretty(&view).expect("view serializes");
         if text != self.last_view && write_atomically(&self.layout.view(), &text).is_ok() {
