@@ -34,6 +34,7 @@ pub struct KubeView {
     lease_duration: Duration,
     renewing: Arc<Mutex<bool>>,
     port: u16,
+    databases: crate::kube_databases::KubeDatabases,
 }
 
 /// What the Cluster says, as an instance needs it.
@@ -90,6 +91,7 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
             .managed_roles_status
             .map(|m| m.password_status)
             .unwrap_or_default(),
+        // From the Database objects, not the Cluster: [`KubeView::read`] fills them in.
         databases: Vec::new(),
     }
 }
@@ -105,7 +107,7 @@ impl KubeView {
         port: u16,
     ) -> Self {
         let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
-        let leases: Api<Lease> = Api::namespaced(client, namespace);
+        let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
         let view = KubeView {
             clusters: clusters.clone(),
             cluster: cluster.to_owned(),
@@ -121,6 +123,7 @@ impl KubeView {
             lease_duration: Duration::from_secs(15),
             renewing: Arc::new(Mutex::new(false)),
             port,
+            databases: crate::kube_databases::KubeDatabases::start(client, namespace, cluster),
         };
         let cache = view.cache.clone();
         let name = cluster.to_owned();
@@ -224,7 +227,8 @@ impl KubeView {
 #[async_trait]
 impl ClusterView for KubeView {
     async fn read(&self) -> Result<ViewData, ViewError> {
-        let view = view_of(&self.cluster().await?, self.port);
+        let mut view = view_of(&self.cluster().await?, self.port);
+        view.databases = self.databases.managed();
         // The primary keeps its Lease, also after this manager restarted (nothing promotes
         // it again, so nothing else would take the Lease back).
         let me = Some(self.instance.as_str());
@@ -255,6 +259,16 @@ impl ClusterView for KubeView {
             .release()
             .await
             .map_err(|e| ViewError(format!("releasing the primary lease: {e}")))
+    }
+
+    async fn publish_databases(
+        &self,
+        pass: &[(
+            cnpg_core::databases::Managed,
+            cnpg_core::api::DatabaseStatus,
+        )],
+    ) -> Result<(), ViewError> {
+        self.databases.publish(pass).await.map_err(ViewError)
     }
 
     async fn publish_current_primary(&self, instance: &str) -> Result<(), ViewError> {

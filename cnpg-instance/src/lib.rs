@@ -33,6 +33,7 @@ pub mod databases;
 pub mod http;
 pub mod https;
 #[cfg(feature = "kubernetes")]
+pub mod kube_databases;
 pub mod kube_view;
 #[cfg(feature = "kubernetes")]
 pub mod lease;

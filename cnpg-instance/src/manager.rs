@@ -1027,13 +1027,18 @@ impl Manager {
         {
             return;
         }
-        let mut statuses = std::collections::BTreeMap::new();
+        let mut pass = Vec::new();
         for item in &view.databases {
             let st =
                 crate::databases::reconcile(self.query.as_ref(), item, &self.cfg.instance).await;
-            statuses.insert(item.object.clone(), st);
+            pass.push((item.clone(), st));
         }
-        let all_applied = statuses.values().all(|s| s.applied == Some(true));
+        let mut all_applied = pass.iter().all(|(_, s)| s.applied == Some(true));
+        if let Err(e) = self.view.publish_databases(&pass).await {
+            tracing::warn!(instance = %self.cfg.instance, "Database status (tried again in 5 s): {e}");
+            all_applied = false;
+        }
+        let statuses = pass.into_iter().map(|(i, s)| (i.object, s)).collect();
         self.set(|s| s.databases = statuses);
         let next = Duration::from_secs(if all_applied { 30 } else { 5 });
         self.databases_pass = Some((Instant::now() + next, view.databases.clone()));

@@ -128,6 +128,18 @@ pub trait ClusterView: Send + Sync {
         let _ = instance;
         Ok(true)
     }
+    /// After a pass over the `Database` resources on the primary: each one's status (on
+    /// Kubernetes, written to the object, and its finalizer handled). Locally the
+    /// operator reads them from the primary's status report instead.
+    async fn publish_databases(
+        &self,
+        _pass: &[(
+            cnpg_core::databases::Managed,
+            cnpg_core::api::DatabaseStatus,
+        )],
+    ) -> Result<(), ViewError> {
+        Ok(())
+    }
     /// Gives the primary lease up if `instance` holds it, once its PostgreSQL is stopped
     /// and it is not the target: the promoted instance then takes it at once instead of
     /// waiting for it to expire. Views without a lease have nothing to do.

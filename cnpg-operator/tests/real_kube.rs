@@ -630,6 +630,91 @@ async fn three_instances_run_with_synchronous_replication() {
         .collect();
     assert_eq!(pods_before, pods_after, "a pod was replaced for a role");
 
+    // A Database owned by dante, dropped when its object is deleted: the primary makes
+    // it with its schema and extension, writes its status, and holds the finalizer until
+    // it has dropped it.
+    let dbs = Api::<cnpg_core::api::Database>::namespaced(admin.clone(), &ns);
+    apply_yaml(
+        &admin,
+        &serde_json::json!({
+            "apiVersion": "postgresql.cnpg.io/v1", "kind": "Database",
+            "metadata": {"name": "shop", "namespace": ns},
+            "spec": {"cluster": {"name": "cluster-sync"}, "name": "shop", "owner": "dante",
+                     "databaseReclaimPolicy": "delete",
+                     "schemas": [{"name": "sales", "owner": "dante"}],
+                     "extensions": [{"name": "hstore"}]}
+        })
+        .to_string(),
+        "test-user",
+    )
+    .await;
+    let as_dante = move |db: &str, sql: &str| {
+        psql(
+            &format!(
+                "host={rw} port=5432 user=dante password=dante-second-pw dbname={db} sslmode=require"
+            ),
+            sql,
+        )
+    };
+    wait_for(
+        "Database shop applied, with its finalizer",
+        Duration::from_secs(120),
+        op,
+        || async {
+            let d = dbs.get("shop").await.map_err(|e| e.to_string())?;
+            let applied = d.status.as_ref().and_then(|s| s.applied) == Some(true);
+            let held = d
+                .metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|f| f == "cnpg.io/deleteDatabase"));
+            if applied && held {
+                Ok(())
+            } else {
+                Err(format!("{:?} {:?}", d.metadata.finalizers, d.status))
+            }
+        },
+    )
+    .await;
+    let found = tokio::task::spawn_blocking({
+        let q = as_dante.clone();
+        move || {
+            q(
+                "shop",
+                "SELECT pg_get_userbyid(d.datdba) || ' ' || n.nspname || ' ' || e.extname \
+                 FROM pg_database d, pg_namespace n, pg_extension e \
+                 WHERE d.datname = 'shop' AND n.nspname = 'sales' AND e.extname = 'hstore'",
+            )
+        }
+    })
+    .await
+    .expect("psql");
+    assert_eq!(found.as_deref(), Ok("dante sales hstore"));
+    dbs.delete("shop", &Default::default())
+        .await
+        .expect("delete the Database");
+    wait_for(
+        "Database shop gone, its database dropped",
+        Duration::from_secs(120),
+        op,
+        || async {
+            match dbs.get_opt("shop").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(d) => Err(format!("still there: {:?}", d.status)),
+            }
+        },
+    )
+    .await;
+    let left = tokio::task::spawn_blocking(move || {
+        as_dante(
+            "app",
+            "SELECT count(*) FROM pg_database WHERE datname = 'shop'",
+        )
+    })
+    .await
+    .expect("psql");
+    assert_eq!(left.as_deref(), Ok("0"));
+
     // An open session would hold the primary's smart shutdown when it hibernates.
     drop(client);
 

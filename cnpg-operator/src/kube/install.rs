@@ -75,6 +75,13 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
         &["get", "create", "update"],
     ),
     ("events.k8s.io", "events", &["create", "patch"]),
+    // Held only to grant them to the instance managers (the primary reconciles Databases).
+    (
+        "postgresql.cnpg.io",
+        "databases",
+        &["list", "watch", "patch"],
+    ),
+    ("postgresql.cnpg.io", "databases/status", &["patch"]),
 ];
 
 /// What no request of ours uses but the API server checks: creating objects whose owner
@@ -84,8 +91,15 @@ pub const ADMISSION_PERMISSIONS: &[Permission] =
     &[("postgresql.cnpg.io", "clusters/finalizers", &["update"])];
 
 /// What an instance manager does on the API (read its Cluster, publish `currentPrimary`,
-/// hold the primary Lease, record events): the Role the operator grants each cluster.
+/// hold the primary Lease, record events, reconcile the `Database`s: watch them, write
+/// their status and finalizer): the Role the operator grants each cluster.
 pub const INSTANCE_PERMISSIONS: &[Permission] = &[
+    (
+        "postgresql.cnpg.io",
+        "databases",
+        &["list", "watch", "patch"],
+    ),
+    ("postgresql.cnpg.io", "databases/status", &["patch"]),
     ("postgresql.cnpg.io", "clusters", &["get", "list", "watch"]),
     ("postgresql.cnpg.io", "clusters/status", &["patch"]),
     (
