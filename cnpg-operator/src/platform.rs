@@ -10,6 +10,7 @@
 //! with a loop of its own; it does not implement this trait yet.)
 
 use async_trait::async_trait;
+use cnpg_core::api::image_catalog::{ImageCatalogSpec, image_for};
 use cnpg_core::api::{Cluster, ClusterStatus, HaState, Validate};
 use cnpg_core::naming::Role;
 use cnpg_core::phase::ClusterPhase;
@@ -93,6 +94,63 @@ pub trait Platform: Send + Sync {
     ) -> Result<(), PlatformError>;
     /// Records an event on the Cluster.
     async fn record_event(&self, cluster: &Cluster, event: &Event) -> Result<(), PlatformError>;
+    /// The catalog a Cluster's `spec.imageCatalogRef` names (`kind` `ImageCatalog` in the
+    /// Cluster's namespace, or `ClusterImageCatalog`); `None` when there is no such one.
+    async fn image_catalog(
+        &self,
+        cluster: &Cluster,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<ImageCatalogSpec>, PlatformError>;
+}
+
+/// Writes `status` (its phase and reason saying why the loop stops here; the decisions'
+/// state kept) and a Warning event with the same message.
+async fn stop_with<P: Platform + ?Sized>(
+    platform: &P,
+    cluster: &Cluster,
+    mut status: ClusterStatus,
+    event: &'static str,
+) -> Result<(), PlatformError> {
+    keep_decisions(cluster, &mut status);
+    let message = status.phase_reason.clone().unwrap_or_default();
+    platform
+        .write_status(cluster, &StatusUpdate { status })
+        .await?;
+    platform
+        .record_event(
+            cluster,
+            &Event {
+                type_: reconcile::EventType::Warning,
+                reason: event,
+                message,
+            },
+        )
+        .await
+}
+
+/// The Cluster with the image its `spec.imageCatalogRef` picks as its `imageName` (as is
+/// when it has none), so the rest of the loop — pods, rollouts — reads one field; or why
+/// it cannot run (the catalog or its major missing).
+async fn with_catalog_image<P: Platform + ?Sized>(
+    platform: &P,
+    cluster: &Cluster,
+) -> Result<Result<Option<Cluster>, String>, PlatformError> {
+    let Some(r) = &cluster.spec.image_catalog_ref else {
+        return Ok(Ok(None));
+    };
+    let what = format!("{} {}", r.kind, r.name);
+    let Some(catalog) = platform.image_catalog(cluster, &r.kind, &r.name).await? else {
+        return Ok(Err(format!(
+            "{what} (spec.imageCatalogRef) does not exist; create it, or name another"
+        )));
+    };
+    Ok(image_for(&catalog.images, r.major, &what).map(|image| {
+        let mut c = cluster.clone();
+        c.spec.image_name = Some(image);
+        c.spec.image_catalog_ref = None;
+        Some(c)
+    }))
 }
 
 /// The decisions' state, read back from the status.
@@ -160,25 +218,12 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
     if !errors.is_empty() {
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         let reason = format!("the spec is invalid: {}", text.join("; "));
-        let mut status = ClusterStatus {
+        let status = ClusterStatus {
             phase: Some(INVALID.into()),
             phase_reason: Some(reason.clone()),
             ..Default::default()
         };
-        keep_decisions(cluster, &mut status);
-        platform
-            .write_status(cluster, &StatusUpdate { status })
-            .await?;
-        platform
-            .record_event(
-                cluster,
-                &Event {
-                    type_: reconcile::EventType::Warning,
-                    reason: "InvalidSpec",
-                    message: reason.clone(),
-                },
-            )
-            .await?;
+        stop_with(platform, cluster, status, "InvalidSpec").await?;
         return Ok(Outcome {
             phase: ClusterPhase::Healthy,
             reason,
@@ -186,6 +231,32 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
             actions: vec![],
         });
     }
+    let resolved = match with_catalog_image(platform, cluster).await? {
+        Ok(c) => c,
+        Err(reason) => {
+            let before = cluster.status.clone().unwrap_or_default();
+            let phase = ClusterPhase::ImageCatalogError.as_str();
+            if before.phase.as_deref() != Some(phase)
+                || before.phase_reason.as_deref() != Some(&reason)
+            {
+                let status = ClusterStatus {
+                    phase: Some(phase.into()),
+                    phase_reason: Some(reason.clone()),
+                    ..before
+                };
+                stop_with(platform, cluster, status, "ImageCatalogError").await?;
+            }
+            // A change to the catalog wakes the Cluster; look again anyway in case the
+            // catalog's watch missed it.
+            return Ok(Outcome {
+                phase: ClusterPhase::ImageCatalogError,
+                reason,
+                requeue: Some(Duration::from_secs(30)),
+                actions: vec![],
+            });
+        }
+    };
+    let cluster = resolved.as_ref().unwrap_or(cluster);
     let (policy, fencing_warning) = cluster.policy();
     if let Some(w) = fencing_warning {
         platform
@@ -288,6 +359,8 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
         ..Default::default()
     };
     fill_counts(cluster, &observed, &mut status);
+    // The image the instances run: `imageName`, the catalog's pick, or the default.
+    status.image = Some(crate::kube::specs::image(cluster));
     // `managedRolesStatus`: the primary's last pass (kept while no primary reports one).
     status.managed_roles_status = observed
         .state

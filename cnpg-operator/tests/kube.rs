@@ -1248,6 +1248,67 @@ spec:
         leaf.cert.as_bytes(),
         "the user's Secret is never rewritten"
     );
+    // The image from a catalog: a ClusterImageCatalog's image for the major, and the
+    // pods rolled to it; a namespaced catalog without that major stops the loop with
+    // upstream's phase and a reason naming the majors it has.
+    use cnpg_core::api::image_catalog::*;
+    let images = |major: i32, image: &str| {
+        vec![CatalogImage {
+            image: image.into(),
+            major,
+            ..Default::default()
+        }]
+    };
+    w.fake.put(&ClusterImageCatalog::new(
+        "postgresql",
+        ClusterImageCatalogSpec {
+            images: images(17, "example.org/postgresql:17.9"),
+            ..Default::default()
+        },
+    ));
+    let mut namespaced = ImageCatalog::new(
+        "old",
+        ImageCatalogSpec {
+            images: images(16, "example.org/postgresql:16.1"),
+            ..Default::default()
+        },
+    );
+    namespaced.metadata.namespace = Some(NS.into());
+    w.fake.put(&namespaced);
+    let catalog_ref = |kind: &str, name: &str| json!({"apiGroup": "postgresql.cnpg.io", "kind": kind, "name": name, "major": 17});
+    w.patch_cluster(|c| {
+        c["spec"]["imageCatalogRef"] = catalog_ref("ClusterImageCatalog", "postgresql")
+    });
+    n = 0;
+    while w.cluster().status.and_then(|s| s.image).as_deref() != Some("example.org/postgresql:17.9")
+        || w.fake.list::<Pod>(NS).iter().any(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.containers[0].image.as_deref())
+                != Some("example.org/postgresql:17.9")
+        })
+        || !healthy(&w)
+    {
+        tick(&w).await;
+        n += 1;
+        assert!(n < 800, "not rolled to the catalog's image: {}", w.phase());
+    }
+    w.patch_cluster(|c| c["spec"]["imageCatalogRef"] = catalog_ref("ImageCatalog", "old"));
+    n = 0;
+    while w.phase() != "Cluster has incomplete or invalid image catalog" {
+        tick(&w).await;
+        n += 1;
+        assert!(n < 500, "no catalog error: {}", w.phase());
+    }
+    let reason = w
+        .cluster()
+        .status
+        .and_then(|s| s.phase_reason)
+        .unwrap_or_default();
+    assert!(
+        reason.contains("ImageCatalog old has no image for PostgreSQL 17 (it has 16)"),
+        "{reason}"
+    );
     let _ = stop.send(());
     operator
         .await

@@ -246,6 +246,52 @@ async fn the_operator_sets_up_a_cluster_with_its_own_rbac() {
             .expect("read Role")
             .is_some()
     );
+    // An image catalog (upstream's shape, through the real admission): the Cluster runs
+    // the image it lists for its major; a catalog that does not exist stops the loop with
+    // upstream's phase, found by the operator's own account.
+    let catalog = format!(
+        "apiVersion: postgresql.cnpg.io/v1
+kind: ClusterImageCatalog
+metadata: {{name: postgresql-{ns}}}
+spec:
+  images:
+  - {{major: 15, image: 'example.org/postgresql:15.99'}}
+  - {{major: 17, image: 'example.org/postgresql:17.9'}}
+"
+    );
+    apply_yaml(&admin, &catalog, "test-user").await;
+    let catalog_ref = |kind: &str, name: &str| {
+        serde_json::json!({"imageCatalogRef": {
+            "apiGroup": "postgresql.cnpg.io", "kind": kind, "name": name, "major": 15
+        }})
+    };
+    patch_spec(
+        &admin,
+        &ns,
+        catalog_ref("ClusterImageCatalog", &format!("postgresql-{ns}")),
+    )
+    .await;
+    wait_for("the catalog's image in the status", limit, &op, || async {
+        let st = status_of(&clusters, "cluster-sync").await?;
+        match st.image.as_deref() {
+            Some("example.org/postgresql:15.99") => Ok(()),
+            other => Err(format!("image {other:?}, phase {:?}", st.phase_reason)),
+        }
+    })
+    .await;
+    patch_spec(&admin, &ns, catalog_ref("ImageCatalog", "missing")).await;
+    let reason = wait_for("the catalog error", limit, &op, || async {
+        let st = status_of(&clusters, "cluster-sync").await?;
+        match (st.phase.as_deref(), st.phase_reason) {
+            (Some("Cluster has incomplete or invalid image catalog"), Some(r)) => Ok(r),
+            (p, r) => Err(format!("{p:?}: {r:?}")),
+        }
+    })
+    .await;
+    assert!(
+        reason.contains("ImageCatalog missing (spec.imageCatalogRef) does not exist"),
+        "{reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2176,6 +2222,84 @@ async fn poolers_reach_the_primary_and_the_replicas_through_their_services() {
         reasons.contains("PoolersPaused") && reasons.contains("PoolersResumed"),
         "{reasons:?}"
     );
+    // PgBouncer's image from a catalog's componentImages, followed when the catalog
+    // changes; a key it lacks is in the Pooler's status.
+    let catalog = |image: &str| {
+        format!(
+            "apiVersion: postgresql.cnpg.io/v1
+kind: ImageCatalog
+metadata: {{name: bouncers, namespace: {ns}}}
+spec:
+  images: [{{major: 17, image: 'example.org/postgresql:17.9'}}]
+  componentImages: [{{key: pgbouncer, image: '{image}'}}]
+"
+        )
+    };
+    apply_yaml(
+        &admin,
+        &catalog("example.org/pgbouncer:1.24.1"),
+        "test-user",
+    )
+    .await;
+    let use_key = |key: &str| {
+        kube::api::Patch::Merge(
+            serde_json::json!({"spec": {"pgbouncer": {"imageCatalogRef": {
+                "apiGroup": "postgresql.cnpg.io", "kind": "ImageCatalog", "name": "bouncers", "key": key
+            }}}}),
+        )
+    };
+    let patch = kube::api::PatchParams::default();
+    poolers
+        .patch("pool-ro", &patch, &use_key("pgbouncer"))
+        .await
+        .expect("patch pool-ro");
+    for want in [
+        "example.org/pgbouncer:1.24.1",
+        "example.org/pgbouncer:1.25.0",
+    ] {
+        wait_for("the catalog's PgBouncer image", limit, op, || async {
+            let d = deployments
+                .get("pool-ro")
+                .await
+                .map_err(|e| e.to_string())?;
+            let image = d
+                .spec
+                .and_then(|s| s.template.spec)
+                .and_then(|s| s.containers.into_iter().find(|c| c.name == "pgbouncer"))
+                .and_then(|c| c.image);
+            if image.as_deref() == Some(want) {
+                Ok(())
+            } else {
+                Err(format!("image {image:?}"))
+            }
+        })
+        .await;
+        apply_yaml(
+            &admin,
+            &catalog("example.org/pgbouncer:1.25.0"),
+            "test-user",
+        )
+        .await;
+    }
+    poolers
+        .patch("pool-ro", &patch, &use_key("bouncer"))
+        .await
+        .expect("patch pool-ro");
+    wait_for("the missing key in the status", limit, op, || async {
+        let st = poolers
+            .get("pool-ro")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        match st.phase_reason {
+            Some(r) if r.contains("ImageCatalog bouncers has no component image \"bouncer\"") => {
+                Ok(())
+            }
+            r => Err(format!("{:?}: {r:?}", st.phase)),
+        }
+    })
+    .await;
     // Deleting the Poolers: the garbage collector takes what they owned.
     for name in ["pool-rw", "pool-ro"] {
         poolers

@@ -100,6 +100,22 @@ pub struct BackupPluginConfiguration {
     pub parameters: BTreeMap<String, String>,
 }
 
+/// An image of another component (PgBouncer) selected from an (Cluster)ImageCatalog's
+/// `componentImages` by its key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageCatalogComponentRef {
+    /// API group of the catalog (`postgresql.cnpg.io`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<String>,
+    /// `ImageCatalog` or `ClusterImageCatalog`.
+    pub kind: String,
+    /// Name of the catalog.
+    pub name: String,
+    /// The key of the entry in the catalog's `componentImages` (e.g. `pgbouncer`).
+    pub key: String,
+}
+
 /// An image selected from an (Cluster)ImageCatalog by PostgreSQL major version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

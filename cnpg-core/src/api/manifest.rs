@@ -6,7 +6,10 @@
 
 use super::schema::{child_path, did_you_mean, validate_value};
 use super::validation::{ErrorKind, FieldError, Validate};
-use super::{API_VERSION, Backup, Cluster, Database, GROUP, Pooler, ScheduledBackup};
+use super::{
+    API_VERSION, Backup, Cluster, ClusterImageCatalog, Database, GROUP, ImageCatalog, Pooler,
+    ScheduledBackup,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
 use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
@@ -14,7 +17,15 @@ use serde_json::Value;
 use std::sync::OnceLock;
 
 /// The kinds this crate knows.
-pub const KINDS: [&str; 5] = ["Cluster", "Pooler", "Backup", "ScheduledBackup", "Database"];
+pub const KINDS: [&str; 7] = [
+    "Cluster",
+    "Pooler",
+    "Backup",
+    "ScheduledBackup",
+    "Database",
+    "ImageCatalog",
+    "ClusterImageCatalog",
+];
 
 /// What was found in one document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,6 +75,8 @@ fn schemas() -> &'static [(&'static str, JSONSchemaProps); KINDS.len()] {
             ("Backup", root(Backup::crd())),
             ("ScheduledBackup", root(ScheduledBackup::crd())),
             ("Database", root(Database::crd())),
+            ("ImageCatalog", root(ImageCatalog::crd())),
+            ("ClusterImageCatalog", root(ClusterImageCatalog::crd())),
         ]
     })
 }
@@ -160,6 +173,8 @@ pub fn check_document(doc: &Value) -> DocumentReport {
         "Pooler" => typed::<Pooler>(pruned),
         "Backup" => typed::<Backup>(pruned),
         "Database" => typed::<Database>(pruned),
+        "ImageCatalog" => typed::<ImageCatalog>(pruned),
+        "ClusterImageCatalog" => typed::<ClusterImageCatalog>(pruned),
         _ => typed::<ScheduledBackup>(pruned),
     };
     for e in rule_errors {
@@ -346,7 +361,7 @@ mod tests {
             )),
             Vec::<String>::new()
         );
-        let catalog = json!({"apiGroup": "postgresql.cnpg.io", "kind": "ImageCatalog", "name": "c", "major": 1});
+        let catalog = json!({"apiGroup": "postgresql.cnpg.io", "kind": "ImageCatalog", "name": "c", "key": "pgbouncer"});
         assert_eq!(
             errors(pooler(json!({"imageCatalogRef": catalog.clone()}))),
             Vec::<String>::new()

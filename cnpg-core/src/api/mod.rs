@@ -1,7 +1,8 @@
 //! CloudNativePG's `postgresql.cnpg.io/v1` API: the custom resources, their
 //! CustomResourceDefinitions, and manifest checking.
 //!
-//! * [`Cluster`], [`Pooler`], [`Backup`], [`ScheduledBackup`], [`Database`]: field-compatible with
+//! * [`Cluster`], [`Pooler`], [`Backup`], [`ScheduledBackup`], [`Database`], [`ImageCatalog`],
+//!   [`ClusterImageCatalog`]: field-compatible with
 //!   upstream (same camelCase names, types, defaults and enum values), so existing
 //!   CloudNativePG manifests parse unchanged.
 //! * [`crds`]: the CustomResourceDefinitions, structural, with status (and, for
@@ -20,6 +21,7 @@ pub mod barman;
 pub mod cluster;
 pub mod common;
 pub mod database;
+pub mod image_catalog;
 pub mod manifest;
 pub mod policy;
 pub mod pooler;
@@ -30,19 +32,22 @@ pub use backup::{Backup, BackupSpec, BackupStatus, ScheduledBackup, ScheduledBac
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus, HaState};
 pub use common::{API_VERSION, GROUP, VERSION};
 pub use database::{Database, DatabaseSpec, DatabaseStatus};
+pub use image_catalog::{ClusterImageCatalog, ImageCatalog};
 pub use pooler::{Pooler, PoolerSpec, PoolerStatus};
 pub use validation::{FieldError, Validate};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The CustomResourceDefinitions, in a stable order: Backup, Cluster, Database, Pooler,
-/// ScheduledBackup (alphabetical, like upstream's `config/crd/bases`).
+/// The CustomResourceDefinitions, in a stable order: alphabetical by plural, like
+/// upstream's `config/crd/bases`.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         Backup::crd(),
+        ClusterImageCatalog::crd(),
         Cluster::crd(),
         Database::crd(),
+        ImageCatalog::crd(),
         Pooler::crd(),
         ScheduledBackup::crd(),
     ]

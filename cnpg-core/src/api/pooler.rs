@@ -2,7 +2,7 @@
 
 use super::cluster::RelabelConfig;
 use super::cluster::ServiceTemplateSpec;
-use super::common::{ImageCatalogRef, LocalObjectReference};
+use super::common::{ImageCatalogComponentRef, LocalObjectReference};
 use k8s_openapi::api::apps::v1::DeploymentStrategy;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::CustomResource;
@@ -139,9 +139,9 @@ pub struct PgBouncerSpec {
     /// `imageCatalogRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Pick the PgBouncer image from an image catalog.
+    /// Pick the PgBouncer image from an image catalog's `componentImages`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_catalog_ref: Option<ImageCatalogRef>,
+    pub image_catalog_ref: Option<ImageCatalogComponentRef>,
 }
 
 /// Pooler monitoring.

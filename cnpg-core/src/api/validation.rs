@@ -12,6 +12,9 @@ use super::cluster::{
 };
 use super::common::{BackupMethod, BackupPluginConfiguration, OnlineConfiguration};
 use super::database::{Database, OptionSpec, UsageSpec};
+use super::image_catalog::{
+    CatalogComponentImage, CatalogImage, ClusterImageCatalog, ImageCatalog,
+};
 use super::pooler::Pooler;
 use crate::quantity::Quantity;
 use std::collections::BTreeSet;
@@ -1385,4 +1388,71 @@ fn check_options_usages(
             ));
         }
     }
+}
+
+impl Validate for ImageCatalog {
+    fn validate(&self) -> Vec<FieldError> {
+        check_catalog(&self.spec.images, &self.spec.component_images)
+    }
+}
+
+impl Validate for ClusterImageCatalog {
+    fn validate(&self) -> Vec<FieldError> {
+        check_catalog(&self.spec.images, &self.spec.component_images)
+    }
+}
+
+/// A catalog lists 1 to 8 images, one per major version, each naming an image, and its
+/// component images under unique keys.
+fn check_catalog(images: &[CatalogImage], components: &[CatalogComponentImage]) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let mut keys = BTreeSet::new();
+    for (i, c) in components.iter().enumerate() {
+        if !keys.insert(c.key.as_str()) {
+            errs.push(FieldError::invalid(
+                format!("spec.componentImages[{i}].key"),
+                format!(
+                    "key {:?} is listed twice: keys are unique in a catalog",
+                    c.key
+                ),
+            ));
+        }
+    }
+    if images.is_empty() || images.len() > 8 {
+        errs.push(FieldError::invalid(
+            "spec.images",
+            format!(
+                "a catalog lists 1 to 8 images, one per major version; this one lists {}",
+                images.len()
+            ),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, img) in images.iter().enumerate() {
+        if img.image.trim().is_empty() {
+            errs.push(FieldError::required(
+                format!("spec.images[{i}].image"),
+                "name the image for this major version",
+            ));
+        }
+        if img.major < 10 {
+            errs.push(FieldError::invalid(
+                format!("spec.images[{i}].major"),
+                format!(
+                    "{} is not a PostgreSQL major version: use 10 or later",
+                    img.major
+                ),
+            ));
+        }
+        if !seen.insert(img.major) {
+            errs.push(FieldError::invalid(
+                format!("spec.images[{i}].major"),
+                format!(
+                    "major {} is listed twice: a catalog has one image per major version",
+                    img.major
+                ),
+            ));
+        }
+    }
+    errs
 }

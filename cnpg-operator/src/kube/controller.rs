@@ -14,6 +14,7 @@ use crate::platform::{PlatformError, reconcile_cluster};
 use cnpg_core::api::Cluster;
 use cnpg_core::api::Pooler;
 use cnpg_core::api::backup::{Backup, ScheduledBackup};
+use cnpg_core::api::image_catalog::{ClusterImageCatalog, ImageCatalog};
 use cnpg_instance::lease::{Attempt, LeaseLock};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -85,6 +86,55 @@ pub enum ControllerError {
 struct Ctx {
     platform: KubePlatform,
     metrics: Metrics,
+}
+
+/// `controller` woken for the objects whose image catalog reference, `(kind, name)` by
+/// `names`, is a catalog that changed: a new image rolls their pods. Namespaced catalogs
+/// are watched where the operator watches; cluster-wide ones everywhere.
+fn watching_catalogs<K>(
+    controller: Controller<K>,
+    namespaced: Api<ImageCatalog>,
+    cluster_wide: Api<ClusterImageCatalog>,
+    names: fn(&K) -> Option<(&str, &str)>,
+) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let users = |kind: &'static str| {
+        let cache = controller.store();
+        move |namespace: Option<String>, name: String| {
+            cache
+                .state()
+                .into_iter()
+                .filter(|o| {
+                    names(o).is_some_and(|(k, n)| {
+                        k == kind
+                            && n == name
+                            && (namespace.is_none() || o.namespace() == namespace)
+                    })
+                })
+                .map(|o| ObjectRef::from_obj(&*o))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (of_namespaced, of_cluster_wide) = (users("ImageCatalog"), users("ClusterImageCatalog"));
+    controller
+        .watches(
+            namespaced,
+            watcher::Config::default(),
+            move |c: ImageCatalog| of_namespaced(c.namespace(), c.name_any()),
+        )
+        .watches(
+            cluster_wide,
+            watcher::Config::default(),
+            move |c: ClusterImageCatalog| of_cluster_wide(None, c.name_any()),
+        )
 }
 
 async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Ctx>) -> Result<Action, PlatformError> {
@@ -344,29 +394,38 @@ pub async fn run(
             .map(|c| ObjectRef::from_obj(&*c))
             .collect::<Vec<_>>()
     };
-    let clusters = clusters
-        .watches(
-            owned::<kube::core::PartialObjectMeta<Secret>>(&client, ns),
-            watcher::Config::default(),
-            secret_clusters,
-        )
-        .watches(
-            owned::<Pooler>(&client, ns),
-            watcher::Config::default(),
-            pooler_cluster,
-        )
-        .owns(owned::<Pod>(&client, ns), labelled())
-        .owns(owned::<PersistentVolumeClaim>(&client, ns), labelled())
-        .owns(owned::<Service>(&client, ns), labelled())
-        .owns(owned::<PodDisruptionBudget>(&client, ns), labelled())
-        .owns(owned::<Secret>(&client, ns), labelled())
-        .graceful_shutdown_on(halted(halt_rx.clone()))
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!("controller: {e}");
-            }
-        });
+    fn cluster_ref(c: &Cluster) -> Option<(&str, &str)> {
+        let r = c.spec.image_catalog_ref.as_ref()?;
+        Some((&r.kind, &r.name))
+    }
+    let clusters = watching_catalogs(
+        clusters,
+        owned(&client, ns),
+        Api::all(client.clone()),
+        cluster_ref,
+    )
+    .watches(
+        owned::<kube::core::PartialObjectMeta<Secret>>(&client, ns),
+        watcher::Config::default(),
+        secret_clusters,
+    )
+    .watches(
+        owned::<Pooler>(&client, ns),
+        watcher::Config::default(),
+        pooler_cluster,
+    )
+    .owns(owned::<Pod>(&client, ns), labelled())
+    .owns(owned::<PersistentVolumeClaim>(&client, ns), labelled())
+    .owns(owned::<Service>(&client, ns), labelled())
+    .owns(owned::<PodDisruptionBudget>(&client, ns), labelled())
+    .owns(owned::<Secret>(&client, ns), labelled())
+    .graceful_shutdown_on(halted(halt_rx.clone()))
+    .run(reconcile, error_policy, ctx.clone())
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!("controller: {e}");
+        }
+    });
     let backups = Controller::new(owned::<Backup>(&client, ns), watcher::Config::default())
         .graceful_shutdown_on(halted(halt_rx.clone()))
         .run(reconcile_backup, backup_error_policy, ctx.clone())
@@ -376,17 +435,27 @@ pub async fn run(
             }
         });
     let pooled = || watcher::Config::default().labels(super::pooler::LABEL_POOLER);
-    let poolers = Controller::new(owned::<Pooler>(&client, ns), watcher::Config::default())
-        .owns(owned::<Deployment>(&client, ns), pooled())
-        .owns(owned::<Service>(&client, ns), pooled())
-        .owns(owned::<Secret>(&client, ns), pooled())
-        .graceful_shutdown_on(halted(halt_rx.clone()))
-        .run(reconcile_pooler, pooler_error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!("pooler controller: {e}");
-            }
-        });
+    // PgBouncer's image from a catalog's componentImages: a new one rolls the Deployment.
+    fn pooler_ref(p: &Pooler) -> Option<(&str, &str)> {
+        let r = p.spec.pgbouncer.image_catalog_ref.as_ref()?;
+        Some((&r.kind, &r.name))
+    }
+    let poolers = watching_catalogs(
+        Controller::new(owned::<Pooler>(&client, ns), watcher::Config::default()),
+        owned(&client, ns),
+        Api::all(client.clone()),
+        pooler_ref,
+    )
+    .owns(owned::<Deployment>(&client, ns), pooled())
+    .owns(owned::<Service>(&client, ns), pooled())
+    .owns(owned::<Secret>(&client, ns), pooled())
+    .graceful_shutdown_on(halted(halt_rx.clone()))
+    .run(reconcile_pooler, pooler_error_policy, ctx.clone())
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!("pooler controller: {e}");
+        }
+    });
     let schedules = Controller::new(
         owned::<ScheduledBackup>(&client, ns),
         watcher::Config::default(),

@@ -39,6 +39,17 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
     ("postgresql.cnpg.io", "scheduledbackups", &["list", "watch"]),
     ("postgresql.cnpg.io", "scheduledbackups/status", &["patch"]),
     ("postgresql.cnpg.io", "poolers", &["list", "watch"]),
+    // spec.imageCatalogRef: the catalog the image comes from, watched for new images.
+    (
+        "postgresql.cnpg.io",
+        "imagecatalogs",
+        &["get", "list", "watch"],
+    ),
+    (
+        "postgresql.cnpg.io",
+        "clusterimagecatalogs",
+        &["get", "list", "watch"],
+    ),
     ("postgresql.cnpg.io", "poolers/status", &["patch"]),
     ("apps", "deployments", &["list", "watch", "create", "patch"]),
     (

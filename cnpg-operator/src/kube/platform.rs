@@ -16,6 +16,7 @@ use super::{install, secrets};
 use crate::platform::{Platform, PlatformError, StatusUpdate};
 use async_trait::async_trait;
 use cnpg_core::api::Cluster;
+use cnpg_core::api::image_catalog::{ClusterImageCatalog, ImageCatalog, ImageCatalogSpec};
 use cnpg_core::naming::{self, Role};
 use cnpg_core::reconcile::{Bootstrap, Event, EventType, ObservedInstance};
 use cnpg_core::status::InstanceStatus;
@@ -1304,6 +1305,31 @@ impl Platform for KubePlatform {
             .await
             .map(|_| ())
             .map_err(api_err(format!("writing the status of {name}")))
+    }
+
+    async fn image_catalog(
+        &self,
+        c: &Cluster,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<ImageCatalogSpec>, PlatformError> {
+        let api_error = |source: kube::Error| PlatformError::Api {
+            action: format!("reading {kind} {name}"),
+            source: Box::new(source),
+        };
+        Ok(if kind == "ClusterImageCatalog" {
+            Api::<ClusterImageCatalog>::all(self.client.clone())
+                .get_opt(name)
+                .await
+                .map_err(api_error)?
+                .map(|c| c.spec.into())
+        } else {
+            self.api::<ImageCatalog>(c)
+                .get_opt(name)
+                .await
+                .map_err(api_error)?
+                .map(|c| c.spec)
+        })
     }
 
     async fn record_event(&self, c: &Cluster, event: &Event) -> Result<(), PlatformError> {

@@ -20,9 +20,10 @@ use super::meta;
 use super::platform::{FIELD_MANAGER, KubePlatform, api_err, apply};
 use super::secrets::{self, CertificateSecrets};
 use super::specs::{self, OperatorSettings};
-use crate::platform::PlatformError;
+use crate::platform::{Platform, PlatformError};
 use crate::pooler::automatic_auth;
 pub use crate::pooler::{LABEL_POOLER, METRICS_PORT};
+use cnpg_core::api::image_catalog::component_image;
 use cnpg_core::api::pooler::{
     PgBouncerSecrets, Pooler, PoolerSecrets, PoolerStatus, SecretVersion,
 };
@@ -504,6 +505,33 @@ pub async fn reconcile_pooler(
         );
         write_status(platform, p, &failed(why)).await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
+    };
+    // PgBouncer's image from a catalog: the rest reads `pgbouncer.image`.
+    let resolved;
+    let p = match &p.spec.pgbouncer.image_catalog_ref {
+        None => p,
+        Some(r) => {
+            let what = format!("{} {}", r.kind, r.name);
+            let image = match platform.image_catalog(&c, &r.kind, &r.name).await? {
+                None => Err(format!(
+                    "{what} (spec.pgbouncer.imageCatalogRef) does not exist; create it, or name another"
+                )),
+                Some(catalog) => component_image(&catalog.component_images, &r.key, &what),
+            };
+            match image {
+                Ok(image) => {
+                    let mut with_image = p.clone();
+                    with_image.spec.pgbouncer.image = Some(image);
+                    with_image.spec.pgbouncer.image_catalog_ref = None;
+                    resolved = with_image;
+                    &resolved
+                }
+                Err(why) => {
+                    write_status(platform, p, &failed(why)).await?;
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
+            }
+        }
     };
     let mut user = BTreeMap::new();
     if let Some(r) = &p.spec.pgbouncer.auth_query_secret
