@@ -49,6 +49,7 @@ pub mod hibernation;
 pub mod instance;
 pub mod lease;
 pub mod lsn;
+pub mod monitoring;
 pub mod naming;
 pub mod parameters;
 pub mod pdb;

@@ -46,6 +46,11 @@ impl Secrets {
     pub fn managed_roles(&self) -> PathBuf {
         self.dir.join("managed-roles.json")
     }
+    /// The monitoring queries' configuration
+    /// ([`crate::monitoring::Config`], written by the operator).
+    pub fn monitoring(&self) -> PathBuf {
+        self.dir.join("monitoring.json")
+    }
     /// The bearer token the instance managers' `/pg/status` requires, where it exists
     /// (the local platform makes it; pods have none yet).
     pub fn status_token(&self) -> PathBuf {

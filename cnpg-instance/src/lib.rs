@@ -38,6 +38,7 @@ pub mod kube_view;
 #[cfg(feature = "kubernetes")]
 pub mod lease;
 pub mod manager;
+pub mod monitoring;
 pub mod pg_bin;
 pub mod pgdata;
 pub mod pooler;

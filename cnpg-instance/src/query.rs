@@ -84,12 +84,21 @@ impl PgClient {
     }
 
     async fn connect_to(&self, db: &str) -> Result<tokio_postgres::Client, PgError> {
+        self.connect_as(db, "cnpg-instance").await
+    }
+
+    /// A connection to database `db` as `postgres`, named `application_name`.
+    pub async fn connect_as(
+        &self,
+        db: &str,
+        application_name: &str,
+    ) -> Result<tokio_postgres::Client, PgError> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host_path(&self.socket_dir)
             .port(self.port)
             .user("postgres")
             .dbname(db)
-            .application_name("cnpg-instance")
+            .application_name(application_name)
             .connect_timeout(std::time::Duration::from_secs(2));
         let (client, conn) = cfg
             .connect(tokio_postgres::NoTls)

@@ -38,6 +38,8 @@ pub struct AppState {
     /// Base backups, when the cluster has an object store (`POST /pg/backup`, `GET
     /// /pg/backup/{name}`, authorized as `/pg/status`).
     pub backups: Option<Arc<crate::backup_job::BackupJobs>>,
+    /// The query-based metrics (default and custom queries) `/metrics` adds.
+    pub monitoring: Option<Arc<crate::monitoring::Monitoring>>,
 }
 
 /// The router.
@@ -387,39 +389,6 @@ pub fn render_metrics(report: &InstanceStatus, backups: &cnpg_core::backup::Summ
         report.replay_lsn.0 as i64,
     );
     let a = &report.archiving;
-    gauge(
-        &mut reg,
-        "pg_stat_archiver_archived_count",
-        "WAL files archived (pg_stat_archiver)",
-        a.archived_count,
-    );
-    gauge(
-        &mut reg,
-        "pg_stat_archiver_failed_count",
-        "failed attempts to archive WAL files (pg_stat_archiver)",
-        a.failed_count,
-    );
-    let since = |t: &str| {
-        t.parse::<jiff::Timestamp>()
-            .ok()
-            .map(|t| (jiff::Timestamp::now().as_second() - t.as_second()).max(0))
-    };
-    if let Some(s) = since(&a.last_archived_wal_time) {
-        gauge(
-            &mut reg,
-            "pg_stat_archiver_seconds_since_last_archival",
-            "seconds since the last WAL file was archived",
-            s,
-        );
-    }
-    if let Some(s) = since(&a.last_failed_wal_time) {
-        gauge(
-            &mut reg,
-            "pg_stat_archiver_seconds_since_last_failure",
-            "seconds since the last failure to archive a WAL file",
-            s,
-        );
-    }
     // Upstream's backup gauges: Unix times, 0 while there is none (so an alert on the age
     // of the last backup fires for a cluster that never had one).
     let unix = |t: &Option<String>| {
@@ -477,6 +446,11 @@ pub fn render_metrics(report: &InstanceStatus, backups: &cnpg_core::backup::Summ
     );
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String cannot fail");
+    // Served as Prometheus' text format with the query-based families after these: no
+    // OpenMetrics end marker in the middle.
+    if out.ends_with("# EOF\n") {
+        out.truncate(out.len() - "# EOF\n".len());
+    }
     out
 }
 
@@ -496,7 +470,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&report, &backups),
+        {
+            let mut text = render_metrics(&report, &backups);
+            if let Some(m) = &state.monitoring {
+                text.push_str(&m.metrics(report.is_primary).await);
+            }
+            text
+        },
     )
         .into_response()
 }
@@ -524,6 +504,7 @@ mod tests {
             instance: "pg-1".into(),
             shared,
             query: Arc::new(crate::query::MockPgQuery::new()),
+            monitoring: None,
         };
         let r = report(&state, Err("PostgreSQL is not running"));
         assert!(r.wal_disk_full && r.is_fenced && r.might_be_unavailable);
@@ -534,10 +515,7 @@ mod tests {
             "{json}"
         );
         let mut r = r;
-        r.archiving.archived_count = 7;
-        r.archiving.failed_count = 2;
         r.archiving.ready_wal_files = 3;
-        r.archiving.last_archived_wal_time = "2020-01-01T00:00:00.000000Z".into();
         let backups = cnpg_core::backup::Summary {
             last_successful_backup: Some("2026-12-01T10:00:00Z".into()),
             ..Default::default()
@@ -546,10 +524,7 @@ mod tests {
         for line in [
             "cnpg_collector_up 0",
             "cnpg_collector_fencing_on 1",
-            "cnpg_pg_stat_archiver_archived_count 7",
-            "cnpg_pg_stat_archiver_failed_count 2",
             "cnpg_collector_pg_wal_archive_status{value=\"ready\"} 3",
-            "cnpg_pg_stat_archiver_seconds_since_last_archival ",
             "cnpg_collector_last_available_backup_timestamp 1796119200",
             "cnpg_collector_last_failed_backup_timestamp 0",
             "cnpg_collector_first_recoverability_point 0",

@@ -273,6 +273,25 @@ impl Harness {
             .unwrap_or_else(|e| panic!("join of {name} from {source}: {e}"));
     }
 
+    /// `name` cloned from `source` and started, once its WAL receiver streams.
+    pub async fn running_replica(&mut self, name: &str, source: &str) {
+        self.join(name, source).await;
+        self.start(name).await;
+        self.wait_until(
+            &format!("{name} streaming"),
+            Duration::from_secs(60),
+            async |h| {
+                let s = h.status(name).await;
+                if s.is_wal_receiver_active {
+                    Ok(())
+                } else {
+                    Err(format!("{s:?}"))
+                }
+            },
+        )
+        .await;
+    }
+
     /// Starts the instance manager (and its status server) of `name`.
     pub async fn start(&mut self, name: &str) {
         let port = self.port(name);
@@ -327,7 +346,13 @@ impl Harness {
         let shared = manager.shared();
         let (tx, rx) = watch::channel(false);
         let status_port = free_port();
+        let monitoring = crate::monitoring::Monitoring::new(
+            (*query).clone(),
+            self.secrets.monitoring(),
+            Duration::from_secs(5),
+        );
         let app = server::router(AppState {
+            monitoring: Some(monitoring),
             instance: name.to_owned(),
             shared: shared.clone(),
             query,

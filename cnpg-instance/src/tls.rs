@@ -176,6 +176,7 @@ pub const MOUNTED: &[&str] = &[
     "recovery-source.json",
     "recovery-source-ca.crt",
     "managed-roles.json",
+    "monitoring.json",
     "ca.crt",
     "client-ca.crt",
     "server.crt",
@@ -196,6 +197,7 @@ const MOUNTED_WHILE_USED: &[&str] = &[
     "recovery-source.json",
     "recovery-source-ca.crt",
     "managed-roles.json",
+    "monitoring.json",
     "cnpg_pooler_pgbouncer.crt",
     "cnpg_pooler_pgbouncer.key",
 ];

@@ -12,17 +12,7 @@ const T: Duration = Duration::from_secs(60);
 
 async fn streaming(h: &mut Harness) {
     h.running_primary("pg-1").await;
-    h.join("pg-2", "pg-1").await;
-    h.start("pg-2").await;
-    h.wait_until("pg-2 streaming", T, async |h| {
-        let s = h.status("pg-2").await;
-        if s.is_wal_receiver_active {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    })
-    .await;
+    h.running_replica("pg-2", "pg-1").await;
 }
 
 /// libpq parameters to log in to `port` as `user` with its password, verifying the server.

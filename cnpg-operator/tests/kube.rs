@@ -1248,6 +1248,71 @@ spec:
         leaf.cert.as_bytes(),
         "the user's Secret is never rewritten"
     );
+    // Custom monitoring queries from a ConfigMap and a Secret of the user's: gathered,
+    // checked and handed to the pods in the operator's `pg-monitoring` Secret.
+    let queries = |n: u32| {
+        format!(
+            "q{n}:\n  query: SELECT {n} AS v\n  metrics:\n    - v: {{usage: GAUGE, description: V}}\n"
+        )
+    };
+    w.fake.put(&k8s_openapi::api::core::v1::ConfigMap {
+        metadata: kube::core::ObjectMeta {
+            name: Some("queries".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some([("queries.yaml".to_owned(), queries(1))].into()),
+        ..Default::default()
+    });
+    w.fake.put(&Secret {
+        metadata: kube::core::ObjectMeta {
+            name: Some("secret-queries".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        string_data: None,
+        data: Some(
+            [(
+                "queries.yaml".to_owned(),
+                k8s_openapi::ByteString(queries(2).into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    });
+    w.patch_cluster(|c| {
+        c["spec"]["monitoring"] = json!({
+            "disableDefaultQueries": true,
+            "metricsQueriesTTL": "1m",
+            "customQueriesConfigMap": [{"name": "queries", "key": "queries.yaml"}],
+            "customQueriesSecret": [{"name": "secret-queries", "key": "queries.yaml"}]
+        })
+    });
+    n = 0;
+    let config = loop {
+        let config = w
+            .fake
+            .get::<Secret>(NS, "pg-monitoring")
+            .and_then(|s| s.data?.get("monitoring.json").cloned());
+        if let Some(c) = config {
+            break String::from_utf8(c.0).expect("utf-8");
+        }
+        tick(&w).await;
+        n += 1;
+        assert!(n < 300, "no pg-monitoring Secret: {}", w.phase());
+    };
+    let config: cnpg_instance::monitoring::Config =
+        serde_json::from_str(&config).expect("monitoring.json");
+    assert!(config.disable_default_queries);
+    assert_eq!(config.ttl_seconds, Some(60));
+    let sources: Vec<&str> = config.custom.iter().map(|f| f.source.as_str()).collect();
+    assert_eq!(
+        sources,
+        [
+            "ConfigMap queries/queries.yaml",
+            "Secret secret-queries/queries.yaml"
+        ]
+    );
     // The image from a catalog: a ClusterImageCatalog's image for the major, and the
     // pods rolled to it; a namespaced catalog without that major stops the loop with
     // upstream's phase and a reason naming the majors it has.

@@ -2701,11 +2701,13 @@ fn databases_follow_their_resources() {
         ),
     ]
     .concat();
+    // A custom monitoring query from a ConfigMap in the same file.
+    let queries = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: shop-queries}\ndata:\n  queries: |\n    shop_present:\n      query: SELECT count(*) AS n FROM pg_catalog.pg_database WHERE datname = 'shop'\n      metrics:\n        - n: {usage: GAUGE, description: Databases named shop}\n";
     let c = Cluster::up_on(
         "dbs",
         Rig {
-            spec: "  enableSuperuserAccess: true\n  managed:\n    roles:\n    - {name: shop_owner, login: true}\n    - {name: clerk, login: true}\n".into(),
-            docs: docs.clone(),
+            spec: "  enableSuperuserAccess: true\n  managed:\n    roles:\n    - {name: shop_owner, login: true}\n    - {name: clerk, login: true}\n  monitoring:\n    metricsQueriesTTL: 0s\n    customQueriesConfigMap:\n    - {name: shop-queries, key: queries}\n".into(),
+            docs: format!("{docs}{queries}"),
             ..Default::default()
         },
     );
@@ -2790,6 +2792,39 @@ fn databases_follow_their_resources() {
         .as_deref(),
         Ok("clerk\nhstore,plpgsql,postgres_fdw\ntrue\nhost=127.0.0.1,dbname=app")
     );
+
+    // `status` says where each instance's metrics are; the primary's have the custom
+    // query's, and upstream's default families.
+    let said = c.cnpg(&["status", "dbs"]);
+    let primary = c.primary().expect("a primary");
+    let url = said
+        .lines()
+        .find_map(|l| {
+            l.split_once(&format!("{primary} http://"))?
+                .1
+                .split_whitespace()
+                .next()
+        })
+        .unwrap_or_else(|| panic!("no metrics URL of {primary} in\n{said}"));
+    let port: u16 = url
+        .split_once(':')
+        .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{url}"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let start = Instant::now();
+    loop {
+        let metrics = rt
+            .block_on(cnpg_instance::testkit::http_get(port, "/metrics"))
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        if metrics.contains("cnpg_shop_present_n 1")
+            && metrics.contains("cnpg_pg_database_size_bytes{datname=\"shop\"}")
+        {
+            break;
+        }
+        assert!(start.elapsed() < T, "no custom metric:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // A new spec: a new limit, hstore absent. Applied as generation 2.
     let (ok, said) = apply(&c, "shop.yaml", &shop_doc(20, "absent"));

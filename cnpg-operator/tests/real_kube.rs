@@ -246,6 +246,44 @@ async fn the_operator_sets_up_a_cluster_with_its_own_rbac() {
             .expect("read Role")
             .is_some()
     );
+    // Custom monitoring queries from a ConfigMap: the operator, with its own account,
+    // reads it and hands the queries to the pods in its `-monitoring` Secret.
+    let config_map = format!(
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: queries, namespace: {ns}}}
+data:
+  queries.yaml: |
+    answer:
+      query: SELECT 42 AS v
+      metrics:
+        - v: {{usage: GAUGE, description: The answer}}
+"
+    );
+    apply_yaml(&admin, &config_map, "test-user").await;
+    patch_spec(
+        &admin,
+        &ns,
+        serde_json::json!({"monitoring": {
+            "customQueriesConfigMap": [{"name": "queries", "key": "queries.yaml"}]
+        }}),
+    )
+    .await;
+    let secrets_api = Api::<Secret>::namespaced(admin.clone(), &ns);
+    let config = wait_for("the monitoring Secret", limit, &op, || async {
+        secrets_api
+            .get_opt("cluster-sync-monitoring")
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|s| s.data?.get("monitoring.json").cloned())
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .await;
+    assert!(
+        config.contains("ConfigMap queries/queries.yaml") && config.contains("SELECT 42"),
+        "{config}"
+    );
     // An image catalog (upstream's shape, through the real admission): the Cluster runs
     // the image it lists for its major; a catalog that does not exist stops the loop with
     // upstream's phase, found by the operator's own account.

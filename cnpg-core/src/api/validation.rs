@@ -209,6 +209,7 @@ fn validate_cluster_spec(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
     check_parameters(spec, errs);
     check_bootstrap(spec, errs);
     check_image(spec, errs);
+    check_monitoring(spec, errs);
     check_storage_required("spec.storage", spec.storage.as_ref(), errs);
     if let Some(wal) = &spec.wal_storage {
         check_storage_required("spec.walStorage", Some(wal), errs);
@@ -546,6 +547,18 @@ fn image_tag(image: &str) -> Option<&str> {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
     last.split_once(':').map(|(_, t)| t)
+}
+
+fn check_monitoring(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {
+    let Some(m) = &spec.monitoring else { return };
+    if let Some(ttl) = &m.metrics_queries_ttl
+        && crate::monitoring::milliseconds(ttl).is_none_or(|ms| ms < 0.0)
+    {
+        errs.push(FieldError::invalid(
+            "spec.monitoring.metricsQueriesTTL",
+            format!("{ttl:?} is not a duration; write one such as 30s, 1m or 0 (no caching)"),
+        ));
+    }
 }
 
 fn check_image(spec: &ClusterSpec, errs: &mut Vec<FieldError>) {

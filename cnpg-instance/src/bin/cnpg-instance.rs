@@ -18,6 +18,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long one monitoring query may run before PostgreSQL cancels it (a scrape never
+/// waits for it: see `cnpg_instance::monitoring`).
+const MONITORING_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs beside one PostgreSQL server and makes it do what the operator decides: start it,
 /// stop it, promote it, demote it through pg_rewind, fence it, and report its status.
 #[derive(Debug, Parser)]
@@ -886,7 +890,13 @@ async fn run(
              come with --certificates-from)"
         ));
     }
+    let monitoring = cnpg_instance::monitoring::Monitoring::new(
+        (*query).clone(),
+        secrets.monitoring(),
+        MONITORING_QUERY_TIMEOUT,
+    );
     let state = AppState {
+        monitoring: Some(monitoring),
         instance: instance.name.clone(),
         shared: manager.shared(),
         query,

@@ -69,6 +69,8 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
         &["list", "watch", "get", "create", "update", "delete"],
     ),
     ("", "serviceaccounts", &["create", "patch"]),
+    // The user's custom monitoring queries (spec.monitoring.customQueriesConfigMap).
+    ("", "configmaps", &["get"]),
     (
         "policy",
         "poddisruptionbudgets",

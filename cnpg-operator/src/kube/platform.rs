@@ -760,6 +760,10 @@ impl KubePlatform {
             self.warn(c, "ManagedRoles", &format!("managed roles' passwords: {e}"))
                 .await;
         }
+        if let Err(e) = self.ensure_monitoring(c, &secrets).await {
+            self.warn(c, "Monitoring", &format!("monitoring queries: {e}"))
+                .await;
+        }
         let mut all = secrets.clone();
         for mut s in due {
             let name = s.name_any();
@@ -819,6 +823,32 @@ impl KubePlatform {
         let want =
             secrets::managed_roles(c, &user).map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let name = secrets::managed_roles_secret(&c.name_any());
+        self.put_secret(c, &name, want, ours.get(&name)).await
+    }
+
+    /// The instances' monitoring configuration, with the custom queries from the user's
+    /// ConfigMaps and Secrets ([`secrets::monitoring_secret`]); left as it was when one
+    /// is missing or does not parse.
+    async fn ensure_monitoring(
+        &self,
+        c: &Cluster,
+        ours: &BTreeMap<String, Secret>,
+    ) -> Result<(), PlatformError> {
+        let user = self.user_secrets(c, secrets::monitoring_sources(c)).await?;
+        let api = self.api::<k8s_openapi::api::core::v1::ConfigMap>(c);
+        let mut config_maps = BTreeMap::new();
+        for name in secrets::monitoring_config_maps(c) {
+            if let Some(cm) = api
+                .get_opt(&name)
+                .await
+                .map_err(api_err(format!("reading ConfigMap {name}")))?
+            {
+                config_maps.insert(name, cm);
+            }
+        }
+        let want = secrets::monitoring(c, &config_maps, &user)
+            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        let name = secrets::monitoring_secret(&c.name_any());
         self.put_secret(c, &name, want, ours.get(&name)).await
     }
 

@@ -615,6 +615,129 @@ pub fn managed_roles(
     )))
 }
 
+/// The operator's Secret with the instances' monitoring configuration
+/// (`monitoring.json`, [`cnpg_instance::monitoring::Config`]).
+pub fn monitoring_secret(cluster: &str) -> String {
+    format!("{cluster}-monitoring")
+}
+
+/// The Secrets `spec.monitoring.customQueriesSecret` names.
+pub fn monitoring_sources(c: &Cluster) -> Vec<String> {
+    c.spec
+        .monitoring
+        .iter()
+        .flat_map(|m| m.custom_queries_secret.iter())
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// The ConfigMaps `spec.monitoring.customQueriesConfigMap` names.
+pub fn monitoring_config_maps(c: &Cluster) -> Vec<String> {
+    c.spec
+        .monitoring
+        .iter()
+        .flat_map(|m| m.custom_queries_config_map.iter())
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// The instances' monitoring configuration: `spec.monitoring` with the custom queries
+/// read from the ConfigMaps and Secrets it names (`None` without `spec.monitoring`: the
+/// instances' defaults). A file that is missing, or whose queries do not parse, is an
+/// error naming it; nothing is half applied.
+pub fn monitoring_config(
+    c: &Cluster,
+    config_maps: &BTreeMap<String, k8s_openapi::api::core::v1::ConfigMap>,
+    user: &BTreeMap<String, Secret>,
+) -> Result<Option<cnpg_instance::monitoring::Config>, SecretError> {
+    use cnpg_instance::monitoring::{Config, QueriesFile};
+    let Some(m) = &c.spec.monitoring else {
+        return Ok(None);
+    };
+    let invalid = |field: String, why: String| SecretError::Unsupported { field, why };
+    let mut custom = Vec::new();
+    for (i, r) in m.custom_queries_config_map.iter().enumerate() {
+        let field = format!("monitoring.customQueriesConfigMap[{i}]");
+        let text = config_maps
+            .get(&r.name)
+            .and_then(|cm| cm.data.as_ref()?.get(&r.key).cloned())
+            .ok_or_else(|| {
+                invalid(
+                    field.clone(),
+                    format!(
+                        "ConfigMap {:?} has no key {:?}; create it, or name another",
+                        r.name, r.key
+                    ),
+                )
+            })?;
+        custom.push((field, format!("ConfigMap {}/{}", r.name, r.key), text));
+    }
+    for (i, r) in m.custom_queries_secret.iter().enumerate() {
+        let field = format!("monitoring.customQueriesSecret[{i}]");
+        let text = user
+            .get(&r.name)
+            .and_then(|s| s.data.as_ref()?.get(&r.key).cloned())
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or_else(|| {
+                invalid(
+                    field.clone(),
+                    format!(
+                        "Secret {:?} has no key {:?}; create it, or name another",
+                        r.name, r.key
+                    ),
+                )
+            })?;
+        custom.push((field, format!("Secret {}/{}", r.name, r.key), text));
+    }
+    let mut files = Vec::new();
+    for (field, source, text) in custom {
+        cnpg_core::monitoring::parse(&text)
+            .map_err(|e| invalid(field, format!("{source}: {e}")))?;
+        files.push(QueriesFile { source, text });
+    }
+    let ttl_seconds = match &m.metrics_queries_ttl {
+        None => None,
+        Some(t) => Some(
+            cnpg_core::monitoring::milliseconds(t)
+                .filter(|ms| *ms >= 0.0)
+                .map(|ms| (ms / 1000.0).ceil() as u64)
+                .ok_or_else(|| {
+                    invalid(
+                        "monitoring.metricsQueriesTTL".into(),
+                        format!("{t:?} is not a duration such as 30s or 1m"),
+                    )
+                })?,
+        ),
+    };
+    Ok(Some(Config {
+        disable_default_queries: m.disable_default_queries.unwrap_or(false),
+        ttl_seconds,
+        custom: files,
+    }))
+}
+
+/// The monitoring configuration's Secret as it should be ([`monitoring_config`]).
+pub fn monitoring(
+    c: &Cluster,
+    config_maps: &BTreeMap<String, k8s_openapi::api::core::v1::ConfigMap>,
+    user: &BTreeMap<String, Secret>,
+) -> Result<Option<Secret>, SecretError> {
+    let Some(config) = monitoring_config(c, config_maps, user)? else {
+        return Ok(None);
+    };
+    let text = serde_json::to_string(&config).map_err(|e| SecretError::Unsupported {
+        field: "monitoring".into(),
+        why: e.to_string(),
+    })?;
+    Ok(Some(secret(
+        c,
+        &monitoring_secret(&c.metadata.name.clone().unwrap_or_default()),
+        "Opaque",
+        BTreeMap::from([("monitoring.json".to_owned(), text)]),
+        BTreeMap::new(),
+    )))
+}
+
 /// Where an instance pod keeps its copy of `archive-ca.crt` (the manager copies the
 /// mounted files into its private directory).
 const ARCHIVE_CA_IN_POD: &str = "/controller/secrets/archive-ca.crt";
@@ -641,6 +764,7 @@ pub fn referenced(c: &Cluster) -> std::collections::BTreeSet<String> {
         .map(|(_, name)| name)
         .chain(archive_sources(c))
         .chain(managed_roles_sources(c))
+        .chain(monitoring_sources(c))
         .chain(recovery_sources(c, None))
         .collect()
 }

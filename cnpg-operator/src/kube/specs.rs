@@ -234,13 +234,11 @@ fn recovery_projection(c: &Cluster) -> Option<k8s_openapi::api::core::v1::Volume
     Some(p)
 }
 
-/// The managed roles' passwords (optional, and always there: a role given a password
-/// later rolls no pod).
-fn managed_roles_projection(c: &Cluster) -> k8s_openapi::api::core::v1::VolumeProjection {
-    let mut p = secret_projection(
-        &crate::kube::secrets::managed_roles_secret(&c.metadata.name.clone().unwrap_or_default()),
-        &[("managed-roles.json", "managed-roles.json")],
-    );
+/// `file` of the operator's Secret `secret`, optional: the managed roles' passwords and
+/// the monitoring configuration are always projected, so a role given a password or a
+/// custom query later rolls no pod.
+fn optional_file(secret: &str, file: &str) -> k8s_openapi::api::core::v1::VolumeProjection {
+    let mut p = secret_projection(secret, &[(file, file)]);
     if let Some(s) = p.secret.as_mut() {
         s.optional = Some(true);
     }
@@ -253,6 +251,7 @@ fn certificates_volume(c: &Cluster) -> Volume {
     use k8s_openapi::api::core::v1::ProjectedVolumeSource;
     let names = CertificateSecrets::of(c);
     let project = secret_projection;
+    let cluster = c.metadata.name.clone().unwrap_or_default();
     Volume {
         name: "certificates".into(),
         projected: Some(ProjectedVolumeSource {
@@ -276,14 +275,23 @@ fn certificates_volume(c: &Cluster) -> Volume {
                     // Only the CA of the operator's client certificate: its key is the
                     // operator's alone.
                     project(
-                        &operator_client_secret(&c.metadata.name.clone().unwrap_or_default()),
+                        &operator_client_secret(&cluster),
                         &[("ca.crt", "operator-ca.crt")],
                     ),
                 ]
                 .into_iter()
                 .chain(archive_projection(c))
                 .chain(recovery_projection(c))
-                .chain([managed_roles_projection(c)])
+                .chain([
+                    optional_file(
+                        &crate::kube::secrets::managed_roles_secret(&cluster),
+                        "managed-roles.json",
+                    ),
+                    optional_file(
+                        &crate::kube::secrets::monitoring_secret(&cluster),
+                        "monitoring.json",
+                    ),
+                ])
                 .collect(),
             ),
         }),

@@ -75,17 +75,24 @@ pub fn load_manifest(path: &Path) -> Result<Cluster, LocalError> {
     serde_json::from_value(doc).map_err(|e| LocalError::Invalid(e.to_string()))
 }
 
+/// The documents of `kind` a manifest file carries beside its Cluster, by name.
+fn manifest_objects<K: serde::de::DeserializeOwned>(path: &Path, kind: &str) -> Vec<K> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return vec![];
+    };
+    let docs = crate::manifests::parse_documents(&text).unwrap_or_default();
+    docs.into_iter()
+        .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some(kind))
+        .filter_map(|d| serde_json::from_value::<K>(d).ok())
+        .collect()
+}
+
 /// The Secrets a manifest file carries beside its Cluster (what its `secretKeyRef`s and
 /// `s3Credentials` name: there is no API server to hold them locally), by name.
 pub fn manifest_secrets(path: &Path) -> BTreeMap<String, k8s_openapi::api::core::v1::Secret> {
     use k8s_openapi::ByteString;
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return BTreeMap::new();
-    };
-    let docs = crate::manifests::parse_documents(&text).unwrap_or_default();
-    docs.into_iter()
-        .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("Secret"))
-        .filter_map(|d| serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(d).ok())
+    manifest_objects::<k8s_openapi::api::core::v1::Secret>(path, "Secret")
+        .into_iter()
         .filter_map(|mut s| {
             // `stringData` is written into `data`, as the API server does.
             let strings = s.string_data.take().unwrap_or_default();
@@ -95,6 +102,16 @@ pub fn manifest_secrets(path: &Path) -> BTreeMap<String, k8s_openapi::api::core:
             }
             Some((s.metadata.name.clone()?, s))
         })
+        .collect()
+}
+
+/// The ConfigMaps a manifest file carries (custom monitoring queries), by name.
+pub fn manifest_config_maps(
+    path: &Path,
+) -> BTreeMap<String, k8s_openapi::api::core::v1::ConfigMap> {
+    manifest_objects::<k8s_openapi::api::core::v1::ConfigMap>(path, "ConfigMap")
+        .into_iter()
+        .filter_map(|c| Some((c.metadata.name.clone()?, c)))
         .collect()
 }
 
@@ -148,12 +165,43 @@ fn write_role_passwords(
     }
     .managed_roles();
     let out = crate::kube::secrets::role_passwords(cluster, user);
-    if out.is_empty() {
-        let _ = std::fs::remove_file(&path);
-        return Ok(());
+    write_json_or_remove(&path, Some(out).filter(|o| !o.is_empty()))
+}
+
+/// `value` as JSON in the secret file `path`; no file for `None`.
+fn write_json_or_remove(
+    path: &Path,
+    value: Option<impl serde::Serialize>,
+) -> Result<(), LocalError> {
+    match value {
+        None => {
+            let _ = std::fs::remove_file(path);
+            Ok(())
+        }
+        Some(v) => {
+            let text = serde_json::to_string(&v).map_err(|e| LocalError::Other(e.to_string()))?;
+            write_secret_file(path, &text)
+        }
     }
-    let text = serde_json::to_string(&out).map_err(|e| LocalError::Other(e.to_string()))?;
-    write_secret_file(&path, &text)
+}
+
+/// Writes the instances' monitoring configuration among the cluster's secrets, with the
+/// custom queries from the ConfigMaps and Secrets the manifest file carries, as the
+/// operator does on Kubernetes ([`crate::kube::secrets::monitoring_config`]); without
+/// `spec.monitoring`, none (the instances' defaults).
+fn write_monitoring(
+    layout: &Layout,
+    cluster: &Cluster,
+    user: &BTreeMap<String, k8s_openapi::api::core::v1::Secret>,
+) -> Result<(), LocalError> {
+    let path = cnpg_instance::bootstrap::Secrets {
+        dir: layout.secrets(),
+    }
+    .monitoring();
+    let config_maps = manifest_config_maps(&layout.manifest());
+    let config = crate::kube::secrets::monitoring_config(cluster, &config_maps, user)
+        .map_err(|e| LocalError::Invalid(e.to_string()))?;
+    write_json_or_remove(&path, config)
 }
 
 /// A file among the cluster's secrets, 0600 and PostgreSQL's user's (its processes read
@@ -213,8 +261,9 @@ pub struct LocalOperator {
     /// The last `kubectl.kubernetes.io/restartedAt` seen, and when it was first seen.
     restart_seen: Option<(String, u64)>,
     events: VecDeque<String>,
-    /// The last reason the archive configuration could not be written.
-    archive_problem: Option<String>,
+    /// The last reason the archive configuration, and the monitoring configuration, could
+    /// not be written (an event when it changes, not every loop).
+    problems: [Option<String>; 2],
     /// Why the recovery of the first instance failed: not tried again (it would fail the
     /// same way) until the operator restarts.
     recovery_failed: Option<String>,
@@ -349,6 +398,7 @@ impl LocalOperator {
         let user = manifest_secrets(&layout.manifest());
         write_archive(&layout, &manifest, &user)?;
         write_role_passwords(&layout, &manifest, &user)?;
+        write_monitoring(&layout, &manifest, &user)?;
         let saved: Option<StatusFile> = std::fs::read_to_string(layout.status())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
@@ -371,7 +421,7 @@ impl LocalOperator {
             spawned_at: BTreeMap::new(),
             restart_seen: None,
             events: VecDeque::new(),
-            archive_problem: None,
+            problems: Default::default(),
             recovery_failed: None,
             creating: BTreeMap::new(),
             backup_summary: None,
@@ -687,13 +737,20 @@ impl LocalOperator {
             if let Err(e) = write_role_passwords(&self.layout, &self.manifest, &user) {
                 tracing::warn!("managed roles' passwords: {e}");
             }
-            let problem = write_archive(&self.layout, &self.manifest, &user)
-                .err()
-                .map(|e| format!("WAL archiving is not configured: {e}"));
-            if problem.is_some() && problem != self.archive_problem {
-                self.event(problem.clone().unwrap_or_default());
+            let problems = [
+                write_archive(&self.layout, &self.manifest, &user)
+                    .err()
+                    .map(|e| format!("WAL archiving is not configured: {e}")),
+                write_monitoring(&self.layout, &self.manifest, &user)
+                    .err()
+                    .map(|e| format!("the monitoring queries are left as they were: {e}")),
+            ];
+            for (i, problem) in problems.into_iter().enumerate() {
+                if problem.is_some() && problem != self.problems[i] {
+                    self.event(problem.clone().unwrap_or_default());
+                }
+                self.problems[i] = problem;
             }
-            self.archive_problem = problem;
         }
         let (policy, warning) = self.policy();
         if let Some(w) = warning {

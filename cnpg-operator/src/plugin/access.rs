@@ -126,6 +126,8 @@ pub struct StatusReport {
     pub ready: usize,
     /// Where clients connect (local services).
     pub services: Option<String>,
+    /// Where each instance's metrics are scraped (local instances: `name URL`).
+    pub metrics: Vec<String>,
     /// Certificate Secrets and when they expire.
     pub certificates: BTreeMap<String, String>,
     /// Each instance's own report (`/pg/status`), or why it could not be read.

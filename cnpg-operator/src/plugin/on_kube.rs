@@ -274,6 +274,7 @@ impl ClusterAccess for KubeAccess {
             instances: c.spec.instances as usize,
             ready: st.ready_instances as usize,
             services: None,
+            metrics: vec![],
             certificates: st
                 .certificates
                 .map(|c| c.expirations.into_iter().collect())

@@ -186,6 +186,11 @@ impl ClusterAccess for LocalAccess {
                 "rw 127.0.0.1:{}  ro 127.0.0.1:{}  r 127.0.0.1:{}",
                 ports.rw, ports.ro, ports.r
             )),
+            metrics: ports
+                .instances
+                .iter()
+                .map(|(name, (_, status))| format!("{name} http://127.0.0.1:{status}/metrics"))
+                .collect(),
             certificates: Default::default(),
             reports: s.instances.iter().map(|i| i.status.clone()).collect(),
             pods: Vec::new(),

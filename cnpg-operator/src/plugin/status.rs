@@ -70,6 +70,10 @@ pub fn render(r: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(services) = &r.services {
         writeln!(out, "Services:             {services}")?;
     }
+    for (i, m) in r.metrics.iter().enumerate() {
+        let title = if i == 0 { "Metrics:" } else { "" };
+        writeln!(out, "{title:<22}{m}")?;
+    }
     if !r.certificates.is_empty() {
         writeln!(out, "\nCertificates Status")?;
         for (secret, exp) in &r.certificates {
