@@ -2,6 +2,9 @@
 //! * idle RSS of `cnpg-instance run` (target: under 15 MB): the default build with a local
 //!   status file and with `--kubernetes` (its Cluster watched on an in-memory API server),
 //!   and the local-only build (`--no-default-features`: no kube-rs) with a local status file;
+//! * `/metrics` scrape latency with upstream's default queries, each scrape running them
+//!   (`metricsQueriesTTL: 0`) and from the cache (target: under 50 ms on an idle
+//!   instance), and the RSS after those scrapes (still under 15 MB);
 //! * time from a `kill -9` of the postmaster to `/pg/status` reporting it, and to the
 //!   instance serving again.
 //!
@@ -79,6 +82,9 @@ async fn main() {
         r#"{"targetPrimary":"pg-1","currentPrimary":"pg-1","instances":["pg-1"]}"#,
     )
     .expect("status");
+    // Every scrape runs the monitoring queries until the cache is turned on below.
+    let monitoring = secrets.join("monitoring.json");
+    std::fs::write(&monitoring, r#"{"ttlSeconds":0}"#).expect("monitoring.json");
     let (port, sport) = (free_port(), free_port());
     let run_local = |program: &std::path::Path| {
         Command::new(program)
@@ -141,6 +147,41 @@ async fn main() {
             child = run_local(exe);
         }
     }
+
+    // Scrapes: the default queries run by each, then answered from the cache.
+    let scrape = async || {
+        let t = Instant::now();
+        let (code, body) = http_get(sport, "/metrics").await.expect("scrape");
+        assert!(
+            code == 200 && body.contains("cnpg_pg_database_size_bytes{"),
+            "{body}"
+        );
+        t.elapsed()
+    };
+    let mut fresh = Vec::new();
+    for _ in 0..50 {
+        fresh.push(scrape().await);
+    }
+    stats(
+        "/metrics scrape running the default queries (metricsQueriesTTL 0); target under 50 ms",
+        fresh,
+    );
+    std::fs::write(&monitoring, r#"{"ttlSeconds":30}"#).expect("monitoring.json");
+    scrape().await;
+    let mut cached = Vec::new();
+    for _ in 0..50 {
+        cached.push(scrape().await);
+    }
+    stats(
+        "/metrics scrape from the cache (metricsQueriesTTL 30s)",
+        cached,
+    );
+    let (rss, hwm) = rss_kb(child.id());
+    println!(
+        "cnpg-instance RSS after 101 scrapes with the default queries: {:.1} MB (peak {:.1} MB); target under 15 MB",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
 
     let mut noticed = Vec::new();
     let mut serving = Vec::new();

@@ -1313,6 +1313,15 @@ spec:
             "Secret secret-queries/queries.yaml"
         ]
     );
+    // A PodMonitor asked for where the Prometheus Operator is not installed: the API
+    // server has no such resource, and the loop goes on; turned off, it is deleted.
+    for enabled in [true, false] {
+        w.patch_cluster(|c| c["spec"]["monitoring"]["enablePodMonitor"] = json!(enabled));
+        for _ in 0..20 {
+            tick(&w).await;
+        }
+        assert!(healthy(&w), "{}", w.phase());
+    }
     // The image from a catalog: a ClusterImageCatalog's image for the major, and the
     // pods rolled to it; a namespaced catalog without that major stops the loop with
     // upstream's phase and a reason naming the majors it has.

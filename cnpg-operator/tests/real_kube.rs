@@ -284,6 +284,49 @@ data:
         config.contains("ConfigMap queries/queries.yaml") && config.contains("SELECT 42"),
         "{config}"
     );
+    // A PodMonitor once the Prometheus Operator's CRD exists (a minimal one here).
+    let crd = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: podmonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  names: {kind: PodMonitor, listKind: PodMonitorList, plural: podmonitors, singular: podmonitor}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+";
+    apply_yaml(&admin, crd, "test-user").await;
+    patch_spec(
+        &admin,
+        &ns,
+        serde_json::json!({"monitoring": {"enablePodMonitor": true}}),
+    )
+    .await;
+    let gvk = kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "podmonitors");
+    let monitors: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(admin.clone(), &ns, &resource);
+    let monitor = wait_for("the PodMonitor", limit, &op, || async {
+        monitors
+            .get_opt("cluster-sync")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .await;
+    assert_eq!(
+        monitor.data["spec"]["podMetricsEndpoints"][0]["port"], "metrics",
+        "{:?}",
+        monitor.data
+    );
+    assert_eq!(
+        monitor.data["spec"]["selector"]["matchLabels"]["cnpg.io/cluster"],
+        "cluster-sync"
+    );
     // An image catalog (upstream's shape, through the real admission): the Cluster runs
     // the image it lists for its major; a catalog that does not exist stops the loop with
     // upstream's phase, found by the operator's own account.

@@ -71,6 +71,12 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
     ("", "serviceaccounts", &["create", "patch"]),
     // The user's custom monitoring queries (spec.monitoring.customQueriesConfigMap).
     ("", "configmaps", &["get"]),
+    // spec.monitoring.enablePodMonitor (where the Prometheus Operator is installed).
+    (
+        "monitoring.coreos.com",
+        "podmonitors",
+        &["create", "patch", "delete"],
+    ),
     (
         "policy",
         "poddisruptionbudgets",

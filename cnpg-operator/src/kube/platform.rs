@@ -701,6 +701,52 @@ impl KubePlatform {
         Ok(())
     }
 
+    /// The PodMonitor while `spec.monitoring.enablePodMonitor` is true, where the
+    /// Prometheus Operator's CRD exists (without it, the API server has no such resource
+    /// and nothing is done); deleted when it is set to false. Unset: left alone, and no
+    /// request is made.
+    async fn ensure_pod_monitor(&self, c: &Cluster) -> Result<(), PlatformError> {
+        use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+        let Some(enabled) = c
+            .spec
+            .monitoring
+            .as_ref()
+            .and_then(|m| m.enable_pod_monitor)
+        else {
+            return Ok(());
+        };
+        let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "podmonitors");
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &c.namespace().unwrap_or_default(),
+            &resource,
+        );
+        let name = c.name_any();
+        let done = if enabled {
+            let object: DynamicObject = serde_json::from_value(specs::pod_monitor(c))
+                .map_err(|e| PlatformError::Invalid(e.to_string()))?;
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .map(|_| ())
+        } else {
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .map(|_| ())
+        };
+        match done {
+            Err(e) if is_not_found(&e) => {
+                tracing::debug!(cluster = %name, "no PodMonitor (or no PodMonitor CRD): {e}");
+                Ok(())
+            }
+            other => other.map_err(api_err(format!("PodMonitor {name}"))),
+        }
+    }
+
     async fn ensure_instance_rbac(&self, c: &Cluster) -> Result<(), PlatformError> {
         let (sa, role, binding) = Self::instance_rbac(c);
         let name = sa.name_any();
@@ -1168,10 +1214,11 @@ impl Platform for KubePlatform {
     async fn ensure_shared(&self, c: &Cluster) -> Result<BTreeMap<String, String>, PlatformError> {
         // Independent of each other: sent together, so a loop waits for one round trip
         // instead of one per object.
-        let (_, _, _, expirations) = futures::try_join!(
+        let (_, _, _, _, expirations) = futures::try_join!(
             self.ensure_services(c),
             self.ensure_pdbs(c),
             self.ensure_instance_rbac(c),
+            self.ensure_pod_monitor(c),
             self.ensure_secrets(c),
         )?;
         Ok(expirations)

@@ -299,6 +299,46 @@ fn certificates_volume(c: &Cluster) -> Volume {
     }
 }
 
+/// The Prometheus Operator's PodMonitor for the cluster's instances
+/// (`spec.monitoring.enablePodMonitor`): their `metrics` port, over HTTPS when
+/// `spec.monitoring.tls.enabled`, with the user's relabelings. Owned by the Cluster.
+pub fn pod_monitor(c: &Cluster) -> serde_json::Value {
+    let name = cluster_name(c);
+    let m = c.spec.monitoring.clone().unwrap_or_default();
+    let tls = m.tls.as_ref().is_some_and(|t| t.enabled);
+    let mut endpoint = serde_json::json!({
+        "port": "metrics",
+        "scheme": if tls { "https" } else { "http" },
+    });
+    if !m.pod_monitor_relabelings.is_empty() {
+        endpoint["relabelings"] = serde_json::json!(m.pod_monitor_relabelings);
+    }
+    if !m.pod_monitor_metric_relabelings.is_empty() {
+        endpoint["metricRelabelings"] = serde_json::json!(m.pod_monitor_metric_relabelings);
+    }
+    if tls {
+        // The server certificate names the Services, not the pods' addresses.
+        endpoint["tlsConfig"] = serde_json::json!({"insecureSkipVerify": true});
+    }
+    serde_json::json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {
+            "name": name,
+            "namespace": c.metadata.namespace,
+            "labels": cluster_labels(c),
+            "ownerReferences": [super::meta::owner(c)],
+        },
+        "spec": {
+            "selector": {"matchLabels": {
+                naming::LABEL_CLUSTER: name,
+                naming::LABEL_POD_ROLE: "instance",
+            }},
+            "podMetricsEndpoints": [endpoint],
+        },
+    })
+}
+
 fn runtime_default() -> k8s_openapi::api::core::v1::SeccompProfile {
     k8s_openapi::api::core::v1::SeccompProfile {
         type_: "RuntimeDefault".into(),
