@@ -149,10 +149,17 @@ impl Monitoring {
             errors.push(e);
             Config::default()
         });
+        // Parsed once: a scrape with no cache runs this every time.
+        static DEFAULTS: std::sync::OnceLock<Queries> = std::sync::OnceLock::new();
         let mut queries: Queries = if config.disable_default_queries {
             Queries::new()
         } else {
-            monitoring::parse(monitoring::DEFAULT_QUERIES).expect("the default queries parse")
+            DEFAULTS
+                .get_or_init(|| {
+                    monitoring::parse(monitoring::DEFAULT_QUERIES)
+                        .expect("the default queries parse (a unit test checks them)")
+                })
+                .clone()
         };
         for f in &config.custom {
             match monitoring::parse(&f.text) {
