@@ -151,7 +151,8 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Open psql on the primary (or a replica with --replica); arguments after `--` go to psql.
+    /// Open psql on the primary (or a replica with --replica); arguments after `--` go to
+    /// psql. On Kubernetes, through `kubectl exec` into the pod, as `postgres` by default.
     Psql {
         /// Cluster name.
         cluster: String,

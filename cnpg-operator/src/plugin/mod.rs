@@ -84,8 +84,18 @@ where
             replica,
             state_dir,
             args,
-        } => local::require(&cluster, state_dir)
-            .and_then(|a| local::client("psql", &a, replica, &args)),
+        } => match local_unless_kube(&target, state_dir, &cluster) {
+            Some(local) => local::client("psql", &local, replica, &args),
+            None => {
+                let mut argv = Vec::new();
+                block_on(async {
+                    let access = KubeAccess::connect(&target, &cluster).await?;
+                    argv = on_kube::psql(&access, &target, replica, &args).await?;
+                    Ok(())
+                })
+                .and_then(|_| on_kube::run_kubectl(&argv))
+            }
+        },
         Command::Pgbench {
             cluster,
             job_name,

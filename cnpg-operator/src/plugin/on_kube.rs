@@ -521,6 +521,93 @@ pub async fn certificate(
     Ok(())
 }
 
+/// `psql CLUSTER [--replica] -- ARGS` on Kubernetes, as upstream: the `kubectl exec` into
+/// the primary's pod (a replica's with `replica`) that runs psql there over the local
+/// socket, as `postgres` unless ARGS name a user ([`run_kubectl`] runs it).
+pub async fn psql(
+    access: &KubeAccess,
+    target: &Target,
+    replica: bool,
+    args: &[String],
+) -> Result<Vec<String>, PluginError> {
+    let pods: Vec<Pod> = Api::<Pod>::namespaced(access.client.clone(), &access.ns)
+        .list(&ListParams::default().labels(&format!("{}={}", naming::LABEL_CLUSTER, access.name)))
+        .await?
+        .items;
+    psql_invocation(&pods, target, &access.ns, replica, args)
+}
+
+/// Runs a kubectl command line with this terminal; its exit status.
+pub fn run_kubectl(argv: &[String]) -> Result<i32, PluginError> {
+    let status = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .map_err(|e| {
+            PluginError::Usage(format!(
+                "psql on Kubernetes runs `kubectl exec`, which could not start: {e}; install kubectl"
+            ))
+        })?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// The `kubectl exec` command line [`psql`] runs: into the pod of the wanted role, its
+/// `postgres` container, with a terminal and stdin when this process has them.
+fn psql_invocation(
+    pods: &[Pod],
+    target: &Target,
+    ns: &str,
+    replica: bool,
+    args: &[String],
+) -> Result<Vec<String>, PluginError> {
+    use std::io::IsTerminal;
+    let role = if replica { "replica" } else { "primary" };
+    let pod = pods
+        .iter()
+        .find(|p| {
+            p.labels()
+                .get(naming::LABEL_INSTANCE_ROLE)
+                .map(String::as_str)
+                == Some(role)
+        })
+        .map(|p| p.name_any())
+        .ok_or_else(|| {
+            PluginError::Usage(format!(
+                "no {role} pod of this cluster in namespace {ns} (pods: {})",
+                pods.iter()
+                    .map(|p| p.name_any())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    let mut argv: Vec<String> = vec!["kubectl".into(), "exec".into()];
+    if let Some(k) = &target.kubeconfig {
+        argv.extend(["--kubeconfig".into(), k.display().to_string()]);
+    }
+    if let Some(c) = &target.context {
+        argv.extend(["--context".into(), c.clone()]);
+    }
+    if std::io::stdin().is_terminal() {
+        argv.push("-t".into());
+    }
+    argv.extend([
+        "-i".into(),
+        "-n".into(),
+        ns.into(),
+        "-c".into(),
+        "postgres".into(),
+        pod,
+    ]);
+    argv.extend(["--".into(), "psql".into()]);
+    if !args
+        .iter()
+        .any(|a| a == "-U" || a.starts_with("--username"))
+    {
+        argv.extend(["-U".into(), "postgres".into()]);
+    }
+    argv.extend(args.iter().cloned());
+    Ok(argv)
+}
+
 /// `pgbench CLUSTER [--job-name J] [--db-name D] [--dry-run] -- ARGS` on Kubernetes, as
 /// upstream: a Job running pgbench with ARGS against the `-rw` Service, as the application
 /// user (its Secret), with the cluster's image; `dry_run` prints it instead.
@@ -603,4 +690,60 @@ fn pgbench_job(
         }
     }))
     .map_err(|e| PluginError::Usage(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, role: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.labels =
+            Some([(naming::LABEL_INSTANCE_ROLE.to_owned(), role.to_owned())].into());
+        p
+    }
+
+    #[test]
+    fn psql_execs_into_the_pod_of_the_role_asked_as_postgres() {
+        let pods = [pod("pg-1", "replica"), pod("pg-2", "primary")];
+        let target = Target {
+            kubeconfig: Some("/k".into()),
+            context: Some("c".into()),
+            namespace: Some("db".into()),
+        };
+        let argv = psql_invocation(
+            &pods,
+            &target,
+            "db",
+            false,
+            &["-c".into(), "SELECT 1".into()],
+        )
+        .expect("a primary");
+        let line = argv.join(" ");
+        assert!(
+            line.starts_with("kubectl exec --kubeconfig /k --context c "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("-i -n db -c postgres pg-2 -- psql -U postgres -c SELECT 1"),
+            "{line}"
+        );
+        let argv = psql_invocation(
+            &pods,
+            &Target::default(),
+            "db",
+            true,
+            &["-U".into(), "app".into()],
+        )
+        .expect("a replica");
+        assert!(argv.join(" ").ends_with("pg-1 -- psql -U app"), "{argv:?}");
+        let e = psql_invocation(&[pod("pg-1", "primary")], &target, "db", true, &[])
+            .expect_err("no replica");
+        assert!(
+            e.to_string()
+                .contains("no replica pod of this cluster in namespace db (pods: pg-1)"),
+            "{e}"
+        );
+    }
 }
