@@ -34,39 +34,36 @@ fn the_manifest_parses_into_kubernetes_types() {
         .map(|d| serde_saphyr::from_str(d).expect("each document is YAML"))
         .collect();
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-    assert_eq!(
-        kinds,
-        vec![
-            "Namespace",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
-            "ServiceAccount",
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "Deployment"
-        ]
-    );
+    // Every CRD of the API, then the operator's account, role, binding and Deployment.
+    let n = cnpg_core::api::crds().len();
+    let mut want = vec!["Namespace"];
+    want.extend(std::iter::repeat_n("CustomResourceDefinition", n));
+    want.extend([
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+    ]);
+    assert_eq!(kinds, want);
     let ns: Namespace = serde_json::from_value(docs[0].clone()).expect("Namespace");
     assert_eq!(ns.metadata.name.as_deref(), Some("ops"));
-    let mut crds: Vec<CustomResourceDefinition> = docs[1..5]
+    let mut crds: Vec<CustomResourceDefinition> = docs[1..=n]
         .iter()
         .map(|d| serde_json::from_value(d.clone()).expect("CRD"))
         .collect();
-    let _: ServiceAccount = serde_json::from_value(docs[5].clone()).expect("ServiceAccount");
-    let role: ClusterRole = serde_json::from_value(docs[6].clone()).expect("ClusterRole");
+    let _: ServiceAccount = serde_json::from_value(docs[n + 1].clone()).expect("ServiceAccount");
+    let role: ClusterRole = serde_json::from_value(docs[n + 2].clone()).expect("ClusterRole");
     assert_eq!(
         role.rules.expect("rules").len(),
         cnpg_operator::kube::install::OPERATOR_PERMISSIONS.len()
             + cnpg_operator::kube::install::ADMISSION_PERMISSIONS.len()
     );
-    let binding: ClusterRoleBinding = serde_json::from_value(docs[7].clone()).expect("binding");
+    let binding: ClusterRoleBinding = serde_json::from_value(docs[n + 3].clone()).expect("binding");
     assert_eq!(
         binding.subjects.expect("subjects")[0].namespace.as_deref(),
         Some("ops")
     );
-    let d: Deployment = serde_json::from_value(docs[8].clone()).expect("Deployment");
+    let d: Deployment = serde_json::from_value(docs[n + 4].clone()).expect("Deployment");
     let spec = d.spec.expect("spec");
     assert_eq!(spec.replicas, Some(2));
     let c = &spec.template.spec.expect("pod spec").containers[0];
