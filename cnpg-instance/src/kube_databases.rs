@@ -26,16 +26,25 @@ pub const FINALIZER: &str = "cnpg.io/deleteDatabase";
 pub struct KubeDatabases {
     api: Api<Database>,
     cluster: String,
+    /// The field manager the status is applied with (the instance manager's).
+    field_manager: &'static str,
     objects: Arc<Mutex<BTreeMap<String, Database>>>,
 }
 
 impl KubeDatabases {
     /// Starts watching the `Database` objects of `namespace` (so it must be called inside a
-    /// Tokio runtime); those of Cluster `cluster` are this instance's.
-    pub fn start(client: kube::Client, namespace: &str, cluster: &str) -> Self {
+    /// Tokio runtime); those of Cluster `cluster` are this instance's. Their status is
+    /// applied as `field_manager`.
+    pub fn start(
+        client: kube::Client,
+        namespace: &str,
+        cluster: &str,
+        field_manager: &'static str,
+    ) -> Self {
         let me = KubeDatabases {
             api: Api::namespaced(client, namespace),
             cluster: cluster.to_owned(),
+            field_manager,
             objects: Default::default(),
         };
         let (api, objects) = (me.api.clone(), me.objects.clone());
@@ -147,7 +156,7 @@ impl KubeDatabases {
             .api
             .patch_status(
                 &item.object,
-                &PatchParams::apply(crate::kube_view::FIELD_MANAGER).force(),
+                &PatchParams::apply(self.field_manager).force(),
                 &Patch::Apply(&body),
             )
             .await

@@ -123,7 +123,12 @@ impl KubeView {
             lease_duration: Duration::from_secs(15),
             renewing: Arc::new(Mutex::new(false)),
             port,
-            databases: crate::kube_databases::KubeDatabases::start(client, namespace, cluster),
+            databases: crate::kube_databases::KubeDatabases::start(
+                client,
+                namespace,
+                cluster,
+                FIELD_MANAGER,
+            ),
         };
         let cache = view.cache.clone();
         let name = cluster.to_owned();
