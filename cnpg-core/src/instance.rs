@@ -9,7 +9,11 @@
 //! * a standby promotes only when it is the target and its WAL receiver has stopped, so it
 //!   has everything the old primary streamed;
 //! * when the cluster status cannot be read, nothing is promoted and a stopped primary is
-//!   not started (it could be stale); a standby may start, as it accepts no writes.
+//!   not started (it could be stale); a standby may start, as it accepts no writes;
+//! * data that pg_rewind could not bring back (or a re-clone cut off mid-way) is never
+//!   started: it is cloned again from the primary once one is published. That loses
+//!   nothing pg_rewind would have kept: what diverged from the primary is discarded either
+//!   way, and the rest is on the primary.
 
 use crate::time::Timestamp;
 
@@ -37,7 +41,8 @@ pub struct LocalState {
     pub wal_receiver_active: bool,
     /// The standby cannot follow the primary's timeline (its history diverged).
     pub diverged: bool,
-    /// `pg_rewind` was tried and cannot work (no common ancestor, missing WAL).
+    /// `pg_rewind` was tried and cannot work (no common ancestor, missing WAL, cut off
+    /// mid-way), or a re-clone is unfinished: PGDATA may only be replaced by a new clone.
     pub rewind_failed: bool,
 }
 
@@ -74,8 +79,8 @@ pub enum InstanceAction {
         /// The primary to rewind against.
         source: String,
     },
-    /// Rewinding cannot work: the data must be cloned again from the primary. The instance
-    /// stays stopped until that happens.
+    /// Rewinding cannot work: clone the data again from the primary (replacing PGDATA),
+    /// then start as its standby. The instance stays stopped until the clone is complete.
     NeedsReclone {
         /// The primary to clone from.
         source: String,
@@ -129,6 +134,30 @@ pub fn decide(local: &LocalState, view: &ClusterView, _now: Timestamp) -> Decisi
             d(A::Nothing, "fenced: PostgreSQL stays stopped")
         };
     }
+    if local.rewind_failed && !local.running {
+        let target = view.target_primary.as_deref();
+        return match (target, view.current_primary.as_deref()) {
+            _ if !view.readable => d(
+                A::Nothing,
+                "cluster status unreadable; the re-clone waits to know the primary",
+            ),
+            (Some(t), Some(c)) if t == c && t != me && t != crate::naming::PENDING => d(
+                A::NeedsReclone {
+                    source: t.to_owned(),
+                },
+                format!(
+                    "pg_rewind against {t} cannot work (or an earlier re-clone was cut off): cloning {t} again"
+                ),
+            ),
+            _ => d(
+                A::Nothing,
+                format!(
+                    "the data must be cloned again; waiting for {} to be published as primary",
+                    target.unwrap_or("a primary")
+                ),
+            ),
+        };
+    }
     if local.pgdata == PgData::Missing {
         return d(
             A::Nothing,
@@ -178,25 +207,12 @@ pub fn decide(local: &LocalState, view: &ClusterView, _now: Timestamp) -> Decisi
                 );
             }
             match (target, current) {
-                (t, Some(c)) if t == c && t != me && t != crate::naming::PENDING => {
-                    if local.rewind_failed {
-                        d(
-                            A::NeedsReclone {
-                                source: t.to_owned(),
-                            },
-                            format!(
-                                "pg_rewind against {t} cannot work; the data must be cloned again"
-                            ),
-                        )
-                    } else {
-                        d(
-                            A::Rewind {
-                                source: t.to_owned(),
-                            },
-                            format!("{t} is the new primary: rejoining it through pg_rewind"),
-                        )
-                    }
-                }
+                (t, Some(c)) if t == c && t != me && t != crate::naming::PENDING => d(
+                    A::Rewind {
+                        source: t.to_owned(),
+                    },
+                    format!("{t} is the new primary: rejoining it through pg_rewind"),
+                ),
                 _ => d(
                     A::Nothing,
                     format!(
@@ -228,15 +244,6 @@ pub fn decide(local: &LocalState, view: &ClusterView, _now: Timestamp) -> Decisi
                         A::Stop,
                         format!(
                             "this standby's history diverged from {primary}: stopping to rewind"
-                        ),
-                    )
-                } else if local.rewind_failed {
-                    d(
-                        A::NeedsReclone {
-                            source: primary.to_owned(),
-                        },
-                        format!(
-                            "diverged from {primary} and pg_rewind cannot work; the data must be cloned again"
                         ),
                     )
                 } else {
@@ -348,6 +355,30 @@ mod tests {
         assert_eq!(act(&local(PgData::Standby, false), &v), A::Start);
         assert_eq!(act(&local(PgData::Standby, true), &v), A::Nothing);
         assert_eq!(act(&local(PgData::Primary, true), &v), A::Nothing);
+    }
+
+    #[test]
+    fn data_to_clone_again_never_starts_and_clones_only_a_published_primary() {
+        for pgdata in [PgData::Missing, PgData::Primary, PgData::Standby] {
+            let mut l = local(pgdata, false);
+            l.rewind_failed = true;
+            assert_eq!(
+                act(&l, &view("pg-3", "pg-3")),
+                A::NeedsReclone {
+                    source: "pg-3".into()
+                },
+                "{pgdata:?}"
+            );
+            for (current, target) in [("pg-1", "pg-3"), ("pg-1", "pending"), ("pg-2", "pg-2")] {
+                assert_eq!(
+                    act(&l, &view(current, target)),
+                    A::Nothing,
+                    "{current} {target}"
+                );
+            }
+            let unreadable = ClusterView::default();
+            assert_eq!(act(&l, &unreadable), A::Nothing);
+        }
     }
 
     #[test]

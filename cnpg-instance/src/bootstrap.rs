@@ -205,17 +205,31 @@ pub async fn initdb(new: &NewInstance<'_>, app: (&str, &str)) -> Result<(), PgEr
 /// `pg_basebackup` from the primary at `host:port`, then mark the data as this instance's
 /// and make it a standby.
 pub async fn join(new: &NewInstance<'_>, host: &str, port: u16) -> Result<(), PgError> {
-    let NewInstance {
-        run_as,
-        ctl,
-        data,
-        secrets,
-        cluster,
-        instance,
-    } = *new;
+    clone_primary(
+        new.ctl,
+        new.data,
+        &new.secrets.tls(),
+        (new.cluster, new.instance),
+        new.run_as,
+        (host, port),
+    )
+    .await
+}
+
+/// What [`join`] does, for an instance manager cloning its own instance again: the
+/// primary's data copied into the empty PGDATA (three attempts, emptied after each failure),
+/// marked `(cluster, instance)`, a standby.
+pub async fn clone_primary(
+    ctl: &dyn PgControl,
+    data: &DataDir,
+    tls: &crate::tls::Files,
+    (cluster, instance): (&str, &str),
+    run_as: Option<RunAs>,
+    (host, port): (&str, u16),
+) -> Result<(), PgError> {
     let conninfo = format!(
         "host={host} port={port} {} application_name={instance} connect_timeout=10",
-        secrets.tls().replication_conninfo()
+        tls.replication_conninfo()
     );
     let mut last = None;
     for _ in 0..3 {

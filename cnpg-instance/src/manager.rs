@@ -256,6 +256,8 @@ impl Manager {
     ) -> Self {
         let mut id = [0u8; 8];
         let _ = getrandom::fill(&mut id);
+        // A re-clone that a crash of this manager cut off is finished first.
+        let reclone_pending = DataDir::new(&cfg.pgdata).reclone_pending().is_some();
         let shared = Shared {
             session_id: id.iter().map(|b| format!("{b:02x}")).collect(),
             ..Default::default()
@@ -282,7 +284,7 @@ impl Manager {
             databases_pass: None,
             every_database_jobs: Default::default(),
             last_view: ViewData::default(),
-            rewind_failed: false,
+            rewind_failed: reclone_pending,
             crashed: false,
             lease_released: false,
         }
@@ -442,15 +444,7 @@ impl Manager {
                 .await
                 .map_err(|e| PgError::Query(e.to_string())),
             InstanceAction::Rewind { source } => self.rewind(&view, &source).await,
-            InstanceAction::NeedsReclone { source } => {
-                let why = format!(
-                    "the data of {me} diverged from {source} and pg_rewind cannot fix it; \
-                     PostgreSQL stays stopped: clone it again (delete the instance and join)"
-                );
-                tracing::error!(instance = %me, "{why}");
-                self.set(|s| s.decision = why);
-                Ok(())
-            }
+            InstanceAction::NeedsReclone { source } => self.reclone(&view, &source).await,
         };
         if let Err(e) = result {
             tracing::error!(instance = %me, "{e}");
@@ -864,7 +858,12 @@ impl Manager {
             )));
         };
         self.set(|s| s.rewinding = true);
+        let data = DataDir::new(&self.cfg.pgdata);
         let result = async {
+            // A postmaster killed with this manager may still hold the data directory.
+            self.await_old_postmaster().await;
+            data.keep_control_file(self.cfg.run_as)
+                .map_err(|e| PgError::Query(e.to_string()))?;
             if !self.ctl.shut_down_cleanly().await? {
                 self.ctl.single_user_recovery().await?;
             }
@@ -881,7 +880,7 @@ impl Manager {
                     path: marker,
                     source,
                 })?;
-            let data = DataDir::new(&self.cfg.pgdata);
+            data.forget_control_file();
             data.set_standby(self.cfg.run_as)
                 .map_err(|source| PgError::Io {
                     path: self.cfg.pgdata.join("standby.signal"),
@@ -892,12 +891,63 @@ impl Manager {
         .await;
         self.set(|s| s.rewinding = false);
         if let Err(e) = &result {
-            // Only a rewind that ran and failed means the data cannot be rewound; not
-            // reaching the source yet is retried at the next step.
-            self.rewind_failed = matches!(e, PgError::Failed { program, stderr, .. }
-                if program == "pg_rewind" && !stderr.contains("could not connect") && !stderr.contains("connection"));
+            // Only a rewind that ran and failed means the data cannot be rewound (nor
+            // data whose state cannot even be read); not reaching the source yet, or a
+            // postmaster still holding the directory, is retried at the next step.
+            self.rewind_failed = match e {
+                PgError::Failed {
+                    program, stderr, ..
+                } if program == "pg_rewind" => {
+                    !stderr.contains("could not connect") && !stderr.contains("connection")
+                }
+                PgError::Failed {
+                    program, stderr, ..
+                } => {
+                    (program == "pg_controldata" || program == "postgres")
+                        && !stderr.contains("lock file")
+                        && !stderr.contains("shared memory")
+                }
+                PgError::Query(m) => m.contains("pg_control"),
+                _ => false,
+            };
         }
         result
+    }
+
+    /// Replaces PGDATA with a new clone of `source`, the published primary: what is left
+    /// when pg_rewind cannot work. Recorded beside PGDATA first, so a crash in the middle
+    /// is finished by the next manager instead of leaving a half copy to start.
+    async fn reclone(&mut self, view: &ViewData, source: &str) -> Result<(), PgError> {
+        let Some(endpoint) = view.endpoint_of(source) else {
+            return Err(PgError::Query(format!(
+                "no endpoint known for {source}; cannot clone it yet"
+            )));
+        };
+        let me = self.cfg.instance.clone();
+        tracing::warn!(instance = %me, source, "pg_rewind cannot bring this data back: replacing it with a new clone of {source}");
+        self.await_old_postmaster().await;
+        let data = DataDir::new(&self.cfg.pgdata);
+        let io = |e: crate::pgdata::PgDataError| PgError::Query(e.to_string());
+        data.begin_reclone(&self.cfg.cluster, &me, self.cfg.run_as)
+            .map_err(io)?;
+        self.set(|s| s.rewinding = true);
+        data.empty();
+        let cloned = crate::bootstrap::clone_primary(
+            self.ctl.as_ref(),
+            &data,
+            &self.cfg.settings.tls,
+            (&self.cfg.cluster, &me),
+            self.cfg.run_as,
+            (&endpoint.host, endpoint.port),
+        )
+        .await;
+        self.set(|s| s.rewinding = false);
+        cloned?;
+        self.write_config(view)?;
+        data.end_reclone().map_err(io)?;
+        self.rewind_failed = false;
+        tracing::info!(instance = %me, source, "cloned {source} again: starting as its standby");
+        Ok(())
     }
 
     /// While running: apply new synchronous names or a new upstream with a reload, and keep

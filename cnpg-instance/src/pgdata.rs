@@ -157,6 +157,87 @@ impl DataDir {
             .map_err(|source| PgDataError::Io { path, source })
     }
 
+    /// Where an unfinished re-clone is recorded: next to PGDATA, not in it, because a
+    /// clone needs PGDATA empty, and on the same volume, so it survives what the data does.
+    fn reclone_record(&self) -> PathBuf {
+        self.beside(".reclone")
+    }
+
+    fn beside(&self, suffix: &str) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_owned();
+        name.push(suffix);
+        self.path.with_file_name(name)
+    }
+
+    /// Records that this instance's data is about to be replaced by a clone of the
+    /// primary, with the marker it will get: until [`DataDir::end_reclone`], whatever is in
+    /// PGDATA is a half-made copy that only a new clone may replace (never start it, never
+    /// initdb over it).
+    pub fn begin_reclone(
+        &self,
+        cluster: &str,
+        instance: &str,
+        run_as: Option<RunAs>,
+    ) -> Result<(), PgDataError> {
+        let path = self.reclone_record();
+        let text = serde_json::to_string(&Marker {
+            cluster: cluster.to_owned(),
+            instance: instance.to_owned(),
+        })
+        .expect("the marker serializes");
+        std::fs::write(&path, text)
+            .and_then(|_| runas::own(run_as, &path))
+            .map_err(|source| PgDataError::Io { path, source })
+    }
+
+    /// The marker of an unfinished re-clone of this directory, if one was begun.
+    pub fn reclone_pending(&self) -> Option<Marker> {
+        let text = std::fs::read_to_string(self.reclone_record()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The re-clone is complete (PGDATA holds a marked standby).
+    pub fn end_reclone(&self) -> Result<(), PgDataError> {
+        let path = self.reclone_record();
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(PgDataError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps a copy of `global/pg_control` before pg_rewind, or puts the copy back when a
+    /// pg_rewind cut off mid-way left the file empty: without a readable control file the
+    /// next attempt cannot even tell what state the data is in. The copy is kept beside
+    /// PGDATA: pg_rewind deletes files in PGDATA that the source does not have.
+    pub fn keep_control_file(&self, run_as: Option<RunAs>) -> Result<(), PgDataError> {
+        let control = self.path.join("global/pg_control");
+        let copy = self.beside(".pg_control");
+        let io = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| PgDataError::Io { path, source }
+        };
+        let size = std::fs::metadata(&control).map(|m| m.len()).unwrap_or(0);
+        if size > 0 {
+            std::fs::copy(&control, &copy).map_err(io(&copy))?;
+            runas::own(run_as, &copy).map_err(io(&copy))
+        } else if copy.exists() {
+            std::fs::copy(&copy, &control).map_err(io(&control))?;
+            runas::own(run_as, &control).map_err(io(&control))
+        } else {
+            Err(PgDataError::Io {
+                path: control,
+                source: std::io::Error::other("empty or missing, and no saved copy"),
+            })
+        }
+    }
+
+    /// Drops the copy [`DataDir::keep_control_file`] made, once pg_rewind succeeded.
+    pub fn forget_control_file(&self) {
+        let _ = std::fs::remove_file(self.beside(".pg_control"));
+    }
+
     /// Removes everything in the directory, keeping the directory itself (its mount
     /// point, its owner): what a failed bootstrap left must not be taken for data. Best
     /// effort.
@@ -250,5 +331,39 @@ mod tests {
             .check_wal_space(u64::MAX / 4)
             .expect_err("no disk is that big");
         assert!(e.to_string().contains("less than two WAL segments"), "{e}");
+    }
+
+    #[test]
+    fn a_reclone_is_recorded_beside_pgdata_until_it_ends() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = DataDir::new(tmp.path().join("pgdata"));
+        std::fs::create_dir(&d.path).expect("mkdir");
+        assert_eq!(d.reclone_pending(), None);
+        d.begin_reclone("pg", "pg-2", None).expect("begin");
+        d.empty();
+        let m = d
+            .reclone_pending()
+            .expect("recorded outside PGDATA: emptying keeps it");
+        assert_eq!((m.cluster.as_str(), m.instance.as_str()), ("pg", "pg-2"));
+        d.end_reclone().expect("end");
+        assert_eq!(d.reclone_pending(), None);
+        d.end_reclone().expect("ending twice is fine");
+    }
+
+    #[test]
+    fn an_emptied_control_file_is_put_back() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = DataDir::new(tmp.path().join("pgdata"));
+        std::fs::create_dir_all(d.path.join("global")).expect("mkdir");
+        let control = d.path.join("global/pg_control");
+        assert!(d.keep_control_file(None).is_err(), "nothing to keep");
+        std::fs::write(&control, b"control").expect("write");
+        d.keep_control_file(None).expect("kept");
+        std::fs::write(&control, b"").expect("a cut-off pg_rewind");
+        d.keep_control_file(None).expect("put back");
+        assert_eq!(std::fs::read(&control).expect("read"), b"control");
+        d.forget_control_file();
+        std::fs::write(&control, b"").expect("empty again");
+        assert!(d.keep_control_file(None).is_err(), "no copy any more");
     }
 }

@@ -335,8 +335,9 @@ async fn parameters_reload_or_wait_for_an_in_place_restart() {
     h.stop("pg-1").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() {
+/// pg-1, a primary, wrote 50 rows pg-2 never received; pg-2 was then promoted while pg-1
+/// stayed fenced (stopped): pg-1's history has diverged from the new primary's.
+async fn diverged_old_primary() -> Harness {
     let mut h = Harness::new("pg");
     h.view.update(|v| v.target_primary = Some("pg-1".into()));
     h.initdb("pg-1").await;
@@ -410,6 +411,12 @@ async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() 
         }
     })
     .await;
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() {
+    let mut h = diverged_old_primary().await;
     h.view.update(|v| v.fenced.clear());
     h.wait_until(
         "pg-1 rewound and streaming from pg-2",
@@ -437,6 +444,50 @@ async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() 
             "{name}: the rewind dropped only the writes pg-2 never had"
         );
     }
+    let label = std::fs::read_to_string(h.instances["pg-1"].pgdata.join("backup_label.old"))
+        .expect("the label PostgreSQL started from");
+    assert!(label.contains("BACKUP METHOD: pg_rewind"), "{label}");
+    for name in ["pg-1", "pg-2"] {
+        h.stop(name).await;
+    }
+}
+
+/// When pg_rewind cannot work (here the old primary's WAL since the divergence is gone),
+/// the instance manager clones the new primary again instead of staying down for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_primary_that_cannot_be_rewound_is_cloned_again() {
+    let mut h = diverged_old_primary().await;
+    let wal = h.instances["pg-1"].pgdata.join("pg_wal");
+    for e in std::fs::read_dir(&wal).expect("pg_wal").flatten() {
+        if e.file_type().expect("type").is_file() {
+            std::fs::remove_file(e.path()).expect("remove a WAL segment");
+        }
+    }
+    h.view.update(|v| v.fenced.clear());
+    h.wait_until(
+        "pg-1 cloned again and streaming from pg-2",
+        Duration::from_secs(120),
+        async |h| {
+            let s = h.status("pg-1").await;
+            if !s.is_primary && s.is_wal_receiver_active && s.timeline == 2 {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+    .await;
+    let n: i64 = h
+        .connect("pg-1")
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 100, "pg-1 holds what pg-2 has");
+    let label = std::fs::read_to_string(h.instances["pg-1"].pgdata.join("backup_label.old"))
+        .expect("the label PostgreSQL started from");
+    assert!(label.contains("LABEL: pg_basebackup"), "{label}");
     for name in ["pg-1", "pg-2"] {
         h.stop(name).await;
     }

@@ -285,6 +285,14 @@ async fn bootstrapping<E: std::fmt::Display>(
     if already_initialized(instance) {
         return Ok(false);
     }
+    if DataDir::new(&instance.pgdata).reclone_pending().is_some() {
+        // Never initdb (or a second clone) over it: `run` finishes the re-clone.
+        println!(
+            "{}: a re-clone from the primary was cut off; the instance manager finishes it",
+            instance.pgdata.display()
+        );
+        return Ok(false);
+    }
     prepare(instance, &secrets, run_as)?;
     let c = ctl(bin, instance, run_as, &secrets);
     let data = DataDir::new(&instance.pgdata);
@@ -706,9 +714,14 @@ async fn run(
     metrics: Option<(u16, bool)>,
 ) -> ExitCode {
     let data = DataDir::new(&instance.pgdata);
-    if let Err(e) = data
-        .verify(&instance.cluster, &instance.name)
-        .and_then(|_| data.check_wal_space(16))
+    // An unfinished re-clone of this very instance: the manager replaces the half copy.
+    let recloning = data
+        .reclone_pending()
+        .is_some_and(|m| m.cluster == instance.cluster && m.instance == instance.name);
+    if !recloning
+        && let Err(e) = data
+            .verify(&instance.cluster, &instance.name)
+            .and_then(|_| data.check_wal_space(16))
     {
         return fail(e);
     }

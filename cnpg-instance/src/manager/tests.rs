@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 fn pgdata(standby: bool) -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
     std::fs::write(d.path().join("PG_VERSION"), "15\n").expect("write");
+    std::fs::create_dir(d.path().join("global")).expect("global");
+    std::fs::write(d.path().join("global/pg_control"), "control").expect("write");
     DataDir::new(d.path())
         .mark("pg", "pg-1", None)
         .expect("mark");
@@ -243,9 +245,18 @@ async fn old_primary_rewinds_after_a_crash_and_becomes_a_standby() {
     assert!(data.verify("pg", "pg-1").is_ok(), "our marker is restored");
 }
 
+/// pg_rewind that cannot work (here: no common ancestor) leaves the old data to a new
+/// clone of the primary; a clone cut off by a crash of the manager is finished by the next
+/// one, and never started or taken for data in between.
 #[tokio::test]
-async fn a_failed_rewind_asks_for_a_reclone_and_never_starts() {
-    let dir = pgdata(false);
+async fn a_failed_rewind_is_replaced_by_a_new_clone_even_across_a_crash() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("pgdata");
+    std::fs::create_dir(&dir).expect("pgdata");
+    std::fs::write(dir.join("PG_VERSION"), "15\n").expect("write");
+    std::fs::create_dir(dir.join("global")).expect("global");
+    std::fs::write(dir.join("global/pg_control"), "control").expect("write");
+    DataDir::new(&dir).mark("pg", "pg-1", None).expect("mark");
     let mut ctl = MockPgControl::new();
     ctl.expect_shut_down_cleanly().returning(|| Ok(true));
     ctl.expect_rewind().times(1).returning(|_| {
@@ -255,23 +266,50 @@ async fn a_failed_rewind_asks_for_a_reclone_and_never_starts() {
             stderr: "could not find common ancestor".into(),
         })
     });
+    // The first clone is cut off (its copy half made), the second completes.
+    let pgdata = dir.clone();
+    let mut clones = 0;
+    ctl.expect_basebackup()
+        .withf(|c| c.contains("host=127.0.0.1") && c.contains("application_name=pg-1"))
+        .times(4)
+        .returning(move |_| {
+            clones += 1;
+            std::fs::write(pgdata.join("PG_VERSION"), "15\n").expect("write");
+            if clones < 4 {
+                Err(PgError::Failed {
+                    program: "pg_basebackup".into(),
+                    status: "exit 1".into(),
+                    stderr: "connection to the primary lost".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
     ctl.expect_postmaster().never();
+    let ctl = Arc::new(ctl);
     let mem = MemoryView::new(view(Some("pg-2"), "pg-2"));
     let mut m = Manager::new(
-        cfg(dir.path()),
-        Arc::new(ctl),
+        cfg(&dir),
+        ctl.clone(),
         Arc::new(MockPgQuery::new()),
-        Arc::new(mem),
+        Arc::new(mem.clone()),
     );
-    m.step().await;
-    m.step().await;
+    m.step().await; // the rewind fails
+    assert_eq!(DataDir::new(&dir).role(), PgData::Primary, "data as it was");
+    m.step().await; // the clone fails three times
+    let data = DataDir::new(&dir);
+    assert!(data.reclone_pending().is_some(), "recorded beside PGDATA");
+    assert_eq!(data.role(), PgData::Missing, "no half copy left to start");
     let why = m.shared().lock().expect("lock").decision.clone();
-    assert!(why.contains("clone it again"), "{why}");
-    assert_eq!(
-        DataDir::new(dir.path()).role(),
-        PgData::Primary,
-        "data left as it was"
-    );
+    assert!(why.contains("cloning pg-2 again"), "{why}");
+    drop(m);
+    // A new manager (after a crash) finishes the re-clone before anything else.
+    let mut m = Manager::new(cfg(&dir), ctl, Arc::new(MockPgQuery::new()), Arc::new(mem));
+    m.step().await;
+    assert_eq!(data.role(), PgData::Standby);
+    assert!(data.verify("pg", "pg-1").is_ok(), "marked as this instance");
+    assert!(data.reclone_pending().is_none(), "done");
+    assert!(dir.join("custom.conf").exists(), "configured as a standby");
 }
 
 #[tokio::test]
