@@ -952,6 +952,40 @@ async fn plugin_commands(cp: &ControlPlane, ns: &str, op: &Operator) {
     };
     let limit = Duration::from_secs(300);
 
+    // logs cluster as upstream: every container of the cluster's pods, read through the
+    // API server (`pods/log`, which it proxies to the test kubelet), to stdout or a file.
+    let running: Vec<String> = pods
+        .list(&ListParams::default().labels("cnpg.io/cluster=cluster-sync"))
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .map(kube::ResourceExt::name_any)
+        .collect();
+    assert!(!running.is_empty());
+    let logs = ok(plugin(cp, ns, &["logs", "cluster", "cluster-sync", "--tail", "2"]).await);
+    for pod in &running {
+        let prefix = format!("[pod/{pod}/postgres] ");
+        let lines = logs.lines().filter(|l| l.starts_with(&prefix)).count();
+        assert_eq!(lines, 2, "{pod}: two lines each\n{logs}");
+    }
+    let file = std::env::temp_dir().join(format!("{ns}-logs.txt"));
+    let said = ok(plugin(
+        cp,
+        ns,
+        &["logs", "cluster-sync", "-o", &file.display().to_string()],
+    )
+    .await);
+    assert!(said.contains("Successfully written logs to"), "{said}");
+    let written = std::fs::read_to_string(&file).expect("the logs file");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        written.lines().count() > 2 * running.len(),
+        "whole logs: {written}"
+    );
+    let (code, _, err) = plugin(cp, ns, &["logs", "pretty", "cluster-sync"]).await;
+    assert!(code != 0 && err.contains("logs cluster NAME"), "{err}");
+
     // fio as upstream deploys it: --dry-run prints the PVC, ConfigMap and Deployment and
     // makes nothing; without it they are made (nothing here runs a Deployment's pods).
     let dry = ok(plugin(cp, ns, &["fio", "fio-bench", "--dry-run"]).await);

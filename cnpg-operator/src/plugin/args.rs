@@ -215,13 +215,25 @@ pub enum Command {
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Print the logs of every instance (manager and PostgreSQL) of a local cluster.
+    /// Print the logs of a cluster: `logs cluster NAME` as upstream (or `logs NAME`). On
+    /// Kubernetes, every container of its pods through the API server, each line prefixed
+    /// `[pod/POD/CONTAINER]`; locally, each instance's manager and PostgreSQL log.
     Logs {
-        /// Cluster name.
-        cluster: String,
-        /// Lines per file.
-        #[arg(long, default_value_t = 50)]
-        tail: usize,
+        /// `cluster NAME` (upstream's form) or `NAME`.
+        #[arg(num_args = 1..=2, required = true, value_name = "[cluster] NAME")]
+        cluster: Vec<String>,
+        /// Lines per log: all on Kubernetes and 50 locally unless given (-1: all).
+        #[arg(long, allow_negative_numbers = true)]
+        tail: Option<i64>,
+        /// Kubernetes: keep streaming what the containers write.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Kubernetes: prefix each line with the time the container wrote it.
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        /// Write the logs to this file instead of the standard output.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
         /// Where local clusters keep their state.
         #[arg(long, env = "CNPG_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,

@@ -309,17 +309,6 @@ fn down(layout: &Layout, out: &mut dyn Write, err: &mut dyn Write) -> std::io::R
     Ok(0)
 }
 
-/// A local cluster for a command that has no Kubernetes counterpart here.
-pub(crate) fn require(cluster: &str, sd: Option<PathBuf>) -> Result<LocalAccess, PluginError> {
-    let dir = state_dir(sd.clone());
-    LocalAccess::find(sd, cluster).ok_or_else(|| {
-        PluginError::Usage(format!(
-            "no local cluster {cluster} in {}; this command works on local clusters (start one with kubectl-cnpg local up -f FILE)",
-            dir.display()
-        ))
-    })
-}
-
 /// `psql`/`pgbench CLUSTER [-- ARGS]`: the program as the application user through `-rw`
 /// (or `-ro` with `replica`); returns its exit code.
 pub(crate) fn client(

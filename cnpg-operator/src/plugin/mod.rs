@@ -120,10 +120,22 @@ where
         Command::Logs {
             cluster,
             tail,
+            follow,
+            timestamps,
+            output,
             state_dir,
-        } => {
-            local::require(&cluster, state_dir).and_then(|a| local::logs(&a, tail, out).map(|()| 0))
-        }
+        } => logs_of(
+            &target,
+            state_dir,
+            &cluster,
+            on_kube::LogOptions {
+                tail: tail.filter(|n| *n >= 0),
+                follow,
+                timestamps,
+            },
+            output,
+            out,
+        ),
         Command::Maintenance {
             switch,
             cluster,
@@ -265,6 +277,59 @@ where
 }
 
 /// Runs a cluster command on a runtime of its own; success is exit code 0.
+/// `logs [cluster] NAME`: on Kubernetes or locally, to `output` or `out`.
+fn logs_of(
+    target: &Target,
+    state_dir: Option<PathBuf>,
+    names: &[String],
+    opts: on_kube::LogOptions,
+    output: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<i32, PluginError> {
+    let cluster = match names {
+        [name] => name,
+        [cluster, name] if cluster == "cluster" => name,
+        [other, _] => {
+            return Err(PluginError::Usage(format!(
+                "logs {other}: this plugin has `logs cluster NAME` (or `logs NAME`); upstream's `logs pretty` reads JSON lines, which our instances do not write"
+            )));
+        }
+        _ => return Err(PluginError::Usage("logs: name a cluster".into())),
+    };
+    let mut file = match &output {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .map_err(|e| PluginError::Usage(format!("--output {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let sink: &mut dyn Write = match file.as_mut() {
+        Some(f) => f,
+        None => out,
+    };
+    match local_unless_kube(target, state_dir, cluster) {
+        Some(local) => {
+            if opts.follow || opts.timestamps {
+                return Err(PluginError::Usage(
+                    "--follow and --timestamps are for clusters on Kubernetes; a local cluster's logs are files: `tail -f` the paths this command prints".into(),
+                ));
+            }
+            local::logs(&local, opts.tail.map_or(50, |n| n as usize), sink)?;
+        }
+        None => {
+            block_on(async {
+                let access = KubeAccess::connect(target, cluster).await?;
+                on_kube::logs(&access, &opts, sink).await
+            })?;
+        }
+    }
+    if let (Some(f), Some(path)) = (file, output) {
+        f.sync_all()?;
+        writeln!(out, "Successfully written logs to \"{}\"", path.display())?;
+    }
+    Ok(0)
+}
+
 fn block_on(f: impl Future<Output = Result<(), PluginError>>) -> Result<i32, PluginError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

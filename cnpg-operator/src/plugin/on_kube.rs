@@ -537,6 +537,91 @@ pub async fn psql(
     psql_invocation(&pods, target, &access.ns, replica, args)
 }
 
+/// What `logs cluster` asks of each container's log.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// The last lines only (all when `None`).
+    pub tail: Option<i64>,
+    /// Keep streaming.
+    pub follow: bool,
+    /// Each line with the time the container wrote it.
+    pub timestamps: bool,
+}
+
+/// `logs cluster NAME` on Kubernetes, as upstream: the logs of every container of the
+/// cluster's pods, read through the API server (`pods/log`), each line prefixed
+/// `[pod/POD/CONTAINER]` as `kubectl logs --prefix` does. Pod after pod; with `follow`,
+/// all streams at once, lines written as they arrive, until every one ends.
+pub async fn logs(
+    access: &KubeAccess,
+    opts: &LogOptions,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    access.cluster().await?;
+    let api: Api<Pod> = Api::namespaced(access.client.clone(), &access.ns);
+    let pods = api
+        .list(&ListParams::default().labels(&format!("{}={}", naming::LABEL_CLUSTER, access.name)))
+        .await?
+        .items;
+    let params = |container: &str| kube::api::LogParams {
+        container: Some(container.to_owned()),
+        follow: opts.follow,
+        tail_lines: opts.tail,
+        timestamps: opts.timestamps,
+        ..Default::default()
+    };
+    let sources: Vec<(String, String)> = pods
+        .iter()
+        .flat_map(|p| {
+            let pod = p.name_any();
+            p.spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .map(move |c| (pod.clone(), c.name.clone()))
+        })
+        .collect();
+    if !opts.follow {
+        for (pod, container) in &sources {
+            match api.logs(pod, &params(container)).await {
+                Ok(text) => {
+                    for line in text.lines() {
+                        writeln!(out, "[pod/{pod}/{container}] {line}")?;
+                    }
+                }
+                // A pod not started yet has no log: say so and go on with the others.
+                Err(e) => writeln!(out, "[pod/{pod}/{container}] (no log: {e})")?,
+            }
+        }
+        return Ok(());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
+    for (pod, container) in sources {
+        let (api, tx, lp) = (api.clone(), tx.clone(), params(&container));
+        tokio::spawn(async move {
+            use futures::{AsyncBufReadExt, TryStreamExt};
+            let prefix = format!("[pod/{pod}/{container}]");
+            let mut lines = match api.log_stream(&pod, &lp).await {
+                Ok(s) => s.lines(),
+                Err(e) => {
+                    let _ = tx.send(format!("{prefix} (no log: {e})")).await;
+                    return;
+                }
+            };
+            while let Ok(Some(line)) = lines.try_next().await {
+                if tx.send(format!("{prefix} {line}")).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    while let Some(line) = rx.recv().await {
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
 /// Runs a kubectl command line with this terminal; its exit status.
 pub fn run_kubectl(argv: &[String]) -> Result<i32, PluginError> {
     let status = std::process::Command::new(&argv[0])

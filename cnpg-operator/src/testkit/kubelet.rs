@@ -20,7 +20,9 @@
 //!   SIGTERM to each container's first process, SIGKILL to the whole namespace after it;
 //! * forwards each Service's ClusterIP (`127.96.0.0/16`) and port to the ready Pods it
 //!   selects, like kube-proxy (the API server refuses loopback addresses in EndpointSlices,
-//!   so the endpoints are computed here from the selector, as the controller would).
+//!   so the endpoints are computed here from the selector, as the controller would);
+//! * serves the containers' logs over HTTPS where the API server proxies `pods/log`
+//!   (`kubectl logs`), from the Node's `daemonEndpoints`.
 //!
 //! The image is ignored: a command path listed in [`KubeletConfig::programs`] runs the
 //! program given there (the build's binaries), and PostgreSQL comes from the machine. Every
@@ -96,11 +98,21 @@ impl Kubelet {
     pub async fn start(client: Client, config: KubeletConfig) -> Kubelet {
         std::fs::create_dir_all(&config.root).expect("kubelet root");
         let root = config.root.clone();
-        for (name, zone) in &config.nodes {
-            register_node(&client, name, zone).await;
-        }
         let (stop, stop_rx) = watch::channel(false);
-        let pods = Arc::new(Mutex::new(BTreeMap::new()));
+        let pods: Arc<Mutex<BTreeMap<String, PodHandle>>> = Arc::new(Mutex::new(BTreeMap::new()));
+        let running = pods.clone();
+        let lookup: super::pod_logs::Lookup = Arc::new(move |ns: &str, name: &str| {
+            running
+                .lock()
+                .expect("pods")
+                .iter()
+                .find(|(_, p)| p.namespace == ns && p.name == name)
+                .map(|(uid, _)| uid.clone())
+        });
+        let port = super::pod_logs::serve(root.clone(), lookup, stop_rx.clone()).await;
+        for (name, zone) in &config.nodes {
+            register_node(&client, name, zone, port).await;
+        }
         let ctx = Arc::new(Ctx { client, config });
         let task = tokio::spawn(run(ctx, pods.clone(), stop_rx));
         Kubelet {
@@ -240,7 +252,9 @@ impl Ips {
     }
 }
 
-async fn register_node(client: &Client, name: &str, zone: &str) {
+/// A Node at 127.0.0.1 (its only address: the API server reaches the kubelet at it, for
+/// `pods/log`) whose kubelet listens on `port`.
+async fn register_node(client: &Client, name: &str, zone: &str, port: u16) {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
@@ -267,7 +281,8 @@ async fn register_node(client: &Client, name: &str, zone: &str) {
                 "message": "test kubelet is posting ready status",
                 "lastHeartbeatTime": now, "lastTransitionTime": now,
             }],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
             "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
             "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
         },

@@ -26,6 +26,7 @@ pub mod fakeclock;
 pub mod fakekube;
 pub mod kubelet;
 pub mod netcut;
+mod pod_logs;
 pub mod probe;
 pub mod volume;
 pub mod writer;
