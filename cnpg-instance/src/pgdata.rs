@@ -95,6 +95,15 @@ impl DataDir {
         }
     }
 
+    /// PostgreSQL's major version of the data (`PG_VERSION`).
+    pub fn major(&self) -> Option<u32> {
+        std::fs::read_to_string(self.path.join("PG_VERSION"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Whether the postmaster says it does not accept connections yet: the status line of
     /// `postmaster.pid` (`starting` until it is `ready`, or `standby` for a hot standby),
     /// what `pg_ctl start -w` waits on. Reading it costs no connection attempt, where each

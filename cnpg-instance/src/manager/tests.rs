@@ -105,6 +105,10 @@ async fn first_primary_starts_then_publishes_itself() {
         std::fs::read_to_string(dir.path().join("custom.conf")).expect("custom.conf written");
     assert!(conf.contains("port = '5432'"));
     assert!(
+        conf.contains("recovery_init_sync_method = 'syncfs'"),
+        "a crash recovery starts without an fsync of every file: {conf}"
+    );
+    assert!(
         std::fs::read_to_string(dir.path().join("postgresql.conf"))
             .expect("conf")
             .contains("include 'custom.conf'")
