@@ -37,7 +37,7 @@ struct Args {
     /// Replication policies to run: async, legacy, preferred, required, or all.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     sync: Vec<String>,
-    /// Faults: crash, kill, partition, link, slow, operator, rollout, all, none.
+    /// Faults: crash, kill, partition, link, slow, operator, rollout, rewind (pg_rewind fails: a re-clone), all, none.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Steps (100 ms each) of faults per seed.

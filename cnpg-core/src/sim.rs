@@ -86,6 +86,9 @@ pub struct FaultMix {
     pub operator_restart: bool,
     /// A configuration change triggers a rolling update.
     pub rolling_update: bool,
+    /// `pg_rewind` of an old primary fails (cut off by the next fault, WAL gone): its
+    /// instance manager clones the primary again.
+    pub rewind_failure: bool,
 }
 
 impl FaultMix {
@@ -98,6 +101,7 @@ impl FaultMix {
         slow_replica: true,
         operator_restart: true,
         rolling_update: true,
+        rewind_failure: true,
     };
 
     /// No fault.
@@ -109,10 +113,11 @@ impl FaultMix {
         slow_replica: false,
         operator_restart: false,
         rolling_update: false,
+        rewind_failure: false,
     };
 
-    /// Parses a comma-separated list: `crash,kill,partition,link,slow,operator,rollout`,
-    /// `all` or `none`.
+    /// Parses a comma-separated list:
+    /// `crash,kill,partition,link,slow,operator,rollout,rewind`, `all` or `none`.
     pub fn parse(s: &str) -> Result<FaultMix, String> {
         let mut m = FaultMix::NONE;
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -126,9 +131,10 @@ impl FaultMix {
                 "slow" => m.slow_replica = true,
                 "operator" => m.operator_restart = true,
                 "rollout" => m.rolling_update = true,
+                "rewind" => m.rewind_failure = true,
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?}; use crash, kill, partition, link, slow, operator, rollout, all or none"
+                        "unknown fault {other:?}; use crash, kill, partition, link, slow, operator, rollout, rewind, all or none"
                     ));
                 }
             }
@@ -220,6 +226,8 @@ pub struct SimReport {
     pub first_violation: Option<String>,
     /// Promotions after the first primary.
     pub failovers: u32,
+    /// Old primaries cloned again because their pg_rewind failed.
+    pub reclones: u32,
     /// For each fault that took the primary's writes away, the virtual milliseconds until a
     /// commit was acknowledged again.
     pub rto_ms: Vec<u64>,
@@ -284,6 +292,8 @@ struct Node {
     recovering_for: Option<u32>,
     /// Steps at which PostgreSQL crashed, the last minute's.
     crashes: VecDeque<u64>,
+    /// Its pg_rewind failed: only a new clone may replace the data.
+    rewind_failed: bool,
 }
 
 impl Node {
@@ -308,6 +318,7 @@ impl Node {
             restarting: false,
             recovering_for: None,
             crashes: VecDeque::new(),
+            rewind_failed: false,
         }
     }
 
@@ -758,7 +769,7 @@ impl World<'_> {
                 running: n.postmaster,
                 wal_receiver_active: n.wal_receiver,
                 diverged: n.diverged,
-                rewind_failed: false,
+                rewind_failed: n.rewind_failed,
             };
             let view = self.view_for(n);
             let decision = instance::decide(&local, &view, self.now());
@@ -802,8 +813,13 @@ impl World<'_> {
                         self.state.current_primary = Some(self.nodes[i].name.clone());
                     }
                 }
+                InstanceAction::Rewind { .. }
+                    if self.cfg.faults.rewind_failure && self.rng.chance(0.3) =>
+                {
+                    self.nodes[i].rewind_failed = true;
+                }
                 InstanceAction::Rewind { source } => self.rewind(i, &source),
-                InstanceAction::NeedsReclone { .. } => {}
+                InstanceAction::NeedsReclone { source } => self.reclone(i, &source),
             }
         }
     }
@@ -849,6 +865,19 @@ impl World<'_> {
         n.timeline = stl;
         n.pgdata = PgData::Standby;
         n.diverged = false;
+    }
+
+    /// A new copy of `source`'s data, where it is now: what `pg_basebackup` makes.
+    fn reclone(&mut self, i: usize, source: &str) {
+        let Some(s) = self.idx(source) else { return };
+        let (stl, slsn) = (self.nodes[s].timeline, self.nodes[s].lsn);
+        let n = &mut self.nodes[i];
+        n.lsn = slsn;
+        n.timeline = stl;
+        n.pgdata = PgData::Standby;
+        n.diverged = false;
+        n.rewind_failed = false;
+        self.report.reclones += 1;
     }
 
     fn observe(&self) -> Observed {
@@ -1187,9 +1216,10 @@ impl fmt::Display for SimReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "steps {} failovers {} acked {} lost {} converged {} violations {:?}",
+            "steps {} failovers {} reclones {} acked {} lost {} converged {} violations {:?}",
             self.steps,
             self.failovers,
+            self.reclones,
             self.acked,
             self.acked_lost,
             self.converged,

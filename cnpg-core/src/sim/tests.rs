@@ -87,6 +87,32 @@ fn safe_policies_hold_every_invariant() {
     }
 }
 
+/// An old primary whose pg_rewind fails is cloned again from the new primary: never
+/// started on its diverged data, and the cluster converges.
+#[test]
+fn failed_rewinds_end_in_a_new_clone_and_every_invariant_holds() {
+    let (mut reclones, mut converged) = (0, 0);
+    for seed in 0..60 {
+        let mut cfg = SimConfig::new(seed, 3, explicit(Durability::Required));
+        cfg.faults = FaultMix::parse("crash,kill,partition,rewind").expect("faults");
+        let r = run(&cfg);
+        assert_eq!(
+            r.total_violations(),
+            0,
+            "seed {seed}: {:?}",
+            r.first_violation
+        );
+        assert_eq!(r.acked_lost, 0, "seed {seed}: {r}");
+        reclones += r.reclones;
+        converged += u32::from(r.converged);
+    }
+    assert!(
+        reclones > 5,
+        "rewinds failed and were cloned again: {reclones}"
+    );
+    assert!(converged >= 55, "{converged} of 60 converged");
+}
+
 #[test]
 fn required_loses_no_acknowledged_commit_and_async_does() {
     let (req, _) = sum(0..80, 3, &explicit(Durability::Required), &mut RealOperator);
