@@ -284,6 +284,34 @@ data:
         config.contains("ConfigMap queries/queries.yaml") && config.contains("SELECT 42"),
         "{config}"
     );
+    // An edit of the ConfigMap wakes the Cluster (its loop would otherwise come back in
+    // five minutes): the new query reaches the Secret.
+    apply_yaml(
+        &admin,
+        &config_map.replace("SELECT 42", "SELECT 43"),
+        "test-user",
+    )
+    .await;
+    wait_for(
+        "the edited query in the monitoring Secret",
+        Duration::from_secs(60),
+        &op,
+        || async {
+            let s = secrets_api
+                .get_opt("cluster-sync-monitoring")
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|s| s.data?.get("monitoring.json").cloned())
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .unwrap_or_default();
+            if s.contains("SELECT 43") {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        },
+    )
+    .await;
     // A PodMonitor once the Prometheus Operator's CRD exists (a minimal one here).
     let crd = "apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition

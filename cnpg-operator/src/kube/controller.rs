@@ -19,7 +19,7 @@ use cnpg_instance::lease::{Attempt, LeaseLock};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -394,6 +394,20 @@ pub async fn run(
             .map(|c| ObjectRef::from_obj(&*c))
             .collect::<Vec<_>>()
     };
+    // The same for the user's ConfigMaps a Cluster reads (custom monitoring queries): an
+    // edit reaches the instances at once, not at the next periodic loop.
+    let cache = clusters.store();
+    let config_map_clusters = move |m: kube::core::PartialObjectMeta<ConfigMap>| {
+        let (ns, name) = (m.namespace(), m.name_any());
+        cache
+            .state()
+            .into_iter()
+            .filter(|c| {
+                c.namespace() == ns && super::secrets::monitoring_config_maps(c).contains(&name)
+            })
+            .map(|c| ObjectRef::from_obj(&*c))
+            .collect::<Vec<_>>()
+    };
     fn cluster_ref(c: &Cluster) -> Option<(&str, &str)> {
         let r = c.spec.image_catalog_ref.as_ref()?;
         Some((&r.kind, &r.name))
@@ -408,6 +422,11 @@ pub async fn run(
         owned::<kube::core::PartialObjectMeta<Secret>>(&client, ns),
         watcher::Config::default(),
         secret_clusters,
+    )
+    .watches(
+        owned::<kube::core::PartialObjectMeta<ConfigMap>>(&client, ns),
+        watcher::Config::default(),
+        config_map_clusters,
     )
     .watches(
         owned::<Pooler>(&client, ns),

@@ -69,8 +69,9 @@ pub const OPERATOR_PERMISSIONS: &[Permission] = &[
         &["list", "watch", "get", "create", "update", "delete"],
     ),
     ("", "serviceaccounts", &["create", "patch"]),
-    // The user's custom monitoring queries (spec.monitoring.customQueriesConfigMap).
-    ("", "configmaps", &["get"]),
+    // The user's custom monitoring queries (spec.monitoring.customQueriesConfigMap), read
+    // when a Cluster names them; list/watch of their metadata wakes it on an edit.
+    ("", "configmaps", &["get", "list", "watch"]),
     // spec.monitoring.enablePodMonitor (where the Prometheus Operator is installed).
     (
         "monitoring.coreos.com",
