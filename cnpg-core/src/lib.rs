@@ -65,6 +65,7 @@ pub mod schedule;
 pub mod sim;
 pub mod status;
 pub mod sync;
+pub mod tablespaces;
 pub mod time;
 
 /// Sort key for instance names: by prefix, then serial as a number (`pg-2` before

@@ -109,6 +109,11 @@ pub struct InstanceStatus {
     #[cfg(feature = "api")]
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub databases: std::collections::BTreeMap<String, crate::api::DatabaseStatus>,
+    /// On a primary with declarative tablespaces: each one's state after its last pass
+    /// (`status.tablespacesStatus` is copied from the primary's).
+    #[cfg(feature = "api")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tablespaces: Option<Vec<crate::api::cluster::TablespaceState>>,
 }
 
 /// How WAL archiving goes on an instance. Times are RFC 3339 in UTC.

@@ -374,17 +374,22 @@ pub async fn take(
     progress: &(dyn Fn(&BackupInfo) + Sync),
 ) -> Result<BackupInfo, BackupError> {
     let dest = Destination::for_data(cfg)?;
+    // Tablespaces in place (the local platform's) are directories of PGDATA and go with
+    // it; one elsewhere is a link to a volume of its own, which the copy does not follow.
     let tablespaces = req.pgdata.join("pg_tblspc");
-    if std::fs::read_dir(&tablespaces)
+    if let Some(link) = std::fs::read_dir(&tablespaces)
         .map_err(io(&tablespaces))?
-        .next()
-        .is_some()
+        .filter_map(Result::ok)
+        .find(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
     {
-        return Err(BackupError::Unsupported(
-            "this instance has tablespaces, which base backups do not copy yet; nothing was \
-             written"
-                .into(),
-        ));
+        return Err(BackupError::Unsupported(format!(
+            "this instance has a tablespace outside PGDATA ({} -> {}), which base backups do \
+             not copy yet; nothing was written",
+            link.path().display(),
+            std::fs::read_link(link.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )));
     }
     let mut pgc = tokio_postgres::Config::new();
     pgc.host_path(&req.socket_dir)

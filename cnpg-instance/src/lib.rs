@@ -51,6 +51,7 @@ pub mod roles;
 pub mod runas;
 pub mod server;
 pub mod store;
+pub mod tablespaces;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;

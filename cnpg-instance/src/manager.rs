@@ -95,6 +95,8 @@ pub struct Shared {
     pub managed_roles: Option<cnpg_core::roles::ManagedRoles>,
     /// `Database` resources after this primary's last pass, by object name.
     pub databases: std::collections::BTreeMap<String, cnpg_core::api::DatabaseStatus>,
+    /// Declarative tablespaces after this primary's last pass.
+    pub tablespaces: Option<Vec<cnpg_core::api::cluster::TablespaceState>>,
 }
 
 impl Shared {
@@ -138,6 +140,8 @@ pub struct Manager {
     applied_reload: Option<Option<String>>,
     /// When managed roles are next compared at the latest, and what with last.
     roles_pass: Option<(Instant, RolesInputs)>,
+    /// When the tablespaces are looked at again, and for which spec.
+    tablespaces_pass: Option<(Instant, Vec<cnpg_core::tablespaces::Tablespace>)>,
     /// When `Database` resources are next reconciled at the latest, and from what list.
     databases_pass: Option<(Instant, Vec<cnpg_core::databases::Managed>)>,
     /// The pooler's function and the managed extensions, database by database.
@@ -280,6 +284,7 @@ impl Manager {
             applied_restart: None,
             applied_reload: None,
             roles_pass: None,
+            tablespaces_pass: None,
             every_database: Default::default(),
             databases_pass: None,
             every_database_jobs: Default::default(),
@@ -943,6 +948,11 @@ impl Manager {
             .map_err(io)?;
         self.set(|s| s.rewinding = true);
         data.empty();
+        // pg_basebackup writes each tablespace where the primary has it, into an empty
+        // directory: this instance's copies there go with the rest.
+        for t in view.tablespaces.iter().filter(|t| !t.location.is_empty()) {
+            DataDir::new(&t.location).empty();
+        }
         let cloned = crate::bootstrap::clone_primary(
             self.ctl.as_ref(),
             &data,
@@ -1027,6 +1037,7 @@ impl Manager {
                 self.ensure_pooler_role().await?;
             }
             self.ensure_managed_roles(view).await;
+            self.ensure_tablespaces(view).await;
             self.ensure_databases(view).await;
             self.ensure_every_database(view).await;
         }
@@ -1103,6 +1114,44 @@ impl Manager {
         self.set(|s| s.databases = statuses);
         let next = Duration::from_secs(if all_applied { 30 } else { 5 });
         self.databases_pass = Some((Instant::now() + next, view.databases.clone()));
+    }
+
+    /// `spec.tablespaces` on this primary: a pass whenever they change, and every 30 s (5 s
+    /// after one that left a tablespace pending). Never blocks the loop on a failure.
+    async fn ensure_tablespaces(&mut self, view: &ViewData) {
+        if view.tablespaces.is_empty() && self.tablespaces_pass.is_none() {
+            return;
+        }
+        if self
+            .tablespaces_pass
+            .as_ref()
+            .is_some_and(|(due, seen)| Instant::now() < *due && *seen == view.tablespaces)
+        {
+            return;
+        }
+        let next = match crate::tablespaces::reconcile(
+            self.query.as_ref(),
+            &view.tablespaces,
+            self.cfg.run_as,
+        )
+        .await
+        {
+            Ok(states) => {
+                let pending = states.iter().filter(|s| s.state != "reconciled").count();
+                for s in &states {
+                    if let Some(e) = &s.error {
+                        tracing::warn!(instance = %self.cfg.instance, tablespace = %s.name, "{e}");
+                    }
+                }
+                self.set(|s| s.tablespaces = Some(states));
+                Duration::from_secs(if pending == 0 { 30 } else { 5 })
+            }
+            Err(e) => {
+                tracing::warn!(instance = %self.cfg.instance, "tablespaces (tried again in 5 s): {e}");
+                Duration::from_secs(5)
+            }
+        };
+        self.tablespaces_pass = Some((Instant::now() + next, view.tablespaces.clone()));
     }
 
     /// `spec.managed.roles` on this primary: a pass whenever the spec, the status or the

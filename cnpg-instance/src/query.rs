@@ -56,6 +56,8 @@ pub trait PgQuery: Send + Sync {
     async fn databases(&self) -> Result<Vec<String>, PgError>;
     /// Every role, as managed roles compare them.
     async fn roles(&self) -> Result<Vec<cnpg_core::roles::DbRole>, PgError>;
+    /// The tablespaces users made (not `pg_default`, `pg_global`), with their owners.
+    async fn tablespaces(&self) -> Result<Vec<cnpg_core::tablespaces::Existing>, PgError>;
     /// Database `name` as `pg_database` has it (`None`: there is none).
     async fn database(
         &self,
@@ -284,6 +286,26 @@ impl PgQuery for PgClient {
             c.batch_execute(sql).await.map_err(q)?;
         }
         Ok(())
+    }
+
+    async fn tablespaces(&self) -> Result<Vec<cnpg_core::tablespaces::Existing>, PgError> {
+        let rows = self
+            .connect()
+            .await?
+            .query(
+                "SELECT spcname::text, pg_get_userbyid(spcowner)::text FROM pg_tablespace
+                 WHERE spcname NOT LIKE 'pg\\_%' ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(q)?;
+        Ok(rows
+            .iter()
+            .map(|r| cnpg_core::tablespaces::Existing {
+                name: r.get(0),
+                owner: r.get(1),
+            })
+            .collect())
     }
 
     async fn roles(&self) -> Result<Vec<cnpg_core::roles::DbRole>, PgError> {

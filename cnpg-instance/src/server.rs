@@ -97,6 +97,7 @@ pub fn report(state: &AppState, snapshot: Result<&Snapshot, &str>) -> InstanceSt
             s.archiving = p.archiving.clone();
             if p.is_primary {
                 s.managed_roles = shared.managed_roles.clone();
+                s.tablespaces = shared.tablespaces.clone();
                 s.databases = shared.databases.clone();
             }
             if !s.archiving.is_archiving_wal {

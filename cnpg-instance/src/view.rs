@@ -81,6 +81,9 @@ pub struct ViewData {
     /// The cluster's `Database` resources: the primary makes PostgreSQL's databases match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<cnpg_core::databases::Managed>,
+    /// `spec.tablespaces`, placed where this platform keeps them: the primary makes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tablespaces: Vec<cnpg_core::tablespaces::Tablespace>,
 }
 
 impl ViewData {

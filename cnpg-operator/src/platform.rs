@@ -369,6 +369,14 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
         .and_then(|p| observed.instances.iter().find(|i| &i.name == p))
         .and_then(|p| p.status.managed_roles.clone())
         .or_else(|| before.managed_roles_status.clone());
+    // `tablespacesStatus`: the same, from the primary's last pass over `spec.tablespaces`.
+    status.tablespaces_status = observed
+        .state
+        .current_primary
+        .as_ref()
+        .and_then(|p| observed.instances.iter().find(|i| &i.name == p))
+        .and_then(|p| p.status.tablespaces.clone())
+        .unwrap_or_else(|| before.tablespaces_status.clone());
     status.conditions = conditions(cluster, &before, &status, now);
     archiving_status(cluster, &observed, &before, &mut status, now);
     if !expirations.is_empty() {

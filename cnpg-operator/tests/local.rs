@@ -2706,12 +2706,13 @@ fn databases_follow_their_resources() {
     let c = Cluster::up_on(
         "dbs",
         Rig {
-            spec: "  enableSuperuserAccess: true\n  managed:\n    roles:\n    - {name: shop_owner, login: true}\n    - {name: clerk, login: true}\n  monitoring:\n    metricsQueriesTTL: 0s\n    customQueriesConfigMap:\n    - {name: shop-queries, key: queries}\n".into(),
+            spec: "  enableSuperuserAccess: true\n  managed:\n    roles:\n    - {name: shop_owner, login: true}\n    - {name: clerk, login: true}\n  monitoring:\n    metricsQueriesTTL: 0s\n    customQueriesConfigMap:\n    - {name: shop-queries, key: queries}\n  tablespaces:\n  - {name: tbs1, temporary: true, storage: {size: 1Gi}}\n  - {name: tbs2, owner: {name: clerk}, storage: {size: 1Gi}}\n  - {name: tbs3, owner: {name: badhombre}, storage: {size: 1Gi}}\n".into(),
             docs: format!("{docs}{queries}"),
             ..Default::default()
         },
     );
     c.wait_converged(None, T);
+    let primary_now = c.primary();
     let status = |object: &str| -> serde_json::Value {
         std::fs::read_to_string(c.root().join(format!("databases/{object}.json")))
             .ok()
@@ -2792,6 +2793,62 @@ fn databases_follow_their_resources() {
         .as_deref(),
         Ok("clerk\nhstore,plpgsql,postgres_fdw\ntrue\nhost=127.0.0.1,dbname=app")
     );
+
+    // Declarative tablespaces, in place inside each PGDATA locally: made on the primary
+    // with their owners, replayed by the replicas; one whose owner does not exist is
+    // pending with PostgreSQL's error and holds up no other; `temporary` fills
+    // temp_tablespaces.
+    let tablespaces = || c.status()["tablespacesStatus"].clone();
+    wait("tablespaces reconciled, tbs3 pending", &|| {
+        let t = tablespaces();
+        t[0]["state"] == "reconciled" && t[1]["state"] == "reconciled" && t[2]["state"] == "pending"
+    });
+    assert!(
+        tablespaces()[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("role \"badhombre\" does not exist")),
+        "{}",
+        tablespaces()
+    );
+    assert_eq!(
+        sql(
+            "postgres",
+            "SELECT string_agg(spcname || ':' || pg_get_userbyid(spcowner), ',' ORDER BY spcname) \
+             FROM pg_tablespace WHERE spcname LIKE 'tbs%'"
+        )
+        .as_deref(),
+        Ok("tbs1:postgres,tbs2:clerk")
+    );
+    assert_eq!(sql("app", "SHOW temp_tablespaces").as_deref(), Ok("tbs1"));
+    sql(
+        "app",
+        "CREATE TABLE in_tbs2 (n int) TABLESPACE tbs2; INSERT INTO in_tbs2 VALUES (7)",
+    )
+    .expect("a table in tbs2");
+    let ports: cnpg_operator::local::layout::Ports =
+        serde_json::from_value(c.status()["ports"].clone()).expect("ports");
+    let replica = ports
+        .instances
+        .iter()
+        .find(|(name, _)| Some(name.as_str()) != primary_now.as_deref())
+        .map(|(_, (port, _))| *port)
+        .expect("a replica");
+    let on_replica = format!(
+        "host=127.0.0.1 port={replica} dbname=app user=postgres password={} sslmode=require",
+        su.trim()
+    );
+    let start = Instant::now();
+    loop {
+        match psql(
+            &on_replica,
+            "SELECT n || ' in ' || (SELECT spcname FROM pg_tablespace t JOIN pg_class r \
+             ON r.reltablespace = t.oid WHERE r.relname = 'in_tbs2') FROM in_tbs2",
+        ) {
+            Ok(row) if row == "7 in tbs2" => break,
+            other => assert!(start.elapsed() < T, "on a replica: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // `status` says where each instance's metrics are; the primary's have the custom
     // query's, and upstream's default families.

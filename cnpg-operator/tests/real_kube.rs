@@ -95,6 +95,7 @@ async fn deployed(
     prefix: &str,
     identities: &[&str],
     archive_to: Option<&str>,
+    spec: serde_json::Value,
 ) -> (
     tempfile::TempDir,
     String,
@@ -115,7 +116,7 @@ async fn deployed(
             op
         })
         .collect();
-    apply_cluster(cp, &ns, archive_to).await;
+    apply_cluster(cp, &ns, archive_to, spec).await;
     (tmp, ns, kubelet, ops)
 }
 
@@ -125,7 +126,12 @@ const ARCHIVE_BUCKET: &str = "archive";
 /// The example Cluster, in `namespace`; archiving its WAL to the S3 server at
 /// `archive_to` (`s3://archive/<namespace>`, gzip, two at a time) when given, with
 /// credentials from a Secret of its own as a user gives them.
-async fn apply_cluster(cp: &ControlPlane, namespace: &str, archive_to: Option<&str>) {
+async fn apply_cluster(
+    cp: &ControlPlane,
+    namespace: &str,
+    archive_to: Option<&str>,
+    spec: serde_json::Value,
+) {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster-sync-required.yaml"),
     )
@@ -135,6 +141,9 @@ async fn apply_cluster(cp: &ControlPlane, namespace: &str, archive_to: Option<&s
     // The application owner logs in to `postgres` with a client certificate (`kubectl cnpg
     // certificate`); to `app` with its password, as before.
     doc["spec"]["postgresql"]["pg_hba"] = serde_json::json!(["hostssl postgres app all cert"]);
+    for (k, v) in spec.as_object().into_iter().flatten() {
+        doc["spec"][k] = v.clone();
+    }
     if let Some(endpoint) = archive_to {
         let creds = serde_json::json!({
             "apiVersion": "v1", "kind": "Secret",
@@ -164,7 +173,7 @@ async fn the_operator_sets_up_a_cluster_with_its_own_rbac() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (ns, kubeconfig) = installed(cp, "bootstrap", tmp.path()).await;
     let op = Operator::start(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path());
-    apply_cluster(cp, &ns, None).await;
+    apply_cluster(cp, &ns, None, serde_json::json!({})).await;
 
     let admin = cp.admin().await;
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), &ns);
@@ -472,7 +481,7 @@ async fn a_refused_permission_is_in_the_status_from_the_first_loop() {
     let kubeconfig = tmp.path().join("limited.kubeconfig");
     cp.kubeconfig_for(&ns, "limited", &kubeconfig).await;
     let op = Operator::start(Path::new(OPERATOR), &kubeconfig, &ns, tmp.path());
-    apply_cluster(cp, &ns, None).await;
+    apply_cluster(cp, &ns, None, serde_json::json!({})).await;
 
     let clusters: Api<Cluster> = Api::namespaced(client_from(&cp.kubeconfig()).await, &ns);
     let reason = wait_for(
@@ -505,7 +514,18 @@ async fn three_instances_run_with_synchronous_replication() {
     let Some(cp) = ControlPlane::shared("three_instances_run_with_synchronous_replication") else {
         return;
     };
-    let (_tmp, ns, _kubelet, ops) = deployed(cp, "e2e", &["operator-under-test"], None).await;
+    let (_tmp, ns, _kubelet, ops) = deployed(
+        cp,
+        "e2e",
+        &["operator-under-test"],
+        None,
+        // Declarative tablespaces: a volume each, mounted where upstream mounts it.
+        serde_json::json!({"tablespaces": [
+            {"name": "tbs1", "temporary": true, "storage": {"size": "1Gi"}},
+            {"name": "tbs2", "owner": {"name": "app"}, "storage": {"size": "1Gi"}}
+        ]}),
+    )
+    .await;
     let op = &ops[0];
     let admin = cp.admin().await;
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), &ns);
@@ -536,6 +556,74 @@ async fn three_instances_run_with_synchronous_replication() {
         || app_client(&admin, &ns, "cluster-sync"),
     )
     .await;
+    // Declarative tablespaces: made by the primary in its volumes, owned as the spec
+    // says, in `tablespacesStatus`; the replicas replay them into their own volumes.
+    wait_for(
+        "both tablespaces reconciled",
+        Duration::from_secs(60),
+        op,
+        || async {
+            let st = status_of(&clusters, "cluster-sync").await?;
+            let states: Vec<(&str, &str)> = st
+                .tablespaces_status
+                .iter()
+                .map(|t| (t.name.as_str(), t.state.as_str()))
+                .collect();
+            if states == [("tbs1", "reconciled"), ("tbs2", "reconciled")] {
+                Ok(())
+            } else {
+                Err(format!("{:?}", st.tablespaces_status))
+            }
+        },
+    )
+    .await;
+    client
+        .batch_execute(
+            "CREATE TABLE in_tbs2 (n int) TABLESPACE tbs2; INSERT INTO in_tbs2 VALUES (1)",
+        )
+        .await
+        .expect("the owner of tbs2 makes a table in it");
+    let row = client
+        .query_one(
+            "SELECT pg_tablespace_location(oid), current_setting('temp_tablespaces') \
+             FROM pg_tablespace WHERE spcname = 'tbs2'",
+            &[],
+        )
+        .await
+        .expect("where tbs2 is");
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        (
+            "/var/lib/postgresql/tablespaces/tbs2/data".to_owned(),
+            "tbs1".to_owned()
+        )
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    for instance in ["cluster-sync-1", "cluster-sync-2", "cluster-sync-3"] {
+        let pvc = pvcs
+            .get(&format!("{instance}-tbs-tbs2"))
+            .await
+            .expect("the tablespace's PVC");
+        let dir = _tmp
+            .path()
+            .join("kubelet/pvcs")
+            .join(pvc.metadata.uid.unwrap_or_default())
+            .join("data");
+        wait_for(
+            &format!("tbs2 in {instance}'s volume"),
+            Duration::from_secs(60),
+            op,
+            || async {
+                std::fs::read_dir(&dir)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?
+                    .filter_map(Result::ok)
+                    .find(|e| e.file_name().to_string_lossy().starts_with("PG_"))
+                    .map(|_| ())
+                    .ok_or_else(|| "empty".to_owned())
+            },
+        )
+        .await;
+    }
     client
         .batch_execute("CREATE TABLE t (n int); INSERT INTO t VALUES (1)")
         .await
@@ -1365,7 +1453,11 @@ async fn plugin_commands(cp: &ControlPlane, ns: &str, op: &Operator) {
     })
     .await;
     let kept = pvcs.list(&ListParams::default()).await.expect("PVCs").items;
-    assert_eq!(kept.len(), 3, "the storage stays");
+    assert_eq!(
+        kept.len(),
+        9,
+        "the storage stays: data and two tablespaces of each instance"
+    );
     ok(plugin(cp, ns, &["hibernate", "off", "cluster-sync"]).await);
     settled(&admin, ns, "cluster-sync", op, "rehydrated", None).await;
     let reasons = event_reasons(&admin, ns).await;
@@ -1415,6 +1507,7 @@ async fn failover_and_switchover_lose_no_acknowledged_write() {
         "failover",
         &["operator-a", "operator-b"],
         Some(&s3.endpoint),
+        serde_json::json!({}),
     )
     .await;
     let op = &ops[0];
@@ -1971,7 +2064,14 @@ async fn rolling_updates_and_scaling_lose_no_acknowledged_write() {
     else {
         return;
     };
-    let (_tmp, ns, kubelet, ops) = deployed(cp, "rolling", &["operator-under-test"], None).await;
+    let (_tmp, ns, kubelet, ops) = deployed(
+        cp,
+        "rolling",
+        &["operator-under-test"],
+        None,
+        serde_json::json!({}),
+    )
+    .await;
     let op = &ops[0];
     let admin = cp.admin().await;
     settled(&admin, &ns, "cluster-sync", op, "bootstrap", None).await;
@@ -2176,7 +2276,14 @@ async fn poolers_reach_the_primary_and_the_replicas_through_their_services() {
     let Some(cp) = ControlPlane::shared("poolers_reach_the_primary_and_the_replicas") else {
         return;
     };
-    let (_tmp, ns, _kubelet, ops) = deployed(cp, "pooler", &["operator-under-test"], None).await;
+    let (_tmp, ns, _kubelet, ops) = deployed(
+        cp,
+        "pooler",
+        &["operator-under-test"],
+        None,
+        serde_json::json!({}),
+    )
+    .await;
     let op = &ops[0];
     let admin = cp.admin().await;
     settled(&admin, &ns, "cluster-sync", op, "bootstrap", None).await;

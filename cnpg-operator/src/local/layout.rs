@@ -223,6 +223,10 @@ pub struct StatusFile {
     /// `managedRolesStatus`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_roles_status: Option<cnpg_core::roles::ManagedRoles>,
+    /// `spec.tablespaces` as the primary last reported them (upstream's
+    /// `tablespacesStatus`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tablespaces_status: Vec<cnpg_core::api::cluster::TablespaceState>,
     /// Recent events, newest last.
     pub events: Vec<String>,
     /// Ports.

@@ -252,6 +252,8 @@ pub struct LocalOperator {
     sync_value: String,
     /// `managedRolesStatus`: the primary's last report (kept across operator restarts).
     managed_roles: Option<cnpg_core::roles::ManagedRoles>,
+    /// `spec.tablespaces` as the primary last reported them.
+    tablespaces: Vec<cnpg_core::api::cluster::TablespaceState>,
     /// The `Database` documents as last handed to the instance managers.
     databases: Vec<cnpg_core::databases::Managed>,
     restart: Option<String>,
@@ -405,6 +407,10 @@ impl LocalOperator {
         let layout_copy = layout.clone();
         let mut op = LocalOperator {
             managed_roles: saved.as_ref().and_then(|s| s.managed_roles_status.clone()),
+            tablespaces: saved
+                .as_ref()
+                .map(|s| s.tablespaces_status.clone())
+                .unwrap_or_default(),
             databases: Vec::new(),
             state: saved.map(|s| s.state).unwrap_or_default(),
             layout,
@@ -832,6 +838,9 @@ impl LocalOperator {
         if let Some(m) = primary.and_then(|p| p.status.managed_roles.clone()) {
             self.managed_roles = Some(m);
         }
+        if let Some(t) = primary.and_then(|p| p.status.tablespaces.clone()) {
+            self.tablespaces = t;
+        }
         let (databases, said) =
             super::databases::sync(&self.layout, primary.map(|p| &p.status.databases));
         self.databases = databases;
@@ -1204,6 +1213,9 @@ impl LocalOperator {
             Fencing::Instances(s) => s.iter().cloned().collect(),
         };
         let pg = self.manifest.spec.postgresql.as_ref();
+        // All instances share this machine's file system: a tablespace lives inside each
+        // one's PGDATA (in place), where a path outside could only be one instance's.
+        let tablespaces = cnpg_core::tablespaces::of_cluster(&self.manifest, |_| String::new());
         let view = ViewData {
             current_primary: None, // published by the instance managers themselves
             target_primary: self.state.target_primary.clone(),
@@ -1228,11 +1240,15 @@ impl LocalOperator {
                     )
                 })
                 .collect(),
-            parameters: pg
-                .map(|p| {
-                    cnpg_core::parameters::effective(&p.parameters, &p.shared_preload_libraries)
-                })
-                .unwrap_or_default(),
+            parameters: {
+                let mut p = pg
+                    .map(|p| {
+                        cnpg_core::parameters::effective(&p.parameters, &p.shared_preload_libraries)
+                    })
+                    .unwrap_or_default();
+                cnpg_core::tablespaces::with_parameters(&mut p, &tablespaces);
+                p
+            },
             pg_hba: pg.map(|p| p.pg_hba.clone()).unwrap_or_default(),
             pg_ident: pg.map(|p| p.pg_ident.clone()).unwrap_or_default(),
             superuser_access: Some(self.manifest.spec.enable_superuser_access.unwrap_or(false)),
@@ -1253,6 +1269,7 @@ impl LocalOperator {
                 .map(|m| m.password_status.clone())
                 .unwrap_or_default(),
             databases: self.databases.clone(),
+            tablespaces,
         };
         let text = serde_json::to_string_pretty(&view).expect("view serializes");
         if text != self.last_view && write_atomically(&self.layout.view(), &text).is_ok() {
@@ -1289,6 +1306,7 @@ impl LocalOperator {
             recovery: self.recovery_progress(),
             poolers: self.poolers.lines(),
             managed_roles_status: self.managed_roles.clone(),
+            tablespaces_status: self.tablespaces.clone(),
             events: self.events.iter().cloned().collect(),
             ports: self.ports.clone(),
             operator_pid: std::process::id(),
