@@ -34,6 +34,7 @@ pub mod http;
 pub mod https;
 #[cfg(feature = "kubernetes")]
 pub mod kube_databases;
+#[cfg(feature = "kubernetes")]
 pub mod kube_view;
 #[cfg(feature = "kubernetes")]
 pub mod lease;
