@@ -66,15 +66,7 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
         synchronous_standby_names: ha.synchronous_standby_names.clone().unwrap_or_default(),
         instances: status.instance_names.clone(),
         endpoints: Default::default(),
-        parameters: {
-            let mut p = pg
-                .map(|p| {
-                    cnpg_core::parameters::effective(&p.parameters, &p.shared_preload_libraries)
-                })
-                .unwrap_or_default();
-            cnpg_core::tablespaces::with_parameters(&mut p, &tablespaces);
-            p
-        },
+        parameters: cnpg_core::parameters::of_cluster(c, &tablespaces),
         pg_hba: pg.map(|p| p.pg_hba.clone()).unwrap_or_default(),
         pg_ident: pg.map(|p| p.pg_ident.clone()).unwrap_or_default(),
         superuser_access: Some(c.spec.enable_superuser_access.unwrap_or(false)),

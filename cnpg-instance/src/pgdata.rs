@@ -71,6 +71,23 @@ pub enum PgDataError {
     },
 }
 
+/// Writes a [`Marker`] to `path`, owned by PostgreSQL's user.
+fn write_marker(
+    path: PathBuf,
+    cluster: &str,
+    instance: &str,
+    run_as: Option<RunAs>,
+) -> Result<(), PgDataError> {
+    let text = serde_json::to_string(&Marker {
+        cluster: cluster.to_owned(),
+        instance: instance.to_owned(),
+    })
+    .expect("the marker serializes");
+    std::fs::write(&path, text)
+        .and_then(|_| runas::own(run_as, &path))
+        .map_err(|source| PgDataError::Io { path, source })
+}
+
 /// A PGDATA directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -155,15 +172,7 @@ impl DataDir {
         instance: &str,
         run_as: Option<RunAs>,
     ) -> Result<(), PgDataError> {
-        let path = self.path.join(MARKER);
-        let text = serde_json::to_string(&Marker {
-            cluster: cluster.to_owned(),
-            instance: instance.to_owned(),
-        })
-        .expect("the marker serializes");
-        std::fs::write(&path, text)
-            .and_then(|_| runas::own(run_as, &path))
-            .map_err(|source| PgDataError::Io { path, source })
+        write_marker(self.path.join(MARKER), cluster, instance, run_as)
     }
 
     /// Where an unfinished re-clone is recorded: next to PGDATA, not in it, because a
@@ -188,15 +197,7 @@ impl DataDir {
         instance: &str,
         run_as: Option<RunAs>,
     ) -> Result<(), PgDataError> {
-        let path = self.reclone_record();
-        let text = serde_json::to_string(&Marker {
-            cluster: cluster.to_owned(),
-            instance: instance.to_owned(),
-        })
-        .expect("the marker serializes");
-        std::fs::write(&path, text)
-            .and_then(|_| runas::own(run_as, &path))
-            .map_err(|source| PgDataError::Io { path, source })
+        write_marker(self.reclone_record(), cluster, instance, run_as)
     }
 
     /// The marker of an unfinished re-clone of this directory, if one was begun.

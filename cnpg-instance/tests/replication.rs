@@ -418,9 +418,16 @@ async fn diverged_old_primary() -> Harness {
 async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() {
     let mut h = diverged_old_primary().await;
     h.view.update(|v| v.fenced.clear());
+    let label = back_as_standby_of_pg2(&mut h, "rewound").await;
+    assert!(label.contains("BACKUP METHOD: pg_rewind"), "{label}");
+}
+
+/// Waits until pg-1 streams from pg-2 on its timeline and holds pg-2's 100 rows, then
+/// stops both; the backup label PostgreSQL started pg-1 from says what made its data.
+async fn back_as_standby_of_pg2(h: &mut Harness, how: &str) -> String {
     h.wait_until(
-        "pg-1 rewound and streaming from pg-2",
-        Duration::from_secs(90),
+        &format!("pg-1 {how} and streaming from pg-2"),
+        Duration::from_secs(120),
         async |h| {
             let s = h.status("pg-1").await;
             if !s.is_primary && s.is_wal_receiver_active && s.timeline == 2 {
@@ -439,17 +446,14 @@ async fn a_diverged_old_primary_is_rewound_and_loses_only_unreplicated_writes() 
             .await
             .expect("count")
             .get(0);
-        assert_eq!(
-            n, 100,
-            "{name}: the rewind dropped only the writes pg-2 never had"
-        );
+        assert_eq!(n, 100, "{name}: only the writes pg-2 never had are gone");
     }
     let label = std::fs::read_to_string(h.instances["pg-1"].pgdata.join("backup_label.old"))
         .expect("the label PostgreSQL started from");
-    assert!(label.contains("BACKUP METHOD: pg_rewind"), "{label}");
     for name in ["pg-1", "pg-2"] {
         h.stop(name).await;
     }
+    label
 }
 
 /// When pg_rewind cannot work (here the old primary's WAL since the divergence is gone),
@@ -464,33 +468,8 @@ async fn an_old_primary_that_cannot_be_rewound_is_cloned_again() {
         }
     }
     h.view.update(|v| v.fenced.clear());
-    h.wait_until(
-        "pg-1 cloned again and streaming from pg-2",
-        Duration::from_secs(120),
-        async |h| {
-            let s = h.status("pg-1").await;
-            if !s.is_primary && s.is_wal_receiver_active && s.timeline == 2 {
-                Ok(())
-            } else {
-                Err(format!("{s:?}"))
-            }
-        },
-    )
-    .await;
-    let n: i64 = h
-        .connect("pg-1")
-        .await
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(n, 100, "pg-1 holds what pg-2 has");
-    let label = std::fs::read_to_string(h.instances["pg-1"].pgdata.join("backup_label.old"))
-        .expect("the label PostgreSQL started from");
+    let label = back_as_standby_of_pg2(&mut h, "cloned again").await;
     assert!(label.contains("LABEL: pg_basebackup"), "{label}");
-    for name in ["pg-1", "pg-2"] {
-        h.stop(name).await;
-    }
 }
 
 /// A primary told to stop (its pod deleted) starts a smart shutdown, which waits for open

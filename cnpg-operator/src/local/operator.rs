@@ -1240,15 +1240,7 @@ impl LocalOperator {
                     )
                 })
                 .collect(),
-            parameters: {
-                let mut p = pg
-                    .map(|p| {
-                        cnpg_core::parameters::effective(&p.parameters, &p.shared_preload_libraries)
-                    })
-                    .unwrap_or_default();
-                cnpg_core::tablespaces::with_parameters(&mut p, &tablespaces);
-                p
-            },
+            parameters: cnpg_core::parameters::of_cluster(&self.manifest, &tablespaces),
             pg_hba: pg.map(|p| p.pg_hba.clone()).unwrap_or_default(),
             pg_ident: pg.map(|p| p.pg_ident.clone()).unwrap_or_default(),
             superuser_access: Some(self.manifest.spec.enable_superuser_access.unwrap_or(false)),
