@@ -171,24 +171,6 @@ pub fn effective(
     out
 }
 
-/// Every parameter the instances of `cluster` get from its spec: the user's, the managed
-/// libraries ([`effective`]) and what its `tablespaces` (placed as the platform places
-/// them) need.
-#[cfg(feature = "api")]
-pub fn of_cluster(
-    cluster: &crate::api::Cluster,
-    tablespaces: &[crate::tablespaces::Tablespace],
-) -> std::collections::BTreeMap<String, String> {
-    let mut p = cluster
-        .spec
-        .postgresql
-        .as_ref()
-        .map(|p| effective(&p.parameters, &p.shared_preload_libraries))
-        .unwrap_or_default();
-    crate::tablespaces::with_parameters(&mut p, tablespaces);
-    p
-}
-
 /// The extensions the primary creates in every database: those of the managed libraries
 /// whose parameters are set (an extension is never dropped for a parameter removed: its
 /// objects may be in use).

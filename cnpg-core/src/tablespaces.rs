@@ -98,21 +98,6 @@ pub fn with_parameters(parameters: &mut BTreeMap<String, String>, wanted: &[Tabl
     }
 }
 
-/// The tablespaces of a Cluster's spec, placed as `location` says.
-#[cfg(feature = "api")]
-pub fn of_cluster(c: &crate::api::Cluster, location: impl Fn(&str) -> String) -> Vec<Tablespace> {
-    c.spec
-        .tablespaces
-        .iter()
-        .map(|t| Tablespace {
-            name: t.name.clone(),
-            owner: t.owner.as_ref().and_then(|o| o.name.clone()),
-            temporary: t.temporary,
-            location: location(&t.name),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,8 +44,7 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
     let ha = status.ha_state.clone().unwrap_or_default();
     let annotations = c.metadata.annotations.clone().unwrap_or_default();
     let pg = c.spec.postgresql.as_ref();
-    let tablespaces =
-        cnpg_core::tablespaces::of_cluster(c, cnpg_core::tablespaces::kubernetes_location);
+    let tablespaces = c.tablespaces(cnpg_core::tablespaces::kubernetes_location);
     let fenced = match Fencing::parse(
         annotations
             .get(naming::ANNOTATION_FENCED_INSTANCES)
@@ -66,7 +65,7 @@ pub fn view_of(c: &Cluster, port: u16) -> ViewData {
         synchronous_standby_names: ha.synchronous_standby_names.clone().unwrap_or_default(),
         instances: status.instance_names.clone(),
         endpoints: Default::default(),
-        parameters: cnpg_core::parameters::of_cluster(c, &tablespaces),
+        parameters: c.instance_parameters(&tablespaces),
         pg_hba: pg.map(|p| p.pg_hba.clone()).unwrap_or_default(),
         pg_ident: pg.map(|p| p.pg_ident.clone()).unwrap_or_default(),
         superuser_access: Some(c.spec.enable_superuser_access.unwrap_or(false)),

@@ -12,6 +12,39 @@ use crate::sync::{Durability, Method, SyncPolicy, SyncSpec};
 use std::time::Duration;
 
 impl Cluster {
+    /// `spec.tablespaces`, placed as `location` says (the platform's choice).
+    pub fn tablespaces(
+        &self,
+        location: impl Fn(&str) -> String,
+    ) -> Vec<crate::tablespaces::Tablespace> {
+        self.spec
+            .tablespaces
+            .iter()
+            .map(|t| crate::tablespaces::Tablespace {
+                name: t.name.clone(),
+                owner: t.owner.as_ref().and_then(|o| o.name.clone()),
+                temporary: t.temporary,
+                location: location(&t.name),
+            })
+            .collect()
+    }
+
+    /// Every parameter the instances get from the spec: the user's, the managed libraries
+    /// (`parameters::effective`) and what `tablespaces` need.
+    pub fn instance_parameters(
+        &self,
+        tablespaces: &[crate::tablespaces::Tablespace],
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut p = self
+            .spec
+            .postgresql
+            .as_ref()
+            .map(|p| crate::parameters::effective(&p.parameters, &p.shared_preload_libraries))
+            .unwrap_or_default();
+        crate::tablespaces::with_parameters(&mut p, tablespaces);
+        p
+    }
+
     /// The HA policy of this cluster. A fencing annotation that does not parse fences
     /// nothing (as upstream) and is returned as a warning to surface in events.
     pub fn policy(&self) -> (Policy, Option<FencingParseError>) {

@@ -1215,7 +1215,7 @@ impl LocalOperator {
         let pg = self.manifest.spec.postgresql.as_ref();
         // All instances share this machine's file system: a tablespace lives inside each
         // one's PGDATA (in place), where a path outside could only be one instance's.
-        let tablespaces = cnpg_core::tablespaces::of_cluster(&self.manifest, |_| String::new());
+        let tablespaces = self.manifest.tablespaces(|_| String::new());
         let view = ViewData {
             current_primary: None, // published by the instance managers themselves
             target_primary: self.state.target_primary.clone(),
@@ -1240,7 +1240,7 @@ impl LocalOperator {
                     )
                 })
                 .collect(),
-            parameters: cnpg_core::parameters::of_cluster(&self.manifest, &tablespaces),
+            parameters: self.manifest.instance_parameters(&tablespaces),
             pg_hba: pg.map(|p| p.pg_hba.clone()).unwrap_or_default(),
             pg_ident: pg.map(|p| p.pg_ident.clone()).unwrap_or_default(),
             superuser_access: Some(self.manifest.spec.enable_superuser_access.unwrap_or(false)),
