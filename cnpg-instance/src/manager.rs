@@ -873,13 +873,16 @@ impl Manager {
                 "no endpoint known for {source}; cannot rewind yet"
             )));
         };
-        self.set(|s| s.rewinding = true);
+        // A postmaster killed with this manager may still hold the data directory.
+        self.await_old_postmaster().await;
         let data = DataDir::new(&self.cfg.pgdata);
+        if let Err(e) = data.keep_control_file(self.cfg.run_as) {
+            // No control file to read, and no copy of it: nothing can rewind this data.
+            self.rewind_failed = true;
+            return Err(PgError::Query(e.to_string()));
+        }
+        self.set(|s| s.rewinding = true);
         let result = async {
-            // A postmaster killed with this manager may still hold the data directory.
-            self.await_old_postmaster().await;
-            data.keep_control_file(self.cfg.run_as)
-                .map_err(|e| PgError::Query(e.to_string()))?;
             if !self.ctl.shut_down_cleanly().await? {
                 self.ctl.single_user_recovery().await?;
             }
@@ -923,7 +926,6 @@ impl Manager {
                         && !stderr.contains("lock file")
                         && !stderr.contains("shared memory")
                 }
-                PgError::Query(m) => m.contains("pg_control"),
                 _ => false,
             };
         }

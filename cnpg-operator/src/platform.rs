@@ -361,20 +361,17 @@ pub async fn reconcile_cluster<P: Platform + ?Sized>(
     fill_counts(cluster, &observed, &mut status);
     // The image the instances run: `imageName`, the catalog's pick, or the default.
     status.image = Some(crate::kube::specs::image(cluster));
-    // `managedRolesStatus`: the primary's last pass (kept while no primary reports one).
-    status.managed_roles_status = observed
+    // `managedRolesStatus` and `tablespacesStatus`: the primary's last passes (kept while
+    // no primary reports them).
+    let primary = observed
         .state
         .current_primary
         .as_ref()
-        .and_then(|p| observed.instances.iter().find(|i| &i.name == p))
+        .and_then(|p| observed.instances.iter().find(|i| &i.name == p));
+    status.managed_roles_status = primary
         .and_then(|p| p.status.managed_roles.clone())
         .or_else(|| before.managed_roles_status.clone());
-    // `tablespacesStatus`: the same, from the primary's last pass over `spec.tablespaces`.
-    status.tablespaces_status = observed
-        .state
-        .current_primary
-        .as_ref()
-        .and_then(|p| observed.instances.iter().find(|i| &i.name == p))
+    status.tablespaces_status = primary
         .and_then(|p| p.status.tablespaces.clone())
         .unwrap_or_else(|| before.tablespaces_status.clone());
     status.conditions = conditions(cluster, &before, &status, now);

@@ -384,30 +384,30 @@ pub async fn run(
     // A Secret of the user's that a Cluster reads (a managed role's password, the store's
     // credentials, a certificate) wakes that Cluster when it changes. Only their metadata
     // is watched: the operator holds no copy of Secrets it does not own.
-    let cache = clusters.store();
-    let secret_clusters = move |s: kube::core::PartialObjectMeta<Secret>| {
-        let (ns, name) = (s.namespace(), s.name_any());
-        cache
-            .state()
-            .into_iter()
-            .filter(|c| c.namespace() == ns && super::secrets::referenced(c).contains(&name))
-            .map(|c| ObjectRef::from_obj(&*c))
-            .collect::<Vec<_>>()
-    };
     // The same for the user's ConfigMaps a Cluster reads (custom monitoring queries): an
     // edit reaches the instances at once, not at the next periodic loop.
-    let cache = clusters.store();
-    let config_map_clusters = move |m: kube::core::PartialObjectMeta<ConfigMap>| {
-        let (ns, name) = (m.namespace(), m.name_any());
-        cache
-            .state()
-            .into_iter()
-            .filter(|c| {
-                c.namespace() == ns && super::secrets::monitoring_config_maps(c).contains(&name)
-            })
-            .map(|c| ObjectRef::from_obj(&*c))
-            .collect::<Vec<_>>()
-    };
+    fn naming<K: kube::Resource>(
+        cache: kube::runtime::reflector::Store<Cluster>,
+        names: fn(&Cluster, &str) -> bool,
+    ) -> impl Fn(kube::core::PartialObjectMeta<K>) -> Vec<ObjectRef<Cluster>> {
+        move |o| {
+            let (ns, name) = (o.namespace(), o.name_any());
+            cache
+                .state()
+                .into_iter()
+                .filter(|c| c.namespace() == ns && names(c, &name))
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect()
+        }
+    }
+    let secret_clusters = naming::<Secret>(clusters.store(), |c, name| {
+        super::secrets::referenced(c).contains(name)
+    });
+    let config_map_clusters = naming::<ConfigMap>(clusters.store(), |c, name| {
+        super::secrets::monitoring_config_maps(c)
+            .iter()
+            .any(|n| n == name)
+    });
     fn cluster_ref(c: &Cluster) -> Option<(&str, &str)> {
         let r = c.spec.image_catalog_ref.as_ref()?;
         Some((&r.kind, &r.name))

@@ -110,20 +110,20 @@ async fn container_log(
         )
             .into_response();
     };
-    let mut start = 0;
-    if let Some(n) = p.tail_lines {
-        let body = text.strip_suffix(b"\n").unwrap_or(&text);
-        start = body
-            .iter()
-            .enumerate()
-            .rev()
-            .filter(|(_, b)| **b == b'\n')
-            .nth(n.saturating_sub(1))
-            .map_or(0, |(i, _)| i + 1);
-        if n == 0 {
-            start = text.len();
+    // The last `tailLines` lines: from just after the n-th newline before the final one.
+    let start = match p.tail_lines {
+        None => 0,
+        Some(0) => text.len(),
+        Some(n) => {
+            let body = text.strip_suffix(b"\n").unwrap_or(&text);
+            body.iter()
+                .enumerate()
+                .rev()
+                .filter(|(_, b)| **b == b'\n')
+                .nth(n - 1)
+                .map_or(0, |(i, _)| i + 1)
         }
-    }
+    };
     let mut first = text[start..].to_vec();
     if let Some(limit) = p.limit_bytes {
         first.truncate(limit);
